@@ -1,0 +1,1 @@
+"""Thin trigger adapters: decode the binding, call ``shared``, encode the result."""

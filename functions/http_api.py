@@ -1,0 +1,180 @@
+"""HTTP triggers: prediction, model listing and details, alias moves, health.
+
+Errors leave through one table (``STATUS``) mapping the domain's error codes to HTTP
+status codes; the body is always ``{"error": {"code", "message", "details"?}}``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import azure.functions as func
+
+from functions.root import context
+from shared import names
+from shared.errors import InvalidRequest, MlopsError, ModelNotFound, PayloadTooLarge
+from shared.registry import PRODUCTION
+
+bp = func.Blueprint()
+log = logging.getLogger("mlops.functions.http")
+
+STATUS: dict[str, int] = {
+    "INVALID_NAME": 400,
+    "INVALID_REQUEST": 400,
+    "INVALID_SPEC": 500,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNAUTHORIZED": 401,
+    "NOT_FOUND": 404,
+    "MODEL_NOT_FOUND": 404,
+    "NO_PRODUCTION_VERSION": 503,
+    "CONFLICT": 409,
+    "PRECONDITION_FAILED": 409,
+    "ALREADY_EXISTS": 409,
+    "INTEGRITY_ERROR": 500,
+    "TRANSIENT": 503,
+}
+_JSON = "application/json"
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
+
+
+def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
+    status = STATUS.get(exc.code, 500)
+    if status >= 500:
+        log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
+    return _json(exc.to_dict(), status, {"x-request-id": request_id})
+
+
+def _body(req: func.HttpRequest) -> Any:
+    raw = req.get_body() or b""
+    limit = context().settings.max_request_bytes
+    if len(raw) > limit:
+        raise PayloadTooLarge(
+            f"request body is {len(raw):,} bytes, over the limit of {limit:,} (setting MLOPS_MAX_REQUEST_BYTES)"
+        )
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object", field="body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+
+
+def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:
+    request_id = req.headers.get("x-request-id") or uuid.uuid4().hex
+    try:
+        body, status = handler(req)
+    except MlopsError as exc:
+        return _error(exc, request_id)
+    if isinstance(body, dict):
+        body.setdefault("request_id", request_id)
+    return _json(body, status, {"x-request-id": request_id})
+
+
+def _model(req: func.HttpRequest) -> str:
+    return names.model_name(req.route_params.get("name", ""))
+
+
+@bp.function_name("predict")
+@bp.route(route="models/{name}/predict", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def predict(req: func.HttpRequest) -> func.HttpResponse:
+    """Predictions from the production version; the response names the version."""
+
+    def run(req: func.HttpRequest):
+        started = time.perf_counter()
+        model = _model(req)
+        out = context().server.predict(model, _body(req))
+        out["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return out, 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("list_models")
+@bp.route(route="models", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_models(req: func.HttpRequest) -> func.HttpResponse:
+    """Every model with a spec or a registry entry, and its production version."""
+
+    def run(req: func.HttpRequest):
+        ctx = context()
+        models = sorted(set(ctx.specs.names()) | set(ctx.registry.models()))
+        out = []
+        for m in models:
+            alias = ctx.registry.alias(m, PRODUCTION)
+            out.append({"name": m, "production": alias.version if alias else None})
+        return {"models": out}, 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("get_model")
+@bp.route(route="models/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_model(req: func.HttpRequest) -> func.HttpResponse:
+    """A model's versions (with metrics), aliases and recent audit."""
+
+    def run(req: func.HttpRequest):
+        ctx = context()
+        model = _model(req)
+        versions = ctx.registry.versions(model)
+        try:
+            spec = ctx.specs.get(model)
+            spec_view = {"task": spec.task, "target": spec.target, "features": list(spec.features),
+                         "estimator": spec.estimator, "metric": spec.metric}
+        except ModelNotFound:
+            if not versions:
+                raise
+            spec_view = None
+        listed = []
+        for v in versions:
+            m = ctx.registry.manifest(model, v)
+            listed.append({"version": v, "run_id": m["run_id"], "metrics": m["metrics"],
+                           "committed_at": m["committed_at"], "dataset": m["dataset"]["name"],
+                           "parity": {"max_abs_diff": m["parity"]["max_abs_diff"]}})
+        return {"name": model, "spec": spec_view, "aliases": ctx.registry.aliases(model),
+                "versions": listed, "audit": ctx.registry.audit_log(model, limit=20)}, 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("set_alias")
+@bp.route(route="models/{name}/aliases/{alias}", methods=["PUT", "POST"], auth_level=func.AuthLevel.ADMIN)
+def set_alias(req: func.HttpRequest) -> func.HttpResponse:
+    """Operator move of an alias (promotion or rollback): ``{"version": n, "reason": "..."}``."""
+
+    def run(req: func.HttpRequest):
+        ctx = context()
+        model = _model(req)
+        alias = names.alias_name(req.route_params.get("alias", ""))
+        body = _body(req)
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidRequest("field 'version' must be a positive integer", field="version")
+        reason = body.get("reason") or "operator request"
+        if not isinstance(reason, str):
+            raise InvalidRequest("field 'reason' must be a string", field="reason")
+        current = ctx.registry.alias(model, alias)
+        event = "rollback" if current and version < current.version else "set_alias"
+        moved = ctx.registry.move_alias(model, alias, version, expected=current, event=event,
+                                        reason=reason[:500], actor="operator")
+        return {"model": model, "alias": alias, "version": moved.version,
+                "previous": current.version if current else None}, 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness and what this worker serves."""
+
+    def run(req: func.HttpRequest):
+        ctx = context()
+        return {"status": "ok", "storage": ctx.settings.storage_backend, "bus": ctx.settings.bus_backend,
+                "serving": ctx.server.loaded_versions()}, 200
+
+    return _handle(req, run)

@@ -1,0 +1,53 @@
+"""Service Bus triggers: convert, register and promote, one queue each."""
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.root import context
+from shared.errors import InvalidMessage
+from shared.messages import RunMessage
+from shared.pipeline import handle_convert, handle_promote, handle_register
+
+bp = func.Blueprint()
+log = logging.getLogger("mlops.functions.pipeline")
+
+
+def _decode(msg: func.ServiceBusMessage, expect: str) -> RunMessage | None:
+    """The typed message, or None for a malformed one (logged; completing it is right)."""
+    try:
+        return RunMessage.parse(msg.get_body(), expect=expect)
+    except InvalidMessage as exc:
+        log.error("dropping malformed message %s: %s", getattr(msg, "message_id", "?"), exc.message)
+        return None
+
+
+@bp.function_name("convert")
+@bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_CONVERT%", connection="ServiceBusConnection")
+def convert(msg: func.ServiceBusMessage) -> None:
+    """Fitted pipeline -> ONNX, with the parity gate."""
+    run = _decode(msg, "trained")
+    if run is not None:
+        result = handle_convert(context(), run)
+        log.info("convert %s/%s: %s", run.model, run.run_id, result.detail)
+
+
+@bp.function_name("register")
+@bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_REGISTER%", connection="ServiceBusConnection")
+def register(msg: func.ServiceBusMessage) -> None:
+    """Converted run -> the next immutable registry version."""
+    run = _decode(msg, "converted")
+    if run is not None:
+        result = handle_register(context(), run)
+        log.info("register %s/%s: %s", run.model, run.run_id, result.detail)
+
+
+@bp.function_name("promote")
+@bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_PROMOTE%", connection="ServiceBusConnection")
+def promote(msg: func.ServiceBusMessage) -> None:
+    """Registered version -> promotion decision (and alias move when it wins)."""
+    run = _decode(msg, "registered")
+    if run is not None:
+        result = handle_promote(context(), run)
+        log.info("promote %s/%s: %s", run.model, run.run_id, result.detail)

@@ -1,0 +1,32 @@
+"""Blob trigger: a dataset dropped into ``datasets/{model}/{file}`` starts a training run."""
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.root import context
+from shared.pipeline import DATASETS, handle_dataset
+
+bp = func.Blueprint()
+log = logging.getLogger("mlops.functions.train")
+
+
+def _etag(blob: func.InputStream) -> str | None:
+    props = getattr(blob, "blob_properties", None) or {}
+    return props.get("ETag") or props.get("Etag") or props.get("etag")
+
+
+@bp.function_name("train")
+@bp.blob_trigger(arg_name="blob", path="datasets/{model}/{file}", connection="MlopsStorage")
+def train(blob: func.InputStream) -> None:
+    """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
+    name = blob.name or ""
+    prefix = DATASETS + "/"
+    relative = name[len(prefix):] if name.startswith(prefix) else name
+    etag = _etag(blob)
+    # Read the bytes from the binding only when we also know their ETag; otherwise the
+    # stage reads the blob itself so that lineage records the version it trained on.
+    data = blob.read() if etag else None
+    result = handle_dataset(context(), relative, data, etag)
+    log.info("train %s: %s (%s)", relative, "ok" if result.ok else "refused", result.detail)

@@ -1,0 +1,1 @@
+"""Model specs (``*.toml``) and the example-data generators that go with them."""

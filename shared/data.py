@@ -1,0 +1,228 @@
+"""Loading datasets and validating them against a model's spec.
+
+Every refusal is a ``DatasetError`` whose message a data scientist can act on: it names
+the column, the row (1-based, counting data rows) and the value where there is one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import DatasetError
+from shared.spec import ModelSpec
+
+SUPPORTED_EXTENSIONS = (".csv", ".parquet")
+MISSING_CATEGORY = ""  # categorical missing values become the empty string, in training and serving
+
+
+@dataclass
+class Dataset:
+    """A validated dataset: typed features and target, plus what validation noticed."""
+
+    frame: pd.DataFrame
+    rows: int
+    extra_columns: list[str] = field(default_factory=list)
+    missing_rates: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "extra_columns_ignored": self.extra_columns,
+            "missing_rates": self.missing_rates,
+        }
+
+
+def extension(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot >= 0 else ""
+
+
+def read_table(data: bytes, filename: str, *, max_bytes: int | None = None) -> pd.DataFrame:
+    """Parse a CSV or Parquet file into a DataFrame, refusing what cannot be read."""
+    ext = extension(filename)
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise DatasetError(
+            f"unsupported file type {ext or '(none)'!r} for {filename}: use .csv or .parquet"
+        )
+    if max_bytes is not None and len(data) > max_bytes:
+        raise DatasetError(
+            f"{filename} is {len(data):,} bytes, over the limit of {max_bytes:,} bytes "
+            "(setting MLOPS_MAX_DATASET_BYTES)"
+        )
+    if not data.strip():
+        raise DatasetError(f"{filename} is empty")
+    if ext == ".parquet":
+        return _read_parquet(data, filename)
+    return _read_csv(data, filename)
+
+
+def _read_parquet(data: bytes, filename: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatasetError(f"{filename} is not a readable Parquet file: {exc}") from None
+    names = table.column_names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DatasetError(f"{filename} has duplicate column names: {', '.join(dupes)}")
+    if table.num_rows == 0:
+        raise DatasetError(f"{filename} has a schema but no rows")
+    return table.to_pandas()
+
+
+def _read_csv(data: bytes, filename: str) -> pd.DataFrame:
+    if b"\x00" in data[:8192]:
+        raise DatasetError(f"{filename} is not a text CSV file (it contains NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{filename} is not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+    first_line = text.splitlines()[0] if text else ""
+    header = next(csv.reader([first_line]), [])
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DatasetError(f"{filename} has duplicate column names: {', '.join(dupes)}")
+    try:
+        df = pd.read_csv(io.StringIO(text), skipinitialspace=True, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DatasetError(f"{filename} is not a readable CSV file: {exc}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if len(df) == 0:
+        raise DatasetError(f"{filename} has a header but no data rows")
+    if len(df.columns) == 1:
+        only = df.columns[0]
+        for sep in (";", "\t", "|"):
+            if sep in only:
+                raise DatasetError(
+                    f"{filename} has a single column {only[:80]!r}: it looks delimited by "
+                    f"{sep!r}; use ',' as the delimiter"
+                )
+    return df
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.argmax(mask)) + 1
+
+
+def coerce_numeric(series: pd.Series, column: str, filename: str) -> pd.Series:
+    """Float64 values; a value that is not a number is refused with its row."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    if pd.api.types.is_numeric_dtype(series):
+        values = series.astype("float64")
+    else:
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
+        bad = values.isna().to_numpy() & series.notna().to_numpy()
+        if bad.any():
+            row = _first_bad_row(bad)
+            raise DatasetError(
+                f"{filename}: column {column!r} must be numeric, but row {row} holds "
+                f"{str(series.iloc[row - 1])[:40]!r} ({int(bad.sum())} such value(s))",
+                column=column,
+                row=row,
+            )
+    inf = np.isinf(values.to_numpy())
+    if inf.any():
+        row = _first_bad_row(inf)
+        raise DatasetError(
+            f"{filename}: column {column!r} holds an infinite value at row {row}",
+            column=column,
+            row=row,
+        )
+    return values
+
+
+def coerce_categorical(series: pd.Series) -> pd.Series:
+    """Strings, with missing values as the empty string."""
+    out = series.astype("object").where(series.notna(), MISSING_CATEGORY)
+    return out.map(lambda v: v if isinstance(v, str) else str(v)).astype("object")
+
+
+def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
+    """Check ``df`` against ``spec`` and return typed features and target."""
+    required = [*spec.features, spec.target]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        which = "target" if missing == [spec.target] else "column(s)"
+        raise DatasetError(
+            f"{filename}: missing {which} {', '.join(repr(c) for c in missing)}; "
+            f"found {', '.join(repr(str(c)) for c in list(df.columns)[:20])}",
+            missing=missing,
+        )
+    extra = sorted(str(c) for c in df.columns if c not in required)
+    if len(df) < spec.min_rows:
+        raise DatasetError(
+            f"{filename}: {len(df)} rows, fewer than the spec's minimum of {spec.min_rows} "
+            "(training.min_rows)"
+        )
+    out: dict[str, pd.Series] = {}
+    missing_rates: dict[str, float] = {}
+    for column in required:
+        series = df[column]
+        if series.isna().all() or (series.dtype == object and (series.astype(str).str.strip() == "").all()):
+            raise DatasetError(f"{filename}: column {column!r} is entirely empty", column=column)
+        missing_rates[column] = round(float(series.isna().mean()), 6)
+        if column in spec.categorical:
+            out[column] = coerce_categorical(series)
+        elif column in spec.numeric:
+            out[column] = coerce_numeric(series, column, filename)
+    out[spec.target] = _target(df[spec.target], spec, filename)
+    frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+    return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates)
+
+
+def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
+    col = spec.target
+    if spec.task == "regression":
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
+        bad = ~np.isfinite(values.to_numpy())
+        if bad.any():
+            row = _first_bad_row(bad)
+            raise DatasetError(
+                f"{filename}: target {col!r} has {int(bad.sum())} missing, infinite or "
+                f"non-numeric value(s); first at row {row} ({str(series.iloc[row - 1])[:40]!r})",
+                column=col,
+                row=row,
+            )
+        return values
+    missing = series.isna().to_numpy()
+    if missing.any():
+        row = _first_bad_row(missing)
+        raise DatasetError(
+            f"{filename}: target {col!r} has {int(missing.sum())} missing value(s); first at row {row}",
+            column=col,
+            row=row,
+        )
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy()
+        if not np.isfinite(values).all():
+            row = _first_bad_row(~np.isfinite(values))
+            raise DatasetError(f"{filename}: target {col!r} is infinite at row {row}", column=col, row=row)
+        if (values == np.round(values)).all():
+            series = series.astype("int64")
+    labels = series if pd.api.types.is_integer_dtype(series) else coerce_categorical(series)
+    classes = labels.nunique()
+    if classes < 2:
+        raise DatasetError(
+            f"{filename}: target {col!r} has a single class ({labels.iloc[0]!r}); a classifier "
+            "needs at least two",
+            column=col,
+        )
+    if spec.task == "binary" and classes != 2:
+        raise DatasetError(
+            f"{filename}: target {col!r} has {classes} classes but the spec's task is binary",
+            column=col,
+        )
+    return labels

@@ -1,0 +1,166 @@
+"""Conversion to ONNX (skl2onnx) and the parity gate (ONNX Runtime against scikit-learn).
+
+Each feature is its own ONNX input keeping the spec's type: numeric columns are
+``float`` tensors, categorical ones ``string`` tensors, each of shape ``[N, 1]``.
+
+Why float32 and not double: ONNX Runtime's ``TreeEnsembleRegressor``/``Classifier``
+(ai.onnx.ml opset 3) only produce float outputs and its ``Imputer`` has no double kernel,
+so a double graph of these pipelines does not load. Float inputs keep tree *split
+decisions* exact anyway, because scikit-learn's trees cast inputs to float32 before
+comparing them with their thresholds; only the float32 sum of leaf values differs,
+by about 1e-7 relative. HistGradientBoosting is the exception the gate exists for: its
+converted graph disagrees by whole units.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import ConversionError, ParityError
+from shared.spec import ModelSpec
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+def input_schema(spec: ModelSpec) -> list[dict[str, str]]:
+    """The served model's inputs, in order: name and type (``float`` or ``string``)."""
+    return [{"name": c, "type": "float"} for c in spec.numeric] + [
+        {"name": c, "type": "string"} for c in spec.categorical
+    ]
+
+
+def feeds_from_frame(frame: pd.DataFrame, schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """ONNX Runtime inputs for the rows of ``frame`` (already typed by validation)."""
+    feeds: dict[str, np.ndarray] = {}
+    for col in schema:
+        name = col["name"]
+        if col["type"] == "float":
+            feeds[name] = frame[name].to_numpy(dtype=np.float32).reshape(-1, 1)
+        else:
+            feeds[name] = frame[name].to_numpy(dtype=object).reshape(-1, 1)
+    return feeds
+
+
+def convert(pipeline: Any, spec: ModelSpec) -> bytes:
+    """The fitted pipeline as a serialised ONNX model."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    initial_types = [
+        (c["name"], FloatTensorType([None, 1]) if c["type"] == "float" else StringTensorType([None, 1]))
+        for c in input_schema(spec)
+    ]
+    options = {}
+    if spec.is_classifier:
+        # Plain tensors, not a list of dicts: faster to run and to read.
+        options = {id(pipeline.named_steps["estimator"]): {"zipmap": False}}
+    try:
+        model = convert_sklearn(
+            pipeline,
+            name=spec.name,
+            initial_types=initial_types,
+            target_opset=TARGET_OPSET,
+            options=options,
+        )
+    except Exception as exc:  # skl2onnx raises many unrelated types
+        raise ConversionError(f"skl2onnx could not convert {spec.estimator}: {exc}") from None
+    model.doc_string = f"{spec.name}: {spec.estimator} ({spec.task})"
+    return model.SerializeToString()
+
+
+def opsets(onnx_bytes: bytes) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    return {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
+
+
+def new_session(onnx_bytes: bytes):
+    """An ONNX Runtime session tuned for low-latency, small-batch serving."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # One thread per session: single rows gain nothing from a pool, and workers scale out.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class OnnxOutputs:
+    """What an ONNX model returned: values (regression) or labels and probabilities."""
+
+    values: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+
+
+def run_session(session: Any, feeds: dict[str, np.ndarray], is_classifier: bool) -> OnnxOutputs:
+    outputs = session.run(None, feeds)
+    if is_classifier:
+        return OnnxOutputs(labels=outputs[0].ravel(), probabilities=outputs[1])
+    return OnnxOutputs(values=outputs[0].ravel().astype(np.float64))
+
+
+@dataclass
+class ParityReport:
+    """How closely ONNX Runtime reproduced scikit-learn on the hold-out rows."""
+
+    rows: int
+    max_abs_diff: float
+    max_rel_diff: float
+    over_tolerance: int
+    label_mismatches: int
+    rtol: float
+    atol: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: pd.DataFrame, spec: ModelSpec) -> ParityReport:
+    """Compare ONNX Runtime and scikit-learn on ``holdout``; raise ``ParityError`` on mismatch."""
+    session = new_session(onnx_bytes)
+    x = holdout[list(spec.features)]
+    out = run_session(session, feeds_from_frame(holdout, input_schema(spec)), spec.is_classifier)
+    mismatches = 0
+    if spec.is_classifier:
+        expected = pipeline.predict_proba(x)
+        got = out.probabilities
+        sk_labels = pipeline.predict(x)
+        mismatches = int((np.asarray(out.labels).astype(str) != np.asarray(sk_labels).astype(str)).sum())
+    else:
+        expected = pipeline.predict(x).astype(np.float64)
+        got = out.values
+    diff = np.abs(np.asarray(got, dtype=np.float64) - expected)
+    rel = diff / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
+    over = int((diff > spec.parity_atol + spec.parity_rtol * np.abs(expected)).sum())
+    report = ParityReport(
+        rows=len(holdout),
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        max_rel_diff=float(rel[diff > 0].max()) if (diff > 0).any() else 0.0,
+        over_tolerance=over,
+        label_mismatches=mismatches,
+        rtol=spec.parity_rtol,
+        atol=spec.parity_atol,
+        passed=over == 0 and mismatches == 0,
+    )
+    if not report.passed:
+        raise ParityError(
+            f"ONNX and scikit-learn disagree for {spec.name} ({spec.estimator}) on "
+            f"{report.over_tolerance} of {report.rows} hold-out values beyond atol={spec.parity_atol}, "
+            f"rtol={spec.parity_rtol} (max abs diff {report.max_abs_diff:.6g}, max rel diff "
+            f"{report.max_rel_diff:.3g}) and on {mismatches} label(s); the run is refused",
+            parity=report.to_dict(),
+        )
+    return report
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

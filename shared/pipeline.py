@@ -1,0 +1,467 @@
+"""The training pipeline's stages: train, convert, register, promote.
+
+Each stage takes a typed input, does its work, records it in the run's status and sends
+the next typed message. Each is idempotent: a redelivered message or a re-triggered blob
+finds its earlier result and hands the same message on, so one run yields one version and
+one promotion decision. Permanent failures (a bad dataset, a parity mismatch) are recorded
+(the dataset quarantined) and *not* raised; transient ones raise so the platform retries.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared import names
+from shared.context import Context
+from shared.data import read_table, validate
+from shared.errors import (
+    AlreadyExists,
+    DatasetError,
+    IntegrityError,
+    InvalidName,
+    MlopsError,
+    ModelNotFound,
+    NotFound,
+    PreconditionFailed,
+)
+from shared.jsonio import put_json
+from shared.messages import RunMessage
+from shared.registry import PRODUCTION
+from shared.spec import ModelSpec
+
+log = logging.getLogger("mlops.pipeline")
+
+DATASETS = "datasets"
+QUARANTINE = "quarantine"
+PIPELINE_PKL = "pipeline.pkl"
+HOLDOUT = "holdout.parquet"
+TRAIN_JSON = "train.json"
+MODEL_ONNX = "model.onnx"
+CONVERT_JSON = "convert.json"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage did: ``ok`` false means a recorded, permanent refusal."""
+
+    ok: bool
+    run_id: str | None
+    detail: str
+    next_message: RunMessage | None = None
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_id_for(model: str, file: str, etag: str) -> str:
+    """Deterministic: the same blob at the same ETag always maps to the same run."""
+    return hashlib.sha256(f"{model}/{file}@{etag}".encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+# -- quarantine ------------------------------------------------------------------------------
+def quarantine(ctx: Context, blob_name: str, reason: str, *, code: str, details: dict | None = None) -> str:
+    """Record why a dataset was refused; the dataset itself stays where it is."""
+    parts = blob_name.split("/")
+    folder = parts[0] if len(parts) > 1 else ""
+    try:
+        names.model_name(folder)
+    except InvalidName:
+        folder = "_invalid"
+    leaf = hashlib.sha256(blob_name.encode()).hexdigest()[:8] + "-" + "".join(
+        c if c.isalnum() or c in "._-" else "_" for c in parts[-1]
+    )[:150]
+    if len(parts) == 2 and folder != "_invalid":
+        try:
+            leaf = names.file_name(parts[1])
+        except InvalidName:
+            pass
+    name = f"{folder}/{leaf}.json"
+    record = {
+        "dataset": f"{DATASETS}/{blob_name}",
+        "reason": reason,
+        "code": code,
+        "details": details or {},
+        "quarantined_at": time.time(),
+    }
+    put_json(ctx.storage, QUARANTINE, name, record)
+    log.warning("quarantined %s/%s: %s", DATASETS, blob_name, reason)
+    return f"{QUARANTINE}/{name}"
+
+
+# -- train -----------------------------------------------------------------------------------
+def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag: str | None = None) -> StageResult:
+    """Validate, split, fit and evaluate a dropped dataset; hand the run to ``convert``.
+
+    ``blob_name`` is relative to the ``datasets`` container: ``<model>/<file>``.
+    """
+    parts = blob_name.split("/")
+    if len(parts) != 2:
+        where = quarantine(
+            ctx,
+            blob_name,
+            f"datasets must be dropped as datasets/<model>/<file>; {blob_name!r} is not",
+            code="INVALID_PATH",
+        )
+        return StageResult(False, None, where)
+    model, file = parts
+    try:
+        names.model_name(model)
+        names.file_name(file)
+        spec = ctx.specs.get(model)
+    except (InvalidName, ModelNotFound) as exc:
+        where = quarantine(ctx, blob_name, exc.message, code=exc.code)
+        return StageResult(False, None, where)
+    except MlopsError as exc:  # a broken spec file: refuse with the spec's own message
+        where = quarantine(ctx, blob_name, exc.message, code=exc.code, details=exc.details)
+        return StageResult(False, None, where)
+
+    if data is None or etag is None:
+        blob = ctx.storage.get(DATASETS, blob_name)
+        assert blob is not None
+        data, etag = blob.data, blob.info.etag
+    run_id = run_id_for(model, file, etag)
+    status = ctx.runs.status(model, run_id)
+    if status and "train" in status.get("stages", {}) and ctx.runs.exists(model, run_id, PIPELINE_PKL):
+        # Triggered again for the same blob and ETag: hand on the same message.
+        record = ctx.runs.get_json(model, run_id, TRAIN_JSON)
+        msg = RunMessage("trained", model, run_id, run_id, artifact_sha256=record["pipeline_sha256"])
+        ctx.bus.send(ctx.settings.queue_convert, msg.to_outgoing())
+        return StageResult(True, run_id, "already trained; message re-sent", msg)
+
+    started = time.perf_counter()
+    ctx.runs.update_status(
+        model, run_id, state="training", dataset=f"{DATASETS}/{blob_name}", started_at=time.time()
+    )
+    try:
+        t0 = time.perf_counter()
+        frame = read_table(data, file, max_bytes=ctx.settings.max_dataset_bytes)
+        dataset = validate(frame, spec, file)
+        validate_s = time.perf_counter() - t0
+        from shared.train import fit
+
+        result = fit(dataset.frame, spec)
+    except DatasetError as exc:
+        where = quarantine(ctx, blob_name, exc.message, code=exc.code, details=exc.details)
+        ctx.runs.update_status(model, run_id, state="failed", error={"code": exc.code, "message": exc.message})
+        return StageResult(False, run_id, where)
+
+    t0 = time.perf_counter()
+    pipeline_bytes = pickle.dumps(result.pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+    holdout_bytes = _parquet_bytes(result.holdout)
+    ctx.runs.put(model, run_id, HOLDOUT, holdout_bytes)
+    ctx.runs.put(model, run_id, PIPELINE_PKL, pipeline_bytes)
+    record = {
+        "model": model,
+        "run_id": run_id,
+        "dataset": {
+            "uri": ctx.storage.uri(DATASETS, blob_name),
+            "name": f"{DATASETS}/{blob_name}",
+            "etag": etag,
+            "sha256": _sha(data),
+            "rows": dataset.rows,
+            "bytes": len(data),
+            "validation": dataset.report(),
+        },
+        "split": {"train_rows": len(result.train), "holdout_rows": len(result.holdout), "seed": spec.seed},
+        "holdout_sha256": _sha(holdout_bytes),
+        "pipeline_sha256": _sha(pipeline_bytes),
+        "metrics": result.metrics,
+        "params": result.params,
+        "estimator": spec.estimator,
+        "spec": {"source": spec.source, "sha256": spec.sha256},
+        "classes": [_plain(c) for c in result.pipeline.classes_] if spec.is_classifier else None,
+    }
+    ctx.runs.put_json(model, run_id, TRAIN_JSON, record)
+    save_s = time.perf_counter() - t0
+    ctx.runs.update_status(
+        model,
+        run_id,
+        state="trained",
+        metrics=result.metrics,
+        stages={
+            "validate": {"seconds": validate_s},
+            "fit": {"seconds": result.fit_seconds},
+            "train": {"seconds": time.perf_counter() - started, "save_seconds": save_s},
+        },
+    )
+    msg = RunMessage("trained", model, run_id, run_id, artifact_sha256=record["pipeline_sha256"])
+    ctx.bus.send(ctx.settings.queue_convert, msg.to_outgoing())
+    log.info("trained %s run %s on %d rows: %s", model, run_id, dataset.rows, result.metrics)
+    return StageResult(True, run_id, f"trained on {dataset.rows} rows", msg)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _load_pipeline(ctx: Context, msg: RunMessage) -> Any:
+    data = ctx.runs.get(msg.model, msg.run_id, PIPELINE_PKL)
+    # The pickle lives where a user could write; the hash came through our own queue.
+    if not msg.artifact_sha256 or _sha(data) != msg.artifact_sha256:
+        raise IntegrityError(
+            f"run (model={msg.model}, run_id={msg.run_id}): {PIPELINE_PKL} does not match the "
+            "SHA-256 its message carries; refusing to unpickle it"
+        )
+    return pickle.loads(data)  # noqa: S301 - hash-checked above
+
+
+def _load_holdout(ctx: Context, model: str, run_id: str, expected_sha: str) -> pd.DataFrame:
+    data = ctx.runs.get(model, run_id, HOLDOUT)
+    if _sha(data) != expected_sha:
+        raise IntegrityError(f"run (model={model}, run_id={run_id}): {HOLDOUT} changed since training")
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def _fail_run(ctx: Context, msg: RunMessage, stage: str, exc: MlopsError) -> StageResult:
+    ctx.runs.update_status(
+        msg.model, msg.run_id, state="failed", error={"stage": stage, "code": exc.code, "message": exc.message, **exc.details}
+    )
+    log.error("%s run %s failed at %s: %s", msg.model, msg.run_id, stage, exc.message)
+    return StageResult(False, msg.run_id, exc.message)
+
+
+def _spec_for(ctx: Context, msg: RunMessage) -> ModelSpec:
+    return ctx.specs.get(msg.model)
+
+
+# -- convert ---------------------------------------------------------------------------------
+def handle_convert(ctx: Context, msg: RunMessage) -> StageResult:
+    """Convert the fitted pipeline to ONNX and prove parity on the hold-out rows."""
+    from shared.onnx_model import check_parity, convert, opsets
+
+    model, run_id = msg.model, msg.run_id
+    if ctx.runs.exists(model, run_id, CONVERT_JSON):
+        record = ctx.runs.get_json(model, run_id, CONVERT_JSON)
+        nxt = RunMessage("converted", model, run_id, msg.correlation_id, artifact_sha256=record["onnx_sha256"])
+        ctx.bus.send(ctx.settings.queue_register, nxt.to_outgoing())
+        return StageResult(True, run_id, "already converted; message re-sent", nxt)
+    try:
+        spec = _spec_for(ctx, msg)
+        train = ctx.runs.get_json(model, run_id, TRAIN_JSON)
+        pipeline = _load_pipeline(ctx, msg)
+        holdout = _load_holdout(ctx, model, run_id, train["holdout_sha256"])
+        t0 = time.perf_counter()
+        onnx_bytes = convert(pipeline, spec)
+        convert_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report = check_parity(pipeline, onnx_bytes, holdout, spec)
+        parity_s = time.perf_counter() - t0
+    except (MlopsError, NotFound) as exc:
+        if not exc.permanent:
+            raise
+        return _fail_run(ctx, msg, "convert", exc)
+    ctx.runs.put(model, run_id, MODEL_ONNX, onnx_bytes)
+    record = {
+        "onnx_sha256": _sha(onnx_bytes),
+        "onnx_bytes": len(onnx_bytes),
+        "opsets": opsets(onnx_bytes),
+        "parity": report.to_dict(),
+    }
+    ctx.runs.put_json(model, run_id, CONVERT_JSON, record)
+    ctx.runs.update_status(
+        model, run_id, state="converted", stages={"convert": {"seconds": convert_s}, "parity": {"seconds": parity_s}}
+    )
+    nxt = RunMessage("converted", model, run_id, msg.correlation_id, artifact_sha256=record["onnx_sha256"])
+    ctx.bus.send(ctx.settings.queue_register, nxt.to_outgoing())
+    return StageResult(True, run_id, f"converted; parity max abs diff {report.max_abs_diff:.3g}", nxt)
+
+
+# -- register --------------------------------------------------------------------------------
+def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
+    """Write the run as the next immutable version, manifest last."""
+    from shared.onnx_model import input_schema
+
+    model, run_id = msg.model, msg.run_id
+    t0 = time.perf_counter()
+    try:
+        spec = _spec_for(ctx, msg)
+        train = ctx.runs.get_json(model, run_id, TRAIN_JSON)
+        conv = ctx.runs.get_json(model, run_id, CONVERT_JSON)
+        onnx_bytes = ctx.runs.get(model, run_id, MODEL_ONNX)
+        if _sha(onnx_bytes) != conv["onnx_sha256"] or conv["onnx_sha256"] != msg.artifact_sha256:
+            raise IntegrityError(f"run (model={model}, run_id={run_id}): model.onnx changed since conversion")
+    except (MlopsError, NotFound) as exc:
+        if not exc.permanent:
+            raise
+        return _fail_run(ctx, msg, "register", exc)
+    status = ctx.runs.status(model, run_id) or {}
+    version = ctx.registry.allocate(model, run_id)
+    manifest = {
+        "run_id": run_id,
+        "correlation_id": msg.correlation_id,
+        "task": spec.task,
+        "estimator": spec.estimator,
+        "metrics": train["metrics"],
+        "params": train["params"],
+        "dataset": train["dataset"],
+        "split": train["split"],
+        "holdout": {"uri": f"runs/{model}/{run_id}/{HOLDOUT}", "sha256": train["holdout_sha256"]},
+        "spec": train["spec"],
+        "libraries": library_versions(),
+        "onnx": {"file": MODEL_ONNX, "sha256": conv["onnx_sha256"], "bytes": conv["onnx_bytes"], "opsets": conv["opsets"]},
+        "input_schema": input_schema(spec),
+        "target": spec.target,
+        "classes": train["classes"],
+        "parity": conv["parity"],
+        "stage_seconds": {k: v["seconds"] for k, v in status.get("stages", {}).items()},
+    }
+    manifest = ctx.registry.commit(model, version, onnx_bytes, manifest)
+    ctx.runs.update_status(
+        model, run_id, state="registered", version=version, stages={"register": {"seconds": time.perf_counter() - t0}}
+    )
+    nxt = RunMessage("registered", model, run_id, msg.correlation_id, version=version)
+    ctx.bus.send(ctx.settings.queue_promote, nxt.to_outgoing())
+    return StageResult(True, run_id, f"registered as version {version}", nxt)
+
+
+# -- promote ---------------------------------------------------------------------------------
+def score_version(ctx: Context, spec: ModelSpec, model: str, version: int, holdout: pd.DataFrame) -> dict[str, float]:
+    """A registered version's metrics on ``holdout``, computed through ONNX Runtime."""
+    from shared.onnx_model import feeds_from_frame, new_session, run_session
+    from shared.train import compute_metrics
+
+    manifest = ctx.registry.manifest(model, version)
+    schema = manifest["input_schema"]
+    missing = [c["name"] for c in schema if c["name"] not in holdout.columns]
+    if missing:
+        raise DatasetError(f"version {version} needs columns the hold-out lacks: {', '.join(missing)}")
+    session = new_session(ctx.registry.model_bytes(model, version, manifest))
+    out = run_session(session, feeds_from_frame(holdout, schema), spec.is_classifier)
+    y = holdout[spec.target].to_numpy()
+    if spec.is_classifier:
+        classes = np.asarray(manifest["classes"])
+        return compute_metrics(spec, y, out.labels, out.probabilities, classes)
+    return compute_metrics(spec, y, out.values)
+
+
+def decide(spec: ModelSpec, candidate: float, champion: float | None) -> tuple[bool, str]:
+    """The promotion rule: clear the floor; then be no worse than production by the margin."""
+    metric, higher = spec.metric, spec.higher_is_better
+    clears_floor = candidate >= spec.floor if higher else candidate <= spec.floor
+    if not clears_floor:
+        op = ">=" if higher else "<="
+        return False, f"{metric} {candidate:.6g} does not clear the floor ({op} {spec.floor:g})"
+    if champion is None:
+        return True, f"first version: {metric} {candidate:.6g} clears the floor {spec.floor:g}"
+    allowance = spec.margin * abs(champion)
+    if higher:
+        ok = candidate >= champion - allowance
+    else:
+        ok = candidate <= champion + allowance
+    verdict = "matches or beats" if ok else "is worse than"
+    return ok, (
+        f"{metric} {candidate:.6g} {verdict} production's {champion:.6g} on the candidate's "
+        f"hold-out (margin {spec.margin:g})"
+    )
+
+
+def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> StageResult:
+    """Score candidate and production on the candidate's hold-out; move the alias if it wins."""
+    model, run_id, version = msg.model, msg.run_id, msg.version
+    if version is None:
+        return _fail_run(ctx, msg, "promote", DatasetError("promote message has no version"))
+    t0 = time.perf_counter()
+    try:
+        spec = _spec_for(ctx, msg)
+        manifest = ctx.registry.manifest(model, version)
+        holdout = _load_holdout(ctx, model, run_id, manifest["holdout"]["sha256"])
+        cand_metrics = score_version(ctx, spec, model, version, holdout)
+    except (MlopsError, NotFound) as exc:
+        if not exc.permanent:
+            raise
+        return _fail_run(ctx, msg, "promote", exc)
+    decision_name = f"{model}/decisions/{version}.json"
+    for _ in range(max_attempts):
+        existing = ctx.storage.head("registry", decision_name)
+        if existing is not None:
+            return StageResult(True, run_id, "already decided")
+        current = ctx.registry.alias(model, PRODUCTION)
+        if current is not None and current.version == version:
+            promoted, reason, champ_metrics = True, "already production", None
+        else:
+            champ_metrics = None
+            if current is not None:
+                try:
+                    champ_metrics = score_version(ctx, spec, model, current.version, holdout)
+                except DatasetError as exc:
+                    champ_metrics = None
+                    log.warning("cannot score production v%s on the new hold-out: %s", current.version, exc)
+            champion_score = champ_metrics[spec.metric] if champ_metrics else None
+            promoted, reason = decide(spec, cand_metrics[spec.metric], champion_score)
+            if current is not None and champ_metrics is None:
+                reason += f" (production v{current.version} could not be scored on this hold-out)"
+            if promoted:
+                try:
+                    ctx.registry.move_alias(
+                        model,
+                        PRODUCTION,
+                        version,
+                        expected=current,
+                        event="promote",
+                        reason=reason,
+                        actor="pipeline",
+                        details={"run_id": run_id, "candidate_metrics": cand_metrics, "champion_metrics": champ_metrics},
+                    )
+                except PreconditionFailed:
+                    continue  # production moved meanwhile: decide again against the new one
+        decision = {
+            "model": model,
+            "version": version,
+            "run_id": run_id,
+            "promoted": promoted,
+            "reason": reason,
+            "metric": spec.metric,
+            "candidate_metrics": cand_metrics,
+            "champion_version": current.version if current else None,
+            "champion_metrics": champ_metrics,
+            "decided_at": time.time(),
+        }
+        try:
+            put_json(ctx.storage, "registry", decision_name, decision, create_only=True)
+        except AlreadyExists:
+            return StageResult(True, run_id, "already decided")
+        if not promoted:
+            ctx.registry.audit(model, "reject", decision)
+        ctx.runs.update_status(
+            model,
+            run_id,
+            state="promoted" if promoted else "rejected",
+            decision=decision,
+            stages={"promote": {"seconds": time.perf_counter() - t0}},
+        )
+        log.info("%s v%s %s: %s", model, version, "promoted" if promoted else "not promoted", reason)
+        return StageResult(True, run_id, reason)
+    raise PreconditionFailed(f"production alias of {model} kept moving; giving up after {max_attempts} attempts")

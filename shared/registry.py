@@ -1,0 +1,244 @@
+"""The model registry: immutable versions, aliases moved with ETags, an append-only audit.
+
+Layout in the ``registry`` container (constants below)::
+
+    <model>/versions/<n>/claim.json      create-only: allocates version n to one run
+    <model>/versions/<n>/model.onnx      immutable once written
+    <model>/versions/<n>/manifest.json   written last: its presence commits the version
+    <model>/runs/<run_id>.json           which version a run received (idempotency index)
+    <model>/aliases/<alias>.json         production, ...; updated with If-Match
+    <model>/audit/<timestamp>-<event>.json
+
+Versions are visible only once their manifest exists, so a crash mid-write never exposes
+half a version; the manifest records the SHA-256 of the model file, checked on every load.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from shared import names
+from shared.errors import AlreadyExists, IntegrityError, NotFound, PreconditionFailed
+from shared.jsonio import get_json, put_json
+from shared.onnx_model import sha256
+from shared.storage import Storage
+
+CONTAINER = "registry"
+MODEL_FILE = "model.onnx"
+MANIFEST = "manifest.json"
+CLAIM = "claim.json"
+PRODUCTION = "production"
+_VERSION_DIR = re.compile(r"^[^/]+/versions/(\d+)/")
+
+
+def _utc_stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Where an alias points, with the ETag to move it from."""
+
+    model: str
+    alias: str
+    version: int
+    etag: str
+    record: dict[str, Any]
+
+
+class Registry:
+    """Versions, aliases and audit for every model, on top of the storage port."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    # -- paths ---------------------------------------------------------------------------
+    @staticmethod
+    def _v(model: str, version: int, name: str) -> str:
+        return f"{names.model_name(model)}/versions/{int(version)}/{name}"
+
+    # -- versions ------------------------------------------------------------------------
+    def versions(self, model: str) -> list[int]:
+        """Committed versions (those with a manifest), ascending."""
+        out = set()
+        for blob in self.storage.list(CONTAINER, f"{names.model_name(model)}/versions/"):
+            m = _VERSION_DIR.match(blob.name)
+            if m and blob.name.endswith("/" + MANIFEST):
+                out.add(int(m.group(1)))
+        return sorted(out)
+
+    def models(self) -> list[str]:
+        """Models that have at least one blob in the registry."""
+        return sorted({b.name.split("/", 1)[0] for b in self.storage.list(CONTAINER, "")})
+
+    def manifest(self, model: str, version: int) -> dict[str, Any]:
+        found = get_json(self.storage, CONTAINER, self._v(model, version, MANIFEST))
+        if found is None:
+            raise NotFound(f"Model Version (name={model}, version={version}) not found")
+        return found[0]
+
+    def model_bytes(self, model: str, version: int, manifest: dict[str, Any] | None = None) -> bytes:
+        """The version's ONNX bytes, refused unless their SHA-256 matches the manifest."""
+        manifest = manifest or self.manifest(model, version)
+        blob = self.storage.get(CONTAINER, self._v(model, version, MODEL_FILE))
+        assert blob is not None
+        digest = sha256(blob.data)
+        if digest != manifest["onnx"]["sha256"]:
+            raise IntegrityError(
+                f"Model Version (name={model}, version={version}): model.onnx has SHA-256 {digest}, "
+                f"the manifest says {manifest['onnx']['sha256']}; refusing to load it"
+            )
+        return blob.data
+
+    def version_for_run(self, model: str, run_id: str) -> int | None:
+        """The version a run was given, if any (including one claimed but not committed)."""
+        found = get_json(self.storage, CONTAINER, f"{model}/runs/{run_id}.json")
+        if found:
+            return int(found[0]["version"])
+        # A crash between the claim and the index leaves a claim without an index entry:
+        # look at the uncommitted claims (normally none or one).
+        committed = set(self.versions(model))
+        for blob in self.storage.list(CONTAINER, f"{model}/versions/"):
+            m = _VERSION_DIR.match(blob.name)
+            if m and blob.name.endswith("/" + CLAIM) and int(m.group(1)) not in committed:
+                claim = get_json(self.storage, CONTAINER, blob.name)
+                if claim and claim[0].get("run_id") == run_id:
+                    return int(m.group(1))
+        return None
+
+    def allocate(self, model: str, run_id: str) -> int:
+        """The version number for ``run_id``: reused if it has one, else the next free one.
+
+        A create-only claim makes the allocation race-free: of two concurrent
+        registrations, one wins each number and the other moves on to the next.
+        """
+        existing = self.version_for_run(model, run_id)
+        if existing is not None:
+            return existing
+        taken = [
+            int(m.group(1))
+            for b in self.storage.list(CONTAINER, f"{model}/versions/")
+            if (m := _VERSION_DIR.match(b.name))
+        ]
+        version = max(taken, default=0) + 1
+        while True:
+            try:
+                put_json(
+                    self.storage,
+                    CONTAINER,
+                    self._v(model, version, CLAIM),
+                    {"run_id": run_id, "claimed_at": time.time()},
+                    create_only=True,
+                )
+                break
+            except AlreadyExists:
+                version += 1
+        put_json(self.storage, CONTAINER, f"{model}/runs/{run_id}.json", {"version": version})
+        return version
+
+    def commit(self, model: str, version: int, onnx_bytes: bytes, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write the model file, then the manifest (create-only) that makes the version visible.
+
+        Idempotent: a second call for a committed version returns the stored manifest.
+        """
+        try:
+            return self.manifest(model, version)
+        except NotFound:
+            pass
+        self.storage.put(CONTAINER, self._v(model, version, MODEL_FILE), onnx_bytes)
+        manifest = {**manifest, "model": model, "version": version, "committed_at": time.time()}
+        try:
+            put_json(self.storage, CONTAINER, self._v(model, version, MANIFEST), manifest, create_only=True)
+        except AlreadyExists:
+            return self.manifest(model, version)
+        return manifest
+
+    # -- aliases -------------------------------------------------------------------------
+    def alias(self, model: str, alias: str = PRODUCTION) -> Alias | None:
+        found = get_json(self.storage, CONTAINER, f"{names.model_name(model)}/aliases/{names.alias_name(alias)}.json")
+        if found is None:
+            return None
+        record, etag = found
+        return Alias(model, alias, int(record["version"]), etag, record)
+
+    def alias_if_changed(self, model: str, etag: str | None, alias: str = PRODUCTION) -> tuple[bool, Alias | None]:
+        """A cheap conditional read: ``(False, None)`` while the alias still has ``etag``."""
+        name = f"{names.model_name(model)}/aliases/{names.alias_name(alias)}.json"
+        try:
+            blob = self.storage.get(CONTAINER, name, if_none_match=etag)
+        except NotFound:
+            return etag is not None, None
+        if blob is None:
+            return False, None
+        record = json.loads(blob.data)
+        return True, Alias(model, alias, int(record["version"]), blob.info.etag, record)
+
+    def aliases(self, model: str) -> dict[str, int]:
+        out = {}
+        for blob in self.storage.list(CONTAINER, f"{model}/aliases/"):
+            alias = blob.name.rsplit("/", 1)[-1].removesuffix(".json")
+            found = self.alias(model, alias)
+            if found:
+                out[alias] = found.version
+        return out
+
+    def move_alias(
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        *,
+        expected: Alias | None,
+        event: str,
+        reason: str,
+        actor: str,
+        details: dict[str, Any] | None = None,
+    ) -> Alias:
+        """Point ``alias`` at ``version`` if it still points where ``expected`` says.
+
+        ``expected=None`` means "the alias does not exist yet" (create-only). A lost race
+        raises ``PreconditionFailed``; the caller re-reads and decides again. The move is
+        recorded in the audit log.
+        """
+        self.manifest(model, version)  # aliases point only at committed versions
+        record = {
+            "model": model,
+            "alias": alias,
+            "version": version,
+            "previous": expected.version if expected else None,
+            "updated_at": time.time(),
+            "reason": reason,
+            "actor": actor,
+        }
+        name = f"{model}/aliases/{names.alias_name(alias)}.json"
+        if expected is None:
+            try:
+                info = put_json(self.storage, CONTAINER, name, record, create_only=True)
+            except AlreadyExists:
+                raise PreconditionFailed(f"alias {model}@{alias} was created concurrently") from None
+        else:
+            info = put_json(self.storage, CONTAINER, name, record, if_match=expected.etag)
+        self.audit(model, event, {**record, **(details or {})})
+        return Alias(model, alias, version, info.etag, record)
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit(self, model: str, event: str, record: dict[str, Any]) -> str:
+        """Append an audit record; names sort by time and never collide."""
+        now = time.time()
+        name = f"{model}/audit/{_utc_stamp(now)}-{uuid.uuid4().hex[:6]}-{event}.json"
+        put_json(self.storage, CONTAINER, name, {"event": event, "at": now, **record}, create_only=True)
+        return name
+
+    def audit_log(self, model: str, limit: int = 100) -> list[dict[str, Any]]:
+        blobs = self.storage.list(CONTAINER, f"{names.model_name(model)}/audit/")[-limit:]
+        out = []
+        for blob in blobs:
+            found = get_json(self.storage, CONTAINER, blob.name)
+            if found:
+                out.append(found[0])
+        return out

@@ -1,0 +1,98 @@
+"""Settings, read once from the environment into a frozen object.
+
+Nothing here runs at import time: ``Settings.from_env()`` is called by the composition
+root (``functions/root.py``) or by a test, which passes the result on explicitly.
+Every setting is listed, with a working local value, in ``local.settings.example.json``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"setting {key}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {key}={raw!r} is not a number") from None
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(key, "").strip().lower() or default
+    if value not in allowed:
+        raise ValueError(f"setting {key}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the system; built by :meth:`from_env`, passed in explicitly."""
+
+    data_dir: Path = PROJECT_ROOT / ".data"
+    models_dir: Path = PROJECT_ROOT / "models"
+    storage_backend: str = "local"  # local | azure
+    storage_connection_string: str = ""
+    storage_account_url: str = ""
+    bus_backend: str = "local"  # local | azure
+    bus_connection_string: str = ""
+    bus_namespace: str = ""
+    queue_convert: str = "model-convert"
+    queue_register: str = "model-register"
+    queue_promote: str = "model-promote"
+    queue_retrain: str = "model-retrain"
+    bus_max_delivery_count: int = 10
+    bus_lock_seconds: float = 300.0
+    max_dataset_bytes: int = 200 * 1024 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_batch_rows: int = 10_000
+    alias_check_seconds: float = 2.0
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse the settings from ``env`` (default: ``os.environ``); fail loudly on nonsense."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("MLOPS_DATA_DIR", "").strip() or ".data")
+        if not data_dir.is_absolute():
+            data_dir = PROJECT_ROOT / data_dir
+        models_dir = Path(env.get("MLOPS_MODELS_DIR", "").strip() or "models")
+        if not models_dir.is_absolute():
+            models_dir = PROJECT_ROOT / models_dir
+        return cls(
+            data_dir=data_dir,
+            models_dir=models_dir,
+            storage_backend=_choice(env, "MLOPS_STORAGE_BACKEND", "local", ("local", "azure")),
+            storage_connection_string=env.get("MlopsStorage", "").strip(),
+            storage_account_url=env.get("MlopsStorage__blobServiceUri", "").strip(),
+            bus_backend=_choice(env, "MLOPS_BUS_BACKEND", "local", ("local", "azure")),
+            bus_connection_string=env.get("ServiceBusConnection", "").strip(),
+            bus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace", "").strip(),
+            queue_convert=env.get("MLOPS_QUEUE_CONVERT", "").strip() or "model-convert",
+            queue_register=env.get("MLOPS_QUEUE_REGISTER", "").strip() or "model-register",
+            queue_promote=env.get("MLOPS_QUEUE_PROMOTE", "").strip() or "model-promote",
+            queue_retrain=env.get("MLOPS_QUEUE_RETRAIN", "").strip() or "model-retrain",
+            bus_max_delivery_count=_int(env, "MLOPS_BUS_MAX_DELIVERY_COUNT", 10),
+            bus_lock_seconds=_float(env, "MLOPS_BUS_LOCK_SECONDS", 300.0),
+            max_dataset_bytes=_int(env, "MLOPS_MAX_DATASET_BYTES", 200 * 1024 * 1024),
+            max_request_bytes=_int(env, "MLOPS_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
+            max_batch_rows=_int(env, "MLOPS_MAX_BATCH_ROWS", 10_000),
+            alias_check_seconds=_float(env, "MLOPS_ALIAS_CHECK_SECONDS", 2.0),
+            extra=dict(env),
+        )

@@ -1,0 +1,229 @@
+"""Model specs: one declarative TOML file per model in ``models/``.
+
+A spec names its task, target and features, an estimator from an allow-list of
+scikit-learn classes that skl2onnx converts, the training split, the promotion rule and
+the parity tolerances. Specs never name code to run. A bad spec raises ``SpecError``
+naming the file and the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared import names
+from shared.errors import ModelNotFound, SpecError
+
+TASKS = ("regression", "binary", "multiclass")
+
+#: Estimators a spec may name: class name -> (module, tasks, wants scaled inputs).
+ESTIMATORS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "RandomForestRegressor": ("sklearn.ensemble", ("regression",), False),
+    "ExtraTreesRegressor": ("sklearn.ensemble", ("regression",), False),
+    "GradientBoostingRegressor": ("sklearn.ensemble", ("regression",), False),
+    "HistGradientBoostingRegressor": ("sklearn.ensemble", ("regression",), False),
+    "DecisionTreeRegressor": ("sklearn.tree", ("regression",), False),
+    "LinearRegression": ("sklearn.linear_model", ("regression",), True),
+    "Ridge": ("sklearn.linear_model", ("regression",), True),
+    "Lasso": ("sklearn.linear_model", ("regression",), True),
+    "ElasticNet": ("sklearn.linear_model", ("regression",), True),
+    "RandomForestClassifier": ("sklearn.ensemble", ("binary", "multiclass"), False),
+    "ExtraTreesClassifier": ("sklearn.ensemble", ("binary", "multiclass"), False),
+    "GradientBoostingClassifier": ("sklearn.ensemble", ("binary", "multiclass"), False),
+    "HistGradientBoostingClassifier": ("sklearn.ensemble", ("binary", "multiclass"), False),
+    "DecisionTreeClassifier": ("sklearn.tree", ("binary", "multiclass"), False),
+    "LogisticRegression": ("sklearn.linear_model", ("binary", "multiclass"), True),
+}
+
+#: Metric name -> (tasks it applies to, higher is better).
+METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "accuracy": (("binary", "multiclass"), True),
+    "f1": (("binary", "multiclass"), True),
+    "roc_auc": (("binary", "multiclass"), True),
+    "rmse": (("regression",), False),
+    "mae": (("regression",), False),
+    "r2": (("regression",), True),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed, validated model spec."""
+
+    name: str
+    task: str
+    target: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    estimator: str
+    params: dict[str, Any]
+    holdout_fraction: float
+    seed: int
+    min_rows: int
+    metric: str
+    margin: float
+    floor: float
+    parity_rtol: float
+    parity_atol: float
+    description: str = ""
+    source: str = ""
+    sha256: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric][1]
+
+
+class _Reader:
+    """Typed access to a TOML table that names the file and key on every error."""
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self.data = data
+        self.source = source
+
+    def fail(self, key: str, why: str) -> SpecError:
+        return SpecError(f"{self.source}: key '{key}' {why}", file=self.source, key=key)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is ...:
+                    raise self.fail(key, "is missing")
+                return default
+            node = node[part]
+        if kind is float and isinstance(node, int) and not isinstance(node, bool):
+            node = float(node)
+        if not isinstance(node, kind) or (isinstance(node, bool) and kind in (int, float)):
+            names_ = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(key, f"must be {names_}, not {type(node).__name__} {node!r}")
+        return node
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list, [])
+        if not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+
+def parse_spec(text: str, source: str, expected_name: str | None = None) -> ModelSpec:
+    """Parse and validate a spec's TOML ``text``; ``source`` names it in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: not valid TOML: {exc}", file=source) from None
+    r = _Reader(data, source)
+    name = r.get("model.name", str)
+    try:
+        names.model_name(name)
+    except Exception as exc:
+        raise r.fail("model.name", str(exc)) from None
+    if expected_name is not None and name != expected_name:
+        raise r.fail("model.name", f"is {name!r} but the file is named for {expected_name!r}")
+    task = r.get("model.task", str)
+    if task not in TASKS:
+        raise r.fail("model.task", f"must be one of {', '.join(TASKS)}, not {task!r}")
+    target = r.get("model.target", str)
+    numeric = r.str_list("features.numeric")
+    categorical = r.str_list("features.categorical")
+    features = numeric + categorical
+    if not features:
+        raise r.fail("features", "must declare at least one numeric or categorical feature")
+    if len(set(features)) != len(features):
+        raise r.fail("features", "lists a column twice")
+    if target in features:
+        raise r.fail("model.target", f"names {target!r}, which is also a feature")
+    estimator = r.get("estimator.class", str)
+    if estimator not in ESTIMATORS:
+        raise r.fail(
+            "estimator.class",
+            f"names {estimator!r}, which is not allowed; allowed: {', '.join(sorted(ESTIMATORS))}",
+        )
+    if task not in ESTIMATORS[estimator][1]:
+        raise r.fail("estimator.class", f"{estimator} does not fit task {task!r}")
+    params = r.get("estimator.params", dict, {})
+    for key, value in params.items():
+        if not isinstance(value, (int, float, str, bool)) and value is not None:
+            raise r.fail(f"estimator.params.{key}", "must be a number, string or boolean")
+    holdout = r.get("training.holdout_fraction", float, 0.2)
+    if not 0.05 <= holdout <= 0.5:
+        raise r.fail("training.holdout_fraction", f"must be between 0.05 and 0.5, not {holdout}")
+    seed = r.get("training.seed", int, 42)
+    min_rows = r.get("training.min_rows", int, 50)
+    if min_rows < 10:
+        raise r.fail("training.min_rows", "must be at least 10")
+    metric = r.get("promotion.metric", str)
+    if metric not in METRICS or task not in METRICS[metric][0]:
+        allowed = [m for m, (tasks, _) in METRICS.items() if task in tasks]
+        raise r.fail("promotion.metric", f"must be one of {', '.join(allowed)} for {task}, not {metric!r}")
+    margin = r.get("promotion.margin", float, 0.0)
+    if not 0.0 <= margin < 1.0:
+        raise r.fail("promotion.margin", f"must be in [0, 1), not {margin}")
+    floor = r.get("promotion.floor", float)
+    if not math.isfinite(floor):
+        raise r.fail("promotion.floor", "must be finite")
+    rtol = r.get("parity.rtol", float, 1e-5)
+    atol = r.get("parity.atol", float, 1e-5)
+    if rtol < 0 or atol < 0:
+        raise r.fail("parity", "tolerances must not be negative")
+    return ModelSpec(
+        name=name,
+        task=task,
+        target=target,
+        numeric=numeric,
+        categorical=categorical,
+        estimator=estimator,
+        params=dict(params),
+        holdout_fraction=holdout,
+        seed=seed,
+        min_rows=min_rows,
+        metric=metric,
+        margin=margin,
+        floor=floor,
+        parity_rtol=rtol,
+        parity_atol=atol,
+        description=r.get("model.description", str, ""),
+        source=source,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        raw=data,
+    )
+
+
+class SpecCatalog:
+    """The specs in a folder, read on demand and cached by file modification time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._cache: dict[str, tuple[float, ModelSpec]] = {}
+
+    def path(self, model: str) -> Path:
+        return self.folder / f"{names.model_name(model)}.toml"
+
+    def get(self, model: str) -> ModelSpec:
+        """The spec of ``model``; ``ModelNotFound`` if there is no spec file."""
+        path = self.path(model)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            raise ModelNotFound(f"no spec for model {model!r} (expected {path.name} in models/)") from None
+        cached = self._cache.get(model)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        spec = parse_spec(path.read_text(encoding="utf-8"), f"models/{path.name}", expected_name=model)
+        self._cache[model] = (mtime, spec)
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.toml"))

@@ -1,0 +1,169 @@
+"""Azure Blob Storage backend (azure-storage-blob); the same code runs on Azurite and Azure.
+
+Authentication: a connection string (setting ``MlopsStorage``), or an account URL
+(``MlopsStorage__blobServiceUri``) with ``DefaultAzureCredential`` for managed identity.
+Containers are created on first use. Transport failures surface as ``TransientError``
+so that the platform retries the invocation.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient
+
+from shared.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
+from shared.storage import Blob, BlobInfo, check_blob_name, check_container
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+
+def _ts(value: datetime | None) -> float:
+    return value.timestamp() if value else 0.0
+
+
+class AzureBlobStorage:
+    """Blob storage through azure-storage-blob."""
+
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service
+        self._created: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AzureBlobStorage:
+        if settings.storage_connection_string:
+            return cls.from_connection_string(settings.storage_connection_string)
+        if settings.storage_account_url:
+            from azure.identity import DefaultAzureCredential
+
+            return cls(
+                BlobServiceClient(settings.storage_account_url, credential=DefaultAzureCredential())
+            )
+        raise ValueError(
+            "MLOPS_STORAGE_BACKEND=azure needs MlopsStorage (connection string) "
+            "or MlopsStorage__blobServiceUri (account URL, managed identity)"
+        )
+
+    @classmethod
+    def from_connection_string(cls, conn: str) -> AzureBlobStorage:
+        # Short retries: a stalled call should fail into the platform's retry, not hang.
+        return cls(
+            BlobServiceClient.from_connection_string(
+                conn, retry_total=3, retry_backoff_factor=0.2, connection_timeout=5, read_timeout=30
+            )
+        )
+
+    def _container(self, container: str, *, create: bool):
+        client = self._service.get_container_client(check_container(container))
+        if create and container not in self._created:
+            try:
+                client.create_container()
+            except ResourceExistsError:
+                pass
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise TransientError(f"storage unavailable: {exc}") from exc
+            with self._lock:
+                self._created.add(container)
+        return client
+
+    def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
+        blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
+        try:
+            if if_none_match is not None:
+                stream = blob.download_blob(etag=if_none_match, match_condition=MatchConditions.IfModified)
+            else:
+                stream = blob.download_blob()
+            data = stream.readall()
+        except ResourceNotModifiedError:
+            return None
+        except ResourceNotFoundError:
+            raise NotFound(f"blob {container}/{name} not found") from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"storage unavailable: {exc}") from exc
+        props = stream.properties
+        info = BlobInfo(container, name, props.etag, props.size, _ts(props.last_modified))
+        return Blob(info=info, data=data)
+
+    def head(self, container: str, name: str) -> BlobInfo | None:
+        blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
+        try:
+            props = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"storage unavailable: {exc}") from exc
+        return BlobInfo(container, name, props.etag, props.size, _ts(props.last_modified))
+
+    def put(
+        self,
+        container: str,
+        name: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> BlobInfo:
+        blob = self._container(container, create=True).get_blob_client(check_blob_name(name))
+        kwargs: dict = {"overwrite": not create_only}
+        if if_match is not None and not create_only:
+            kwargs.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        try:
+            result = blob.upload_blob(data, **kwargs)
+        except ResourceExistsError:
+            if create_only:
+                raise AlreadyExists(f"blob {container}/{name} already exists") from None
+            raise PreconditionFailed(f"blob {container}/{name} changed") from None
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise PreconditionFailed(
+                f"blob {container}/{name} changed (ETag {if_match} no longer current)"
+            ) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"storage unavailable: {exc}") from exc
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 412:
+                raise PreconditionFailed(f"blob {container}/{name} changed") from None
+            raise
+        return BlobInfo(container, name, result["etag"], len(data), _ts(result.get("last_modified")))
+
+    def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
+        client = self._container(container, create=False)
+        try:
+            return [
+                BlobInfo(container, b.name, b.etag, b.size, _ts(b.last_modified))
+                for b in client.list_blobs(name_starts_with=prefix or None)
+            ]
+        except ResourceNotFoundError:
+            return []
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"storage unavailable: {exc}") from exc
+
+    def delete(self, container: str, name: str, *, if_match: str | None = None) -> bool:
+        blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
+        kwargs = {}
+        if if_match is not None:
+            kwargs = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
+        try:
+            blob.delete_blob(**kwargs)
+        except ResourceNotFoundError:
+            return False
+        except ResourceModifiedError:
+            raise PreconditionFailed(f"blob {container}/{name} changed; not deleted") from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"storage unavailable: {exc}") from exc
+        return True
+
+    def uri(self, container: str, name: str) -> str:
+        return f"{self._service.url.rstrip('/')}/{container}/{name}"
