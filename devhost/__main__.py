@@ -1,0 +1,58 @@
+"""``python -m devhost``: run function_app.py on this machine, like ``func start``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--settings", type=Path, help="local.settings.json to load (default: the project's, else the example)")
+    parser.add_argument("--app", default="function_app", help="module holding the FunctionApp (default function_app)")
+    parser.add_argument("--drop-examples", action="store_true",
+                        help="drop the example datasets into datasets/ for models that have none")
+    parser.add_argument("--quiet-http", action="store_true", help="do not log each HTTP invocation (for load tests)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    for noisy in ("azure", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from devhost.config import HostConfig, load_local_settings
+
+    used = load_local_settings(args.settings)
+    import uvicorn
+
+    from devhost.host import Host
+    from functions.root import context
+
+    ctx = context()
+    host = Host(args.app, ctx.storage, ctx.bus, HostConfig.from_env(), log_http=not args.quiet_http)
+    log = logging.getLogger("devhost")
+    log.info("settings from %s; storage=%s bus=%s data=%s", used, ctx.settings.storage_backend,
+             ctx.settings.bus_backend, ctx.settings.data_dir)
+    log.info("functions:\n%s", "\n".join(host.index.describe()))
+    if args.drop_examples:
+        from models.examples import example_datasets
+
+        for model, (file, data) in example_datasets().items():
+            if not ctx.storage.list("datasets", f"{model}/"):
+                ctx.storage.put("datasets", f"{model}/{file}", data)
+                log.info("dropped example dataset datasets/%s/%s", model, file)
+    host.start_triggers()
+    log.info("listening on http://%s:%d/api/", args.host, args.port)
+    try:
+        uvicorn.run(host.http, host=args.host, port=args.port, log_level="warning", access_log=False,
+                    http="httptools", loop="uvloop", lifespan="on", timeout_graceful_shutdown=5)
+    finally:
+        host.stop_triggers()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Blob triggers with the platform's semantics.
+
+* A blob is handed to a function at most once per name and ETag to success: a receipt
+  is stored in ``azure-webjobs-hosts/blobreceipts/<function>/<etag>/<container>/<name>``.
+* The receipt is taken with a create-only write and carries a lease, so two hosts on
+  the same storage never run the same blob at the same time; an expired lease (a host
+  that died mid-run) is taken over.
+* A failing run is retried on later polls, up to 5 tries; then the blob goes to the poison
+  queue ``webjobs-blobtrigger-poison`` and is not tried again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import azure.functions as func
+
+from devhost.invocation import Invoker
+from shared.bus import Bus, OutgoingMessage
+from shared.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.storage import Storage
+
+log = logging.getLogger("devhost.blobs")
+
+RECEIPTS = "azure-webjobs-hosts"
+POISON_QUEUE = "webjobs-blobtrigger-poison"
+LEASE_SECONDS = 600.0
+# A file copied into the local folder by hand may still be growing: wait until it is this old.
+SETTLE_SECONDS = 1.0
+
+
+def compile_path(path: str) -> tuple[str, re.Pattern[str]]:
+    """``datasets/{model}/{file}`` -> (container, regex over the blob name in it)."""
+    container, _, rest = path.partition("/")
+    pattern = ""
+    for part in re.split(r"(\{[^}]+\})", rest):
+        if part.startswith("{") and part.endswith("}"):
+            pattern += f"(?P<{part[1:-1]}>[^/]+)"
+        else:
+            pattern += re.escape(part)
+    return container, re.compile(f"^{pattern}$")
+
+
+@dataclass
+class BlobFunction:
+    name: str
+    arg_name: str
+    container: str
+    pattern: re.Pattern[str]
+    user_function: Callable[..., Any]
+
+
+class BlobTriggerRunner:
+    """Polls the watched containers and runs each new or changed blob's function."""
+
+    def __init__(self, storage: Storage, bus: Bus, functions: list[BlobFunction], invoker: Invoker,
+                 *, poll_seconds: float = 0.5, max_tries: int = 5) -> None:
+        self.storage = storage
+        self.bus = bus
+        self.functions = functions
+        self.invoker = invoker
+        self.poll_seconds = poll_seconds
+        self.max_tries = max_tries
+        self.host_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._done: set[tuple[str, str, str]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="blob-triggers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # storage down: keep polling, the platform would too
+                log.exception("blob trigger poll failed; retrying")
+            self._stop.wait(self.poll_seconds)
+
+    def poll_once(self) -> int:
+        """One scan of every watched container; returns how many invocations ran."""
+        ran = 0
+        for fn in self.functions:
+            for blob in self.storage.list(fn.container):
+                if self._stop.is_set():
+                    return ran
+                key = (fn.name, blob.name, blob.etag)
+                if key in self._done or not fn.pattern.match(blob.name):
+                    continue
+                if time.time() - blob.last_modified < SETTLE_SECONDS:
+                    continue
+                if self._run(fn, blob.name, blob.etag):
+                    ran += 1
+        return ran
+
+    # -- receipts ------------------------------------------------------------------------
+    def _receipt_name(self, fn: BlobFunction, container: str, name: str, etag: str) -> str:
+        return f"blobreceipts/{fn.name}/{etag.strip(chr(34))}/{container}/{name}"
+
+    def _acquire(self, receipt: str) -> tuple[dict, str] | None:
+        """Take the lease on a receipt; None if it is done, poisoned or leased elsewhere."""
+        now = time.time()
+        record = {"state": "running", "tries": 0, "host": self.host_id, "lease_until": now + LEASE_SECONDS}
+        try:
+            info = self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), create_only=True)
+            return record, info.etag
+        except AlreadyExists:
+            pass
+        try:
+            blob = self.storage.get(RECEIPTS, receipt)
+        except NotFound:
+            return None
+        assert blob is not None
+        current = json.loads(blob.data)
+        if current["state"] in ("done", "poisoned"):
+            return None
+        if current["state"] == "running" and current["lease_until"] > now:
+            return None  # another host (or an earlier poll) holds it
+        record = {**current, "state": "running", "host": self.host_id, "lease_until": now + LEASE_SECONDS}
+        try:
+            info = self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=blob.info.etag)
+        except PreconditionFailed:
+            return None
+        return record, info.etag
+
+    def _run(self, fn: BlobFunction, name: str, etag: str) -> bool:
+        receipt = self._receipt_name(fn, fn.container, name, etag)
+        taken = self._acquire(receipt)
+        if taken is None:
+            head = self.storage.head(RECEIPTS, receipt)
+            if head is not None:
+                state = json.loads(self.storage.get(RECEIPTS, receipt).data)["state"]
+                if state in ("done", "poisoned"):
+                    self._done.add((fn.name, name, etag))
+            return False
+        record, receipt_etag = taken
+        try:
+            blob = self.storage.get(fn.container, name)
+        except NotFound:
+            self.storage.delete(RECEIPTS, receipt)
+            return False
+        assert blob is not None
+        if blob.info.etag != etag:
+            # Changed since the listing: the next poll sees the new ETag.
+            self.storage.delete(RECEIPTS, receipt)
+            return False
+        stream = func.blob.InputStream(
+            data=blob.data,
+            name=f"{fn.container}/{name}",
+            uri=self.storage.uri(fn.container, name),
+            length=len(blob.data),
+            blob_properties={"ETag": etag, "Length": len(blob.data), "LastModified": blob.info.last_modified},
+            metadata={},
+        )
+        tries = record["tries"] + 1
+        try:
+            self.invoker.call(fn.name, "blobTrigger", f"{fn.container}/{name}", fn.user_function, **{fn.arg_name: stream})
+        except Exception as exc:
+            state = "poisoned" if tries >= self.max_tries else "failed"
+            record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000]}
+            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=receipt_etag)
+            if state == "poisoned":
+                self._poison(fn, name, etag, tries, str(exc))
+                self._done.add((fn.name, name, etag))
+            return True
+        record = {**record, "state": "done", "tries": tries, "lease_until": 0, "completed_at": time.time()}
+        self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=receipt_etag)
+        self._done.add((fn.name, name, etag))
+        return True
+
+    def _poison(self, fn: BlobFunction, name: str, etag: str, tries: int, error: str) -> None:
+        body = {
+            "Type": "BlobTrigger",
+            "FunctionId": fn.name,
+            "BlobType": "BlockBlob",
+            "ContainerName": fn.container,
+            "BlobName": name,
+            "ETag": etag,
+            "Tries": tries,
+            "LastError": error[:1000],
+        }
+        msg_id = f"{fn.name}:{fn.container}/{name}@{etag}"
+        self.bus.send(POISON_QUEUE, OutgoingMessage(body=json.dumps(body).encode(), message_id=msg_id))
+        log.error("blob %s/%s failed %d times; moved to %s", fn.container, name, tries, POISON_QUEUE)

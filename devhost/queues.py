@@ -1,0 +1,94 @@
+"""Service Bus triggers: peek-lock, complete on success, abandon on failure.
+
+The bus dead-letters a message whose delivery count reached the maximum (10 by default,
+setting ``MLOPS_BUS_MAX_DELIVERY_COUNT``), as Service Bus does.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from azure.functions.servicebus import ServiceBusMessage
+
+from devhost.invocation import Invoker
+from shared.bus import Bus, ReceivedMessage
+
+log = logging.getLogger("devhost.queues")
+
+
+@dataclass
+class QueueFunction:
+    name: str
+    arg_name: str
+    queue: str
+    user_function: Callable[..., Any]
+
+
+def to_function_message(m: ReceivedMessage) -> ServiceBusMessage:
+    """The ``azure.functions`` view of a received message, as the worker builds it."""
+    enqueued = datetime.fromtimestamp(m.enqueued_time, timezone.utc)
+    return ServiceBusMessage(
+        body=m.body,
+        message_id=m.message_id,
+        correlation_id=m.correlation_id,
+        content_type=m.content_type,
+        delivery_count=m.delivery_count,
+        enqueued_time_utc=enqueued,
+        sequence_number=m.sequence_number,
+        lock_token=m.lock_token,
+        application_properties=dict(m.application_properties),
+        user_properties=dict(m.application_properties),
+        dead_letter_reason=m.dead_letter_reason,
+        dead_letter_error_description=m.dead_letter_description,
+    )
+
+
+class QueueTriggerRunner:
+    """One receiving thread per queue-triggered function."""
+
+    def __init__(self, bus: Bus, functions: list[QueueFunction], invoker: Invoker, *, poll_seconds: float = 0.1) -> None:
+        self.bus = bus
+        self.functions = functions
+        self.invoker = invoker
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for fn in self.functions:
+            t = threading.Thread(target=self._loop, args=(fn,), name=f"queue-{fn.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _loop(self, fn: QueueFunction) -> None:
+        while not self._stop.is_set():
+            try:
+                handled = self.run_once(fn)
+            except Exception:
+                log.exception("receiving from %s failed; retrying", fn.queue)
+                handled = False
+            if not handled:
+                self._stop.wait(self.poll_seconds)
+
+    def run_once(self, fn: QueueFunction) -> bool:
+        """Receive one message and run the function on it; False if the queue was empty."""
+        received = self.bus.receive(fn.queue, max_messages=1)
+        if not received:
+            return False
+        m = received[0]
+        detail = f"{fn.queue} #{m.delivery_count} {m.message_id[:12]}"
+        try:
+            self.invoker.call(fn.name, "serviceBusTrigger", detail, fn.user_function, **{fn.arg_name: to_function_message(m)})
+        except Exception:
+            self.bus.abandon(m)
+        else:
+            self.bus.complete(m)
+        return True
