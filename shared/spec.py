@@ -68,6 +68,8 @@ class ModelSpec:
     floor: float
     parity_rtol: float
     parity_atol: float
+    #: Standardise numeric inputs; None means the estimator family's default (linear: yes).
+    scale_numeric: bool | None = None
     description: str = ""
     source: str = ""
     sha256: str = ""
@@ -154,6 +156,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     if task not in ESTIMATORS[estimator][1]:
         raise r.fail("estimator.class", f"{estimator} does not fit task {task!r}")
     params = r.get("estimator.params", dict, {})
+    scale_numeric = r.get("estimator.scale_numeric", bool, None)
     for key, value in params.items():
         if not isinstance(value, (int, float, str, bool)) and value is not None:
             raise r.fail(f"estimator.params.{key}", "must be a number, string or boolean")
@@ -194,6 +197,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         floor=floor,
         parity_rtol=rtol,
         parity_atol=atol,
+        scale_numeric=scale_numeric,
         description=r.get("model.description", str, ""),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),

@@ -28,8 +28,9 @@ class TrainResult:
 def build_pipeline(spec: ModelSpec):
     """The scikit-learn pipeline the spec declares: preprocessing then the estimator.
 
-    Numeric columns are median-imputed (and standardised for linear models; trees split
-    on raw values, which keeps ONNX parity exact on the split decisions). Categorical
+    Numeric columns are median-imputed (and standardised for linear models, or when the
+    spec's ``estimator.scale_numeric`` says so; trees split on raw values, which keeps
+    ONNX parity exact on the split decisions). Categorical
     columns are one-hot encoded, ignoring categories unseen at training.
     """
     from sklearn.compose import ColumnTransformer
@@ -38,6 +39,8 @@ def build_pipeline(spec: ModelSpec):
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     module, _, scaled = ESTIMATORS[spec.estimator]
+    if spec.scale_numeric is not None:
+        scaled = spec.scale_numeric
     cls = getattr(importlib.import_module(module), spec.estimator)
     try:
         estimator = cls(**spec.params)

@@ -89,6 +89,11 @@ class AzureBlobStorage:
             data = stream.readall()
         except ResourceNotModifiedError:
             return None
+        except ResourceModifiedError:
+            # Azure answers 304 to a failed If-None-Match on a read; Azurite answers 412.
+            if if_none_match is not None:
+                return None
+            raise
         except ResourceNotFoundError:
             raise NotFound(f"blob {container}/{name} not found") from None
         except (ServiceRequestError, ServiceResponseError) as exc:

@@ -1,0 +1,32 @@
+"""Test helpers: driving the pipeline stages in-process, as the queue triggers would."""
+from __future__ import annotations
+
+from shared import pipeline as P
+from shared.context import Context
+from shared.messages import RunMessage
+
+
+def drain(ctx: Context, *, max_rounds: int = 20) -> list[P.StageResult]:
+    """Run convert, register and promote on every queued message until the queues are empty."""
+    results = []
+    stages = (
+        (ctx.settings.queue_convert, P.handle_convert),
+        (ctx.settings.queue_register, P.handle_register),
+        (ctx.settings.queue_promote, P.handle_promote),
+    )
+    for _ in range(max_rounds):
+        progressed = False
+        for queue, handler in stages:
+            for m in ctx.bus.receive(queue, max_messages=50):
+                results.append(handler(ctx, RunMessage.parse(m.body)))
+                ctx.bus.complete(m)
+                progressed = True
+        if not progressed:
+            return results
+    raise AssertionError("the pipeline did not settle")
+
+
+def drop(ctx: Context, model: str, file: str, data: bytes) -> P.StageResult:
+    """Put a dataset and run the train stage on it, as the blob trigger would."""
+    ctx.storage.put(P.DATASETS, f"{model}/{file}", data)
+    return P.handle_dataset(ctx, f"{model}/{file}")

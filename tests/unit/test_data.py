@@ -1,0 +1,118 @@
+"""Dataset validation: every refusal says what is wrong, where."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.breast_cancer_data import generate as cancer
+from models.wind_power_data import generate as wind
+from shared.data import read_table, validate
+from shared.errors import DatasetError
+from shared.spec import SpecCatalog
+from tests.conftest import ROOT, to_csv, to_parquet
+
+SPECS = SpecCatalog(ROOT / "models")
+
+
+def check(data: bytes, name: str, model: str = "wind_power"):
+    return validate(read_table(data, name, max_bytes=10_000_000), SPECS.get(model), name)
+
+
+def test_a_good_csv_and_parquet_validate_with_types():
+    df = wind(500)
+    for data, name in ((to_csv(df), "a.csv"), (to_parquet(df), "a.parquet")):
+        ds = check(data, name)
+        assert ds.rows == 500
+        assert ds.frame["wind_speed"].dtype == np.float64
+        assert ds.frame["turbine_id"].dtype == object
+
+
+def test_extra_columns_are_ignored_and_reported():
+    df = wind(300).assign(operator_note="x")
+    ds = check(to_csv(df), "a.csv")
+    assert ds.extra_columns == ["operator_note"]
+    assert "operator_note" not in ds.frame.columns
+
+
+@pytest.mark.parametrize(
+    "data,name,fragment",
+    [
+        (b"", "a.csv", "is empty"),
+        (b"wind_speed,wind_direction,air_temperature,air_density,turbine_id,power_kw\n", "a.csv", "no data rows"),
+        (b"a;b;c\n1;2;3\n", "a.csv", "delimited by ';'"),
+        ("wind_speed\n\xe9\n".encode("latin-1"), "a.csv", "not UTF-8"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", "a.csv", "not a text CSV"),
+        (b"hello", "a.xlsx", "unsupported file type"),
+        (b"PAR1garbage", "a.parquet", "not a readable Parquet"),
+    ],
+)
+def test_unreadable_files_are_refused_with_a_reason(data, name, fragment):
+    with pytest.raises(DatasetError, match=fragment):
+        check(data, name)
+
+
+def test_missing_target_and_features_are_named():
+    with pytest.raises(DatasetError, match="missing target 'power_kw'"):
+        check(to_csv(wind(300).drop(columns=["power_kw"])), "a.csv")
+    with pytest.raises(DatasetError, match="'air_density'"):
+        check(to_csv(wind(300).drop(columns=["air_density"])), "a.csv")
+
+
+def test_non_numeric_value_names_column_and_row():
+    df = wind(300).astype({"wind_speed": object})
+    df.loc[16, "wind_speed"] = "fast"
+    with pytest.raises(DatasetError, match=r"'wind_speed' must be numeric, but row 17 holds 'fast'"):
+        check(to_csv(df), "a.csv")
+
+
+def test_an_entirely_empty_column_is_refused():
+    df = wind(300)
+    df["air_temperature"] = np.nan
+    with pytest.raises(DatasetError, match="'air_temperature' is entirely empty"):
+        check(to_csv(df), "a.csv")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_target_is_refused(bad):
+    df = wind(300)
+    df.loc[5, "power_kw"] = bad
+    with pytest.raises(DatasetError, match="target 'power_kw'.*row 6"):
+        check(to_parquet(df), "a.parquet")
+
+
+def test_single_class_is_refused_for_a_classifier():
+    df = cancer()
+    df["target"] = 1
+    with pytest.raises(DatasetError, match="single class"):
+        check(to_csv(df), "a.csv", "breast_cancer")
+
+
+def test_too_few_rows_cite_the_spec_minimum():
+    with pytest.raises(DatasetError, match="fewer than the spec's minimum of 200"):
+        check(to_csv(wind(50)), "a.csv")
+
+
+def test_duplicate_columns_are_refused():
+    text = to_csv(wind(300)).decode().replace("air_density", "wind_speed", 1)
+    with pytest.raises(DatasetError, match="duplicate column names: wind_speed"):
+        check(text.encode(), "a.csv")
+
+
+def test_over_the_size_limit_is_refused_before_parsing():
+    with pytest.raises(DatasetError, match="over the limit"):
+        read_table(b"x" * 100, "a.csv", max_bytes=10)
+
+
+def test_parquet_with_the_wrong_schema_is_refused():
+    df = pd.DataFrame({"x": range(300), "y": range(300)})
+    with pytest.raises(DatasetError, match="missing column"):
+        check(to_parquet(df), "a.parquet")
+
+
+def test_missing_numeric_values_are_kept_for_the_imputer():
+    df = wind(300)
+    df.loc[3, "wind_direction"] = np.nan
+    ds = check(to_csv(df), "a.csv")
+    assert np.isnan(ds.frame.loc[3, "wind_direction"])
+    assert ds.missing_rates["wind_direction"] == pytest.approx(1 / 300, rel=1e-3)
