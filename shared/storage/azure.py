@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 
+def _etag(value: str) -> str:
+    # Listings return ETags bare, reads and writes quoted: one form, or comparisons fail.
+    return value if value.startswith('"') else f'"{value}"'
+
+
 def _ts(value: datetime | None) -> float:
     return value.timestamp() if value else 0.0
 
@@ -99,7 +104,7 @@ class AzureBlobStorage:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"storage unavailable: {exc}") from exc
         props = stream.properties
-        info = BlobInfo(container, name, props.etag, props.size, _ts(props.last_modified))
+        info = BlobInfo(container, name, _etag(props.etag), props.size, _ts(props.last_modified))
         return Blob(info=info, data=data)
 
     def head(self, container: str, name: str) -> BlobInfo | None:
@@ -110,7 +115,7 @@ class AzureBlobStorage:
             return None
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"storage unavailable: {exc}") from exc
-        return BlobInfo(container, name, props.etag, props.size, _ts(props.last_modified))
+        return BlobInfo(container, name, _etag(props.etag), props.size, _ts(props.last_modified))
 
     def put(
         self,
@@ -141,13 +146,13 @@ class AzureBlobStorage:
             if getattr(exc, "status_code", None) == 412:
                 raise PreconditionFailed(f"blob {container}/{name} changed") from None
             raise
-        return BlobInfo(container, name, result["etag"], len(data), _ts(result.get("last_modified")))
+        return BlobInfo(container, name, _etag(result["etag"]), len(data), _ts(result.get("last_modified")))
 
     def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
         client = self._container(container, create=False)
         try:
             return [
-                BlobInfo(container, b.name, b.etag, b.size, _ts(b.last_modified))
+                BlobInfo(container, b.name, _etag(b.etag), b.size, _ts(b.last_modified))
                 for b in client.list_blobs(name_starts_with=prefix or None)
             ]
         except ResourceNotFoundError:

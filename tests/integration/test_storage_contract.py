@@ -127,3 +127,9 @@ def test_concurrent_if_match_updates_never_lose_one(storage, container):
     for t in threads:
         t.join()
     assert storage.get(container, "counter").data == b"40"
+
+
+def test_listing_and_reading_report_the_same_etag(storage, container):
+    info = storage.put(container, "e", b".")
+    [listed] = storage.list(container)
+    assert listed.etag == info.etag == storage.get(container, "e").info.etag == storage.head(container, "e").etag
