@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                     http="httptools", loop="uvloop", lifespan="on", timeout_graceful_shutdown=5)
     finally:
         host.stop_triggers()
+        ctx.close()  # flushes the inference log
     return 0
 
 

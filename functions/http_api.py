@@ -5,13 +5,13 @@ status codes; the body is always ``{"error": {"code", "message", "details"?}}``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from typing import Any
 
 import azure.functions as func
+import orjson
 
 from functions.root import context
 from shared import names
@@ -40,7 +40,7 @@ _JSON = "application/json"
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
+    return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
 
 
 def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
@@ -60,20 +60,41 @@ def _body(req: func.HttpRequest) -> Any:
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
 
 
+def _request_id(req: func.HttpRequest) -> str:
+    given = req.headers.get("x-request-id", "")
+    return given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+
+
 def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:
-    request_id = req.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = _request_id(req)
     try:
-        body, status = handler(req)
+        body, status = handler(req, request_id)
     except MlopsError as exc:
         return _error(exc, request_id)
     if isinstance(body, dict):
         body.setdefault("request_id", request_id)
     return _json(body, status, {"x-request-id": request_id})
+
+
+def _serve(model: str, feeds: dict, request_id: str, started: float):
+    """Run the production version on parsed inputs and log the request (sampled)."""
+    from shared.inference_log import LogRecord
+
+    ctx = context()
+    loaded = ctx.server.get(model)
+    pred = ctx.server.run(loaded, feeds)
+    latency_ms = (time.perf_counter() - started) * 1000
+    ctx.inference_log.record(LogRecord(
+        model=model, version=loaded.version, request_id=request_id, at=time.time(), latency_ms=latency_ms,
+        features=feeds, values=pred.values, labels=pred.labels, probabilities=pred.probabilities,
+        classes=loaded.classes,
+    ))
+    return pred, latency_ms
 
 
 def _model(req: func.HttpRequest) -> str:
@@ -85,12 +106,65 @@ def _model(req: func.HttpRequest) -> str:
 def predict(req: func.HttpRequest) -> func.HttpResponse:
     """Predictions from the production version; the response names the version."""
 
-    def run(req: func.HttpRequest):
+    def run(req: func.HttpRequest, request_id: str):
+        from shared.serving import parse_payload
+
         started = time.perf_counter()
         model = _model(req)
-        out = context().server.predict(model, _body(req))
-        out["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        loaded = context().server.get(model)
+        feeds, _ = parse_payload(_body(req), loaded.schema, context().settings.max_batch_rows)
+        pred, latency_ms = _serve(model, feeds, request_id, started)
+        out = pred.to_json()
+        out["latency_ms"] = round(latency_ms, 3)
         return out, 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("infer_v2")
+@bp.route(route="v2/models/{name}/infer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def infer_v2(req: func.HttpRequest) -> func.HttpResponse:
+    """Open Inference Protocol v2 ``infer``: one input tensor per column."""
+
+    def run(req: func.HttpRequest, request_id: str):
+        from shared.serving import parse_v2, v2_response
+
+        started = time.perf_counter()
+        model = _model(req)
+        loaded = context().server.get(model)
+        feeds, _, given_id = parse_v2(_body(req), loaded.schema, context().settings.max_batch_rows)
+        pred, _ = _serve(model, feeds, request_id, started)
+        return v2_response(pred, given_id or request_id), 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("metadata_v2")
+@bp.route(route="v2/models/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def metadata_v2(req: func.HttpRequest) -> func.HttpResponse:
+    """Open Inference Protocol v2 model metadata."""
+
+    def run(req: func.HttpRequest, request_id: str):
+        from shared.serving import v2_metadata
+
+        return v2_metadata(context().server.get(_model(req))), 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("feedback")
+@bp.route(route="models/{name}/feedback", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def feedback(req: func.HttpRequest) -> func.HttpResponse:
+    """Ground truth for earlier predictions: ``{"feedback": [{"request_id", "row"?, "label"|"value"}]}``."""
+
+    def run(req: func.HttpRequest, request_id: str):
+        from shared.feedback import parse_feedback, store_feedback
+
+        ctx = context()
+        model = _model(req)
+        items = parse_feedback(_body(req), ctx.specs.get(model))
+        where = store_feedback(ctx.storage, model, items)
+        return {"model": model, "accepted": len(items), "stored": where}, 202
 
     return _handle(req, run)
 
@@ -100,7 +174,7 @@ def predict(req: func.HttpRequest) -> func.HttpResponse:
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     """Every model with a spec or a registry entry, and its production version."""
 
-    def run(req: func.HttpRequest):
+    def run(req: func.HttpRequest, request_id: str):
         ctx = context()
         models = sorted(set(ctx.specs.names()) | set(ctx.registry.models()))
         out = []
@@ -117,7 +191,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 def get_model(req: func.HttpRequest) -> func.HttpResponse:
     """A model's versions (with metrics), aliases and recent audit."""
 
-    def run(req: func.HttpRequest):
+    def run(req: func.HttpRequest, request_id: str):
         ctx = context()
         model = _model(req)
         versions = ctx.registry.versions(model)
@@ -146,7 +220,7 @@ def get_model(req: func.HttpRequest) -> func.HttpResponse:
 def set_alias(req: func.HttpRequest) -> func.HttpResponse:
     """Operator move of an alias (promotion or rollback): ``{"version": n, "reason": "..."}``."""
 
-    def run(req: func.HttpRequest):
+    def run(req: func.HttpRequest, request_id: str):
         ctx = context()
         model = _model(req)
         alias = names.alias_name(req.route_params.get("alias", ""))
@@ -172,9 +246,10 @@ def set_alias(req: func.HttpRequest) -> func.HttpResponse:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Liveness and what this worker serves."""
 
-    def run(req: func.HttpRequest):
+    def run(req: func.HttpRequest, request_id: str):
         ctx = context()
         return {"status": "ok", "storage": ctx.settings.storage_backend, "bus": ctx.settings.bus_backend,
-                "serving": ctx.server.loaded_versions()}, 200
+                "serving": ctx.server.loaded_versions(), "swaps": ctx.server.swaps,
+                "inference_log": ctx.inference_log.stats()}, 200
 
     return _handle(req, run)

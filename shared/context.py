@@ -12,6 +12,7 @@ from shared.spec import SpecCatalog
 from shared.storage import Storage, open_storage
 
 if TYPE_CHECKING:
+    from shared.inference_log import InferenceLogger
     from shared.serving import ModelServer
 
 
@@ -26,6 +27,7 @@ class Context:
     registry: Registry = field(init=False)
     runs: RunStore = field(init=False)
     _server: ModelServer | None = field(default=None, init=False, repr=False)
+    _inference_log: InferenceLogger | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.storage)
@@ -48,3 +50,23 @@ class Context:
 
             self._server = ModelServer(self.registry, self.specs, self.settings)
         return self._server
+
+    @property
+    def inference_log(self) -> InferenceLogger:
+        """The sampled, batched inference log, created on first use."""
+        if self._inference_log is None:
+            from shared.inference_log import InferenceLogger
+
+            self._inference_log = InferenceLogger(
+                self.storage,
+                sample_rate=self.settings.inference_log_sample,
+                flush_seconds=self.settings.inference_log_flush_seconds,
+            )
+        return self._inference_log
+
+    def close(self) -> None:
+        """Stop background threads, flushing the inference log."""
+        if self._server is not None:
+            self._server.close()
+        if self._inference_log is not None:
+            self._inference_log.close()

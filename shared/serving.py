@@ -8,6 +8,7 @@ names the version that answered.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -16,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import InvalidRequest, ModelNotFound, NoProductionVersion, NotFound
+from shared.errors import InvalidRequest, ModelNotFound, NoProductionVersion
 from shared.onnx_model import new_session
 from shared.registry import PRODUCTION, Registry
 from shared.settings import Settings
 from shared.spec import SpecCatalog
+
+log = logging.getLogger("mlops.serving")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class LoadedModel:
 class _Entry:
     loaded: LoadedModel | None
     alias_etag: str | None
-    next_check: float
+    #: While there is no production version: when to look again (a cheap negative cache).
+    retry_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -65,43 +69,89 @@ def load_version(registry: Registry, model: str, version: int) -> LoadedModel:
 
 
 class ModelServer:
-    """The session cache: which version of each model this worker serves."""
+    """The session cache: which version of each model this worker serves.
+
+    The request path never does I/O once a model is loaded: it reads one attribute. A
+    background thread checks every loaded model's alias once per interval with a
+    conditional read, loads a new version completely (verified, session built) and then
+    swaps the reference, so requests already running keep the version they started with.
+    """
 
     def __init__(self, registry: Registry, specs: SpecCatalog, settings: Settings, clock=time.monotonic) -> None:
         self.registry = registry
         self.specs = specs
         self.settings = settings
         self.clock = clock
+        self.swaps = 0
+        self.refresh_errors = 0
+        self.on_swap: list[Any] = []  # callbacks(model, old_version, new_version), for logs and tests
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def _entry(self, model: str) -> _Entry:
-        entry = self._entries.get(model)
-        if entry is None:
+    # -- lifecycle -----------------------------------------------------------------------
+    def _ensure_refresher(self) -> None:
+        if self._thread is None:
             with self._lock:
-                entry = self._entries.setdefault(model, _Entry(None, None, 0.0))
-        return entry
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._refresh_loop, name="model-refresh", daemon=True)
+                    self._thread.start()
 
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.settings.alias_check_seconds):
+            for model in list(self._entries):
+                try:
+                    self.refresh(model)
+                except Exception:  # keep serving what we have; try again next interval
+                    self.refresh_errors += 1
+                    log.exception("refreshing %s failed; still serving the loaded version", model)
+
+    # -- the cache -----------------------------------------------------------------------
     def get(self, model: str) -> LoadedModel:
-        """The production version of ``model``, refreshed at most once per check interval."""
-        entry = self._entry(model)
-        now = self.clock()
-        if entry.loaded is not None and now < entry.next_check:
-            return entry.loaded
-        with entry.lock:
-            if entry.loaded is not None and self.clock() < entry.next_check:
-                return entry.loaded
-            changed, alias = self.registry.alias_if_changed(model, entry.alias_etag)
-            if changed and alias is not None and (entry.loaded is None or entry.loaded.version != alias.version):
-                entry.loaded = load_version(self.registry, model, alias.version)
-            if changed:
-                entry.alias_etag = alias.etag if alias else None
-                if alias is None:
-                    entry.loaded = None
-            entry.next_check = self.clock() + self.settings.alias_check_seconds
-            if entry.loaded is None:
+        """The production version of ``model``; loads it on first use."""
+        entry = self._entries.get(model)
+        if entry is not None:
+            loaded = entry.loaded
+            if loaded is not None:
+                return loaded
+            if self.clock() < entry.retry_at:
                 self._raise_missing(model)
-            return entry.loaded
+        with self._lock:
+            entry = self._entries.setdefault(model, _Entry(None, None))
+        self.refresh(model)
+        self._ensure_refresher()
+        if entry.loaded is None:
+            entry.retry_at = self.clock() + self.settings.alias_check_seconds
+            self._raise_missing(model)
+        return entry.loaded
+
+    def refresh(self, model: str) -> bool:
+        """Check the alias (conditional read) and swap in a new version; True if swapped."""
+        entry = self._entries[model]
+        with entry.lock:
+            changed, alias = self.registry.alias_if_changed(model, entry.alias_etag)
+            if not changed:
+                return False
+            old = entry.loaded
+            if alias is None:
+                entry.loaded, entry.alias_etag = None, None
+                return old is not None
+            if old is None or old.version != alias.version:
+                new = load_version(self.registry, model, alias.version)  # off the request path
+                entry.loaded = new  # one reference assignment: the atomic swap
+                self.swaps += old is not None
+                for callback in self.on_swap:
+                    callback(model, old.version if old else None, new.version)
+                if old is not None:
+                    log.info("%s: now serving version %d (was %d)", model, new.version, old.version)
+            entry.alias_etag = alias.etag
+            return old is not entry.loaded
 
     def _raise_missing(self, model: str) -> None:
         try:
@@ -118,21 +168,44 @@ class ModelServer:
         """Which version of each model this worker has loaded."""
         return {m: e.loaded.version for m, e in list(self._entries.items()) if e.loaded is not None}
 
+    # -- prediction ----------------------------------------------------------------------
+    def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray]) -> Prediction:
+        """Run ``loaded`` on parsed inputs."""
+        outputs = loaded.session.run(None, feeds)
+        if loaded.is_classifier:
+            return Prediction(loaded, labels=outputs[0].ravel(), probabilities=outputs[1])
+        return Prediction(loaded, values=outputs[0].ravel())
+
     def predict(self, model: str, payload: Any) -> dict[str, Any]:
         """Parse ``payload``, run the production version, and shape the answer."""
         loaded = self.get(model)
-        feeds, rows = parse_payload(payload, loaded.schema, self.settings.max_batch_rows)
-        outputs = loaded.session.run(None, feeds)
-        if loaded.is_classifier:
-            labels = outputs[0].ravel().tolist()
-            probs = outputs[1].tolist()
-            classes = [str(c) for c in loaded.classes or range(len(probs[0]))]
-            predictions = [
-                {"label": label, "probabilities": dict(zip(classes, p))} for label, p in zip(labels, probs)
+        feeds, _ = parse_payload(payload, loaded.schema, self.settings.max_batch_rows)
+        return self.run(loaded, feeds).to_json()
+
+
+@dataclass
+class Prediction:
+    """What one version answered for a batch of rows."""
+
+    loaded: LoadedModel
+    values: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        loaded = self.loaded
+        if self.labels is not None:
+            classes = [str(c) for c in loaded.classes or range(self.probabilities.shape[1])]
+            predictions: list[Any] = [
+                {"label": label, "probabilities": dict(zip(classes, p))}
+                for label, p in zip(self.labels.tolist(), self.probabilities.tolist())
             ]
         else:
-            predictions = outputs[0].ravel().astype(np.float64).tolist()
-        return {"model": model, "version": loaded.version, "predictions": predictions}
+            predictions = self.values.astype(np.float64).tolist()
+        return {"model": loaded.model, "version": loaded.version, "predictions": predictions}
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 # -- payloads --------------------------------------------------------------------------------
@@ -235,10 +308,9 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
                     raise InvalidRequest(f"row {i}: field '{name}' must be a number, not {type(v).__name__}", field=name, row=i)
                 if not math.isfinite(v):
                     raise InvalidRequest(f"row {i}: field '{name}' must be finite", field=name, row=i)
+                if abs(v) > _F32_MAX:
+                    raise InvalidRequest(f"row {i}: field '{name}' is out of float range", field=name, row=i)
             arr = np.array([math.nan if v is None else v for v in values], dtype=np.float32)
-            if not np.isfinite(arr[~np.isnan(arr)]).all():
-                i = int(np.argmax(np.isinf(arr)))
-                raise InvalidRequest(f"row {i}: field '{name}' is out of float range", field=name, row=i)
             feeds[name] = arr.reshape(-1, 1)
         else:
             for i, v in enumerate(values):
@@ -246,3 +318,82 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
                     raise InvalidRequest(f"row {i}: field '{name}' must be a string, not {type(v).__name__}", field=name, row=i)
             feeds[name] = np.array(["" if v is None else v for v in values], dtype=object).reshape(-1, 1)
     return feeds, rows
+
+
+# -- Open Inference Protocol v2 ----------------------------------------------------------------
+_V2_FLOAT = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+
+
+def v2_metadata(loaded: LoadedModel) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: the model's name, versions, platform, inputs and outputs."""
+    inputs = [{"name": n, "datatype": "FP32" if k == "float" else "BYTES", "shape": [-1, 1]} for n, k in loaded.schema]
+    if loaded.is_classifier:
+        label_type = "BYTES" if loaded.classes and isinstance(loaded.classes[0], str) else "INT64"
+        outputs = [{"name": "label", "datatype": label_type, "shape": [-1]},
+                   {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(loaded.classes or ())]}]
+    else:
+        outputs = [{"name": "predictions", "datatype": "FP64", "shape": [-1]}]
+    return {"name": loaded.model, "versions": [str(loaded.version)], "platform": "onnxruntime_onnx",
+            "inputs": inputs, "outputs": outputs}
+
+
+def parse_v2(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -> tuple[dict[str, np.ndarray], int, str | None]:
+    """Feeds from an OIP v2 ``infer`` request: one input tensor per column, shape [N] or [N, 1]."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise InvalidRequest("the body must be an object with an 'inputs' list of tensors", field="inputs")
+    req_id = payload.get("id")
+    if req_id is not None and not isinstance(req_id, str):
+        raise InvalidRequest("'id' must be a string", field="id")
+    tensors: dict[str, dict] = {}
+    for i, t in enumerate(payload["inputs"]):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise InvalidRequest(f"'inputs[{i}]' must be a tensor object with a 'name'", field=f"inputs[{i}]")
+        tensors[t["name"]] = t
+    names = [n for n, _ in schema]
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise InvalidRequest(f"missing input tensor '{missing[0]}'", field=missing[0])
+    extra = sorted(set(tensors) - set(names))
+    if extra:
+        raise InvalidRequest(f"unexpected input tensor '{extra[0]}'", field=extra[0])
+    columns: dict[str, list] = {}
+    rows = None
+    for name, kind in schema:
+        t = tensors[name]
+        shape, data, dtype = t.get("shape"), t.get("data"), t.get("datatype")
+        if not isinstance(data, list):
+            raise InvalidRequest(f"tensor '{name}': 'data' must be a flat list", field=name)
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape) \
+                or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidRequest(f"tensor '{name}': 'shape' must be [N] or [N, 1]", field=name)
+        if shape[0] != len(data):
+            raise InvalidRequest(f"tensor '{name}': shape says {shape[0]} rows but 'data' has {len(data)}", field=name)
+        wanted = "BYTES" if kind == "string" else "a numeric type"
+        if (kind == "string" and dtype != "BYTES") or (kind == "float" and dtype not in _V2_FLOAT):
+            raise InvalidRequest(f"tensor '{name}': datatype must be {wanted}, not {dtype!r}", field=name)
+        if rows is None:
+            rows = len(data)
+        elif len(data) != rows:
+            raise InvalidRequest(f"tensor '{name}' has {len(data)} rows but '{names[0]}' has {rows}", field=name)
+        columns[name] = data
+    feeds, n = parse_payload({"inputs": columns}, schema, max_rows)
+    return feeds, n, req_id
+
+
+def v2_response(pred: Prediction, request_id: str | None) -> dict[str, Any]:
+    loaded = pred.loaded
+    if pred.labels is not None:
+        labels = pred.labels.tolist()
+        label_type = "BYTES" if labels and isinstance(labels[0], str) else "INT64"
+        outputs = [
+            {"name": "label", "datatype": label_type, "shape": [len(labels)], "data": labels},
+            {"name": "probabilities", "datatype": "FP32", "shape": list(pred.probabilities.shape),
+             "data": pred.probabilities.ravel().tolist()},
+        ]
+    else:
+        values = pred.values.astype(np.float64).tolist()
+        outputs = [{"name": "predictions", "datatype": "FP64", "shape": [len(values)], "data": values}]
+    out = {"model_name": loaded.model, "model_version": str(loaded.version), "outputs": outputs}
+    if request_id is not None:
+        out["id"] = request_id
+    return out

@@ -63,6 +63,8 @@ class Settings:
     max_request_bytes: int = 4 * 1024 * 1024
     max_batch_rows: int = 10_000
     alias_check_seconds: float = 2.0
+    inference_log_sample: float = 1.0
+    inference_log_flush_seconds: float = 5.0
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -94,5 +96,7 @@ class Settings:
             max_request_bytes=_int(env, "MLOPS_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
             max_batch_rows=_int(env, "MLOPS_MAX_BATCH_ROWS", 10_000),
             alias_check_seconds=_float(env, "MLOPS_ALIAS_CHECK_SECONDS", 2.0),
+            inference_log_sample=_float(env, "MLOPS_INFERENCE_LOG_SAMPLE", 1.0),
+            inference_log_flush_seconds=_float(env, "MLOPS_INFERENCE_LOG_FLUSH_SECONDS", 5.0),
             extra=dict(env),
         )

@@ -1,0 +1,70 @@
+"""Ground truth posted back for earlier predictions, stored for monitoring to join."""
+from __future__ import annotations
+
+import io
+import math
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.errors import InvalidRequest
+from shared.spec import ModelSpec
+from shared.storage import Storage
+
+CONTAINER = "feedback"
+MAX_ITEMS = 10_000
+
+
+def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
+    """``{"feedback": [{"request_id": "...", "row": 0, "label": ...} | {"value": ...}]}``."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("feedback"), list):
+        raise InvalidRequest("the body must be {\"feedback\": [{\"request_id\": ..., \"label\" or \"value\": ...}]}", field="feedback")
+    items = payload["feedback"]
+    if not items:
+        raise InvalidRequest("'feedback' holds no items", field="feedback")
+    if len(items) > MAX_ITEMS:
+        raise InvalidRequest(f"'feedback' holds {len(items)} items, over the limit of {MAX_ITEMS}", field="feedback")
+    key = "label" if spec.is_classifier else "value"
+    out = []
+    for i, item in enumerate(items):
+        where = f"feedback[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{where}' must be an object", field=where, row=i)
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+            raise InvalidRequest(f"'{where}.request_id' must be a non-empty string", field=f"{where}.request_id", row=i)
+        row = item.get("row", 0)
+        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+            raise InvalidRequest(f"'{where}.row' must be a non-negative integer", field=f"{where}.row", row=i)
+        if key not in item:
+            raise InvalidRequest(f"'{where}' needs '{key}' for a {spec.task} model", field=f"{where}.{key}", row=i)
+        truth = item[key]
+        if spec.is_classifier:
+            if isinstance(truth, bool) or not isinstance(truth, (str, int)):
+                raise InvalidRequest(f"'{where}.label' must be a string or integer", field=f"{where}.label", row=i)
+            truth = str(truth)
+        else:
+            if isinstance(truth, bool) or not isinstance(truth, (int, float)) or not math.isfinite(truth):
+                raise InvalidRequest(f"'{where}.value' must be a finite number", field=f"{where}.value", row=i)
+            truth = float(truth)
+        extra = sorted(set(item) - {"request_id", "row", key})
+        if extra:
+            raise InvalidRequest(f"'{where}' has an unexpected field '{extra[0]}'", field=f"{where}.{extra[0]}", row=i)
+        out.append({"request_id": rid, "row": row, "truth": truth})
+    return out
+
+
+def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], now: float | None = None) -> str:
+    """Write one Parquet part under ``feedback/<model>/<date>/``; returns its name."""
+    import pandas as pd
+
+    now = time.time() if now is None else now
+    frame = pd.DataFrame(items)
+    frame["received_at"] = pd.Timestamp(now, unit="s", tz="UTC")
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+    name = f"{model}/{day}/{now:.3f}-{uuid.uuid4().hex[:8]}.parquet"
+    storage.put(CONTAINER, name, buf.getvalue())
+    return f"{CONTAINER}/{name}"

@@ -1,0 +1,185 @@
+"""The inference log: a sample of requests, buffered in memory, written as Parquet in batches.
+
+``record`` is all the request path does: a random draw and an append of references to
+arrays it already has. A background thread turns the buffer into Parquet files under
+``inference-logs/<model>/<date>/<hour>/<time>-<id>.parquet`` every ``flush_seconds`` (or
+sooner when ``flush_rows`` are waiting). A logging failure never fails a request: records
+that cannot be buffered or written are dropped and counted, and ``stats()`` (shown in
+``GET /api/health``) makes the count visible.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from shared.storage import Storage
+
+log = logging.getLogger("mlops.inference_log")
+
+CONTAINER = "inference-logs"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    model: str
+    version: int
+    request_id: str
+    at: float
+    latency_ms: float
+    features: dict[str, np.ndarray]  # column -> array of shape [n, 1]
+    values: np.ndarray | None
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None
+    classes: tuple[Any, ...] | None
+
+
+class InferenceLogger:
+    """Sampled, batched, off-the-request-path logging of predictions."""
+
+    def __init__(self, storage: Storage, *, sample_rate: float = 1.0, flush_seconds: float = 5.0,
+                 flush_rows: int = 5000, max_buffered_rows: int = 200_000, rng: random.Random | None = None) -> None:
+        self.storage = storage
+        self.sample_rate = sample_rate
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.max_buffered_rows = max_buffered_rows
+        self._rng = rng or random.Random()
+        self._buffer: deque[LogRecord] = deque()
+        self._buffered_rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.logged_rows = 0
+        self.written_rows = 0
+        self.dropped_rows = 0
+        self.write_failures = 0
+        self.files_written = 0
+
+    # -- request path --------------------------------------------------------------------
+    def record(self, rec: LogRecord) -> bool:
+        """Buffer ``rec`` if sampled; never raises."""
+        try:
+            if self.sample_rate <= 0 or (self.sample_rate < 1 and self._rng.random() >= self.sample_rate):
+                return False
+            rows = len(rec.values) if rec.values is not None else len(rec.labels)
+            with self._lock:
+                if self._buffered_rows + rows > self.max_buffered_rows:
+                    self.dropped_rows += rows
+                    return False
+                self._buffer.append(rec)
+                self._buffered_rows += rows
+                self.logged_rows += rows
+                full = self._buffered_rows >= self.flush_rows
+            if self._thread is None:
+                self._start()
+            if full:
+                self._wake.set()
+            return True
+        except Exception:  # a logging failure never fails a request
+            self.dropped_rows += 1
+            return False
+
+    # -- background ----------------------------------------------------------------------
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="inference-log", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        """Flush what is buffered and stop the writer."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+    def flush(self) -> int:
+        """Write everything buffered now; returns the number of rows written."""
+        with self._lock:
+            batch = list(self._buffer)
+            self._buffer.clear()
+            self._buffered_rows = 0
+        if not batch:
+            return 0
+        groups: dict[tuple[str, str, str], list[LogRecord]] = {}
+        for rec in batch:
+            stamp = datetime.fromtimestamp(rec.at, timezone.utc)
+            groups.setdefault((rec.model, stamp.strftime("%Y-%m-%d"), stamp.strftime("%H")), []).append(rec)
+        written = 0
+        for (model, day, hour), recs in groups.items():
+            rows = sum(_rows(r) for r in recs)
+            try:
+                data = to_parquet(recs)
+                name = f"{model}/{day}/{hour}/{time.time():.3f}-{uuid.uuid4().hex[:8]}.parquet"
+                self.storage.put(CONTAINER, name, data)
+            except Exception:
+                self.write_failures += 1
+                self.dropped_rows += rows
+                log.exception("could not write %d inference log rows for %s; dropped", rows, model)
+                continue
+            written += rows
+            self.files_written += 1
+        self.written_rows += written
+        return written
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "logged_rows": self.logged_rows,
+            "written_rows": self.written_rows,
+            "buffered_rows": self._buffered_rows,
+            "dropped_rows": self.dropped_rows,
+            "write_failures": self.write_failures,
+            "files_written": self.files_written,
+        }
+
+
+def _rows(rec: LogRecord) -> int:
+    return len(rec.values) if rec.values is not None else len(rec.labels)
+
+
+def to_parquet(records: list[LogRecord]) -> bytes:
+    """One table: a row per predicted row, features, outputs and request metadata."""
+    import pandas as pd
+
+    frames = []
+    for rec in records:
+        n = _rows(rec)
+        cols: dict[str, Any] = {
+            "request_id": np.repeat(rec.request_id, n),
+            "row": np.arange(n),
+            "time": np.repeat(pd.Timestamp(rec.at, unit="s", tz="UTC"), n),
+            "version": np.repeat(rec.version, n),
+            "latency_ms": np.repeat(rec.latency_ms, n),
+        }
+        for name, arr in rec.features.items():
+            cols[name] = arr.reshape(-1)
+        if rec.values is not None:
+            cols["prediction"] = rec.values.astype(np.float64)
+        else:
+            cols["prediction"] = np.asarray(rec.labels).astype(str)
+            for i, c in enumerate(rec.classes or range(rec.probabilities.shape[1])):
+                cols[f"proba_{c}"] = rec.probabilities[:, i].astype(np.float64)
+        frames.append(pd.DataFrame(cols))
+    table = pd.concat(frames, ignore_index=True)
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()

@@ -1,0 +1,166 @@
+"""The session cache, the inference log and feedback, on real storage and real ONNX sessions."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from models.breast_cancer_data import generate as cancer
+from shared.errors import InvalidRequest
+from shared.feedback import parse_feedback, store_feedback
+from shared.inference_log import InferenceLogger, LogRecord
+from shared.registry import PRODUCTION
+from shared.serving import ModelServer, parse_payload
+from tests.conftest import to_csv
+from tests.helpers import drain, drop
+
+ROWS = cancer().drop(columns="target").head(4).to_dict("records")
+
+
+@pytest.fixture
+def two_versions(ctx):
+    """breast_cancer with versions 1 and 2 registered, production on 1."""
+    drop(ctx, "breast_cancer", "a.csv", to_csv(cancer()))
+    drain(ctx)
+    drop(ctx, "breast_cancer", "b.csv", to_csv(cancer().iloc[::-1]))
+    drain(ctx)
+    assert ctx.registry.versions("breast_cancer") == [1, 2]
+    current = ctx.registry.alias("breast_cancer")
+    if current.version != 1:
+        ctx.registry.move_alias("breast_cancer", PRODUCTION, 1, expected=current, event="rollback", reason="t", actor="t")
+    return ctx
+
+
+def move(ctx, version):
+    current = ctx.registry.alias("breast_cancer")
+    ctx.registry.move_alias("breast_cancer", PRODUCTION, version, expected=current, event="set_alias", reason="t", actor="t")
+
+
+def test_a_promotion_is_swapped_in_by_refresh_and_a_held_version_keeps_working(two_versions):
+    ctx = two_versions
+    server = ModelServer(ctx.registry, ctx.specs, ctx.settings)
+    held = server.get("breast_cancer")
+    assert held.version == 1
+    move(ctx, 2)
+    assert server.get("breast_cancer").version == 1  # the request path does no I/O
+    assert server.refresh("breast_cancer") is True
+    assert server.get("breast_cancer").version == 2 and server.swaps == 1
+    # A request that started on version 1 finishes on it: its session still runs.
+    feeds, _ = parse_payload({"instances": ROWS}, held.schema, 10)
+    assert server.run(held, feeds).to_json()["version"] == 1
+    assert server.refresh("breast_cancer") is False  # unchanged alias: a 304-style read
+    server.close()
+
+
+def test_the_background_refresher_swaps_within_two_intervals(two_versions):
+    ctx = two_versions
+    from dataclasses import replace
+
+    server = ModelServer(ctx.registry, ctx.specs, replace(ctx.settings, alias_check_seconds=0.2))
+    assert server.get("breast_cancer").version == 1
+    moved_at = time.monotonic()
+    move(ctx, 2)
+    while server.get("breast_cancer").version != 2:
+        assert time.monotonic() - moved_at < 0.4 + 0.5, "not swapped within two intervals (+ load time)"
+        time.sleep(0.01)
+    server.close()
+
+
+def test_a_tampered_new_version_is_refused_and_the_old_one_keeps_serving(two_versions):
+    ctx = two_versions
+    server = ModelServer(ctx.registry, ctx.specs, ctx.settings)
+    assert server.get("breast_cancer").version == 1
+    ctx.storage.put("registry", "breast_cancer/versions/2/model.onnx", b"evil")
+    move(ctx, 2)
+    with pytest.raises(Exception, match="SHA-256"):
+        server.refresh("breast_cancer")
+    assert server.get("breast_cancer").version == 1
+    server.close()
+
+
+def test_inference_log_writes_sampled_batches_as_parquet(ctx):
+    logger = InferenceLogger(ctx.storage, sample_rate=1.0, flush_seconds=60)
+    import numpy as np
+
+    for i in range(3):
+        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5,
+                                {"speed": np.array([[1.0], [2.0]], dtype=np.float32), "turbine": np.array([["a"], ["b"]], dtype=object)},
+                                np.array([10.0, 20.0]), None, None, None))
+    assert logger.flush() == 6
+    [part] = ctx.storage.list("inference-logs", "wind_power/")
+    table = pd.read_parquet(io.BytesIO(ctx.storage.get("inference-logs", part.name).data))
+    assert len(table) == 6 and set(table["request_id"]) == {"req-0", "req-1", "req-2"}
+    assert list(table.columns[:5]) == ["request_id", "row", "time", "version", "latency_ms"]
+    assert table["prediction"].tolist() == [10.0, 20.0] * 3
+    assert logger.stats()["written_rows"] == 6 and logger.stats()["dropped_rows"] == 0
+
+
+def test_inference_log_sampling_and_overflow_are_counted(ctx):
+    import random
+
+    import numpy as np
+
+    rec = LogRecord("m", 1, "r", time.time(), 0.1, {"x": np.zeros((10, 1), np.float32)}, np.zeros(10), None, None, None)
+    sampled = InferenceLogger(ctx.storage, sample_rate=0.25, rng=random.Random(1))
+    kept = sum(sampled.record(rec) for _ in range(400))
+    assert 60 <= kept <= 140
+    small = InferenceLogger(ctx.storage, max_buffered_rows=25)
+    assert [small.record(rec) for _ in range(3)] == [True, True, False]
+    assert small.stats()["dropped_rows"] == 10
+
+
+class _BrokenStorage:
+    def put(self, *a, **k):
+        raise OSError("disk on fire")
+
+
+def test_a_logging_failure_drops_and_counts_but_never_raises():
+    import numpy as np
+
+    logger = InferenceLogger(_BrokenStorage(), flush_seconds=60)
+    rec = LogRecord("m", 1, "r", time.time(), 0.1, {"x": np.zeros((2, 1), np.float32)}, np.zeros(2), None, None, None)
+    assert logger.record(rec)
+    assert logger.flush() == 0
+    assert logger.stats()["dropped_rows"] == 2 and logger.stats()["write_failures"] == 1
+
+
+def test_feedback_is_validated_and_stored(ctx):
+    spec = ctx.specs.get("breast_cancer")
+    items = parse_feedback({"feedback": [{"request_id": "r1", "label": 1}, {"request_id": "r2", "row": 3, "label": "0"}]}, spec)
+    where = store_feedback(ctx.storage, "breast_cancer", items)
+    table = pd.read_parquet(io.BytesIO(ctx.storage.get("feedback", where.split("/", 1)[1]).data))
+    assert table[["request_id", "row", "truth"]].values.tolist() == [["r1", 0, "1"], ["r2", 3, "0"]]
+    with pytest.raises(InvalidRequest, match="needs 'value'"):
+        parse_feedback({"feedback": [{"request_id": "r", "label": 1}]}, ctx.specs.get("wind_power"))
+    with pytest.raises(InvalidRequest, match=r"feedback\[0\].request_id"):
+        parse_feedback({"feedback": [{"label": 1}]}, spec)
+
+
+def test_concurrent_requests_during_swaps_always_get_a_whole_version(two_versions):
+    ctx = two_versions
+    server = ModelServer(ctx.registry, ctx.specs, ctx.settings)
+    server.get("breast_cancer")
+    errors, seen = [], set()
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                seen.add(server.predict("breast_cancer", {"instances": ROWS})["version"])
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(10):
+        move(ctx, 2 if i % 2 == 0 else 1)
+        server.refresh("breast_cancer")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == [] and seen == {1, 2} and server.swaps == 10
+    server.close()
