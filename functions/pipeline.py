@@ -8,7 +8,6 @@ import azure.functions as func
 from functions.root import context
 from shared.errors import InvalidMessage
 from shared.messages import RunMessage
-from shared.pipeline import handle_convert, handle_promote, handle_register
 
 bp = func.Blueprint()
 log = logging.getLogger("mlops.functions.pipeline")
@@ -29,6 +28,8 @@ def convert(msg: func.ServiceBusMessage) -> None:
     """Fitted pipeline -> ONNX, with the parity gate."""
     run = _decode(msg, "trained")
     if run is not None:
+        from shared.pipeline import handle_convert
+
         result = handle_convert(context(), run)
         log.info("convert %s/%s: %s", run.model, run.run_id, result.detail)
 
@@ -39,6 +40,8 @@ def register(msg: func.ServiceBusMessage) -> None:
     """Converted run -> the next immutable registry version."""
     run = _decode(msg, "converted")
     if run is not None:
+        from shared.pipeline import handle_register
+
         result = handle_register(context(), run)
         log.info("register %s/%s: %s", run.model, run.run_id, result.detail)
 
@@ -49,5 +52,7 @@ def promote(msg: func.ServiceBusMessage) -> None:
     """Registered version -> promotion decision (and alias move when it wins)."""
     run = _decode(msg, "registered")
     if run is not None:
+        from shared.pipeline import handle_promote
+
         result = handle_promote(context(), run)
         log.info("promote %s/%s: %s", run.model, run.run_id, result.detail)

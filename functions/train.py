@@ -6,7 +6,6 @@ import logging
 import azure.functions as func
 
 from functions.root import context
-from shared.pipeline import DATASETS, handle_dataset
 
 bp = func.Blueprint()
 log = logging.getLogger("mlops.functions.train")
@@ -21,6 +20,8 @@ def _etag(blob: func.InputStream) -> str | None:
 @bp.blob_trigger(arg_name="blob", path="datasets/{model}/{file}", connection="MlopsStorage")
 def train(blob: func.InputStream) -> None:
     """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
+    from shared.pipeline import DATASETS, handle_dataset  # training's imports stay off the serving path
+
     name = blob.name or ""
     prefix = DATASETS + "/"
     relative = name[len(prefix):] if name.startswith(prefix) else name

@@ -13,15 +13,16 @@ converted graph disagrees by whole units.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from shared.errors import ConversionError, ParityError
 from shared.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
@@ -33,7 +34,7 @@ def input_schema(spec: ModelSpec) -> list[dict[str, str]]:
     ]
 
 
-def feeds_from_frame(frame: pd.DataFrame, schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
+def feeds_from_frame(frame: "pd.DataFrame", schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
     """ONNX Runtime inputs for the rows of ``frame`` (already typed by validation)."""
     feeds: dict[str, np.ndarray] = {}
     for col in schema:
@@ -124,7 +125,7 @@ class ParityReport:
         return asdict(self)
 
 
-def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: pd.DataFrame, spec: ModelSpec) -> ParityReport:
+def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: "pd.DataFrame", spec: ModelSpec) -> ParityReport:
     """Compare ONNX Runtime and scikit-learn on ``holdout``; raise ``ParityError`` on mismatch."""
     session = new_session(onnx_bytes)
     x = holdout[list(spec.features)]
@@ -160,7 +161,3 @@ def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: pd.DataFrame, spec: 
             parity=report.to_dict(),
         )
     return report
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -14,6 +14,7 @@ half a version; the manifest records the SHA-256 of the model file, checked on e
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -25,7 +26,6 @@ from typing import Any
 from shared import names
 from shared.errors import AlreadyExists, IntegrityError, NotFound, PreconditionFailed
 from shared.jsonio import get_json, put_json
-from shared.onnx_model import sha256
 from shared.storage import Storage
 
 CONTAINER = "registry"
@@ -87,7 +87,7 @@ class Registry:
         manifest = manifest or self.manifest(model, version)
         blob = self.storage.get(CONTAINER, self._v(model, version, MODEL_FILE))
         assert blob is not None
-        digest = sha256(blob.data)
+        digest = hashlib.sha256(blob.data).hexdigest()
         if digest != manifest["onnx"]["sha256"]:
             raise IntegrityError(
                 f"Model Version (name={model}, version={version}): model.onnx has SHA-256 {digest}, "
