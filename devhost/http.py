@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ class HttpFunction:
 
     def __post_init__(self) -> None:
         self.pattern = compile_route(self.route)
+        self.is_async = inspect.iscoroutinefunction(self.user_function)
 
 
 def compile_route(route: str) -> re.Pattern[str]:
@@ -163,16 +165,20 @@ class HttpApp:
         return _error(404, "NOT_FOUND", f"no function serves /api/{sub}")
 
     async def _invoke(self, fn: HttpFunction, request: func.HttpRequest):
-        loop = asyncio.get_running_loop()
-
-        def call() -> func.HttpResponse:
-            if self.log_requests:
-                return self.invoker.call(fn.name, "httpTrigger", f"{request.method} {request.url.split('/api', 1)[-1]}",
-                                         fn.user_function, **{fn.arg_name: request})
-            return fn.user_function(**{fn.arg_name: request})
-
+        # Like the Python worker: coroutine functions run on the event loop, plain ones in
+        # the thread pool.
+        kwargs = {fn.arg_name: request}
+        detail = f"{request.method} {request.url.split('/api', 1)[-1]}"
         try:
-            response = await loop.run_in_executor(self.executor, call)
+            if fn.is_async:
+                if self.log_requests:
+                    response = await self.invoker.acall(fn.name, "httpTrigger", detail, fn.user_function, **kwargs)
+                else:
+                    response = await fn.user_function(**kwargs)
+            else:
+                call = (lambda: self.invoker.call(fn.name, "httpTrigger", detail, fn.user_function, **kwargs)) \
+                    if self.log_requests else (lambda: fn.user_function(**kwargs))
+                response = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except Exception as exc:  # the platform answers 500 for an unhandled exception
             log.exception("%s raised", fn.name)
             return _error(500, "INTERNAL_ERROR", f"function {fn.name} failed: {type(exc).__name__}")

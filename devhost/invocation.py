@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 log = logging.getLogger("devhost")
 
@@ -14,17 +14,30 @@ class Invoker:
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = {}
 
+    def _done(self, name: str, trigger: str, detail: str, started: float, exc: BaseException | None) -> None:
+        elapsed = time.perf_counter() - started
+        outcome = "Succeeded" if exc is None else f"Failed ({type(exc).__name__}: {str(exc)[:300]})"
+        stats = self.counts.setdefault(name, {"succeeded": 0, "failed": 0})
+        stats["succeeded" if exc is None else "failed"] += 1
+        level = logging.INFO if exc is None else logging.WARNING
+        log.log(level, "%-12s %-18s %-48s %9.1f ms  %s", name, trigger, detail[:48], elapsed * 1000, outcome)
+
     def call(self, name: str, trigger: str, detail: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        outcome = "Succeeded"
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except BaseException as exc:
-            outcome = f"Failed ({type(exc).__name__}: {str(exc)[:300]})"
+            self._done(name, trigger, detail, started, exc)
             raise
-        finally:
-            elapsed = time.perf_counter() - started
-            stats = self.counts.setdefault(name, {"succeeded": 0, "failed": 0})
-            stats["succeeded" if outcome == "Succeeded" else "failed"] += 1
-            level = logging.INFO if outcome == "Succeeded" else logging.WARNING
-            log.log(level, "%-12s %-18s %-48s %9.1f ms  %s", name, trigger, detail[:48], elapsed * 1000, outcome)
+        self._done(name, trigger, detail, started, None)
+        return result
+
+    async def acall(self, name: str, trigger: str, detail: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._done(name, trigger, detail, started, exc)
+            raise
+        self._done(name, trigger, detail, started, None)
+        return result

@@ -1,6 +1,8 @@
 """Each function called with the library's real input types, on a real context."""
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 
 import azure.functions as func
@@ -22,7 +24,14 @@ def installed(ctx):
 
 
 def user(fn):
-    return fn.build().get_user_function()
+    """The user function as the worker calls it (coroutines run to completion)."""
+    target = fn.build().get_user_function()
+
+    def call(*args, **kwargs):
+        result = target(*args, **kwargs)
+        return asyncio.run(result) if inspect.isawaitable(result) else result
+
+    return call
 
 
 def sb_message(body: bytes) -> ServiceBusMessage:
