@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     from devhost.config import HostConfig, load_local_settings
 
     used = load_local_settings(args.settings)
+    # Background threads (trigger polls, the inference-log writer, model refresh) must not
+    # hold the GIL for the default 5 ms while a request waits on the event loop.
+    sys.setswitchinterval(0.0005)
     import uvicorn
 
     from devhost.host import Host
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("listening on http://%s:%d/api/", args.host, args.port)
     try:
         uvicorn.run(host.http, host=args.host, port=args.port, log_level="warning", access_log=False,
-                    http="httptools", loop="uvloop", lifespan="on", timeout_graceful_shutdown=5)
+                    http="httptools", loop="uvloop", lifespan="on", timeout_graceful_shutdown=5,
+                    proxy_headers=False, server_header=False, date_header=False)
     finally:
         host.stop_triggers()
         ctx.close()  # flushes the inference log

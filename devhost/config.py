@@ -47,7 +47,7 @@ class HostConfig:
     master_key: str
     function_keys: tuple[str, ...]
     blob_poll_seconds: float = 0.5
-    queue_poll_seconds: float = 0.1
+    queue_poll_seconds: float = 1.0
     blob_max_tries: int = 5
     http_threads: int = 16
 
@@ -58,5 +58,5 @@ class HostConfig:
             master_key=os.environ.get("MLOPS_HOST_MASTER_KEY", "").strip(),
             function_keys=keys,
             blob_poll_seconds=float(os.environ.get("MLOPS_HOST_BLOB_POLL_SECONDS", "0.5")),
-            queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "0.1")),
+            queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "1")),
         )

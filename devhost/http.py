@@ -106,6 +106,8 @@ class HttpApp:
         if scope["type"] != "http":
             return
         status, headers, body = await self._handle(scope, receive)
+        if not any(k == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -69,13 +69,19 @@ class QueueTriggerRunner:
             t.join(timeout=30)
 
     def _loop(self, fn: QueueFunction) -> None:
+        wait = getattr(self.bus, "wait", None)
         while not self._stop.is_set():
             try:
                 handled = self.run_once(fn)
             except Exception:
                 log.exception("receiving from %s failed; retrying", fn.queue)
                 handled = False
-            if not handled:
+            if handled:
+                continue
+            if wait is not None:
+                # In-process sends wake us at once; the poll catches other processes' sends.
+                wait(fn.queue, self.poll_seconds)
+            else:
                 self._stop.wait(self.poll_seconds)
 
     def run_once(self, fn: QueueFunction) -> bool:

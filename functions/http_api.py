@@ -6,8 +6,8 @@ status codes; the body is always ``{"error": {"code", "message", "details"?}}``.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import azure.functions as func
@@ -67,7 +67,7 @@ def _body(req: func.HttpRequest) -> Any:
 
 def _request_id(req: func.HttpRequest) -> str:
     given = req.headers.get("x-request-id", "")
-    return given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+    return given if 0 < len(given) <= 128 and given.isprintable() else os.urandom(16).hex()
 
 
 def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:

@@ -119,12 +119,13 @@ class InferenceLogger:
             self._buffered_rows = 0
         if not batch:
             return 0
-        groups: dict[tuple[str, str, str], list[LogRecord]] = {}
+        groups: dict[tuple[str, int, str, str], list[LogRecord]] = {}
         for rec in batch:
             stamp = datetime.fromtimestamp(rec.at, timezone.utc)
-            groups.setdefault((rec.model, stamp.strftime("%Y-%m-%d"), stamp.strftime("%H")), []).append(rec)
+            key = (rec.model, rec.version, stamp.strftime("%Y-%m-%d"), stamp.strftime("%H"))
+            groups.setdefault(key, []).append(rec)
         written = 0
-        for (model, day, hour), recs in groups.items():
+        for (model, _version, day, hour), recs in groups.items():
             rows = sum(_rows(r) for r in recs)
             try:
                 data = to_parquet(recs)
@@ -157,29 +158,31 @@ def _rows(rec: LogRecord) -> int:
 
 
 def to_parquet(records: list[LogRecord]) -> bytes:
-    """One table: a row per predicted row, features, outputs and request metadata."""
+    """One table for records of one model version: a row per predicted row.
+
+    Built column by column with numpy concatenation: the writer runs beside the request
+    path in the same process, so it must stay cheap under thousands of records.
+    """
     import pandas as pd
 
-    frames = []
-    for rec in records:
-        n = _rows(rec)
-        cols: dict[str, Any] = {
-            "request_id": np.repeat(rec.request_id, n),
-            "row": np.arange(n),
-            "time": np.repeat(pd.Timestamp(rec.at, unit="s", tz="UTC"), n),
-            "version": np.repeat(rec.version, n),
-            "latency_ms": np.repeat(rec.latency_ms, n),
-        }
-        for name, arr in rec.features.items():
-            cols[name] = arr.reshape(-1)
-        if rec.values is not None:
-            cols["prediction"] = rec.values.astype(np.float64)
-        else:
-            cols["prediction"] = np.asarray(rec.labels).astype(str)
-            for i, c in enumerate(rec.classes or range(rec.probabilities.shape[1])):
-                cols[f"proba_{c}"] = rec.probabilities[:, i].astype(np.float64)
-        frames.append(pd.DataFrame(cols))
-    table = pd.concat(frames, ignore_index=True)
+    counts = np.array([_rows(r) for r in records])
+    first = records[0]
+    cols: dict[str, Any] = {
+        "request_id": np.repeat(np.array([r.request_id for r in records], dtype=object), counts),
+        "row": np.concatenate([np.arange(n) for n in counts]),
+        "time": pd.to_datetime(np.repeat([r.at for r in records], counts), unit="s", utc=True),
+        "version": np.repeat([r.version for r in records], counts),
+        "latency_ms": np.repeat([r.latency_ms for r in records], counts),
+    }
+    for name in first.features:
+        cols[name] = np.concatenate([r.features[name].reshape(-1) for r in records])
+    if first.values is not None:
+        cols["prediction"] = np.concatenate([r.values for r in records]).astype(np.float64)
+    else:
+        cols["prediction"] = np.concatenate([np.asarray(r.labels) for r in records]).astype(str)
+        probs = np.concatenate([r.probabilities for r in records]).astype(np.float64)
+        for i, c in enumerate(first.classes or range(probs.shape[1])):
+            cols[f"proba_{c}"] = probs[:, i]
     buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
+    pd.DataFrame(cols).to_parquet(buf, index=False)
     return buf.getvalue()

@@ -1,0 +1,240 @@
+"""Serving, side by side, on the RandomForest example (wind_power) and the linear one (breast_cancer).
+
+    python -m bench.serving [--seconds 4]
+
+(a) raw ``InferenceSession.run`` on prebuilt inputs: the floor;
+(b) the project's in-process predict from a parsed JSON row;
+(c) scikit-learn ``predict``/``predict_proba`` on the same row;
+(d) HTTP through the local host over loopback: single rows and 1,000-row batches at
+    concurrency 1, 8 and 32;
+(e) a bare ASGI endpoint doing only (a) over HTTP: the practical ceiling of (d);
+and the cold start: process start to first answered prediction.
+Every ratio compares figures measured in this same run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pickle
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from bench.loadgen import build_request, run_load
+from models.breast_cancer_data import generate as cancer
+from models.wind_power_data import generate as wind
+from shared import pipeline as P
+from shared.context import Context
+from shared.serving import parse_payload
+from shared.settings import PROJECT_ROOT, Settings
+
+KEY = "bench-function-key"
+MODELS = ("wind_power", "breast_cancer")
+
+
+def per_call_us(fn, n: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` mean time per call, in microseconds."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+def train_examples(ctx: Context, port: int, host: subprocess.Popen) -> None:
+    """Drop both datasets and let the running host train, convert, register and promote them."""
+    data = {"wind_power": ("w.parquet", wind(20_000, seed=1)), "breast_cancer": ("b.csv", cancer())}
+    for model, (file, df) in data.items():
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False) if file.endswith(".parquet") else buf.write(df.to_csv(index=False).encode())
+        ctx.storage.put("datasets", f"{model}/{file}", buf.getvalue())
+    deadline = time.time() + 300
+    while not all(ctx.storage.list("registry", f"{m}/decisions/") for m in MODELS):
+        if host.poll() is not None or time.time() > deadline:
+            raise RuntimeError("the host did not train the examples")
+        time.sleep(0.2)
+    assert all(ctx.registry.alias(m) for m in MODELS)
+    time.sleep(1.0)  # let the host settle: no run in flight while we measure
+
+
+def sample_rows(model: str, n: int) -> list[dict]:
+    df = wind(n, seed=5) if model == "wind_power" else cancer().sample(n, replace=True, random_state=5)
+    target = "power_kw" if model == "wind_power" else "target"
+    return df.drop(columns=target).to_dict("records")
+
+
+def sklearn_pipeline(ctx: Context, model: str):
+    status = [b for b in ctx.storage.list("runs", f"{model}/") if b.name.endswith("/train.json")][0]
+    run_id = status.name.split("/")[1]
+    record = ctx.runs.get_json(model, run_id, P.TRAIN_JSON)
+    data = ctx.runs.get(model, run_id, P.PIPELINE_PKL)
+    assert P._sha(data) == record["pipeline_sha256"]
+    return pickle.loads(data)
+
+
+def in_process(ctx: Context) -> dict:
+    import pandas as pd
+
+    out = {}
+    for model in MODELS:
+        loaded = ctx.server.get(model)
+        row = sample_rows(model, 1)[0]
+        payload = {"instances": [row]}
+        feeds, _ = parse_payload(payload, loaded.schema, 10)
+        a = per_call_us(lambda: loaded.session.run(None, feeds), 3000)
+        b = per_call_us(lambda: ctx.server.predict(model, payload), 3000)
+        pipe = sklearn_pipeline(ctx, model)
+        frame = pd.DataFrame([row])
+        method = pipe.predict_proba if model == "breast_cancer" else pipe.predict
+        c = per_call_us(lambda: method(frame), 30 if model == "wind_power" else 300)
+        out[model] = {"a_session_run_us": a, "b_project_predict_us": b, "c_sklearn_us": c}
+    return out
+
+
+def spawn(args: list[str], env: dict, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc
+
+
+def wait_ready(port: int, request: bytes, proc: subprocess.Popen, timeout: float = 60) -> float:
+    import socket
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(request)
+                if s.recv(64)[9:12] == b"200":
+                    return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"server on port {port} not ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def host_env(data_dir: str) -> dict:
+    return {**os.environ, "MLOPS_DATA_DIR": data_dir, "MLOPS_HOST_FUNCTION_KEYS": KEY, "MLOPS_HOST_MASTER_KEY": "bench-master"}
+
+
+def load_row(result, rows_per_request: int = 1) -> dict:
+    return {"rps": result.rps, "rows_per_s": result.rps * rows_per_request, "p50_ms": result.pct(50),
+            "p99_ms": result.pct(99), "errors": result.errors, "requests": result.requests}
+
+
+def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, seconds: float) -> dict:
+    out: dict = {}
+    try:
+        for model in MODELS:
+            loaded = ctx.server.get(model)
+            single = build_request(f"/api/models/{model}/predict", orjson.dumps({"instances": sample_rows(model, 1)}),
+                                   {"x-functions-key": KEY})
+            batch = build_request(f"/api/models/{model}/predict", orjson.dumps({"instances": sample_rows(model, 1000)}),
+                                  {"x-functions-key": KEY})
+            wait_ready(port, single, host)
+            # (e) the bare ASGI ceiling, on the same model and the same single row.
+            tmp = Path(data_dir) / f"bare-{model}"
+            tmp.mkdir(exist_ok=True)
+            (tmp / "model.onnx").write_bytes(ctx.registry.model_bytes(model, loaded.version))
+            feeds, _ = parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)
+            np.savez(tmp / "feeds.npz", **feeds)
+            bare_port = free_port()
+            bare = spawn(["-m", "bench.bare_asgi", str(tmp / "model.onnx"), str(tmp / "feeds.npz"),
+                          "--port", str(bare_port)], dict(os.environ), bare_port)
+            wait_ready(bare_port, single, bare)
+            res: dict = {}
+            for c in (1, 8, 32):
+                res[f"host_single_c{c}"] = load_row(run_load(port, single, c, seconds))
+                res[f"bare_single_c{c}"] = load_row(run_load(bare_port, single, c, seconds))
+            stop(bare)
+            for c in (1, 8, 32):
+                res[f"host_batch1000_c{c}"] = load_row(run_load(port, batch, c, seconds), 1000)
+            out[model] = res
+    finally:
+        stop(host)
+    return out
+
+
+def cold_start(data_dir: str, repeats: int = 3) -> list[float]:
+    request = build_request("/api/models/wind_power/predict", orjson.dumps({"instances": sample_rows("wind_power", 1)}),
+                            {"x-functions-key": KEY})
+    times = []
+    for _ in range(repeats):
+        port = free_port()
+        t0 = time.perf_counter()
+        proc = spawn(["-m", "devhost", "--port", str(port), "--quiet-http"], host_env(data_dir), port)
+        wait_ready(port, request, proc)
+        times.append(time.perf_counter() - t0)
+        stop(proc)
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per load point")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serving.json")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as data_dir:
+        ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
+        port = free_port()
+        host = spawn(["-m", "devhost", "--port", str(port), "--quiet-http"], host_env(data_dir), port)
+        train_examples(ctx, port, host)
+        local = in_process(ctx)
+        http = over_http(ctx, data_dir, port, host, args.seconds)
+        cold = cold_start(data_dir)
+        ctx.close()
+
+    print(f"\n{'model':<15}{'(a) run µs':>12}{'(b) predict µs':>16}{'(c) sklearn µs':>16}{'b/a':>8}{'c/b':>9}")
+    for model, r in local.items():
+        print(f"{model:<15}{r['a_session_run_us']:>12.1f}{r['b_project_predict_us']:>16.1f}{r['c_sklearn_us']:>16.1f}"
+              f"{r['b_project_predict_us'] / r['a_session_run_us']:>8.2f}{r['c_sklearn_us'] / r['b_project_predict_us']:>9.1f}")
+    print(f"\n{'model':<15}{'point':<22}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for model, res in http.items():
+        for point, r in res.items():
+            print(f"{model:<15}{point:<22}{r['rps']:>9.0f}{r['rows_per_s']:>11.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}")
+    print(f"\ncold start (process start to first answered prediction): median {statistics.median(cold):.2f} s "
+          f"of {', '.join(f'{t:.2f}' for t in cold)}")
+    print("\ngoals:")
+    for model in MODELS:
+        lr, hr = local[model], http[model]
+        share = hr["host_single_c8"]["rps"] / hr["bare_single_c8"]["rps"]
+        print(f"  {model}: (b) within 2x of (a): {lr['b_project_predict_us'] / lr['a_session_run_us']:.2f}x; "
+              f"(c)/(b) = {lr['c_sklearn_us'] / lr['b_project_predict_us']:.0f}x (goal >= 100x for the RandomForest); "
+              f"(d) c8 = {share:.0%} of (e) (goal >= 60%), p99 {hr['host_single_c8']['p99_ms']:.2f} ms (goal < 5); "
+              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s (goal >= 80,000)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"in_process": local, "http": http, "cold_start_s": cold}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
