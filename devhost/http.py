@@ -106,8 +106,7 @@ class HttpApp:
         if scope["type"] != "http":
             return
         status, headers, body = await self._handle(scope, receive)
-        if not any(k == b"content-length" for k, _ in headers):
-            headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -184,8 +183,15 @@ class HttpApp:
         except Exception as exc:  # the platform answers 500 for an unhandled exception
             log.exception("%s raised", fn.name)
             return _error(500, "INTERNAL_ERROR", f"function {fn.name} failed: {type(exc).__name__}")
-        out_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
-        if response.mimetype and not any(k == b"content-type" for k, _ in out_headers):
+        out_headers = []
+        has_type = False
+        for k, v in response.headers.items():
+            k = k.lower()
+            if k == "content-length":
+                continue  # set from the body we send
+            has_type = has_type or k == "content-type"
+            out_headers.append((k.encode("latin-1"), v.encode("latin-1")))
+        if response.mimetype and not has_type:
             ctype = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
             out_headers.append((b"content-type", ctype.encode()))
         return response.status_code, out_headers, response.get_body() or b""
