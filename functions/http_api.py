@@ -243,6 +243,25 @@ def set_alias(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, run)
 
 
+@bp.function_name("monitoring_latest")
+@bp.route(route="models/{name}/monitoring/latest", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
+    """The latest monitoring report: JSON, or the HTML page with ``?format=html``."""
+    from shared.monitoring import latest_report
+
+    request_id = _request_id(req)
+    fmt = req.params.get("format", "json")
+    try:
+        model = _model(req)
+        if fmt not in ("json", "html"):
+            raise InvalidRequest("query parameter 'format' must be 'json' or 'html'", field="format")
+        data = latest_report(context(), model, fmt)
+    except MlopsError as exc:
+        return _error(exc, request_id)
+    mimetype = "text/html" if fmt == "html" else _JSON
+    return func.HttpResponse(data, mimetype=mimetype, headers={"x-request-id": request_id})
+
+
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:

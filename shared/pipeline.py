@@ -47,6 +47,7 @@ HOLDOUT = "holdout.parquet"
 TRAIN_JSON = "train.json"
 MODEL_ONNX = "model.onnx"
 CONVERT_JSON = "convert.json"
+PROFILE_JSON = "profile.json"
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,13 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
     holdout_bytes = _parquet_bytes(result.holdout)
     ctx.runs.put(model, run_id, HOLDOUT, holdout_bytes)
     ctx.runs.put(model, run_id, PIPELINE_PKL, pipeline_bytes)
+    from shared.jsonio import dumps
+    from shared.profile import build_profile
+
+    predictions = result.pipeline.predict(result.holdout[list(spec.features)])
+    profile_bytes = dumps(build_profile(dataset.frame, spec.numeric, spec.categorical, predictions,
+                                        spec.is_classifier, seed=spec.seed))
+    ctx.runs.put(model, run_id, PROFILE_JSON, profile_bytes)
     record = {
         "model": model,
         "run_id": run_id,
@@ -198,6 +206,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         "split": {"train_rows": len(result.train), "holdout_rows": len(result.holdout), "seed": spec.seed},
         "holdout_sha256": _sha(holdout_bytes),
         "pipeline_sha256": _sha(pipeline_bytes),
+        "profile_sha256": _sha(profile_bytes),
         "metrics": result.metrics,
         "params": result.params,
         "estimator": spec.estimator,
@@ -313,6 +322,9 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
         onnx_bytes = ctx.runs.get(model, run_id, MODEL_ONNX)
         if _sha(onnx_bytes) != conv["onnx_sha256"] or conv["onnx_sha256"] != msg.artifact_sha256:
             raise IntegrityError(f"run (model={model}, run_id={run_id}): model.onnx changed since conversion")
+        profile_bytes = ctx.runs.get(model, run_id, PROFILE_JSON)
+        if _sha(profile_bytes) != train["profile_sha256"]:
+            raise IntegrityError(f"run (model={model}, run_id={run_id}): profile.json changed since training")
     except (MlopsError, NotFound) as exc:
         if not exc.permanent:
             raise
@@ -332,13 +344,14 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
         "spec": train["spec"],
         "libraries": library_versions(),
         "onnx": {"file": MODEL_ONNX, "sha256": conv["onnx_sha256"], "bytes": conv["onnx_bytes"], "opsets": conv["opsets"]},
+        "profile": {"file": PROFILE_JSON, "sha256": train["profile_sha256"]},
         "input_schema": input_schema(spec),
         "target": spec.target,
         "classes": train["classes"],
         "parity": conv["parity"],
         "stage_seconds": {k: v["seconds"] for k, v in status.get("stages", {}).items()},
     }
-    manifest = ctx.registry.commit(model, version, onnx_bytes, manifest)
+    manifest = ctx.registry.commit(model, version, onnx_bytes, manifest, extra={PROFILE_JSON: profile_bytes})
     ctx.runs.update_status(
         model, run_id, state="registered", version=version, stages={"register": {"seconds": time.perf_counter() - t0}}
     )

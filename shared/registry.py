@@ -95,6 +95,18 @@ class Registry:
             )
         return blob.data
 
+    def profile(self, model: str, version: int, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The version's reference profile, refused unless its SHA-256 matches the manifest."""
+        manifest = manifest or self.manifest(model, version)
+        entry = manifest.get("profile")
+        if not entry:
+            raise NotFound(f"Model Version (name={model}, version={version}) has no reference profile")
+        blob = self.storage.get(CONTAINER, self._v(model, version, entry["file"]))
+        assert blob is not None
+        if hashlib.sha256(blob.data).hexdigest() != entry["sha256"]:
+            raise IntegrityError(f"Model Version (name={model}, version={version}): profile.json does not match its manifest")
+        return json.loads(blob.data)
+
     def version_for_run(self, model: str, run_id: str) -> int | None:
         """The version a run was given, if any (including one claimed but not committed)."""
         found = get_json(self.storage, CONTAINER, f"{model}/runs/{run_id}.json")
@@ -141,8 +153,10 @@ class Registry:
         put_json(self.storage, CONTAINER, f"{model}/runs/{run_id}.json", {"version": version})
         return version
 
-    def commit(self, model: str, version: int, onnx_bytes: bytes, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Write the model file, then the manifest (create-only) that makes the version visible.
+    def commit(self, model: str, version: int, onnx_bytes: bytes, manifest: dict[str, Any],
+               extra: dict[str, bytes] | None = None) -> dict[str, Any]:
+        """Write the model file (and ``extra`` files), then the manifest (create-only) that
+        makes the version visible.
 
         Idempotent: a second call for a committed version returns the stored manifest.
         """
@@ -151,6 +165,8 @@ class Registry:
         except NotFound:
             pass
         self.storage.put(CONTAINER, self._v(model, version, MODEL_FILE), onnx_bytes)
+        for name, data in (extra or {}).items():
+            self.storage.put(CONTAINER, self._v(model, version, name), data)
         manifest = {**manifest, "model": model, "version": version, "committed_at": time.time()}
         try:
             put_json(self.storage, CONTAINER, self._v(model, version, MANIFEST), manifest, create_only=True)

@@ -65,6 +65,9 @@ class Settings:
     alias_check_seconds: float = 2.0
     inference_log_sample: float = 1.0
     inference_log_flush_seconds: float = 5.0
+    monitor_window_minutes: float = 60.0
+    drift_share: float = 0.5
+    queue_alerts: str = "model-alerts"
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -98,5 +101,8 @@ class Settings:
             alias_check_seconds=_float(env, "MLOPS_ALIAS_CHECK_SECONDS", 2.0),
             inference_log_sample=_float(env, "MLOPS_INFERENCE_LOG_SAMPLE", 1.0),
             inference_log_flush_seconds=_float(env, "MLOPS_INFERENCE_LOG_FLUSH_SECONDS", 5.0),
+            monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
+            drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
+            queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
             extra=dict(env),
         )

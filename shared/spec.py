@@ -70,6 +70,7 @@ class ModelSpec:
     parity_atol: float
     #: Standardise numeric inputs; None means the estimator family's default (linear: yes).
     scale_numeric: bool | None = None
+    monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
     description: str = ""
     source: str = ""
     sha256: str = ""
@@ -86,6 +87,21 @@ class ModelSpec:
     @property
     def higher_is_better(self) -> bool:
         return METRICS[self.metric][1]
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """Drift thresholds and the retraining policy (spec tables ``[monitoring]``, ``[retraining]``)."""
+
+    psi: float = 0.2
+    p_value: float = 0.01
+    js: float = 0.1
+    min_rows: int = 500
+    performance_tolerance: float = 0.1  # relative degradation of the metric vs the hold-out
+    breaches_to_retrain: int = 2
+    retrain_cooldown_minutes: float = 60.0
+    retrain_policy: str = "append"  # append | recent
+    retrain_max_rows: int = 200_000
 
 
 class _Reader:
@@ -181,7 +197,25 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     atol = r.get("parity.atol", float, 1e-5)
     if rtol < 0 or atol < 0:
         raise r.fail("parity", "tolerances must not be negative")
+    mon = MonitoringSpec(
+        psi=r.get("monitoring.psi", float, 0.2),
+        p_value=r.get("monitoring.p_value", float, 0.01),
+        js=r.get("monitoring.js", float, 0.1),
+        min_rows=r.get("monitoring.min_rows", int, 500),
+        performance_tolerance=r.get("monitoring.performance_tolerance", float, 0.1),
+        breaches_to_retrain=r.get("monitoring.breaches_to_retrain", int, 2),
+        retrain_cooldown_minutes=r.get("monitoring.retrain_cooldown_minutes", float, 60.0),
+        retrain_policy=r.get("retraining.policy", str, "append"),
+        retrain_max_rows=r.get("retraining.max_rows", int, 200_000),
+    )
+    if mon.retrain_policy not in ("append", "recent"):
+        raise r.fail("retraining.policy", f"must be 'append' or 'recent', not {mon.retrain_policy!r}")
+    if not 0 < mon.p_value < 1 or mon.psi <= 0 or not 0 < mon.js <= 1:
+        raise r.fail("monitoring", "thresholds must be positive (p_value and js at most 1)")
+    if mon.breaches_to_retrain < 1 or mon.min_rows < 1:
+        raise r.fail("monitoring", "breaches_to_retrain and min_rows must be at least 1")
     return ModelSpec(
+        monitoring=mon,
         name=name,
         task=task,
         target=target,

@@ -1,0 +1,38 @@
+"""Timer and queue triggers of monitoring: the periodic monitor and the retraining request."""
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.root import context
+from shared.errors import InvalidMessage
+from shared.messages import RunMessage
+
+bp = func.Blueprint()
+log = logging.getLogger("mlops.functions.monitor")
+
+
+@bp.function_name("monitor")
+@bp.timer_trigger(arg_name="timer", schedule="%MLOPS_MONITOR_SCHEDULE%", run_on_startup=False)
+def monitor(timer: func.TimerRequest) -> None:
+    """Drift and live performance of every production model; reports; retraining requests."""
+    from shared.monitoring import monitor_all
+
+    verdicts = monitor_all(context())
+    log.info("monitor%s: %s", " (past due)" if timer.past_due else "", verdicts)
+
+
+@bp.function_name("retrain")
+@bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_RETRAIN%", connection="ServiceBusConnection")
+def retrain(msg: func.ServiceBusMessage) -> None:
+    """Assemble the retraining dataset and drop it into datasets/, which starts a run."""
+    from shared.monitoring import handle_retrain
+
+    try:
+        run = RunMessage.parse(msg.get_body(), expect="retrain_requested")
+    except InvalidMessage as exc:
+        log.error("dropping malformed retrain message: %s", exc.message)
+        return
+    where = handle_retrain(context(), run)
+    log.info("retrain %s: %s", run.model, where or "no version to start from")

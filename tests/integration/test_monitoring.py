@@ -1,0 +1,92 @@
+"""Monitoring on real storage: profile, drift on logged traffic, reports, retraining requests."""
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from models.wind_power_data import generate as wind
+from shared.feedback import store_feedback
+from shared.inference_log import LogRecord
+from shared.messages import RunMessage
+from shared.monitoring import handle_retrain, latest_report, monitor_model
+from shared.serving import parse_payload
+from tests.conftest import to_parquet
+from tests.helpers import drain, drop
+
+
+def serve(ctx, frame: pd.DataFrame, request_id: str, at: float, batch: int = 100) -> None:
+    """Traffic as the HTTP function produces it: predict, then log (flushed at once)."""
+    loaded = ctx.server.get("wind_power")
+    rows = frame.drop(columns="power_kw").to_dict("records")
+    for start in range(0, len(rows), batch):
+        feeds, _ = parse_payload({"instances": rows[start:start + batch]}, loaded.schema, 10_000)
+        pred = ctx.server.run(loaded, feeds)
+        ctx.inference_log.record(LogRecord("wind_power", loaded.version, f"{request_id}-{start}", at, 0.1, feeds,
+                                           pred.values, None, None, None))
+    ctx.inference_log.flush()
+
+
+def test_profile_is_stored_beside_the_version_and_checked(ctx):
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=1)))
+    drain(ctx)
+    profile = ctx.registry.profile("wind_power", 1)
+    speed = profile["features"]["wind_speed"]
+    assert speed["type"] == "numeric" and len(speed["freqs"]) == len(speed["edges"]) - 1 == 10
+    assert len(speed["sample"]) == 2000 and abs(sum(speed["freqs"]) - 1) < 1e-9
+    assert set(profile["features"]["turbine_id"]["counts"]) == {f"T{i:02d}" for i in range(1, 13)}
+    assert profile["prediction"]["type"] == "numeric"
+
+
+def test_small_windows_give_insufficient_data(ctx):
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=1)))
+    drain(ctx)
+    serve(ctx, wind(100, seed=2), "few", time.time())
+    report = monitor_model(ctx, "wind_power")
+    assert report["verdict"] == "insufficient_data" and report["features"] == {}
+    assert report["retraining"]["requested"] is False
+
+
+def test_same_season_is_ok_and_a_new_season_drifts_then_retrains(ctx):
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(5000, seed=1)))
+    drain(ctx)
+    serve(ctx, wind(2000, seed=3), "summer", time.time())
+    report = monitor_model(ctx, "wind_power")
+    assert report["verdict"] == "ok", report["dataset_drift"]
+
+    winter = wind(2000, seed=4, regime="winter")
+    serve(ctx, winter, "winter", time.time())
+    # Feedback: the true power for the winter traffic, joined by request id and row.
+    items = [{"request_id": f"winter-{start}", "row": i, "truth": float(v)}
+             for start in range(0, 2000, 100) for i, v in enumerate(winter["power_kw"].iloc[start:start + 100])]
+    store_feedback(ctx.storage, "wind_power", items)
+    first = monitor_model(ctx, "wind_power")
+    assert first["verdict"] in ("drift", "degraded")
+    assert {"wind_speed", "air_temperature", "air_density"} <= set(first["dataset_drift"]["drifted_features"])
+    assert first["performance"]["rows"] == 2000
+    assert first["retraining"]["requested"] is False and first["consecutive_breaches"] == 1
+
+    serve(ctx, wind(2000, seed=5, regime="winter"), "winter2", time.time())
+    second = monitor_model(ctx, "wind_power")
+    assert second["retraining"]["requested"] is True
+    [retrain_msg] = ctx.bus.receive(ctx.settings.queue_retrain)
+    alerts = [json.loads(m.body)["alert"] for m in ctx.bus.peek(ctx.settings.queue_alerts)]
+    assert alerts.count("breach") == 2 and alerts.count("retrain_requested") == 1
+
+    # A third breach within the cooldown does not request again: never a storm.
+    serve(ctx, wind(2000, seed=6, regime="winter"), "winter3", time.time())
+    third = monitor_model(ctx, "wind_power")
+    assert third["retraining"]["requested"] is False and "cooldown" in third["retraining"]["reason"]
+
+    where = handle_retrain(ctx, RunMessage.parse(retrain_msg.body))
+    assert where.startswith("datasets/wind_power/retrain-")
+    data = pd.read_parquet(io.BytesIO(ctx.storage.get("datasets", where.split("/", 1)[1]).data))
+    assert len(data) == 5000 + 2000  # the training dataset plus the labelled winter rows
+    assert handle_retrain(ctx, RunMessage.parse(retrain_msg.body)) == where  # idempotent
+
+    html = latest_report(ctx, "wind_power", "html").decode()
+    assert "plotly" in html and "Reference (training) against current" in html
+    assert json.loads(latest_report(ctx, "wind_power"))["generated_at"] == third["generated_at"]
