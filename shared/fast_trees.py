@@ -15,8 +15,12 @@ order and values, including skl2onnx's float32 threshold adjustment (so split de
 are identical) and the exact float64 arithmetic it uses for leaf weights before they are
 rounded to float32. Anything these converters are not sure to reproduce (double or
 integer inputs, multi-output models, the ``decision_path``/``decision_leaf``/
-``raw_scores`` options, trees fitted on missing values, one-class classifiers, unusual
-label types) is handed to skl2onnx's own converter unchanged.
+``raw_scores`` options, one-class classifiers, labels neither all integers nor all
+strings, thresholds beyond float32's range) is handed to skl2onnx's own converter.
+
+Missing values: like skl2onnx, the graph ignores ``tree_.missing_go_to_left``, so a NaN
+reaching a tree goes to the right child where scikit-learn may go left. The project's
+pipelines impute before the trees, so no NaN gets there.
 
 Use::
 
@@ -199,13 +203,12 @@ def _supported_trees(
             return None
     elif any(t.value.shape[1:] != (1, 1) for t in trees):
         return None
+    # ``tree_.missing_go_to_left`` is not checked: scikit-learn fills it at every split
+    # whether or not the tree saw NaNs (NaNs then follow the larger child), so it cannot
+    # tell NaN-aware trees apart, and skl2onnx ignores it too (it writes
+    # nodes_missing_value_tracks_true=0), so both converters give the same graph.
     for t in trees:
         branch = t.children_left != -1
-        # A split sending missing values right only appears when the tree was fitted on
-        # NaNs (otherwise scikit-learn stores 1 everywhere). skl2onnx ignores that
-        # field; rather than guess, such trees keep going through skl2onnx.
-        if not np.all(t.missing_go_to_left[branch]):
-            return None
         # Thresholds beyond float32's range would take a path of skl2onnx's scalar
         # rounding (inf - inf) this vectorized version does not reproduce.
         if not np.all(np.isfinite(t.threshold[branch].astype(np.float32))):
@@ -290,9 +293,8 @@ def _add_regressor_node(scope: Any, operator: Any, container: Any, trees: list[A
         "target_weights": weights.astype(np.float32),
     }
     small = {"n_targets": 1, "post_transform": "NONE"}
-    _add_tree_node(scope, operator, container, "TreeEnsembleRegressor", [operator.outputs[0].full_name], small, arrays,
-        nodes["branch"],
-    )
+    outputs = [operator.outputs[0].full_name]
+    _add_tree_node(scope, operator, container, "TreeEnsembleRegressor", outputs, small, arrays, nodes["branch"])
 
 
 def _add_classifier_node(
@@ -346,47 +348,59 @@ def _add_tree_node(
     arrays: dict[str, np.ndarray],
     branch: np.ndarray,
 ) -> None:
-    """Add the node through the container (names, opset bookkeeping) then attach the
-    large attributes built from numpy, in ``onnx.helper.make_node``'s sorted order."""
+    """Add the node through the container (unique name, opset bookkeeping) without
+    attributes, then attach them all in ``onnx.helper.make_node``'s sorted order."""
+    from onnx.helper import make_attribute
+
     name = scope.get_unique_operator_name(op_type)
     # op_version=1 is what the stock converters pass (skl2onnx calls them with defaults).
-    container.add_node(
-        op_type,
-        operator.input_full_names,
-        outputs,
-        op_domain="ai.onnx.ml",
-        op_version=1,
-        name=name,
-        **small,
-    )
+    container.add_node(op_type, operator.input_full_names, outputs, op_domain="ai.onnx.ml", op_version=1, name=name)
     node = container.nodes[-1]
-    if list(node.output) != outputs:  # pragma: no cover - container internals changed
-        raise RuntimeError("skl2onnx's container did not append the tree node last")
-    attributes = list(node.attribute)
-    attributes += [_array_attribute(key, value) for key, value in arrays.items()]
-    attributes.append(_modes_attribute(arrays["nodes_featureids"].size, branch))
-    attributes.sort(key=lambda a: a.name)
-    del node.attribute[:]
-    node.attribute.extend(attributes)
+    if list(node.output) != outputs or len(node.attribute):  # pragma: no cover - skl2onnx changed
+        raise RuntimeError("skl2onnx's container did not append the tree node as expected")
+    # Filled in place (``attribute.add``) rather than built then appended: appending
+    # would copy every large repeated field once more.
+    for key in sorted([*small, *arrays, "nodes_modes"]):
+        attr = node.attribute.add()
+        if key in small:
+            attr.CopyFrom(make_attribute(key, small[key]))
+        elif key == "nodes_modes":
+            _fill_modes_attribute(attr, branch)
+        else:
+            _fill_array_attribute(attr, key, arrays[key])
 
 
 def _varints(values: np.ndarray) -> bytes:
-    """Protobuf base-128 varints of int64 values (negatives as 10-byte two's complement)."""
+    """Protobuf base-128 varints of int64 values (negatives as 10-byte two's complement).
+
+    Each value takes 1 to 10 bytes of 7 bits, low bits first, the high bit set on all
+    bytes but the last; the k-th byte of every value is scattered in one numpy step.
+    """
     v = values.astype(np.int64).view(np.uint64)
     if v.size == 0:
         return b""
-    width = max(1, (int(v.max()).bit_length() + 6) // 7)
-    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
-    groups = (v[:, None] >> shifts[None, :]) & np.uint64(0x7F)
-    used = np.ones(v.size, dtype=np.int64)
-    for k in range(1, width):
-        used += (v >> np.uint64(7 * k)) != 0
-    column = np.arange(width)[None, :]
-    groups |= np.where(column < used[:, None] - 1, np.uint64(0x80), np.uint64(0))
-    return groups.astype(np.uint8)[column < used[:, None]].tobytes()
+    top = int(v.max())
+    if top < 2**32:  # node and tree ids: narrower integers halve the work
+        v = v.astype(np.uint32)
+    width = max(1, (top.bit_length() + 6) // 7)
+    if width == 1:  # tree ids of small forests, class ids, zeros: one byte each
+        return v.astype(np.uint8).tobytes()
+    shifted = [v >> v.dtype.type(7 * k) for k in range(width)]
+    used = np.ones(v.size, dtype=np.intp)
+    for s in shifted[1:]:
+        used += s != 0
+    ends = np.cumsum(used)
+    starts = ends - used
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+    for k in range(width):
+        rows = used > k
+        byte = (shifted[k][rows] & v.dtype.type(0x7F)).astype(np.uint8)
+        byte[used[rows] > k + 1] |= 0x80
+        out[starts[rows] + k] = byte
+    return out.tobytes()
 
 
-def _modes_attribute(size: int, branch: np.ndarray) -> "AttributeProto":
+def _fill_modes_attribute(attr: "AttributeProto", branch: np.ndarray) -> None:
     """``nodes_modes``: "BRANCH_LEQ" or "LEAF" per node, as one serialized STRINGS field.
 
     Repeated strings are never packed, so each element is its own tag, length, bytes.
@@ -398,15 +412,13 @@ def _modes_attribute(size: int, branch: np.ndarray) -> "AttributeProto":
         [_varints(np.array([number << 3 | 2, len(s)])) + s for s in (b"LEAF", b"BRANCH_LEQ")],
         dtype=object,
     )
-    attr = AttributeProto()
     attr.name = "nodes_modes"
     attr.type = AttributeProto.STRINGS
     attr.MergeFromString(b"".join(encoded[branch.astype(np.intp)].tolist()))
-    return attr
 
 
-def _array_attribute(name: str, values: np.ndarray) -> "AttributeProto":
-    """An INTS/FLOATS/STRINGS AttributeProto equal to ``make_attribute(name, values)``.
+def _fill_array_attribute(attr: "AttributeProto", name: str, values: np.ndarray) -> None:
+    """Make ``attr`` an INTS/FLOATS attribute equal to ``make_attribute(name, values)``.
 
     ``make_attribute`` type-checks and copies element by element; parsing one packed
     protobuf field does the same copy in C. Parsers accept packed repeated fields even
@@ -415,7 +427,6 @@ def _array_attribute(name: str, values: np.ndarray) -> "AttributeProto":
     """
     from onnx import AttributeProto
 
-    attr = AttributeProto()
     attr.name = name
     fields = AttributeProto.DESCRIPTOR.fields_by_name
     if values.dtype == np.float32:
@@ -430,4 +441,3 @@ def _array_attribute(name: str, values: np.ndarray) -> "AttributeProto":
         raise TypeError(f"unexpected attribute dtype {values.dtype} for {name}")
     if body:
         attr.MergeFromString(_varints(np.array([number << 3 | 2, len(body)])) + body)
-    return attr

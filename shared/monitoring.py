@@ -160,8 +160,8 @@ def monitor_model(ctx: Context, model: str, now: float | None = None) -> dict[st
         for col, prof in profile["features"].items():
             if col not in logs:
                 continue
-            values = logs[col].to_numpy()
-            features[col] = numeric_drift(prof, values, th) if prof["type"] == "numeric" else categorical_drift(prof, values, th)
+            features[col] = (numeric_drift(prof, logs[col].to_numpy(), th) if prof["type"] == "numeric"
+                             else categorical_drift(prof, logs[col], th))
         drifted = [c for c, r in features.items() if r.get("drifted")]
         share = len(drifted) / max(len(features), 1)
         dataset = {"drifted": share >= ctx.settings.drift_share, "share": share,

@@ -20,10 +20,11 @@ def test_psi_equals_the_symmetric_kl_divergence():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_ks_matches_scipy_asymptotic(seed):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ks_matches_scipy_asymptotic(seed, dtype):
     rng = np.random.default_rng(seed)
     ref = np.sort(rng.normal(size=700).round(2))  # rounded: ties on both sides
-    cur = rng.normal(0.1, 1.1, size=5000).round(2)
+    cur = rng.normal(0.1, 1.1, size=5000).round(2).astype(dtype)
     d, p = ks_2samp(ref, cur)
     expected = stats.ks_2samp(ref, cur, method="asymp")
     assert d == pytest.approx(expected.statistic, abs=1e-12)
@@ -46,7 +47,7 @@ def test_js_distance_matches_scipy():
     assert js_distance(p, q) == pytest.approx(jensenshannon(p / p.sum(), q / q.sum(), base=2), rel=1e-12)
 
 
-def test_bins_are_right_closed_quantiles_with_open_ends():
+def test_bins_are_left_closed_quantiles_with_open_ends():
     edges = np.array([-np.inf, 0.0, 1.0, np.inf])
     assert bin_counts(np.array([-5, 0.0, 0.5, 1.0, 7]), edges).tolist() == [1, 2, 2]
 
@@ -71,6 +72,18 @@ def test_false_alarms_stay_at_or_under_five_percent_over_100_seeds():
         cprof = categorical_profile(rng.choice(cats, 20_000, p=weights))
         alarms_categorical += categorical_drift(cprof, rng.choice(cats, 10_000, p=weights), Thresholds())["drifted"]
     assert alarms_numeric <= 5 and alarms_categorical <= 5
+
+
+def test_float32_counts_equal_float64_counts_at_every_point():
+    from shared.drift import count_below
+
+    rng = np.random.default_rng(9)
+    values = np.sort(rng.normal(size=10_000).astype(np.float32))
+    points = np.concatenate([rng.normal(size=500), values[:200].astype(np.float64), [np.inf, -np.inf, 1e40]])
+    wide = values.astype(np.float64)
+    for inclusive in (True, False):
+        side = "right" if inclusive else "left"
+        assert (count_below(values, points, inclusive=inclusive) == np.searchsorted(wide, points, side=side)).all()
 
 
 def test_a_shift_in_category_mix_is_flagged():
