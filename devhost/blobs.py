@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import azure.functions as func
 
+from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
 from shared.bus import Bus, OutgoingMessage
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed
@@ -31,7 +32,7 @@ log = logging.getLogger("devhost.blobs")
 
 RECEIPTS = "azure-webjobs-hosts"
 POISON_QUEUE = "webjobs-blobtrigger-poison"
-LEASE_SECONDS = 600.0
+LEASE_SECONDS = 60.0  # renewed every third of it while the function runs
 # A file copied into the local folder by hand may still be growing: wait until it is this old.
 SETTLE_SECONDS = 1.0
 
@@ -61,7 +62,8 @@ class BlobTriggerRunner:
     """Polls the watched containers and runs each new or changed blob's function."""
 
     def __init__(self, storage: Storage, bus: Bus, functions: list[BlobFunction], invoker: Invoker,
-                 *, poll_seconds: float = 0.5, max_tries: int = 5) -> None:
+                 *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.lease_seconds = lease_seconds
         self.storage = storage
         self.bus = bus
         self.functions = functions
@@ -113,7 +115,7 @@ class BlobTriggerRunner:
     def _acquire(self, receipt: str) -> tuple[dict, str] | None:
         """Take the lease on a receipt; None if it is done, poisoned or leased elsewhere."""
         now = time.time()
-        record = {"state": "running", "tries": 0, "host": self.host_id, "lease_until": now + LEASE_SECONDS}
+        record = {"state": "running", "tries": 0, "host": self.host_id, "lease_until": now + self.lease_seconds}
         try:
             info = self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), create_only=True)
             return record, info.etag
@@ -129,7 +131,7 @@ class BlobTriggerRunner:
             return None
         if current["state"] == "running" and current["lease_until"] > now:
             return None  # another host (or an earlier poll) holds it
-        record = {**current, "state": "running", "host": self.host_id, "lease_until": now + LEASE_SECONDS}
+        record = {**current, "state": "running", "host": self.host_id, "lease_until": now + self.lease_seconds}
         try:
             info = self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=blob.info.etag)
         except PreconditionFailed:
@@ -166,18 +168,27 @@ class BlobTriggerRunner:
             metadata={},
         )
         tries = record["tries"] + 1
+        holder = {"etag": receipt_etag}
+
+        def renew() -> None:
+            renewed = {**record, "lease_until": time.time() + self.lease_seconds}
+            holder["etag"] = self.storage.put(RECEIPTS, receipt, json.dumps(renewed).encode(),
+                                              if_match=holder["etag"]).etag
+
         try:
-            self.invoker.call(fn.name, "blobTrigger", f"{fn.container}/{name}", fn.user_function, **{fn.arg_name: stream})
+            with heartbeat(self.lease_seconds / 3, renew):
+                self.invoker.call(fn.name, "blobTrigger", f"{fn.container}/{name}", fn.user_function,
+                                  **{fn.arg_name: stream})
         except Exception as exc:
             state = "poisoned" if tries >= self.max_tries else "failed"
             record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000]}
-            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=receipt_etag)
+            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
             if state == "poisoned":
                 self._poison(fn, name, etag, tries, str(exc))
                 self._done.add((fn.name, name, etag))
             return True
         record = {**record, "state": "done", "tries": tries, "lease_until": 0, "completed_at": time.time()}
-        self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=receipt_etag)
+        self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
         self._done.add((fn.name, name, etag))
         return True
 

@@ -49,6 +49,7 @@ class HostConfig:
     blob_poll_seconds: float = 0.5
     queue_poll_seconds: float = 1.0
     blob_max_tries: int = 5
+    blob_lease_seconds: float = 60.0
     http_threads: int = 16
 
     @classmethod
@@ -59,4 +60,5 @@ class HostConfig:
             function_keys=keys,
             blob_poll_seconds=float(os.environ.get("MLOPS_HOST_BLOB_POLL_SECONDS", "0.5")),
             queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "1")),
+            blob_lease_seconds=float(os.environ.get("MLOPS_HOST_BLOB_LEASE_SECONDS", "60")),
         )

@@ -80,7 +80,8 @@ class Host:
         self.config = config
         self.invoker = Invoker()
         self.blobs = BlobTriggerRunner(storage, bus, self.index.blobs, self.invoker,
-                                       poll_seconds=config.blob_poll_seconds, max_tries=config.blob_max_tries)
+                                       poll_seconds=config.blob_poll_seconds, max_tries=config.blob_max_tries,
+                                       lease_seconds=config.blob_lease_seconds)
         self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds)
         self.timers = TimerRunner(self.index.timers, self.invoker)
         self.http = HttpApp(self.index.http, self.invoker, master_key=config.master_key,

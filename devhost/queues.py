@@ -5,6 +5,7 @@ setting ``MLOPS_BUS_MAX_DELIVERY_COUNT``), as Service Bus does.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any, Callable
 
 from azure.functions.servicebus import ServiceBusMessage
 
+from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
 from shared.bus import Bus, ReceivedMessage
 
@@ -49,8 +51,10 @@ def to_function_message(m: ReceivedMessage) -> ServiceBusMessage:
 class QueueTriggerRunner:
     """One receiving thread per queue-triggered function."""
 
-    def __init__(self, bus: Bus, functions: list[QueueFunction], invoker: Invoker, *, poll_seconds: float = 0.1) -> None:
+    def __init__(self, bus: Bus, functions: list[QueueFunction], invoker: Invoker, *, poll_seconds: float = 0.1,
+                 backoff_seconds: float = 0.5) -> None:
         self.bus = bus
+        self.backoff_seconds = backoff_seconds
         self.functions = functions
         self.invoker = invoker
         self.poll_seconds = poll_seconds
@@ -91,10 +95,23 @@ class QueueTriggerRunner:
             return False
         m = received[0]
         detail = f"{fn.queue} #{m.delivery_count} {m.message_id[:12]}"
+        renew = getattr(self.bus, "renew_lock", None)
+        lock = getattr(self.bus, "lock_seconds", 60.0)
+        beat = heartbeat(lock / 3, lambda: renew(m)) if renew else contextlib.nullcontext()
         try:
-            self.invoker.call(fn.name, "serviceBusTrigger", detail, fn.user_function, **{fn.arg_name: to_function_message(m)})
+            with beat:
+                self.invoker.call(fn.name, "serviceBusTrigger", detail, fn.user_function,
+                                  **{fn.arg_name: to_function_message(m)})
         except Exception:
-            self.bus.abandon(m)
+            self._settle(self.bus.abandon, m)
+            self._stop.wait(self.backoff_seconds)  # a failing dependency gets room to recover
         else:
-            self.bus.complete(m)
+            self._settle(self.bus.complete, m)
         return True
+
+    @staticmethod
+    def _settle(action, m: ReceivedMessage) -> None:
+        try:
+            action(m)
+        except Exception as exc:  # lock lost: the message is redelivered; handlers are idempotent
+            log.warning("could not settle %s: %s", m.message_id, exc)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared import names
+from shared import faults, names
 from shared.context import Context
 from shared.data import read_table, validate
 from shared.errors import (
@@ -191,6 +191,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
     profile_bytes = dumps(build_profile(dataset.frame, spec.numeric, spec.categorical, predictions,
                                         spec.is_classifier, seed=spec.seed))
     ctx.runs.put(model, run_id, PROFILE_JSON, profile_bytes)
+    faults.point("train:after_artifacts")
     record = {
         "model": model,
         "run_id": run_id,
@@ -227,6 +228,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         },
     )
     msg = RunMessage("trained", model, run_id, run_id, artifact_sha256=record["pipeline_sha256"])
+    faults.point("train:before_send")
     ctx.bus.send(ctx.settings.queue_convert, msg.to_outgoing())
     log.info("trained %s run %s on %d rows: %s", model, run_id, dataset.rows, result.metrics)
     return StageResult(True, run_id, f"trained on {dataset.rows} rows", msg)
@@ -293,6 +295,7 @@ def handle_convert(ctx: Context, msg: RunMessage) -> StageResult:
             raise
         return _fail_run(ctx, msg, "convert", exc)
     ctx.runs.put(model, run_id, MODEL_ONNX, onnx_bytes)
+    faults.point("convert:after_onnx")
     record = {
         "onnx_sha256": _sha(onnx_bytes),
         "onnx_bytes": len(onnx_bytes),
@@ -356,6 +359,7 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
         model, run_id, state="registered", version=version, stages={"register": {"seconds": time.perf_counter() - t0}}
     )
     nxt = RunMessage("registered", model, run_id, msg.correlation_id, version=version)
+    faults.point("register:after_manifest")
     ctx.bus.send(ctx.settings.queue_promote, nxt.to_outgoing())
     return StageResult(True, run_id, f"registered as version {version}", nxt)
 
@@ -450,6 +454,7 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
                     )
                 except PreconditionFailed:
                     continue  # production moved meanwhile: decide again against the new one
+                faults.point("promote:after_alias")
         decision = {
             "model": model,
             "version": version,

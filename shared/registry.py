@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from shared import names
+from shared import faults, names
 from shared.errors import AlreadyExists, IntegrityError, NotFound, PreconditionFailed
 from shared.jsonio import get_json, put_json
 from shared.storage import Storage
@@ -165,6 +165,7 @@ class Registry:
         except NotFound:
             pass
         self.storage.put(CONTAINER, self._v(model, version, MODEL_FILE), onnx_bytes)
+        faults.point("register:after_model_file")
         for name, data in (extra or {}).items():
             self.storage.put(CONTAINER, self._v(model, version, name), data)
         manifest = {**manifest, "model": model, "version": version, "committed_at": time.time()}

@@ -58,7 +58,7 @@ class Settings:
     queue_promote: str = "model-promote"
     queue_retrain: str = "model-retrain"
     bus_max_delivery_count: int = 10
-    bus_lock_seconds: float = 300.0
+    bus_lock_seconds: float = 60.0
     max_dataset_bytes: int = 200 * 1024 * 1024
     max_request_bytes: int = 4 * 1024 * 1024
     max_batch_rows: int = 10_000
@@ -94,7 +94,7 @@ class Settings:
             queue_promote=env.get("MLOPS_QUEUE_PROMOTE", "").strip() or "model-promote",
             queue_retrain=env.get("MLOPS_QUEUE_RETRAIN", "").strip() or "model-retrain",
             bus_max_delivery_count=_int(env, "MLOPS_BUS_MAX_DELIVERY_COUNT", 10),
-            bus_lock_seconds=_float(env, "MLOPS_BUS_LOCK_SECONDS", 300.0),
+            bus_lock_seconds=_float(env, "MLOPS_BUS_LOCK_SECONDS", 60.0),
             max_dataset_bytes=_int(env, "MLOPS_MAX_DATASET_BYTES", 200 * 1024 * 1024),
             max_request_bytes=_int(env, "MLOPS_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
             max_batch_rows=_int(env, "MLOPS_MAX_BATCH_ROWS", 10_000),

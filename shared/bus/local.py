@@ -149,6 +149,13 @@ class LocalBus:
             self._check_lock(db, message)
             db.execute("DELETE FROM messages WHERE seq = ?", (message.sequence_number,))
 
+    def renew_lock(self, message: ReceivedMessage) -> None:
+        """Extend the lock of a message still being handled."""
+        with self._tx() as db:
+            self._check_lock(db, message)
+            db.execute("UPDATE messages SET locked_until = ? WHERE seq = ?",
+                       (time.time() + self.lock_seconds, message.sequence_number))
+
     def abandon(self, message: ReceivedMessage) -> None:
         with self._tx() as db:
             self._check_lock(db, message)
