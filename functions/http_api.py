@@ -262,6 +262,15 @@ def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(data, mimetype=mimetype, headers={"x-request-id": request_id})
 
 
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI document of this API."""
+    from shared.openapi import document
+
+    return _json(document())
+
+
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:

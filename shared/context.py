@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.bus import Bus, open_bus
 from shared.registry import Registry
@@ -48,8 +48,26 @@ class Context:
         if self._server is None:
             from shared.serving import ModelServer
 
-            self._server = ModelServer(self.registry, self.specs, self.settings)
+            self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert)
         return self._server
+
+    def alert(self, model: str, kind: str, detail: dict[str, Any]) -> None:
+        """A structured log event and a message on the alerts queue; never raises."""
+        import json
+        import logging
+        import time
+
+        from shared.bus import OutgoingMessage
+        from shared.jsonio import dumps
+
+        event = {"alert": kind, "model": model, "at": time.time(), **detail}
+        logging.getLogger("mlops.alerts").warning("ALERT %s", json.dumps(event, default=str))
+        key = f"{kind}:{model}:{detail.get('report') or detail.get('run_id') or detail.get('version') or event['at']}"
+        try:
+            self.bus.send(self.settings.queue_alerts, OutgoingMessage(
+                body=dumps(event), message_id=key[:128], application_properties={"alert": kind, "model": model}))
+        except Exception:  # an alert must not turn one failure into two
+            logging.getLogger("mlops.alerts").exception("could not queue the alert")
 
     @property
     def inference_log(self) -> InferenceLogger:

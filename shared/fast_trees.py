@@ -8,7 +8,9 @@ calls per node) and then in ``onnx.helper.make_attribute`` checking and copying 
 Python lists element by element. The converters here build the very same
 ``TreeEnsembleRegressor`` / ``TreeEnsembleClassifier`` node from the numpy arrays of
 ``estimator.tree_`` with whole-array operations and hand the attribute arrays to protobuf
-as serialized bytes, which makes the tree part of the conversion 50-100x faster.
+as serialized bytes: the tree converter itself runs about 25-30x faster (2.2 s -> 0.07 s
+for wind_power), the whole ``convert_sklearn`` call about 5x (the rest is skl2onnx's own
+parsing, option handling and model assembly).
 
 The graph is the stock one, byte for byte: same node and variable names, same attribute
 order and values, including skl2onnx's float32 threshold adjustment (so split decisions
@@ -26,13 +28,18 @@ Use::
 
     from shared.fast_trees import register_fast_tree_converters
     register_fast_tree_converters()   # idempotent; then call skl2onnx.convert_sklearn
+
+The swap relies on skl2onnx's converter registry (``skl2onnx.common._registration``); if
+a future skl2onnx moves it, registration logs a warning and the stock converters stay.
 """
 from __future__ import annotations
 
+import logging
 import numbers
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,8 +63,10 @@ _ESTIMATORS: dict[str, tuple[str, bool, bool]] = {
     "DecisionTreeClassifier": ("sklearn.tree", True, False),
 }
 
-# skl2onnx alias -> the RegisteredConverter we replaced, kept so that fallbacks and
-# ``unregister`` use exactly the stock object (its allowed options included).
+log = logging.getLogger("mlops.fast_trees")
+
+# skl2onnx alias -> the RegisteredConverter we replaced, so that ``unregister`` puts back
+# the very object skl2onnx registered (allowed options included).
 _STOCK: dict[str, Any] = {}
 _LOCK = threading.Lock()
 _FAST_MARK = "_fast_tree_converter"
@@ -92,21 +101,22 @@ def register_fast_tree_converters() -> None:
     models stay, so inputs, outputs and options (``zipmap``, ``nocl``...) behave as before.
     """
     import skl2onnx  # noqa: F401  (registers the stock converters first)
-    from skl2onnx.common._registration import _converter_pool, register_converter
 
     with _LOCK:
-        for cls_name, alias in _aliases().items():
-            current = _converter_pool[alias]
-            if _is_fast(current):
-                continue
-            _, is_classifier, is_forest = _ESTIMATORS[cls_name]
-            _STOCK[alias] = current
-            register_converter(
-                alias,
-                _make_converter(current._fct, is_classifier, is_forest),
-                overwrite=True,
-                options=current.get_allowed_options(),
-            )
+        try:
+            from skl2onnx.common._registration import _converter_pool, register_converter
+
+            for cls_name, alias in _aliases().items():
+                current = _converter_pool[alias]
+                if _is_fast(current):
+                    continue
+                _, is_classifier, is_forest = _ESTIMATORS[cls_name]
+                fast = _make_converter(current._fct, is_classifier, is_forest)
+                register_converter(alias, fast, overwrite=True, options=current.get_allowed_options())
+                _STOCK[alias] = current
+        except (ImportError, AttributeError, KeyError, TypeError, NameError) as exc:
+            # A slow conversion beats a failed one: whatever was not swapped stays stock.
+            log.warning("fast tree converters not registered (skl2onnx internals changed?): %r", exc)
 
 
 def unregister_fast_tree_converters() -> None:

@@ -127,12 +127,7 @@ def _state(ctx: Context, model: str) -> tuple[dict[str, Any], str | None]:
 
 
 def _alert(ctx: Context, model: str, kind: str, detail: dict[str, Any]) -> None:
-    """A structured log event and a message on the alerts queue."""
-    event = {"alert": kind, "model": model, "at": time.time(), **detail}
-    log.warning("ALERT %s", json.dumps(event, default=str))
-    msg_id = f"{kind}:{model}:{detail.get('report', detail.get('run_id', ''))}"
-    ctx.bus.send(ctx.settings.queue_alerts, OutgoingMessage(body=dumps(event), message_id=msg_id[:128],
-                                                            application_properties={"alert": kind, "model": model}))
+    ctx.alert(model, kind, detail)
 
 
 def monitor_model(ctx: Context, model: str, now: float | None = None) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import InvalidRequest, ModelNotFound, NoProductionVersion
+from shared.errors import IntegrityError, InvalidRequest, ModelNotFound, NoProductionVersion
 from shared.onnx_model import new_session
 from shared.registry import PRODUCTION, Registry
 from shared.settings import Settings
@@ -78,7 +78,9 @@ class ModelServer:
     swaps the reference, so requests already running keep the version they started with.
     """
 
-    def __init__(self, registry: Registry, specs: SpecCatalog, settings: Settings, clock=time.monotonic) -> None:
+    def __init__(self, registry: Registry, specs: SpecCatalog, settings: Settings, clock=time.monotonic,
+                 alert=None) -> None:
+        self.alert = alert  # callable(model, kind, detail), e.g. Context.alert
         self.registry = registry
         self.specs = specs
         self.settings = settings
@@ -144,7 +146,12 @@ class ModelServer:
                 entry.loaded, entry.alias_etag = None, None
                 return old is not None
             if old is None or old.version != alias.version:
-                new = load_version(self.registry, model, alias.version)  # off the request path
+                try:
+                    new = load_version(self.registry, model, alias.version)  # off the request path
+                except IntegrityError as exc:
+                    if self.alert is not None:
+                        self.alert(model, "integrity", {"version": alias.version, "message": exc.message})
+                    raise
                 entry.loaded = new  # one reference assignment: the atomic swap
                 self.swaps += old is not None
                 for callback in self.on_swap:

@@ -8,8 +8,8 @@ from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.registry import Registry
 from shared.storage.local import LocalStorage
-from tests.conftest import to_csv, to_parquet
-from tests.e2e.hostproc import FKEY, HostProcess, wait_for
+from tests.conftest import AZURITE_KEY, to_csv, to_parquet
+from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -64,5 +64,8 @@ def test_loop_on_azurite(tmp_path, azurite):
     host = HostProcess(tmp_path / "data", env={"MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string}).start()
     try:
         run_loop(host, AzureBlobStorage.from_connection_string(azurite.connection_string))
+        # Secrets come from settings and never reach the logs.
+        assert AZURITE_KEY not in host.log() and "AccountKey" not in host.log()
+        assert "local-master-key" not in host.log() and MASTER not in host.log()
     finally:
         host.stop()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -69,15 +70,18 @@ def test_the_background_refresher_swaps_within_two_intervals(two_versions):
     server.close()
 
 
-def test_a_tampered_new_version_is_refused_and_the_old_one_keeps_serving(two_versions):
+def test_a_tampered_new_version_is_refused_alerted_and_the_old_one_keeps_serving(two_versions):
     ctx = two_versions
-    server = ModelServer(ctx.registry, ctx.specs, ctx.settings)
+    server = ModelServer(ctx.registry, ctx.specs, ctx.settings, alert=ctx.alert)
     assert server.get("breast_cancer").version == 1
     ctx.storage.put("registry", "breast_cancer/versions/2/model.onnx", b"evil")
     move(ctx, 2)
     with pytest.raises(Exception, match="SHA-256"):
         server.refresh("breast_cancer")
     assert server.get("breast_cancer").version == 1
+    [alert] = ctx.bus.peek(ctx.settings.queue_alerts)
+    body = json.loads(alert.body)
+    assert body["alert"] == "integrity" and body["version"] == 2 and "refusing to load" in body["message"]
     server.close()
 
 
