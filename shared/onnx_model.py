@@ -51,11 +51,17 @@ def convert(pipeline: Any, spec: ModelSpec) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
+    from shared.fast_trees import register_fast_tree_converters
+
+    register_fast_tree_converters()  # same graph, built from the tree arrays with numpy
+
     initial_types = [
         (c["name"], FloatTensorType([None, 1]) if c["type"] == "float" else StringTensorType([None, 1]))
         for c in input_schema(spec)
     ]
-    options = {}
+    # None, not {}, when there is nothing to set: skl2onnx then skips a scan of every
+    # estimator attribute (which regenerates each tree's bootstrap sample).
+    options = None
     if spec.is_classifier:
         # Plain tensors, not a list of dicts: faster to run and to read.
         options = {id(pipeline.named_steps["estimator"]): {"zipmap": False}}
