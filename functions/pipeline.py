@@ -22,37 +22,33 @@ def _decode(msg: func.ServiceBusMessage, expect: str) -> RunMessage | None:
         return None
 
 
+def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
+    """Decode, run the stage (imported on first use: training code stays off the serving path), log."""
+    run = _decode(msg, expect)
+    if run is None:
+        return
+    from shared import pipeline as stages
+
+    result = getattr(stages, f"handle_{stage}")(context(), run)
+    log.info("%s %s/%s: %s", stage, run.model, run.run_id, result.detail)
+
+
 @bp.function_name("convert")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_CONVERT%", connection="ServiceBusConnection")
 def convert(msg: func.ServiceBusMessage) -> None:
     """Fitted pipeline -> ONNX, with the parity gate."""
-    run = _decode(msg, "trained")
-    if run is not None:
-        from shared.pipeline import handle_convert
-
-        result = handle_convert(context(), run)
-        log.info("convert %s/%s: %s", run.model, run.run_id, result.detail)
+    _stage(msg, "trained", "convert")
 
 
 @bp.function_name("register")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_REGISTER%", connection="ServiceBusConnection")
 def register(msg: func.ServiceBusMessage) -> None:
     """Converted run -> the next immutable registry version."""
-    run = _decode(msg, "converted")
-    if run is not None:
-        from shared.pipeline import handle_register
-
-        result = handle_register(context(), run)
-        log.info("register %s/%s: %s", run.model, run.run_id, result.detail)
+    _stage(msg, "converted", "register")
 
 
 @bp.function_name("promote")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_PROMOTE%", connection="ServiceBusConnection")
 def promote(msg: func.ServiceBusMessage) -> None:
     """Registered version -> promotion decision (and alias move when it wins)."""
-    run = _decode(msg, "registered")
-    if run is not None:
-        from shared.pipeline import handle_promote
-
-        result = handle_promote(context(), run)
-        log.info("promote %s/%s: %s", run.model, run.run_id, result.detail)
+    _stage(msg, "registered", "promote")
