@@ -165,21 +165,24 @@ def to_parquet(records: list[LogRecord]) -> bytes:
     """
     import pandas as pd
 
-    counts = np.array([_rows(r) for r in records])
+    counts = np.fromiter((_rows(r) for r in records), dtype=np.int64, count=len(records))
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
     first = records[0]
     cols: dict[str, Any] = {
         "request_id": np.repeat(np.array([r.request_id for r in records], dtype=object), counts),
-        "row": np.concatenate([np.arange(n) for n in counts]),
+        "row": np.arange(total) - starts,
         "time": pd.to_datetime(np.repeat([r.at for r in records], counts), unit="s", utc=True),
         "version": np.repeat([r.version for r in records], counts),
         "latency_ms": np.repeat([r.latency_ms for r in records], counts),
     }
     for name in first.features:
-        cols[name] = np.concatenate([r.features[name].reshape(-1) for r in records])
+        # [n, 1] arrays concatenate along rows as they are: no per-record reshape.
+        cols[name] = np.concatenate([r.features[name] for r in records], axis=0).ravel()
     if first.values is not None:
         cols["prediction"] = np.concatenate([r.values for r in records]).astype(np.float64)
     else:
-        cols["prediction"] = np.concatenate([np.asarray(r.labels) for r in records]).astype(str)
+        cols["prediction"] = np.concatenate([r.labels for r in records]).astype(str)
         probs = np.concatenate([r.probabilities for r in records]).astype(np.float64)
         for i, c in enumerate(first.classes or range(probs.shape[1])):
             cols[f"proba_{c}"] = probs[:, i]
