@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench bench-pipeline clean
+.PHONY: setup run test bench bench-pipeline bench-serving bench-monitoring clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -26,10 +26,16 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
-bench: bench-pipeline
+bench: bench-pipeline bench-serving bench-monitoring
 
 bench-pipeline: setup
 	$(PY) -m bench.pipeline
+
+bench-serving: setup
+	$(PY) -m bench.serving
+
+bench-monitoring: setup
+	$(PY) -m bench.monitoring
 
 clean:
 	rm -rf .data .pytest_cache
