@@ -9,7 +9,7 @@ def _bins_labels(edges: list[float | None]) -> list[str]:
     def fmt(x: float | None) -> str:
         return "−∞" if x is None or x == float("-inf") else ("∞" if x == float("inf") else f"{x:.4g}")
 
-    return [f"({fmt(a)}, {fmt(b)}]" for a, b in zip(edges[:-1], edges[1:])]
+    return [f"[{fmt(a)}, {fmt(b)})" for a, b in zip(edges[:-1], edges[1:])]  # bins are left-closed
 
 
 def render(report: dict[str, Any], profile: dict[str, Any]) -> str:
@@ -84,8 +84,9 @@ def render(report: dict[str, Any], profile: dict[str, Any]) -> str:
         ("verdict", verdict),
         ("dataset drift", f"{report['dataset_drift'].get('share', 0):.0%} of features drifted "
                           f"(threshold {report['dataset_drift'].get('threshold', 0):.0%})"),
-        ("performance", f"{perf.get('metric')}: {perf.get('value')} on {perf.get('rows', 0)} labelled rows "
-                        f"(hold-out {perf.get('reference')})" if perf.get("rows") else "no feedback in the window"),
+        ("performance", f"{perf.get('metric')}: {perf['value']:.4g} on {perf.get('rows', 0)} labelled rows "
+                        f"(hold-out {perf['reference']:.4g}){' - degraded' if perf.get('degraded') else ''}"
+         if perf.get("rows") and perf.get("value") is not None else "no feedback in the window"),
         ("retraining", report["retraining"]["reason"]),
     ]
     rows_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary)
