@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from models import write_table
+
 
 def generate() -> pd.DataFrame:
     """The 569 rows with snake_case column names matching ``breast_cancer.toml``."""
@@ -24,12 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    df = generate()
-    if args.out.suffix == ".parquet":
-        df.to_parquet(args.out, index=False)
-    else:
-        df.to_csv(args.out, index=False)
-    print(f"wrote {len(df)} rows to {args.out}")
+    write_table(generate(), args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models import write_table
+
 R_DRY_AIR = 287.05  # J/(kg·K)
 RHO_STANDARD = 1.225  # kg/m³
 
@@ -94,12 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--regime", choices=sorted(REGIMES), default="summer")
     parser.add_argument("--out", type=Path, required=True, help="a .csv or .parquet path")
     args = parser.parse_args(argv)
-    df = generate(args.rows, seed=args.seed, regime=args.regime)
-    if args.out.suffix == ".parquet":
-        df.to_parquet(args.out, index=False)
-    else:
-        df.to_csv(args.out, index=False)
-    print(f"wrote {len(df)} rows to {args.out}")
+    write_table(generate(args.rows, seed=args.seed, regime=args.regime), args.out)
 
 
 if __name__ == "__main__":
