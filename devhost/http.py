@@ -126,7 +126,8 @@ class HttpApp:
     async def _handle(self, scope: dict, receive: Callable):
         path: str = scope["path"]
         method: str = scope["method"]
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        qs = scope.get("query_string", b"").decode("latin-1")
+        query = dict(parse_qsl(qs, keep_blank_values=True)) if qs else {}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         key = headers.get("x-functions-key") or query.get("code")
         body = await self._read_body(receive)
@@ -151,7 +152,6 @@ class HttpApp:
                               f"{fn.name} needs {level} in the x-functions-key header or the code query parameter")
             route_params = {k: v for k, v in m.groupdict().items() if v is not None}
             host = headers.get("host", "localhost")
-            qs = scope.get("query_string", b"").decode("latin-1")
             request = func.HttpRequest(
                 method=method,
                 url=f"http://{host}{path}" + (f"?{qs}" if qs else ""),

@@ -6,7 +6,7 @@ status codes; the body is always ``{"error": {"code", "message", "details"?}}``.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
 from typing import Any
 
@@ -57,17 +57,22 @@ def _body(req: func.HttpRequest) -> Any:
         raise PayloadTooLarge(
             f"request body is {len(raw):,} bytes, over the limit of {limit:,} (setting MLOPS_MAX_REQUEST_BYTES)"
         )
-    if not raw.strip():
-        raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if not raw.strip():
+            raise InvalidRequest("the request body is empty; send a JSON object", field="body") from None
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+
+
+# Request ids need to be unique, not secret: 128 bits from a generator seeded by the OS once,
+# instead of a system call per request.
+_ids = random.Random()
 
 
 def _request_id(req: func.HttpRequest) -> str:
     given = req.headers.get("x-request-id", "")
-    return given if 0 < len(given) <= 128 and given.isprintable() else os.urandom(16).hex()
+    return given if 0 < len(given) <= 128 and given.isprintable() else f"{_ids.getrandbits(128):032x}"
 
 
 def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:
@@ -81,17 +86,16 @@ def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:
     return _json(body, status, {"x-request-id": request_id})
 
 
-def _serve(model: str, feeds: dict, request_id: str, started: float):
-    """Run the production version on parsed inputs and log the request (sampled)."""
+def _serve(loaded, batch, request_id: str, started: float):
+    """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
     from shared.inference_log import LogRecord
 
     ctx = context()
-    loaded = ctx.server.get(model)
-    pred = ctx.server.run(loaded, feeds)
+    pred = ctx.server.run(loaded, batch)
     latency_ms = (time.perf_counter() - started) * 1000
     ctx.inference_log.record(LogRecord(
-        model=model, version=loaded.version, request_id=request_id, at=time.time(), latency_ms=latency_ms,
-        features=feeds, values=pred.values, labels=pred.labels, probabilities=pred.probabilities,
+        model=loaded.model, version=loaded.version, request_id=request_id, at=time.time(), latency_ms=latency_ms,
+        batch=batch, values=pred.values, labels=pred.labels, probabilities=pred.probabilities,
         classes=loaded.classes,
     ))
     return pred, latency_ms
@@ -112,10 +116,9 @@ async def predict(req: func.HttpRequest) -> func.HttpResponse:
         from shared.serving import parse_payload
 
         started = time.perf_counter()
-        model = _model(req)
-        loaded = context().server.get(model)
-        feeds, _ = parse_payload(_body(req), loaded.schema, context().settings.max_batch_rows)
-        pred, latency_ms = _serve(model, feeds, request_id, started)
+        loaded = context().server.get(_model(req))  # this request's version, start to end
+        batch = parse_payload(_body(req), loaded.schema, context().settings.max_batch_rows)
+        pred, latency_ms = _serve(loaded, batch, request_id, started)
         out = pred.to_json()
         out["latency_ms"] = round(latency_ms, 3)
         return out, 200
@@ -132,10 +135,9 @@ async def infer_v2(req: func.HttpRequest) -> func.HttpResponse:
         from shared.serving import parse_v2, v2_response
 
         started = time.perf_counter()
-        model = _model(req)
-        loaded = context().server.get(model)
-        feeds, _, given_id = parse_v2(_body(req), loaded.schema, context().settings.max_batch_rows)
-        pred, _ = _serve(model, feeds, request_id, started)
+        loaded = context().server.get(_model(req))
+        batch, given_id = parse_v2(_body(req), loaded.schema, context().settings.max_batch_rows)
+        pred, _ = _serve(loaded, batch, request_id, started)
         return v2_response(pred, given_id or request_id), 200
 
     return _handle(req, run)

@@ -18,25 +18,28 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared.storage import Storage
+
+if TYPE_CHECKING:
+    from shared.serving import Batch
 
 log = logging.getLogger("mlops.inference_log")
 
 CONTAINER = "inference-logs"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs microseconds per request
 class LogRecord:
     model: str
     version: int
     request_id: str
     at: float
     latency_ms: float
-    features: dict[str, np.ndarray]  # column -> array of shape [n, 1]
+    batch: Batch  # the request's parsed rows
     values: np.ndarray | None
     labels: np.ndarray | None
     probabilities: np.ndarray | None
@@ -176,9 +179,13 @@ def to_parquet(records: list[LogRecord]) -> bytes:
         "version": np.repeat([r.version for r in records], counts),
         "latency_ms": np.repeat([r.latency_ms for r in records], counts),
     }
-    for name in first.features:
-        # [n, 1] arrays concatenate along rows as they are: no per-record reshape.
-        cols[name] = np.concatenate([r.features[name] for r in records], axis=0).ravel()
+    # One version's records share a schema: concatenate the numeric blocks once.
+    if first.batch.numeric is not None:
+        numeric = np.concatenate([r.batch.numeric for r in records], axis=0)
+        for j, name in enumerate(first.batch.numeric_names):
+            cols[name] = numeric[:, j]
+    for name in first.batch.strings:
+        cols[name] = np.concatenate([r.batch.strings[name] for r in records], axis=0).ravel()
     if first.values is not None:
         cols["prediction"] = np.concatenate([r.values for r in records]).astype(np.float64)
     else:

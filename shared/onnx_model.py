@@ -98,6 +98,47 @@ def new_session(onnx_bytes: bytes):
     return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+#: The serving graph's one input for every numeric column, as a float [N, k] tensor.
+NUMERIC_BLOCK = "mlops:numeric"
+
+
+def with_numeric_block(onnx_bytes: bytes, numeric: list[str]) -> tuple[bytes, str]:
+    """The same model taking its ``numeric`` inputs as one float ``[N, k]`` tensor.
+
+    A ``Split`` node in front hands each former input its own column, so the graph computes
+    exactly what the registered one computes (Split copies, it does no arithmetic). ONNX
+    Runtime then binds one array per request instead of k: with 30 numeric inputs a one-row
+    run takes about half the time. The registered file keeps one input per column.
+    Returns the new model and its block input's name.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    by_name = {i.name: i for i in graph.input}
+    block_name = NUMERIC_BLOCK
+    while block_name in by_name:  # a column may be called anything
+        block_name += "_"
+    for name in numeric:
+        tensor = by_name[name].type.tensor_type
+        if tensor.elem_type != TensorProto.FLOAT or len(tensor.shape.dim) != 2 or tensor.shape.dim[1].dim_value != 1:
+            raise ValueError(f"input {name!r} is not a float [N, 1] tensor")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        opset = 13
+        model.opset_import.append(helper.make_opsetid("", opset))
+    attrs: dict[str, Any] = {"axis": 1}
+    if opset >= 18:
+        attrs["num_outputs"] = len(numeric)
+    others = [i for i in graph.input if i.name not in set(numeric)]
+    block = helper.make_tensor_value_info(block_name, TensorProto.FLOAT, [None, len(numeric)])
+    del graph.input[:]
+    graph.input.extend([block, *others])
+    graph.node.insert(0, helper.make_node("Split", [block_name], list(numeric), name="mlops_numeric_block", **attrs))
+    return model.SerializeToString(), block_name
+
+
 @dataclass
 class OnnxOutputs:
     """What an ONNX model returned: values (regression) or labels and probabilities."""

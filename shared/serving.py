@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import IntegrityError, InvalidRequest, ModelNotFound, NoProductionVersion
-from shared.onnx_model import new_session
+from shared.onnx_model import new_session, with_numeric_block
 from shared.registry import PRODUCTION, Registry
 from shared.settings import Settings
 from shared.spec import SpecCatalog
@@ -38,10 +38,37 @@ class LoadedModel:
     schema: tuple[tuple[str, str], ...]  # (name, "float" | "string")
     is_classifier: bool
     classes: tuple[Any, ...] | None
+    #: The session input taking the numeric block: the rewritten graph's one input when
+    #: there are several numeric columns, the column's own input when there is one.
+    block_input: str | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.schema)
+
+    def feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The session's inputs for ``batch`` (parsed against this version's schema)."""
+        feeds = dict(batch.strings)
+        if self.block_input is not None:
+            feeds[self.block_input] = batch.numeric
+        return feeds
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Parsed, validated rows: numeric columns as one float32 ``[n, k]`` block (C order),
+    string columns as object ``[n, 1]`` arrays."""
+
+    numeric_names: tuple[str, ...]
+    numeric: np.ndarray | None
+    strings: dict[str, np.ndarray]
+    rows: int
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every column as a 1-D array, numeric first, in schema order."""
+        out = {name: self.numeric[:, j] for j, name in enumerate(self.numeric_names)}
+        out.update((name, values.ravel()) for name, values in self.strings.items())
+        return out
 
 
 @dataclass
@@ -54,18 +81,28 @@ class _Entry:
 
 
 def load_version(registry: Registry, model: str, version: int) -> LoadedModel:
-    """Load and verify one version into an ONNX Runtime session."""
+    """Load and verify one version into an ONNX Runtime session.
+
+    The verified graph is served with its numeric inputs merged into one block
+    (``with_numeric_block``): the same computation, fewer arrays to bind per request.
+    """
     manifest = registry.manifest(model, version)
-    data = registry.model_bytes(model, version, manifest)
+    data = registry.model_bytes(model, version, manifest)  # SHA-256 checked against the manifest
+    schema = tuple((c["name"], c["type"]) for c in manifest["input_schema"])
+    numeric = [name for name, kind in schema if kind == "float"]
+    block_input = numeric[0] if len(numeric) == 1 else None
+    if len(numeric) > 1:
+        data, block_input = with_numeric_block(data, numeric)
     classes = manifest.get("classes")
     return LoadedModel(
         model=model,
         version=version,
         session=new_session(data),
         manifest=manifest,
-        schema=tuple((c["name"], c["type"]) for c in manifest["input_schema"]),
+        schema=schema,
         is_classifier=manifest["task"] != "regression",
         classes=tuple(classes) if classes else None,
+        block_input=block_input,
     )
 
 
@@ -177,9 +214,9 @@ class ModelServer:
         return {m: e.loaded.version for m, e in list(self._entries.items()) if e.loaded is not None}
 
     # -- prediction ----------------------------------------------------------------------
-    def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray]) -> Prediction:
-        """Run ``loaded`` on parsed inputs."""
-        outputs = loaded.session.run(None, feeds)
+    def run(self, loaded: LoadedModel, batch: Batch) -> Prediction:
+        """Run ``loaded`` on rows parsed against its schema."""
+        outputs = loaded.session.run(None, loaded.feeds(batch))
         if loaded.is_classifier:
             return Prediction(loaded, labels=outputs[0].ravel(), probabilities=outputs[1])
         return Prediction(loaded, values=outputs[0].ravel())
@@ -187,8 +224,7 @@ class ModelServer:
     def predict(self, model: str, payload: Any) -> dict[str, Any]:
         """Parse ``payload``, run the production version, and shape the answer."""
         loaded = self.get(model)
-        feeds, _ = parse_payload(payload, loaded.schema, self.settings.max_batch_rows)
-        return self.run(loaded, feeds).to_json()
+        return self.run(loaded, parse_payload(payload, loaded.schema, self.settings.max_batch_rows)).to_json()
 
 
 @dataclass
@@ -217,10 +253,20 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 
 # -- payloads --------------------------------------------------------------------------------
-def _records_to_columns(records: Any, field_name: str, names: tuple[str, ...]) -> dict[str, list]:
+@dataclass
+class _Parsed:
+    """One request's values before typing: the numeric ones in one flat list."""
+
+    rows: int
+    flat: list  # numeric values, row by row (records) or column by column (columnar)
+    row_major: bool
+    strings: dict[str, list]
+
+
+def _records(records: Any, field_name: str, names: tuple[str, ...], numeric: tuple[str, ...],
+             strings: tuple[str, ...]) -> _Parsed:
     if not isinstance(records, list):
         raise InvalidRequest(f"'{field_name}' must be a list of objects, one per row", field=field_name)
-    columns: dict[str, list] = {n: [] for n in names}
     expected = set(names)
     for i, row in enumerate(records):
         if not isinstance(row, dict):
@@ -233,12 +279,16 @@ def _records_to_columns(records: Any, field_name: str, names: tuple[str, ...]) -
                 )
             extra = sorted(k for k in row if k not in expected)
             raise InvalidRequest(f"row {i}: unexpected field '{extra[0]}'", field=extra[0], row=i)
-        for n in names:
-            columns[n].append(row[n])
-    return columns
+    return _Parsed(
+        rows=len(records),
+        flat=[row[n] for row in records for n in numeric],
+        row_major=True,
+        strings={n: [row[n] for row in records] for n in strings},
+    )
 
 
-def _columnar(inputs: Any, field_name: str, names: tuple[str, ...]) -> dict[str, list]:
+def _columnar(inputs: Any, field_name: str, names: tuple[str, ...], numeric: tuple[str, ...],
+              strings: tuple[str, ...]) -> _Parsed:
     if not isinstance(inputs, dict):
         raise InvalidRequest(f"'{field_name}' must be an object of columns", field=field_name)
     missing = [n for n in names if n not in inputs]
@@ -260,10 +310,15 @@ def _columnar(inputs: Any, field_name: str, names: tuple[str, ...]) -> dict[str,
                 f"field '{n}' has {len(values)} values but '{names[0]}' has {length}", field=n
             )
         columns[n] = values
-    return columns
+    return _Parsed(
+        rows=length or 0,
+        flat=[v for n in numeric for v in columns[n]],
+        row_major=False,
+        strings={n: columns[n] for n in strings},
+    )
 
 
-def _split(frame: Any, names: tuple[str, ...]) -> dict[str, list]:
+def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings: tuple[str, ...]) -> _Parsed:
     if not isinstance(frame, dict) or not isinstance(frame.get("columns"), list) or not isinstance(frame.get("data"), list):
         raise InvalidRequest("'dataframe_split' needs 'columns' and 'data' lists", field="dataframe_split")
     cols = frame["columns"]
@@ -276,7 +331,7 @@ def _split(frame: Any, names: tuple[str, ...]) -> dict[str, list]:
                 row=i,
             )
         records.append(dict(zip(cols, row)))
-    return _records_to_columns(records, "dataframe_split", names)
+    return _records(records, "dataframe_split", names, numeric, strings)
 
 
 def _check_number(name: str, i: int, v: Any) -> None:
@@ -288,14 +343,18 @@ def _check_number(name: str, i: int, v: Any) -> None:
         raise InvalidRequest(f"row {i}: field '{name}' is out of float range", field=name, row=i)
 
 
-def _numeric_block(columns: dict[str, list], numeric: list[str]) -> np.ndarray:
-    """All numeric columns as one float32 [k, n, 1] array; null becomes NaN.
+def _numeric_block(parsed: _Parsed, numeric: tuple[str, ...]) -> np.ndarray:
+    """All numeric values as one C-ordered float32 ``[n, k]`` array; null becomes NaN.
 
-    One allocation for every numeric input; each [n, 1] slab of it is a contiguous view
-    that ONNX Runtime takes without a copy. The common case (plain ints and floats) is checked
-    with one type test per value; anything else gets the precise per-value error.
+    The common case (plain ints and floats, all finite and in float32's range) costs one
+    type test per value and two reductions; anything else gets the precise per-value error.
     """
-    flat = [v for name in numeric for v in columns[name]]  # one flat list: numpy parses it fastest
+    flat, rows, k = parsed.flat, parsed.rows, len(numeric)
+
+    def check(index: int, v: Any) -> None:
+        i, j = divmod(index, k) if parsed.row_major else (index % rows, index // rows)
+        _check_number(numeric[j], i, v)
+
     clean = True
     for v in flat:
         t = type(v)
@@ -303,35 +362,33 @@ def _numeric_block(columns: dict[str, list], numeric: list[str]) -> np.ndarray:
             clean = False
             break
     if not clean:
-        for name in numeric:
-            for i, v in enumerate(columns[name]):
-                if v is not None:
-                    _check_number(name, i, v)
+        for index, v in enumerate(flat):
+            if v is not None:
+                check(index, v)
         flat = [math.nan if v is None else v for v in flat]
     try:
-        wide = np.array(flat, dtype=np.float64).reshape(len(numeric), -1)  # [k, n]
+        values = np.array(flat, dtype=np.float64)
     except OverflowError:  # an int beyond float64
-        for name in numeric:
-            for i, v in enumerate(columns[name]):
-                _check_number(name, i, v if abs(v) < 1e308 else math.inf)
+        for index, v in enumerate(flat):
+            check(index, v if abs(v) < 1e308 else math.inf)
         raise
-    if clean:  # the slow path checked every value already
-        bad = ~np.isfinite(wide) | (np.abs(wide) > _F32_MAX)
-        if bad.any():
-            j, i = (int(x) for x in np.argwhere(bad)[0])
-            _check_number(numeric[j], i, float(wide[j, i]))
-    # [k, n, 1]: iterating it yields k contiguous [n, 1] arrays, one per ONNX input, in C.
-    return wide.astype(np.float32).reshape(len(numeric), -1, 1)
+    # min and max propagate NaN, which fails both comparisons.
+    if clean and not (-_F32_MAX <= values.min() and values.max() <= _F32_MAX):
+        bad = ~np.isfinite(values) | (np.abs(values) > _F32_MAX)
+        index = int(np.argmax(bad))
+        check(index, float(values[index]))
+    block = values.reshape(rows, k) if parsed.row_major else values.reshape(k, rows).T
+    return block.astype(np.float32, order="C")
 
 
 @functools.lru_cache(maxsize=256)
-def _schema_parts(schema: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], list[str], list[str]]:
+def _schema_parts(schema: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     names = tuple(n for n, _ in schema)
-    return names, [n for n, k in schema if k == "float"], [n for n, k in schema if k != "float"]
+    return names, tuple(n for n, k in schema if k == "float"), tuple(n for n, k in schema if k != "float")
 
 
-def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
-    """ONNX feeds from any accepted request shape; errors name the field and the row."""
+def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -> Batch:
+    """Validated rows from any accepted request shape; errors name the field and the row."""
     names, numeric, strings = _schema_parts(schema)
     if not isinstance(payload, dict):
         raise InvalidRequest("the body must be a JSON object", field="body")
@@ -343,12 +400,12 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
         )
     key = keys[0]
     if key in ("instances", "dataframe_records"):
-        columns = _records_to_columns(payload[key], key, names)
+        parsed = _records(payload[key], key, names, numeric, strings)
     elif key == "inputs":
-        columns = _columnar(payload[key], key, names)
+        parsed = _columnar(payload[key], key, names, numeric, strings)
     else:
-        columns = _split(payload[key], names)
-    rows = len(columns[names[0]]) if names else 0
+        parsed = _split(payload[key], names, numeric, strings)
+    rows = parsed.rows
     if rows == 0:
         raise InvalidRequest(f"'{key}' holds no rows", field=key)
     if rows > max_rows:
@@ -356,14 +413,14 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
             f"'{key}' holds {rows} rows, over the limit of {max_rows} (setting MLOPS_MAX_BATCH_ROWS)",
             field=key,
         )
-    feeds: dict[str, np.ndarray] = dict(zip(numeric, _numeric_block(columns, numeric))) if numeric else {}
-    for name in strings:
-        values = columns[name]
+    block = _numeric_block(parsed, numeric) if numeric else None
+    texts: dict[str, np.ndarray] = {}
+    for name, values in parsed.strings.items():
         for i, v in enumerate(values):
             if v is not None and type(v) is not str:
                 raise InvalidRequest(f"row {i}: field '{name}' must be a string, not {type(v).__name__}", field=name, row=i)
-        feeds[name] = np.array(["" if v is None else v for v in values], dtype=object).reshape(-1, 1)
-    return feeds, rows
+        texts[name] = np.array(["" if v is None else v for v in values], dtype=object).reshape(-1, 1)
+    return Batch(numeric, block, texts, rows)
 
 
 # -- Open Inference Protocol v2 ----------------------------------------------------------------
@@ -383,8 +440,9 @@ def v2_metadata(loaded: LoadedModel) -> dict[str, Any]:
             "inputs": inputs, "outputs": outputs}
 
 
-def parse_v2(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -> tuple[dict[str, np.ndarray], int, str | None]:
-    """Feeds from an OIP v2 ``infer`` request: one input tensor per column, shape [N] or [N, 1]."""
+def parse_v2(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -> tuple[Batch, str | None]:
+    """Rows from an OIP v2 ``infer`` request (one input tensor per column, shape [N] or [N, 1])
+    and the request's own id."""
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InvalidRequest("the body must be an object with an 'inputs' list of tensors", field="inputs")
     req_id = payload.get("id")
@@ -422,8 +480,7 @@ def parse_v2(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -
         elif len(data) != rows:
             raise InvalidRequest(f"tensor '{name}' has {len(data)} rows but '{names[0]}' has {rows}", field=name)
         columns[name] = data
-    feeds, n = parse_payload({"inputs": columns}, schema, max_rows)
-    return feeds, n, req_id
+    return parse_payload({"inputs": columns}, schema, max_rows), req_id
 
 
 def v2_response(pred: Prediction, request_id: str | None) -> dict[str, Any]:

@@ -23,9 +23,9 @@ def serve(ctx, frame: pd.DataFrame, request_id: str, at: float, batch: int = 100
     loaded = ctx.server.get("wind_power")
     rows = frame.drop(columns="power_kw").to_dict("records")
     for start in range(0, len(rows), batch):
-        feeds, _ = parse_payload({"instances": rows[start:start + batch]}, loaded.schema, 10_000)
-        pred = ctx.server.run(loaded, feeds)
-        ctx.inference_log.record(LogRecord("wind_power", loaded.version, f"{request_id}-{start}", at, 0.1, feeds,
+        parsed = parse_payload({"instances": rows[start:start + batch]}, loaded.schema, 10_000)
+        pred = ctx.server.run(loaded, parsed)
+        ctx.inference_log.record(LogRecord("wind_power", loaded.version, f"{request_id}-{start}", at, 0.1, parsed,
                                            pred.values, None, None, None))
     ctx.inference_log.flush()
 

@@ -15,6 +15,7 @@ from shared.feedback import parse_feedback, store_feedback
 from shared.inference_log import InferenceLogger, LogRecord
 from shared.registry import PRODUCTION
 from shared.serving import ModelServer, parse_payload
+from shared.settings import PROJECT_ROOT as ROOT
 from tests.conftest import to_csv
 from tests.helpers import drain, drop
 
@@ -50,8 +51,7 @@ def test_a_promotion_is_swapped_in_by_refresh_and_a_held_version_keeps_working(t
     assert server.refresh("breast_cancer") is True
     assert server.get("breast_cancer").version == 2 and server.swaps == 1
     # A request that started on version 1 finishes on it: its session still runs.
-    feeds, _ = parse_payload({"instances": ROWS}, held.schema, 10)
-    assert server.run(held, feeds).to_json()["version"] == 1
+    assert server.run(held, parse_payload({"instances": ROWS}, held.schema, 10)).to_json()["version"] == 1
     assert server.refresh("breast_cancer") is False  # unchanged alias: a 304-style read
     server.close()
 
@@ -85,20 +85,54 @@ def test_a_tampered_new_version_is_refused_alerted_and_the_old_one_keeps_serving
     server.close()
 
 
+@pytest.mark.parametrize("numeric", [
+    None,  # the spec as shipped: four numeric columns and one categorical
+    '["wind_speed"]',  # one numeric column: fed as it is, no rewrite
+    "[]",  # categorical only: no numeric block at all
+])
+def test_the_served_graph_answers_exactly_what_the_registered_graph_answers(ctx, tmp_path, numeric):
+    import numpy as np
+
+    from models.wind_power_data import generate as wind
+    from shared.onnx_model import new_session
+    from shared.spec import SpecCatalog
+    from tests.conftest import to_parquet
+
+    text = (ROOT / "models" / "wind_power.toml").read_text().replace("floor = 250.0", "floor = 5000.0")
+    if numeric is not None:
+        text = text.replace('numeric = ["wind_speed", "wind_direction", "air_temperature", "air_density"]',
+                            f"numeric = {numeric}")
+    (tmp_path / "wind_power.toml").write_text(text)
+    ctx.specs = SpecCatalog(tmp_path)
+    drop(ctx, "wind_power", "w.parquet", to_parquet(wind(2000, seed=3)))
+    drain(ctx)
+    server = ModelServer(ctx.registry, ctx.specs, ctx.settings)
+    loaded = server.get("wind_power")
+    rows = wind(500, seed=4)[list(loaded.input_names)]
+    batch = parse_payload({"instances": rows.to_dict("records")}, loaded.schema, 1000)
+    registered = new_session(ctx.registry.model_bytes("wind_power", 1))
+    per_column = {n: np.asarray(v).reshape(-1, 1) for n, v in batch.columns().items()}
+    expected = registered.run(None, per_column)[0].ravel()
+    assert len(loaded.session.get_inputs()) == min(len(loaded.schema), 2)
+    assert np.array_equal(server.run(loaded, batch).values, expected)  # bit for bit
+    server.close()
+
+
 def test_inference_log_writes_sampled_batches_as_parquet(ctx):
     logger = InferenceLogger(ctx.storage, sample_rate=1.0, flush_seconds=60)
     import numpy as np
 
     for i in range(3):
-        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5,
-                                {"speed": np.array([[1.0], [2.0]], dtype=np.float32), "turbine": np.array([["a"], ["b"]], dtype=object)},
-                                np.array([10.0, 20.0]), None, None, None))
+        batch = parse_payload({"inputs": {"speed": [1.0, 2.0], "turbine": ["a", "b"]}},
+                              (("speed", "float"), ("turbine", "string")), 10)
+        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5, batch, np.array([10.0, 20.0]), None, None, None))
     assert logger.flush() == 6
     [part] = ctx.storage.list("inference-logs", "wind_power/")
     table = pd.read_parquet(io.BytesIO(ctx.storage.get("inference-logs", part.name).data))
     assert len(table) == 6 and set(table["request_id"]) == {"req-0", "req-1", "req-2"}
     assert list(table.columns[:5]) == ["request_id", "row", "time", "version", "latency_ms"]
     assert table["prediction"].tolist() == [10.0, 20.0] * 3
+    assert table["speed"].tolist() == [1.0, 2.0] * 3 and table["turbine"].tolist() == ["a", "b"] * 3
     assert logger.stats()["written_rows"] == 6 and logger.stats()["dropped_rows"] == 0
 
 
@@ -107,13 +141,17 @@ def test_inference_log_sampling_and_overflow_are_counted(ctx):
 
     import numpy as np
 
-    rec = LogRecord("m", 1, "r", time.time(), 0.1, {"x": np.zeros((10, 1), np.float32)}, np.zeros(10), None, None, None)
+    rec = LogRecord("m", 1, "r", time.time(), 0.1, _zeros(10), np.zeros(10), None, None, None)
     sampled = InferenceLogger(ctx.storage, sample_rate=0.25, rng=random.Random(1))
     kept = sum(sampled.record(rec) for _ in range(400))
     assert 60 <= kept <= 140
     small = InferenceLogger(ctx.storage, max_buffered_rows=25)
     assert [small.record(rec) for _ in range(3)] == [True, True, False]
     assert small.stats()["dropped_rows"] == 10
+
+
+def _zeros(rows: int):
+    return parse_payload({"inputs": {"x": [0.0] * rows}}, (("x", "float"),), rows)
 
 
 class _BrokenStorage:
@@ -125,7 +163,7 @@ def test_a_logging_failure_drops_and_counts_but_never_raises():
     import numpy as np
 
     logger = InferenceLogger(_BrokenStorage(), flush_seconds=60)
-    rec = LogRecord("m", 1, "r", time.time(), 0.1, {"x": np.zeros((2, 1), np.float32)}, np.zeros(2), None, None, None)
+    rec = LogRecord("m", 1, "r", time.time(), 0.1, _zeros(2), np.zeros(2), None, None, None)
     assert logger.record(rec)
     assert logger.flush() == 0
     assert logger.stats()["dropped_rows"] == 2 and logger.stats()["write_failures"] == 1

@@ -1,4 +1,4 @@
-"""Request payloads: every accepted shape gives the same feeds; every error names field and row."""
+"""Request payloads: every accepted shape gives the same rows; every error names field and row."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,9 @@ SCHEMA = (("speed", "float"), ("temp", "float"), ("turbine", "string"))
 ROWS = [{"speed": 3.5, "temp": 10, "turbine": "T01"}, {"speed": 7.0, "temp": -2.5, "turbine": "T02"}]
 
 
-def feeds_equal(a, b):
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+def same_rows(a, b):
+    ca, cb = a.columns(), b.columns()
+    return a.rows == b.rows and ca.keys() == cb.keys() and all(np.array_equal(ca[k], cb[k]) for k in ca)
 
 
 @pytest.mark.parametrize(
@@ -26,13 +27,14 @@ def feeds_equal(a, b):
         {"dataframe_split": {"columns": ["turbine", "speed", "temp"], "data": [["T01", 3.5, 10], ["T02", 7.0, -2.5]]}},
     ],
 )
-def test_every_format_yields_the_same_typed_feeds(payload):
-    feeds, rows = parse_payload(payload, SCHEMA, 100)
-    assert rows == 2
-    assert feeds["speed"].dtype == np.float32 and feeds["speed"].shape == (2, 1)
-    assert feeds["turbine"].dtype == object and feeds["turbine"][1, 0] == "T02"
-    reference, _ = parse_payload({"instances": ROWS}, SCHEMA, 100)
-    assert feeds_equal(feeds, reference)
+def test_every_format_yields_the_same_typed_rows(payload):
+    batch = parse_payload(payload, SCHEMA, 100)
+    assert batch.rows == 2 and batch.numeric_names == ("speed", "temp")
+    # One C-ordered float32 block, row by row, for the session's single numeric input.
+    assert batch.numeric.dtype == np.float32 and batch.numeric.flags.c_contiguous
+    assert batch.numeric.tolist() == [[3.5, 10.0], [7.0, -2.5]]
+    assert batch.strings["turbine"].dtype == object and batch.strings["turbine"].tolist() == [["T01"], ["T02"]]
+    assert same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
 
 
 def test_v2_tensors_yield_the_same_feeds():
@@ -41,14 +43,14 @@ def test_v2_tensors_yield_the_same_feeds():
         {"name": "temp", "shape": [2], "datatype": "FP64", "data": [10, -2.5]},
         {"name": "turbine", "shape": [2, 1], "datatype": "BYTES", "data": ["T01", "T02"]},
     ]}
-    feeds, rows, rid = parse_v2(body, SCHEMA, 100)
-    assert rid == "abc" and rows == 2
-    assert feeds_equal(feeds, parse_payload({"instances": ROWS}, SCHEMA, 100)[0])
+    batch, rid = parse_v2(body, SCHEMA, 100)
+    assert rid == "abc" and batch.rows == 2
+    assert same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
 
 
 def test_null_means_missing():
-    feeds, _ = parse_payload({"instances": [{"speed": None, "temp": 1, "turbine": None}]}, SCHEMA, 10)
-    assert math.isnan(feeds["speed"][0, 0]) and feeds["turbine"][0, 0] == ""
+    columns = parse_payload({"instances": [{"speed": None, "temp": 1, "turbine": None}]}, SCHEMA, 10).columns()
+    assert math.isnan(columns["speed"][0]) and columns["temp"][0] == 1 and columns["turbine"][0] == ""
 
 
 @pytest.mark.parametrize(
