@@ -5,6 +5,7 @@ status codes; the body is always ``{"error": {"code", "message", "details"?}}``.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -75,23 +76,45 @@ def _request_id(req: func.HttpRequest) -> str:
     return given if 0 < len(given) <= 128 and given.isprintable() else f"{_ids.getrandbits(128):032x}"
 
 
+def _respond(body: Any, status: int, request_id: str) -> func.HttpResponse:
+    if isinstance(body, dict):
+        body.setdefault("request_id", request_id)
+    return _json(body, status, {"x-request-id": request_id})
+
+
 def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:
     request_id = _request_id(req)
     try:
         body, status = handler(req, request_id)
     except MlopsError as exc:
         return _error(exc, request_id)
-    if isinstance(body, dict):
-        body.setdefault("request_id", request_id)
-    return _json(body, status, {"x-request-id": request_id})
+    return _respond(body, status, request_id)
 
 
-def _serve(loaded, batch, request_id: str, started: float):
+async def _handle_async(req: func.HttpRequest, handler) -> func.HttpResponse:
+    request_id = _request_id(req)
+    try:
+        body, status = await handler(req, request_id)
+    except MlopsError as exc:
+        return _error(exc, request_id)
+    return _respond(body, status, request_id)
+
+
+#: Batches of at least this many rows run in a worker thread: ONNX Runtime releases the GIL,
+#: so the event loop goes on parsing other requests and a second core runs a second batch.
+#: Smaller ones run on the loop: a thread hop costs more than their run.
+OFFLOAD_ROWS = 64
+
+
+async def _serve(loaded, batch, request_id: str, started: float):
     """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
     from shared.inference_log import LogRecord
 
     ctx = context()
-    pred = ctx.server.run(loaded, batch)
+    if batch.rows >= OFFLOAD_ROWS:
+        pred = await asyncio.to_thread(ctx.server.run, loaded, batch)
+    else:
+        pred = ctx.server.run(loaded, batch)
     latency_ms = (time.perf_counter() - started) * 1000
     ctx.inference_log.record(LogRecord(
         model=loaded.model, version=loaded.version, request_id=request_id, at=time.time(), latency_ms=latency_ms,
@@ -105,25 +128,25 @@ def _model(req: func.HttpRequest) -> str:
     return names.model_name(req.route_params.get("name", ""))
 
 
-# predict and infer are coroutines so the worker runs them on its event loop: their work is
-# a fraction of a millisecond of CPU once the model is loaded, less than a thread hop costs.
+# predict and infer are coroutines so the worker runs them on its event loop: for a few rows
+# their work is a fraction of a millisecond of CPU, less than a thread hop costs.
 @bp.function_name("predict")
 @bp.route(route="models/{name}/predict", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def predict(req: func.HttpRequest) -> func.HttpResponse:
     """Predictions from the production version; the response names the version."""
 
-    def run(req: func.HttpRequest, request_id: str):
+    async def run(req: func.HttpRequest, request_id: str):
         from shared.serving import parse_payload
 
         started = time.perf_counter()
         loaded = context().server.get(_model(req))  # this request's version, start to end
         batch = parse_payload(_body(req), loaded.schema, context().settings.max_batch_rows)
-        pred, latency_ms = _serve(loaded, batch, request_id, started)
+        pred, latency_ms = await _serve(loaded, batch, request_id, started)
         out = pred.to_json()
         out["latency_ms"] = round(latency_ms, 3)
         return out, 200
 
-    return _handle(req, run)
+    return await _handle_async(req, run)
 
 
 @bp.function_name("infer_v2")
@@ -131,16 +154,16 @@ async def predict(req: func.HttpRequest) -> func.HttpResponse:
 async def infer_v2(req: func.HttpRequest) -> func.HttpResponse:
     """Open Inference Protocol v2 ``infer``: one input tensor per column."""
 
-    def run(req: func.HttpRequest, request_id: str):
+    async def run(req: func.HttpRequest, request_id: str):
         from shared.serving import parse_v2, v2_response
 
         started = time.perf_counter()
         loaded = context().server.get(_model(req))
         batch, given_id = parse_v2(_body(req), loaded.schema, context().settings.max_batch_rows)
-        pred, _ = _serve(loaded, batch, request_id, started)
+        pred, _ = await _serve(loaded, batch, request_id, started)
         return v2_response(pred, given_id or request_id), 200
 
-    return _handle(req, run)
+    return await _handle_async(req, run)
 
 
 @bp.function_name("metadata_v2")

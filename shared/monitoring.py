@@ -71,7 +71,9 @@ def read_log(ctx: Context, model: str, since: float, until: float) -> pd.DataFra
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
-    t = table["time"].astype("int64") / 1e9 if not pd.api.types.is_numeric_dtype(table["time"]) else table["time"]
+    t = table["time"]
+    if not pd.api.types.is_numeric_dtype(t):  # a timestamp column, whatever its unit
+        t = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return table[(t >= since) & (t < until)].reset_index(drop=True)
 
 
