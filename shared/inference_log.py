@@ -1,9 +1,12 @@
 """The inference log: a sample of requests, buffered in memory, written as Parquet in batches.
 
-``record`` is all the request path does: a random draw and an append of references to
-arrays it already has. A background thread turns the buffer into Parquet files under
+``record`` is all the request path does: a random draw and a copy of the request's few
+values into preallocated column arrays of its model version (a slice assignment per
+column). A background thread hands the filled slices to Arrow and writes Parquet files under
 ``inference-logs/<model>/<date>/<hour>/<time>-<id>.parquet`` every ``flush_seconds`` (or
-sooner when ``flush_rows`` are waiting). A logging failure never fails a request: records
+sooner when ``flush_rows`` are waiting). The writer shares the process and the GIL with
+the request path, so it does no per-request Python work: its cost is a few C calls per
+column, whatever the number of requests. A logging failure never fails a request: records
 that cannot be buffered or written are dropped and counted, and ``stats()`` (shown in
 ``GET /api/health``) makes the count visible.
 """
@@ -15,9 +18,8 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +48,49 @@ class LogRecord:
     classes: tuple[Any, ...] | None
 
 
+#: Rows per column buffer, at most: a full one goes to the writer and a new one opens.
+_CAPACITY = 8192
+
+
+class _Columns:
+    """One model version's logged rows, column by column, in preallocated arrays."""
+
+    def __init__(self, first: LogRecord, capacity: int) -> None:
+        batch = first.batch
+        self.model, self.version, self.classes = first.model, first.version, first.classes
+        self.numeric_names = batch.numeric_names
+        self.capacity = capacity
+        self.rows = 0
+        self.numeric = None if batch.numeric is None else np.empty((capacity, len(batch.numeric_names)), np.float32)
+        self.strings: dict[str, list] = {name: [] for name in batch.strings}
+        self.values = None if first.values is None else np.empty(capacity, first.values.dtype)
+        self.labels = None if first.labels is None else np.empty(capacity, first.labels.dtype)
+        self.probabilities = None if first.probabilities is None else \
+            np.empty((capacity, first.probabilities.shape[1]), first.probabilities.dtype)
+        # One entry per request; expanded to rows when written.
+        self.request_ids: list[str] = []
+        self.at: list[float] = []
+        self.latency_ms: list[float] = []
+        self.counts: list[int] = []
+
+    def add(self, rec: LogRecord, rows: int) -> None:
+        i, j = self.rows, self.rows + rows
+        if self.numeric is not None:
+            self.numeric[i:j] = rec.batch.numeric
+        for name, column in self.strings.items():
+            column.extend(rec.batch.strings[name].ravel().tolist())
+        if self.values is not None:
+            self.values[i:j] = rec.values
+        else:
+            self.labels[i:j] = rec.labels
+            self.probabilities[i:j] = rec.probabilities
+        self.request_ids.append(rec.request_id)
+        self.at.append(rec.at)
+        self.latency_ms.append(rec.latency_ms)
+        self.counts.append(rows)
+        self.rows = j
+
+
 class InferenceLogger:
     """Sampled, batched, off-the-request-path logging of predictions."""
 
@@ -57,7 +102,8 @@ class InferenceLogger:
         self.flush_rows = flush_rows
         self.max_buffered_rows = max_buffered_rows
         self._rng = rng or random.Random()
-        self._buffer: deque[LogRecord] = deque()
+        self._open: dict[tuple[str, int], _Columns] = {}  # being filled, one per model version
+        self._full: list[_Columns] = []  # waiting for the writer
         self._buffered_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -68,19 +114,27 @@ class InferenceLogger:
         self.dropped_rows = 0
         self.write_failures = 0
         self.files_written = 0
+        self._warned = False
 
     # -- request path --------------------------------------------------------------------
     def record(self, rec: LogRecord) -> bool:
         """Buffer ``rec`` if sampled; never raises."""
+        rows = 1
         try:
             if self.sample_rate <= 0 or (self.sample_rate < 1 and self._rng.random() >= self.sample_rate):
                 return False
-            rows = len(rec.values) if rec.values is not None else len(rec.labels)
+            rows = rec.batch.rows
             with self._lock:
                 if self._buffered_rows + rows > self.max_buffered_rows:
                     self.dropped_rows += rows
                     return False
-                self._buffer.append(rec)
+                key = (rec.model, rec.version)
+                columns = self._open.get(key)
+                if columns is None or columns.rows + rows > columns.capacity:
+                    if columns is not None:
+                        self._full.append(columns)
+                    columns = self._open[key] = _Columns(rec, max(min(self.flush_rows, _CAPACITY), rows))
+                columns.add(rec, rows)
                 self._buffered_rows += rows
                 self.logged_rows += rows
                 full = self._buffered_rows >= self.flush_rows
@@ -90,7 +144,10 @@ class InferenceLogger:
                 self._wake.set()
             return True
         except Exception:  # a logging failure never fails a request
-            self.dropped_rows += 1
+            self.dropped_rows += rows
+            if not self._warned:  # once: a broken logger must not flood the log either
+                self._warned = True
+                log.exception("could not buffer an inference log record; dropping (counted in dropped_rows)")
             return False
 
     # -- background ----------------------------------------------------------------------
@@ -101,6 +158,7 @@ class InferenceLogger:
                 self._thread.start()
 
     def _loop(self) -> None:
+        _warm_up()  # now, right after the first request, not in the first flush under load
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
@@ -117,30 +175,31 @@ class InferenceLogger:
     def flush(self) -> int:
         """Write everything buffered now; returns the number of rows written."""
         with self._lock:
-            batch = list(self._buffer)
-            self._buffer.clear()
+            pending = self._full + list(self._open.values())
+            self._full, self._open = [], {}
             self._buffered_rows = 0
-        if not batch:
-            return 0
-        groups: dict[tuple[str, int, str, str], list[LogRecord]] = {}
-        for rec in batch:
-            stamp = datetime.fromtimestamp(rec.at, timezone.utc)
-            key = (rec.model, rec.version, stamp.strftime("%Y-%m-%d"), stamp.strftime("%H"))
-            groups.setdefault(key, []).append(rec)
         written = 0
-        for (model, _version, day, hour), recs in groups.items():
-            rows = sum(_rows(r) for r in recs)
+        for columns in pending:
             try:
-                data = to_parquet(recs)
-                name = f"{model}/{day}/{hour}/{time.time():.3f}-{uuid.uuid4().hex[:8]}.parquet"
-                self.storage.put(CONTAINER, name, data)
+                parts = to_parquet(columns)
             except Exception:
+                parts = []
+                log.exception("could not encode %d inference log rows for %s", columns.rows, columns.model)
+            if not parts:
                 self.write_failures += 1
-                self.dropped_rows += rows
-                log.exception("could not write %d inference log rows for %s; dropped", rows, model)
+                self.dropped_rows += columns.rows
                 continue
-            written += rows
-            self.files_written += 1
+            for hour, rows, data in parts:
+                try:
+                    name = f"{columns.model}/{hour}/{time.time():.3f}-{uuid.uuid4().hex[:8]}.parquet"
+                    self.storage.put(CONTAINER, name, data)
+                except Exception:
+                    self.write_failures += 1
+                    self.dropped_rows += rows
+                    log.exception("could not write %d inference log rows for %s; dropped", rows, columns.model)
+                    continue
+                written += rows
+                self.files_written += 1
         self.written_rows += written
         return written
 
@@ -156,46 +215,57 @@ class InferenceLogger:
         }
 
 
-def _rows(rec: LogRecord) -> int:
-    return len(rec.values) if rec.values is not None else len(rec.labels)
+def _warm_up() -> None:
+    """Pay pyarrow's one-time costs: its modules, and the pandas import its first array
+    conversion makes (about 0.4 s of CPU here, which would otherwise stall the first flush)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"time": pa.array(np.zeros(1, np.int64), pa.timestamp("us", tz="UTC")),
+                             "text": pa.array(["x"], pa.string())}), io.BytesIO())
 
 
-def to_parquet(records: list[LogRecord]) -> bytes:
-    """One table for records of one model version: a row per predicted row.
+def to_parquet(columns: _Columns) -> list[tuple[str, int, bytes]]:
+    """The buffered rows as Parquet, one file per hour they fall in: ``(date/hour, rows, bytes)``.
 
-    Built column by column with numpy concatenation straight into Arrow (no DataFrame): the
-    writer runs beside the request path in the same process, and what it does holding the
-    GIL slows requests, so it must stay cheap under thousands of records.
+    Every column is a slice of a preallocated array or one C-level conversion of a list;
+    nothing here loops over requests in Python.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    counts = np.fromiter((_rows(r) for r in records), dtype=np.int64, count=len(records))
-    total = int(counts.sum())
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    first = records[0]
-    at_us = (np.repeat(np.fromiter((r.at for r in records), np.float64, len(records)), counts) * 1e6).astype(np.int64)
+    n = columns.rows
+    if n == 0:
+        return []
+    counts = np.array(columns.counts, dtype=np.int64)
+    at = np.repeat(np.array(columns.at, dtype=np.float64), counts)
+    at_us = (at * 1e6).astype(np.int64)
     cols: dict[str, Any] = {
-        "request_id": pa.array(np.repeat(np.array([r.request_id for r in records], dtype=object), counts), pa.string()),
-        "row": np.arange(total) - starts,
+        "request_id": pa.array(np.repeat(np.array(columns.request_ids, dtype=object), counts), pa.string()),
+        "row": np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts),
         "time": pa.array(at_us, pa.timestamp("us", tz="UTC")),
-        "version": np.repeat(np.fromiter((r.version for r in records), np.int64, len(records)), counts),
-        "latency_ms": np.repeat(np.fromiter((r.latency_ms for r in records), np.float64, len(records)), counts),
+        "version": np.full(n, columns.version, dtype=np.int64),
+        "latency_ms": np.repeat(np.array(columns.latency_ms, dtype=np.float64), counts),
     }
-    # One version's records share a schema: concatenate the numeric blocks once.
-    if first.batch.numeric is not None:
-        numeric = np.concatenate([r.batch.numeric for r in records], axis=0)
-        for j, name in enumerate(first.batch.numeric_names):
-            cols[name] = numeric[:, j]
-    for name in first.batch.strings:
-        cols[name] = pa.array(np.concatenate([r.batch.strings[name] for r in records], axis=0).ravel(), pa.string())
-    if first.values is not None:
-        cols["prediction"] = np.concatenate([r.values for r in records]).astype(np.float64)
+    for j, name in enumerate(columns.numeric_names):
+        cols[name] = columns.numeric[:n, j]
+    for name, values in columns.strings.items():
+        cols[name] = pa.array(values, pa.string())
+    if columns.values is not None:
+        cols["prediction"] = columns.values[:n].astype(np.float64)
     else:
-        cols["prediction"] = pa.array(np.concatenate([r.labels for r in records]).astype(str), pa.string())
-        probs = np.concatenate([r.probabilities for r in records]).astype(np.float64)
-        for i, c in enumerate(first.classes or range(probs.shape[1])):
+        cols["prediction"] = pa.array(columns.labels[:n].astype(str), pa.string())
+        probs = columns.probabilities[:n].astype(np.float64)
+        for i, c in enumerate(columns.classes or range(probs.shape[1])):
             cols[f"proba_{c}"] = probs[:, i]
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf)
-    return buf.getvalue()
+    table = pa.table(cols)
+    hours = at_us // 3_600_000_000
+    unique = np.unique(hours)
+    out = []
+    for h in unique:  # almost always one
+        part = table if len(unique) == 1 else table.filter(pa.array(hours == h))
+        stamp = datetime.fromtimestamp(int(h) * 3600, timezone.utc).strftime("%Y-%m-%d/%H")
+        buf = io.BytesIO()
+        pq.write_table(part, buf)
+        out.append((stamp, part.num_rows, buf.getvalue()))
+    return out

@@ -136,6 +136,36 @@ def test_inference_log_writes_sampled_batches_as_parquet(ctx):
     assert logger.stats()["written_rows"] == 6 and logger.stats()["dropped_rows"] == 0
 
 
+def test_inference_log_rolls_buffers_over_and_splits_files_by_hour(ctx):
+    import numpy as np
+
+    schema = (("speed", "float"), ("turbine", "string"))
+    logger = InferenceLogger(ctx.storage, flush_seconds=60, flush_rows=3)  # buffers of 3 rows
+    hour = 1_800_000_000 - 1_800_000_000 % 3600  # an hour boundary
+    sent = []
+    for i, (at, n) in enumerate([(hour - 0.2, 2), (hour - 0.1, 2), (hour + 0.1, 5), (hour - 0.05, 1), (hour + 0.2, 2)]):
+        speeds = [float(10 * i + r) for r in range(n)]
+        batch = parse_payload({"inputs": {"speed": speeds, "turbine": [f"T{i}"] * n}}, schema, 100)
+        assert logger.record(LogRecord("wind_power", 1, f"req-{i}", at, 0.5, batch, np.array(speeds) * 2, None, None, None))
+        sent += [(f"req-{i}", r, s, at < hour) for r, s in enumerate(speeds)]
+    assert logger.flush() == 12
+    tables = {}
+    for part in ctx.storage.list("inference-logs", "wind_power/"):
+        folder = part.name.rsplit("/", 1)[0]
+        table = pd.read_parquet(io.BytesIO(ctx.storage.get("inference-logs", part.name).data))
+        tables.setdefault(folder, []).append(table)
+    before = time.strftime("%Y-%m-%d/%H", time.gmtime(hour - 1))
+    after = time.strftime("%Y-%m-%d/%H", time.gmtime(hour))
+    assert set(tables) == {f"wind_power/{before}", f"wind_power/{after}"}
+    got = set()
+    for folder, parts in tables.items():
+        for t in parts:
+            assert (t["prediction"] == t["speed"] * 2).all() and (t["turbine"] == "T" + t["request_id"].str[4:]).all()
+            got |= {(r, int(n), float(s), folder.endswith(before)) for r, n, s in zip(t["request_id"], t["row"], t["speed"])}
+    assert got == set(sent)
+    assert logger.stats()["buffered_rows"] == 0 and logger.stats()["dropped_rows"] == 0
+
+
 def test_inference_log_sampling_and_overflow_are_counted(ctx):
     import random
 
