@@ -79,6 +79,7 @@ class HttpApp:
         self.admin_invoke = admin_invoke
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
         self.log_requests = log_requests
+        self._route_cache: dict[str, list[tuple[HttpFunction, dict[str, str]]]] = {}
 
     # -- keys ----------------------------------------------------------------------------
     def _authorized(self, level: str, key: str | None) -> bool:
@@ -139,10 +140,7 @@ class HttpApp:
             return _error(404, "NOT_FOUND", f"no route {path}; functions are under /api/")
         sub = path[len("/api/"):]
         allowed: list[str] = []
-        for fn in self.functions:
-            m = fn.pattern.match(sub)
-            if not m:
-                continue
+        for fn, route_params in self._routes(sub):
             if method not in fn.methods:
                 allowed.extend(fn.methods)
                 continue
@@ -150,7 +148,6 @@ class HttpApp:
                 level = "the master key" if fn.auth_level == "ADMIN" else "a function key"
                 return _error(401, "UNAUTHORIZED",
                               f"{fn.name} needs {level} in the x-functions-key header or the code query parameter")
-            route_params = {k: v for k, v in m.groupdict().items() if v is not None}
             host = headers.get("host", "localhost")
             request = func.HttpRequest(
                 method=method,
@@ -164,6 +161,20 @@ class HttpApp:
         if allowed:
             return _error(405, "METHOD_NOT_ALLOWED", f"{method} not allowed on /api/{sub}; use {', '.join(sorted(set(allowed)))}")
         return _error(404, "NOT_FOUND", f"no function serves /api/{sub}")
+
+    def _routes(self, sub: str) -> list[tuple[HttpFunction, dict[str, str]]]:
+        """The functions whose route matches ``sub``, with its route parameters (cached)."""
+        hit = self._route_cache.get(sub)
+        if hit is None:
+            hit = []
+            for fn in self.functions:
+                m = fn.pattern.match(sub)
+                if m:
+                    hit.append((fn, {k: v for k, v in m.groupdict().items() if v is not None}))
+            if len(self._route_cache) >= 4096:  # paths are caller input: keep the cache bounded
+                self._route_cache.clear()
+            self._route_cache[sub] = hit
+        return hit
 
     async def _invoke(self, fn: HttpFunction, request: func.HttpRequest):
         # Like the Python worker: coroutine functions run on the event loop, plain ones in

@@ -72,8 +72,11 @@ _ids = random.Random()
 
 
 def _request_id(req: func.HttpRequest) -> str:
-    given = req.headers.get("x-request-id", "")
-    return given if 0 < len(given) <= 128 and given.isprintable() else f"{_ids.getrandbits(128):032x}"
+    if "x-request-id" in req.headers:
+        given = req.headers["x-request-id"]
+        if 0 < len(given) <= 128 and given.isprintable():
+            return given
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def _respond(body: Any, status: int, request_id: str) -> func.HttpResponse:
