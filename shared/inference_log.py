@@ -18,8 +18,8 @@ import random
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

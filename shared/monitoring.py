@@ -10,7 +10,6 @@ persisted for the spec's number of runs and the last request is older than the c
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -19,11 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.bus import OutgoingMessage
 from shared.context import Context
 from shared.drift import Thresholds, categorical_drift, numeric_drift
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed
-from shared.jsonio import dumps, get_json, put_json
+from shared.jsonio import get_json, put_json
 from shared.messages import RunMessage
 from shared.spec import ModelSpec
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.errors import IntegrityError, InvalidRequest, ModelNotFound, NoProductionVersion
 from shared.onnx_model import new_session, with_numeric_block
-from shared.registry import PRODUCTION, Registry
+from shared.registry import Registry
 from shared.settings import Settings
 from shared.spec import SpecCatalog
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import socket
 import subprocess
 import sys

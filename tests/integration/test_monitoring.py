@@ -5,7 +5,6 @@ import io
 import json
 import time
 
-import numpy as np
 import pandas as pd
 
 from models.wind_power_data import generate as wind

@@ -7,7 +7,7 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from shared.errors import PreconditionFailed
-from shared.registry import PRODUCTION, Registry
+from shared.registry import Registry
 from shared.storage.local import LocalStorage
 from tests.conftest import to_csv
 from tests.e2e.hostproc import HostProcess, wait_for
