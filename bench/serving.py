@@ -34,8 +34,8 @@ from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared import pipeline as P
 from shared.context import Context
-from shared.onnx_model import new_session, with_numeric_block
-from shared.serving import parse_payload
+from shared.onnx_model import new_session
+from shared.serving import parse_payload, serving_graph
 from shared.settings import PROJECT_ROOT, Settings
 
 KEY = "bench-function-key"
@@ -162,13 +162,6 @@ def host_env(data_dir: str) -> dict:
     return {**os.environ, "MLOPS_DATA_DIR": data_dir, "MLOPS_HOST_FUNCTION_KEYS": KEY, "MLOPS_HOST_MASTER_KEY": "bench-master"}
 
 
-def serving_graph(ctx: Context, model: str, loaded) -> bytes:
-    """The graph the server runs: the registered one with its numeric inputs as one block."""
-    data = ctx.registry.model_bytes(model, loaded.version)
-    numeric = [n for n, k in loaded.schema if k == "float"]
-    return with_numeric_block(data, numeric)[0] if len(numeric) > 1 else data
-
-
 def load_row(results: list, rows_per_request: int = 1) -> dict:
     """One load point from its rounds: median throughput, percentiles over every request."""
     latencies = np.concatenate([r.latencies for r in results])
@@ -201,7 +194,7 @@ def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, se
             # (e) the bare ASGI ceiling, on the same model and the same single row.
             tmp = Path(data_dir) / f"bare-{model}"
             tmp.mkdir(exist_ok=True)
-            (tmp / "model.onnx").write_bytes(serving_graph(ctx, model, loaded))
+            (tmp / "model.onnx").write_bytes(serving_graph(ctx.registry.model_bytes(model, loaded.version), loaded.schema)[0])
             np.savez(tmp / "feeds.npz", **loaded.feeds(parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)))
             bare_port = free_port()
             bare = spawn(["-m", "bench.bare_asgi", str(tmp / "model.onnx"), str(tmp / "feeds.npz"),

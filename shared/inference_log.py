@@ -73,8 +73,8 @@ class _Columns:
         self.latency_ms: list[float] = []
         self.counts: list[int] = []
 
-    def add(self, rec: LogRecord, rows: int) -> None:
-        i, j = self.rows, self.rows + rows
+    def add(self, rec: LogRecord) -> None:
+        i, j = self.rows, self.rows + rec.batch.rows
         if self.numeric is not None:
             self.numeric[i:j] = rec.batch.numeric
         for name, column in self.strings.items():
@@ -87,7 +87,7 @@ class _Columns:
         self.request_ids.append(rec.request_id)
         self.at.append(rec.at)
         self.latency_ms.append(rec.latency_ms)
-        self.counts.append(rows)
+        self.counts.append(j - i)
         self.rows = j
 
 
@@ -134,7 +134,7 @@ class InferenceLogger:
                     if columns is not None:
                         self._full.append(columns)
                     columns = self._open[key] = _Columns(rec, max(min(self.flush_rows, _CAPACITY), rows))
-                columns.add(rec, rows)
+                columns.add(rec)
                 self._buffered_rows += rows
                 self.logged_rows += rows
                 full = self._buffered_rows >= self.flush_rows

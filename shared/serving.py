@@ -16,7 +16,7 @@ import operator
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -82,19 +82,24 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def load_version(registry: Registry, model: str, version: int) -> LoadedModel:
-    """Load and verify one version into an ONNX Runtime session.
+def serving_graph(onnx_bytes: bytes, schema: tuple[tuple[str, str], ...]) -> tuple[bytes, str | None]:
+    """The graph a server runs for a registered one, and the input its numeric block feeds.
 
-    The verified graph is served with its numeric inputs merged into one block
-    (``with_numeric_block``): the same computation, fewer arrays to bind per request.
+    Several numeric columns are merged into one input (``with_numeric_block``): the same
+    computation, fewer arrays to bind per request. One numeric column is fed as it is.
     """
+    numeric = _schema_parts(schema)[1]
+    if len(numeric) > 1:
+        return with_numeric_block(onnx_bytes, list(numeric))
+    return onnx_bytes, (numeric[0] if numeric else None)
+
+
+def load_version(registry: Registry, model: str, version: int) -> LoadedModel:
+    """Load and verify one version into an ONNX Runtime session."""
     manifest = registry.manifest(model, version)
     data = registry.model_bytes(model, version, manifest)  # SHA-256 checked against the manifest
     schema = tuple((c["name"], c["type"]) for c in manifest["input_schema"])
-    numeric = [name for name, kind in schema if kind == "float"]
-    block_input = numeric[0] if len(numeric) == 1 else None
-    if len(numeric) > 1:
-        data, block_input = with_numeric_block(data, numeric)
+    data, block_input = serving_graph(data, schema)
     classes = manifest.get("classes")
     return LoadedModel(
         model=model,
@@ -265,7 +270,7 @@ class _Parsed:
     strings: dict[str, list]
 
 
-def _diagnose_records(records: list, field_name: str, names: tuple[str, ...]) -> None:
+def _diagnose_records(records: list, field_name: str, names: tuple[str, ...]) -> NoReturn:
     """Raise the precise error for the first row that does not fit the schema."""
     expected = set(names)
     for i, row in enumerate(records):
@@ -277,17 +282,18 @@ def _diagnose_records(records: list, field_name: str, names: tuple[str, ...]) ->
         extra = sorted(k for k in row if k not in expected)
         if extra:
             raise InvalidRequest(f"row {i}: unexpected field '{extra[0]}'", field=extra[0], row=i)
+    raise InvalidRequest(f"'{field_name}' does not match the model's inputs", field=field_name)
 
 
 def _records(records: Any, field_name: str, names: tuple[str, ...], numeric: tuple[str, ...],
              strings: tuple[str, ...]) -> _Parsed:
     if not isinstance(records, list):
         raise InvalidRequest(f"'{field_name}' must be a list of objects, one per row", field=field_name)
+    # The common case checked in C: every row an object with as many fields as the schema,
+    # so a row that still lacks one surfaces as a KeyError below.
+    if not (set(map(type, records)) <= _DICT and set(map(len, records)) <= {len(names)}):
+        _diagnose_records(records, field_name, names)
     try:
-        # The common case checked in C: every row an object with as many fields as the
-        # schema; a missing one surfaces as the KeyError below.
-        if not (set(map(type, records)) <= _DICT and set(map(len, records)) <= {len(names)}):
-            raise KeyError
         flat: list = []
         if len(numeric) == 1:
             flat = [row[numeric[0]] for row in records]
@@ -296,13 +302,7 @@ def _records(records: Any, field_name: str, names: tuple[str, ...], numeric: tup
         texts = {n: [row[n] for row in records] for n in strings}
     except KeyError:
         _diagnose_records(records, field_name, names)
-        raise InvalidRequest(f"'{field_name}' does not match the model's inputs", field=field_name) from None
-    return _Parsed(
-        rows=len(records),
-        flat=flat,
-        row_major=True,
-        strings=texts,
-    )
+    return _Parsed(rows=len(records), flat=flat, row_major=True, strings=texts)
 
 
 def _columnar(inputs: Any, field_name: str, names: tuple[str, ...], numeric: tuple[str, ...],
