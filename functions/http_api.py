@@ -17,7 +17,6 @@ import orjson
 from functions.root import context
 from shared import names
 from shared.errors import InvalidRequest, MlopsError, ModelNotFound, PayloadTooLarge
-from shared.inference_log import LogRecord
 from shared.registry import PRODUCTION
 
 bp = func.Blueprint()
@@ -112,6 +111,8 @@ OFFLOAD_ROWS = 64
 
 async def _serve(loaded, batch, request_id: str, started: float):
     """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
+    from shared.inference_log import LogRecord  # here, not at import: it brings numpy (0.12 s of start-up)
+
     ctx = context()
     if batch.rows >= OFFLOAD_ROWS:
         pred = await asyncio.to_thread(ctx.server.run, loaded, batch)
