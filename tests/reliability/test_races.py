@@ -70,6 +70,11 @@ def test_concurrent_alias_moves_never_lose_an_update(ctx):
     assert sum(1 for a in audit if a["previous"] is None) == 1
 
 
+def succeeded(logs: str, stage: str) -> list[str]:
+    return [line for line in logs.splitlines() if line.split(" INFO    devhost: ")[-1].startswith(stage)
+            and "serviceBusTrigger" in line and "Succeeded" in line]
+
+
 @pytest.mark.e2e
 def test_two_hosts_on_one_data_folder_never_run_a_blob_or_message_twice(tmp_path):
     data = tmp_path / "data"
@@ -79,15 +84,16 @@ def test_two_hosts_on_one_data_folder_never_run_a_blob_or_message_twice(tmp_path
     try:
         for i, payload in enumerate(datasets(6)):
             storage.put("datasets", f"breast_cancer/d{i}.csv", payload)
-        wait_for(lambda: len(storage.list("registry", "breast_cancer/decisions/")) == 6, 120, "six decisions", a)
+        # A decision blob is written before its invocation logs "Succeeded": wait for both.
+        wait_for(lambda: len(storage.list("registry", "breast_cancer/decisions/")) == 6
+                 and len(succeeded(a.log() + b.log(), "promote")) >= 6, 120, "six decisions", a)
         logs = a.log() + b.log()
         for i in range(6):
             ran = [line for line in logs.splitlines()
                    if "blobTrigger" in line and f"breast_cancer/d{i}.csv" in line and "Succeeded" in line]
             assert len(ran) == 1, ran
         for stage in ("convert", "register", "promote"):
-            done = [line for line in logs.splitlines() if line.split(" INFO    devhost: ")[-1].startswith(stage)
-                    and "serviceBusTrigger" in line and "Succeeded" in line]
+            done = succeeded(logs, stage)
             assert len(done) == 6, (stage, done)
         assert Registry(storage).versions("breast_cancer") == list(range(1, 7))
     finally:
