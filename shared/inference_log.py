@@ -183,25 +183,24 @@ class InferenceLogger:
             try:
                 parts = to_parquet(columns)
             except Exception:
-                parts = []
-                log.exception("could not encode %d inference log rows for %s", columns.rows, columns.model)
-            if not parts:
-                self.write_failures += 1
-                self.dropped_rows += columns.rows
+                self._dropped(columns.rows, columns.model, "encode")
                 continue
             for hour, rows, data in parts:
                 try:
                     name = f"{columns.model}/{hour}/{time.time():.3f}-{uuid.uuid4().hex[:8]}.parquet"
                     self.storage.put(CONTAINER, name, data)
                 except Exception:
-                    self.write_failures += 1
-                    self.dropped_rows += rows
-                    log.exception("could not write %d inference log rows for %s; dropped", rows, columns.model)
+                    self._dropped(rows, columns.model, "write")
                     continue
                 written += rows
                 self.files_written += 1
         self.written_rows += written
         return written
+
+    def _dropped(self, rows: int, model: str, step: str) -> None:
+        self.write_failures += 1
+        self.dropped_rows += rows
+        log.exception("could not %s %d inference log rows for %s; dropped", step, rows, model)
 
     def stats(self) -> dict[str, Any]:
         return {

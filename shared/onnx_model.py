@@ -131,7 +131,8 @@ def with_numeric_block(onnx_bytes: bytes, numeric: list[str]) -> tuple[bytes, st
     attrs: dict[str, Any] = {"axis": 1}
     if opset >= 18:
         attrs["num_outputs"] = len(numeric)
-    others = [i for i in graph.input if i.name not in set(numeric)]
+    merged = set(numeric)
+    others = [i for i in graph.input if i.name not in merged]
     block = helper.make_tensor_value_info(block_name, TensorProto.FLOAT, [None, len(numeric)])
     del graph.input[:]
     graph.input.extend([block, *others])

@@ -381,8 +381,8 @@ def _numeric_block(parsed: _Parsed, numeric: tuple[str, ...]) -> np.ndarray:
         i, j = divmod(index, k) if parsed.row_major else (index % rows, index // rows)
         _check_number(numeric[j], i, v)
 
-    in_range = len(flat) <= _CHECK_IN_PYTHON
-    if in_range:
+    small = len(flat) <= _CHECK_IN_PYTHON
+    if small:
         clean = True
         for v in flat:
             t = type(v)
@@ -404,7 +404,7 @@ def _numeric_block(parsed: _Parsed, numeric: tuple[str, ...]) -> np.ndarray:
             check(index, v if abs(v) < 1e308 else math.inf)
         raise
     # min and max propagate NaN, which fails both comparisons.
-    if clean and not in_range and not (-_F32_MAX <= values.min() and values.max() <= _F32_MAX):
+    if clean and not small and not (-_F32_MAX <= values.min() and values.max() <= _F32_MAX):
         bad = ~np.isfinite(values) | (np.abs(values) > _F32_MAX)
         index = int(np.argmax(bad))
         check(index, float(values[index]))
