@@ -1,6 +1,6 @@
 """Operator commands on the configured backends (local.settings.json or the environment).
 
-    python -m ops list                         dead-lettered messages and poisoned blobs
+    python -m ops list                         dead-lettered messages, poisoned blobs, quarantined datasets
     python -m ops replay dead-letter QUEUE SEQ send a dead letter back to its queue
     python -m ops replay poison SEQ            make a poisoned blob trigger again
 """
@@ -26,11 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     load_local_settings()
     ctx = context()
     if args.command == "list":
+        from shared.quarantine import records
+
         entries = list_entries(ctx)
-        if not entries:
-            print("nothing dead-lettered or poisoned")
+        refused = [r for r in records(ctx.storage) if not r.get("superseded_by")]
+        if not entries and not refused:
+            print("nothing dead-lettered, poisoned or quarantined")
         for e in entries:
             print(f"{e.kind:<12} {e.queue:<28} seq={e.sequence:<6} id={e.message_id[:32]:<32} {e.reason}")
+        for r in refused:  # a dataset stays where it was dropped; the record says why it was refused
+            print(f"{'quarantine':<12} {r['dataset']:<60} {r.get('code')}: {r.get('reason', '')[:300]}")
         return 0
     if args.kind == "dead-letter":
         if len(args.args) != 2:

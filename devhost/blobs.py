@@ -41,9 +41,12 @@ def compile_path(path: str) -> tuple[str, re.Pattern[str]]:
     """``datasets/{model}/{file}`` -> (container, regex over the blob name in it)."""
     container, _, rest = path.partition("/")
     pattern = ""
-    for part in re.split(r"(\{[^}]+\})", rest):
+    parts = re.split(r"(\{[^}]+\})", rest)
+    last = max((i for i, p in enumerate(parts) if p.startswith("{")), default=-1)
+    for i, part in enumerate(parts):
         if part.startswith("{") and part.endswith("}"):
-            pattern += f"(?P<{part[1:-1]}>[^/]+)"
+            # As on the platform, the last parameter takes the rest of the name, folders included.
+            pattern += f"(?P<{part[1:-1]}>{'.+' if i == last else '[^/]+'})"
         else:
             pattern += re.escape(part)
     return container, re.compile(f"^{pattern}$")

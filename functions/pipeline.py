@@ -29,7 +29,7 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
         return
     from shared import pipeline as stages
 
-    result = getattr(stages, f"handle_{stage}")(context(), run)
+    result = stages.run_stage(context(), stage, run)
     log.info("%s %s/%s: %s", stage, run.model, run.run_id, result.detail)
 
 

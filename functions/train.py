@@ -1,4 +1,4 @@
-"""Blob trigger: a dataset dropped into ``datasets/{model}/{file}`` starts a training run."""
+"""Blob trigger: a dataset dropped into ``datasets/<model>/<file>`` starts a training run."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +17,9 @@ def _etag(blob: func.InputStream) -> str | None:
 
 
 @bp.function_name("train")
-@bp.blob_trigger(arg_name="blob", path="datasets/{model}/{file}", connection="MlopsStorage")
+# Every blob in the container, not only datasets/<model>/<file>: a file dropped beside the
+# model folders or in a subfolder is quarantined with the reason, not silently ignored.
+@bp.blob_trigger(arg_name="blob", path="datasets/{name}", connection="MlopsStorage")
 def train(blob: func.InputStream) -> None:
     """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
     from shared.pipeline import DATASETS, handle_dataset  # training's imports stay off the serving path

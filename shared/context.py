@@ -48,7 +48,8 @@ class Context:
         if self._server is None:
             from shared.serving import ModelServer
 
-            self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert)
+            self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert,
+                                       explain=self.runs.explain_latest)
         return self._server
 
     def alert(self, model: str, kind: str, detail: dict[str, Any]) -> None:

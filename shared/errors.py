@@ -130,3 +130,39 @@ class TransientError(MlopsError):
 
     code = "TRANSIENT"
     permanent = False
+
+
+#: HTTP statuses of a storage or bus service that say "try again later".
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the platform should retry the work that raised ``exc``.
+
+    Our own errors say so themselves. Outside the hierarchy, an unavailable or throttled
+    service (an ``OSError``, an Azure SDK request that could not be made or got a 5xx or 429)
+    is transient. Anything else raised by a library (a converter's ``ValueError``, a fit's
+    ``LinAlgError``) is deterministic for the same input: retrying it ten times only delays
+    the failure and hides its reason, so it is permanent.
+    """
+    if isinstance(exc, MlopsError):
+        return not exc.permanent
+    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, ENOSPC, EIO...
+        return True
+    for klass in type(exc).__mro__:  # the Azure SDKs, without importing them here
+        if klass.__module__.startswith(("azure.core.exceptions", "azure.servicebus")):
+            if klass.__name__ in ("ServiceRequestError", "ServiceResponseError", "ServiceBusConnectionError",
+                                  "OperationTimeoutError", "ServiceBusServerBusyError"):
+                return True
+            status = getattr(exc, "status_code", None)
+            return status is None or status in _RETRYABLE_STATUS
+    return False
+
+
+def as_permanent(exc: BaseException, code: str) -> MlopsError:
+    """A library's exception as a recordable, permanent error that names its type."""
+    if isinstance(exc, MlopsError):
+        return exc
+    err = MlopsError(f"{type(exc).__name__}: {exc}"[:2000])
+    err.code = code
+    return err

@@ -27,11 +27,62 @@ if TYPE_CHECKING:
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
-def input_schema(spec: ModelSpec) -> list[dict[str, str]]:
-    """The served model's inputs, in order: name and type (``float`` or ``string``)."""
-    return [{"name": c, "type": "float"} for c in spec.numeric] + [
+def input_schema(spec: ModelSpec, onnx_bytes: bytes | None = None) -> list[dict[str, str]]:
+    """The served model's inputs, in order: the user's column ``name``, its ``type``
+    (``float`` or ``string``) and the graph ``input`` that takes it.
+
+    A column may be called anything pandas reads (``od280/od315_of_diluted_wines``, ``1st
+    col``, ``é``); skl2onnx makes each graph input name safe (and unique: ``a/b`` and ``a_b``
+    become ``a_b`` and ``a_b1``) but keeps their order, so the graph's inputs, read back in
+    order, map to the spec's columns. The API keeps the user's names; only feeds use ``input``.
+    """
+    schema = [{"name": c, "type": "float"} for c in spec.numeric] + [
         {"name": c, "type": "string"} for c in spec.categorical
     ]
+    graph_inputs = graph_input_names(onnx_bytes) if onnx_bytes is not None else [c["name"] for c in schema]
+    if len(graph_inputs) != len(schema):
+        raise ConversionError(f"the ONNX graph has {len(graph_inputs)} inputs for {len(schema)} spec columns")
+    for col, graph_input in zip(schema, graph_inputs):
+        col["input"] = graph_input
+    return schema
+
+
+def graph_input_names(onnx_bytes: bytes) -> list[str]:
+    """The graph's input names, in order."""
+    import onnx
+
+    return [i.name for i in onnx.load_from_string(onnx_bytes).graph.input]
+
+
+def input_name(col: dict[str, str]) -> str:
+    """The graph input a schema column feeds (manifests before the mapping used the column's name)."""
+    return col.get("input") or col["name"]
+
+
+def with_column_names(onnx_bytes: bytes, schema: list[dict[str, str]]) -> bytes:
+    """The graph with each input renamed from its safe name to the user's column name.
+
+    For serving only: the registered graph keeps the safe names; a session in memory takes any
+    string as an input name, so the request path can stay keyed by the names users send.
+    """
+    renames = {input_name(c): c["name"] for c in schema if input_name(c) != c["name"]}
+    if not renames:
+        return onnx_bytes
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    taken = {i.name for i in graph.input} | {n for node in graph.node for n in node.output}
+    clash = (set(renames.values()) & taken) - set(renames)
+    if clash:
+        raise ConversionError(f"cannot restore column names {sorted(clash)}: the graph uses them elsewhere")
+    for value in graph.input:
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renames:
+                node.input[k] = renames[name]
+    return model.SerializeToString()
 
 
 def feeds_from_frame(frame: "pd.DataFrame", schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
@@ -40,9 +91,9 @@ def feeds_from_frame(frame: "pd.DataFrame", schema: list[dict[str, str]]) -> dic
     for col in schema:
         name = col["name"]
         if col["type"] == "float":
-            feeds[name] = frame[name].to_numpy(dtype=np.float32).reshape(-1, 1)
+            feeds[input_name(col)] = frame[name].to_numpy(dtype=np.float32).reshape(-1, 1)
         else:
-            feeds[name] = frame[name].to_numpy(dtype=object).reshape(-1, 1)
+            feeds[input_name(col)] = frame[name].to_numpy(dtype=object).reshape(-1, 1)
     return feeds
 
 
@@ -177,7 +228,7 @@ def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: "pd.DataFrame", spec
     """Compare ONNX Runtime and scikit-learn on ``holdout``; raise ``ParityError`` on mismatch."""
     session = new_session(onnx_bytes)
     x = holdout[list(spec.features)]
-    out = run_session(session, feeds_from_frame(holdout, input_schema(spec)), spec.is_classifier)
+    out = run_session(session, feeds_from_frame(holdout, input_schema(spec, onnx_bytes)), spec.is_classifier)
     mismatches = 0
     if spec.is_classifier:
         expected = pipeline.predict_proba(x)

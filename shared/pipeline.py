@@ -8,13 +8,16 @@ one promotion decision. Permanent failures (a bad dataset, a parity mismatch) ar
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
+import os
 import pickle
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,16 +35,17 @@ from shared.errors import (
     ModelNotFound,
     NotFound,
     PreconditionFailed,
+    as_permanent,
+    is_transient,
 )
-from shared.jsonio import put_json
 from shared.messages import RunMessage
+from shared.quarantine import quarantine, supersede
 from shared.registry import PRODUCTION
 from shared.spec import ModelSpec
 
 log = logging.getLogger("mlops.pipeline")
 
 DATASETS = "datasets"
-QUARANTINE = "quarantine"
 PIPELINE_PKL = "pipeline.pkl"
 HOLDOUT = "holdout.parquet"
 TRAIN_JSON = "train.json"
@@ -86,40 +90,25 @@ def library_versions() -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, str]:
+    """Which code trained a version: a digest of the app's Python sources, and the commit when
+    the deployment sets ``MLOPS_CODE_VERSION``."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("shared/**/*.py"), *root.glob("functions/*.py"), root / "function_app.py"]):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    out = {"sources_sha256": digest.hexdigest()}
+    if os.environ.get("MLOPS_CODE_VERSION"):
+        out["commit"] = os.environ["MLOPS_CODE_VERSION"][:64]
+    return out
+
+
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
-
-
-# -- quarantine ------------------------------------------------------------------------------
-def quarantine(ctx: Context, blob_name: str, reason: str, *, code: str, details: dict | None = None) -> str:
-    """Record why a dataset was refused; the dataset itself stays where it is."""
-    parts = blob_name.split("/")
-    folder = parts[0] if len(parts) > 1 else ""
-    try:
-        names.model_name(folder)
-    except InvalidName:
-        folder = "_invalid"
-    leaf = hashlib.sha256(blob_name.encode()).hexdigest()[:8] + "-" + "".join(
-        c if c.isalnum() or c in "._-" else "_" for c in parts[-1]
-    )[:150]
-    if len(parts) == 2 and folder != "_invalid":
-        try:
-            leaf = names.file_name(parts[1])
-        except InvalidName:
-            pass
-    name = f"{folder}/{leaf}.json"
-    record = {
-        "dataset": f"{DATASETS}/{blob_name}",
-        "reason": reason,
-        "code": code,
-        "details": details or {},
-        "quarantined_at": time.time(),
-    }
-    put_json(ctx.storage, QUARANTINE, name, record)
-    log.warning("quarantined %s/%s: %s", DATASETS, blob_name, reason)
-    return f"{QUARANTINE}/{name}"
 
 
 # -- train -----------------------------------------------------------------------------------
@@ -131,7 +120,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
     parts = blob_name.split("/")
     if len(parts) != 2:
         where = quarantine(
-            ctx,
+            ctx.storage,
             blob_name,
             f"datasets must be dropped as datasets/<model>/<file>; {blob_name!r} is not",
             code="INVALID_PATH",
@@ -143,15 +132,16 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         names.file_name(file)
         spec = ctx.specs.get(model)
     except (InvalidName, ModelNotFound) as exc:
-        where = quarantine(ctx, blob_name, exc.message, code=exc.code)
+        where = quarantine(ctx.storage, blob_name, exc.message, code=exc.code)
         return StageResult(False, None, where)
     except MlopsError as exc:  # a broken spec file: refuse with the spec's own message
-        where = quarantine(ctx, blob_name, exc.message, code=exc.code, details=exc.details)
+        where = quarantine(ctx.storage, blob_name, exc.message, code=exc.code, details=exc.details)
         return StageResult(False, None, where)
 
     if data is None or etag is None:
         blob = ctx.storage.get(DATASETS, blob_name)
-        assert blob is not None
+        if blob is None:
+            raise NotFound(f"dataset {DATASETS}/{blob_name} is gone")
         data, etag = blob.data, blob.info.etag
     run_id = run_id_for(model, file, etag)
     status = ctx.runs.status(model, run_id)
@@ -163,8 +153,10 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         return StageResult(True, run_id, "already trained; message re-sent", msg)
 
     started = time.perf_counter()
+    identity = {"name": f"{DATASETS}/{blob_name}", "etag": etag, "sha256": _sha(data), "bytes": len(data)}
     ctx.runs.update_status(
-        model, run_id, state="training", dataset=f"{DATASETS}/{blob_name}", started_at=time.time()
+        model, run_id, state="training", dataset=identity, spec={"source": spec.source, "sha256": spec.sha256},
+        started_at=time.time(),
     )
     try:
         t0 = time.perf_counter()
@@ -175,9 +167,19 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
 
         result = fit(dataset.frame, spec)
     except DatasetError as exc:
-        where = quarantine(ctx, blob_name, exc.message, code=exc.code, details=exc.details)
-        ctx.runs.update_status(model, run_id, state="failed", error={"code": exc.code, "message": exc.message})
+        where = quarantine(ctx.storage, blob_name, exc.message, code=exc.code, details={**exc.details, "run_id": run_id})
+        ctx.runs.update_status(model, run_id, state="quarantined", quarantine=where,
+                               error={"stage": "validate", "code": exc.code, "message": exc.message})
         return StageResult(False, run_id, where)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        failure = as_permanent(exc, "TRAINING_FAILED")
+        ctx.runs.update_status(model, run_id, state="failed",
+                               error={"stage": "train", "code": failure.code, "message": failure.message})
+        log.error("%s run %s failed at train: %s", model, run_id, failure.message)
+        return StageResult(False, run_id, failure.message)
+    supersede(ctx.storage, blob_name, run_id)
 
     t0 = time.perf_counter()
     pipeline_bytes = pickle.dumps(result.pipeline, protocol=pickle.HIGHEST_PROTOCOL)
@@ -346,9 +348,10 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
         "holdout": {"uri": f"runs/{model}/{run_id}/{HOLDOUT}", "sha256": train["holdout_sha256"]},
         "spec": train["spec"],
         "libraries": library_versions(),
+        "code": code_version(),
         "onnx": {"file": MODEL_ONNX, "sha256": conv["onnx_sha256"], "bytes": conv["onnx_bytes"], "opsets": conv["opsets"]},
         "profile": {"file": PROFILE_JSON, "sha256": train["profile_sha256"]},
-        "input_schema": input_schema(spec),
+        "input_schema": input_schema(spec, onnx_bytes),
         "target": spec.target,
         "classes": train["classes"],
         "parity": conv["parity"],
@@ -420,10 +423,8 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
         if not exc.permanent:
             raise
         return _fail_run(ctx, msg, "promote", exc)
-    decision_name = f"{model}/decisions/{version}.json"
     for _ in range(max_attempts):
-        existing = ctx.storage.head("registry", decision_name)
-        if existing is not None:
+        if ctx.registry.is_decided(model, version):
             return StageResult(True, run_id, "already decided")
         current = ctx.registry.alias(model, PRODUCTION)
         if current is not None and current.version == version:
@@ -468,7 +469,7 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
             "decided_at": time.time(),
         }
         try:
-            put_json(ctx.storage, "registry", decision_name, decision, create_only=True)
+            ctx.registry.record_decision(model, version, decision)
         except AlreadyExists:
             return StageResult(True, run_id, "already decided")
         if not promoted:
@@ -483,3 +484,17 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
         log.info("%s v%s %s: %s", model, version, "promoted" if promoted else "not promoted", reason)
         return StageResult(True, run_id, reason)
     raise PreconditionFailed(f"production alias of {model} kept moving; giving up after {max_attempts} attempts")
+
+
+_QUEUE_STAGES = {"convert": handle_convert, "register": handle_register, "promote": handle_promote}
+
+
+def run_stage(ctx: Context, stage: str, msg: RunMessage) -> StageResult:
+    """Run one queue-triggered stage. A permanent failure of any kind, a library's included,
+    is recorded as the run's failure on its first delivery; only transient ones raise."""
+    try:
+        return _QUEUE_STAGES[stage](ctx, msg)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        return _fail_run(ctx, msg, stage, as_permanent(exc, f"{stage.upper()}_FAILED"))

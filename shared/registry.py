@@ -243,6 +243,24 @@ class Registry:
         self.audit(model, event, {**record, **(details or {})})
         return Alias(model, alias, version, info.etag, record)
 
+    # -- promotion decisions -------------------------------------------------------------
+    @staticmethod
+    def _decision(model: str, version: int) -> str:
+        return f"{names.model_name(model)}/decisions/{int(version)}.json"
+
+    def decision(self, model: str, version: int) -> dict[str, Any] | None:
+        """The promotion decision taken on ``version``, or None before it was decided."""
+        found = get_json(self.storage, CONTAINER, self._decision(model, version))
+        return found[0] if found else None
+
+    def is_decided(self, model: str, version: int) -> bool:
+        return self.storage.head(CONTAINER, self._decision(model, version)) is not None
+
+    def record_decision(self, model: str, version: int, decision: dict[str, Any]) -> None:
+        """Write the decision once; raises ``AlreadyExists`` if it was taken already."""
+        put_json(self.storage, CONTAINER, self._decision(model, version),
+                 {"schema_version": 1, **decision}, create_only=True)
+
     # -- audit ---------------------------------------------------------------------------
     def audit(self, model: str, event: str, record: dict[str, Any]) -> str:
         """Append an audit record; names sort by time and never collide."""

@@ -1,4 +1,10 @@
-"""A run's working artifacts and status under ``runs/<model>/<run_id>/``."""
+"""A run's working artifacts and status under ``runs/<model>/<run_id>/``.
+
+This module owns the ``runs`` container: its layout, the status document every stage
+updates, and the read model the runs API, the console and ``ops`` show. A run's
+``outcome`` is one of :data:`OUTCOMES`; a failed run names its stage, error code and
+message.
+"""
 from __future__ import annotations
 
 import time
@@ -10,6 +16,48 @@ from shared.storage import Storage
 
 CONTAINER = "runs"
 STATUS = "status.json"
+#: Version of the status document's shape; readers accept documents without it (version 0).
+SCHEMA_VERSION = 1
+
+#: Every way a run can end (or not yet): what ``GET /api/models/{name}/runs?outcome=`` filters on.
+OUTCOMES = ("promoted", "rejected", "failed", "quarantined", "duplicate", "running")
+_FINAL_STATES = {"promoted": "promoted", "rejected": "rejected", "duplicate": "duplicate", "quarantined": "quarantined"}
+
+
+def outcome_of(status: dict[str, Any]) -> str:
+    """The outcome a status document stands for."""
+    state = status.get("state", "")
+    if state in _FINAL_STATES:
+        return _FINAL_STATES[state]
+    if state == "failed":
+        return "quarantined" if status.get("quarantine") else "failed"
+    return "running"
+
+
+def explain(status: dict[str, Any]) -> str:
+    """One line saying what became of a run, for error messages and lists."""
+    run = f"run {status.get('run_id')}"
+    outcome = outcome_of(status)
+    error = status.get("error") or {}
+    if outcome == "failed":
+        return f"{run} failed at {error.get('stage', 'train')}: {error.get('message', 'no reason recorded')}"
+    if outcome == "quarantined":
+        return f"{run} was quarantined: {error.get('message', 'no reason recorded')}"
+    if outcome == "rejected":
+        return f"{run} registered version {status.get('version')} but did not promote it: " + str(
+            (status.get("decision") or {}).get("reason", ""))
+    if outcome == "duplicate":
+        return f"{run} was a duplicate of run {status.get('duplicate_of')}"
+    if outcome == "promoted":
+        return f"{run} promoted version {status.get('version')}"
+    return f"{run} is still running (state {status.get('state')!r})"
+
+
+def _dataset(status: dict[str, Any]) -> dict[str, Any]:
+    found = status.get("dataset")
+    if isinstance(found, str):  # status documents before schema version 1 held the name only
+        return {"name": found}
+    return dict(found or {})
 
 
 class RunStore:
@@ -27,7 +75,8 @@ class RunStore:
 
     def get(self, model: str, run_id: str, artifact: str) -> bytes:
         blob = self.storage.get(CONTAINER, self._name(model, run_id, artifact))
-        assert blob is not None
+        if blob is None:
+            raise NotFound(f"run (model={model}, run_id={run_id}) has no {artifact}")
         return blob.data
 
     def exists(self, model: str, run_id: str, artifact: str) -> bool:
@@ -42,9 +91,13 @@ class RunStore:
             raise NotFound(f"run (model={model}, run_id={run_id}) has no {artifact}")
         return found[0]
 
-    def status(self, model: str, run_id: str) -> dict[str, Any] | None:
-        found = get_json(self.storage, CONTAINER, self._name(model, run_id, STATUS))
+    def find_json(self, model: str, run_id: str, artifact: str) -> Any | None:
+        """An artifact's JSON, or None when the run has not written it (yet)."""
+        found = get_json(self.storage, CONTAINER, self._name(model, run_id, artifact))
         return found[0] if found else None
+
+    def status(self, model: str, run_id: str) -> dict[str, Any] | None:
+        return self.find_json(model, run_id, STATUS)
 
     def update_status(self, model: str, run_id: str, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into the run's status; stage timings merge into ``stages``.
@@ -52,11 +105,78 @@ class RunStore:
         One stage of a run runs at a time (each stage starts from the previous one's
         message), so a plain read-modify-write is enough here.
         """
-        status = self.status(model, run_id) or {"model": model, "run_id": run_id, "stages": {}}
+        status = self.status(model, run_id) or {"model": model, "run_id": run_id, "stages": {},
+                                                "created_at": time.time()}
         stages = changes.pop("stages", None)
         if stages:
             status.setdefault("stages", {}).update(stages)
         status.update(changes)
+        status["schema_version"] = SCHEMA_VERSION
         status["updated_at"] = time.time()
         self.put_json(model, run_id, STATUS, status)
         return status
+
+    # -- the read model ------------------------------------------------------------------------
+    def run_ids(self, model: str) -> list[str]:
+        """Every run of ``model`` that has a status document."""
+        suffix = "/" + STATUS
+        return [b.name[len(model) + 1:-len(suffix)] for b in self.storage.list(CONTAINER, f"{model}/")
+                if b.name.endswith(suffix) and b.name.count("/") == 2]
+
+    def statuses(self, model: str) -> list[dict[str, Any]]:
+        """Every run's status, newest first."""
+        out = [s for s in (self.status(model, r) for r in self.run_ids(model)) if s is not None]
+        out.sort(key=lambda s: s.get("created_at") or s.get("started_at") or s.get("updated_at") or 0, reverse=True)
+        return out
+
+    def latest(self, model: str) -> dict[str, Any] | None:
+        """The newest run's status, or None when the model has never run."""
+        found = self.statuses(model)
+        return found[0] if found else None
+
+    def explain_latest(self, model: str) -> str | None:
+        """What became of the model's newest run, in one line (None if it never ran)."""
+        latest = self.latest(model)
+        return explain(latest) if latest else None
+
+    def summary(self, status: dict[str, Any]) -> dict[str, Any]:
+        """A run as the runs list shows it: outcome, dataset, version, decision, error."""
+        decision = status.get("decision") or {}
+        return {
+            "run_id": status.get("run_id"),
+            "outcome": outcome_of(status),
+            "state": status.get("state"),
+            "explanation": explain(status),
+            "dataset": _dataset(status) or None,
+            "created_at": status.get("created_at") or status.get("started_at"),
+            "updated_at": status.get("updated_at"),
+            "version": status.get("version"),
+            "metrics": status.get("metrics"),
+            "promoted": decision.get("promoted") if decision else None,
+            "error": status.get("error"),
+            "duplicate_of": status.get("duplicate_of"),
+        }
+
+    def describe(self, model: str, run_id: str) -> dict[str, Any]:
+        """Everything known about one run: dataset, spec, parameters, timings, metrics,
+        parity, decision with both scores, and for a failure its stage, code and message."""
+        status = self.status(model, run_id)
+        if status is None:
+            raise NotFound(f"Run (model={model}, run_id={run_id}) not found")
+        train = self.find_json(model, run_id, "train.json") or {}
+        convert = self.find_json(model, run_id, "convert.json") or {}
+        out = self.summary(status)
+        out.update({
+            "model": model,
+            "dataset": {**_dataset(status), **(train.get("dataset") or {})} or None,
+            "spec": train.get("spec") or status.get("spec"),
+            "estimator": train.get("estimator"),
+            "params": train.get("params"),
+            "split": train.get("split"),
+            "timings": {k: v.get("seconds") for k, v in (status.get("stages") or {}).items()},
+            "parity": convert.get("parity"),
+            "onnx": {k: convert[k] for k in ("onnx_sha256", "onnx_bytes", "opsets") if k in convert} or None,
+            "decision": status.get("decision"),
+            "quarantine": status.get("quarantine"),
+        })
+        return out

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from shared.errors import IntegrityError, InvalidRequest, ModelNotFound, NoProductionVersion
-from shared.onnx_model import new_session, with_numeric_block
+from shared.onnx_model import new_session, with_column_names, with_numeric_block
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.spec import SpecCatalog
@@ -79,6 +79,8 @@ class _Entry:
     alias_etag: str | None
     #: While there is no production version: when to look again (a cheap negative cache).
     retry_at: float = 0.0
+    #: ... and what became of the model's latest run, looked up as often as the alias.
+    latest_run: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -99,7 +101,7 @@ def load_version(registry: Registry, model: str, version: int) -> LoadedModel:
     manifest = registry.manifest(model, version)
     data = registry.model_bytes(model, version, manifest)  # SHA-256 checked against the manifest
     schema = tuple((c["name"], c["type"]) for c in manifest["input_schema"])
-    data, block_input = serving_graph(data, schema)
+    data, block_input = serving_graph(with_column_names(data, manifest["input_schema"]), schema)
     classes = manifest.get("classes")
     return LoadedModel(
         model=model,
@@ -123,8 +125,9 @@ class ModelServer:
     """
 
     def __init__(self, registry: Registry, specs: SpecCatalog, settings: Settings, clock=time.monotonic,
-                 alert=None) -> None:
+                 alert=None, explain=None) -> None:
         self.alert = alert  # callable(model, kind, detail), e.g. Context.alert
+        self.explain = explain  # callable(model) -> what became of its latest run, or None
         self.registry = registry
         self.specs = specs
         self.settings = settings
@@ -168,15 +171,25 @@ class ModelServer:
             if loaded is not None:
                 return loaded
             if self.clock() < entry.retry_at:
-                self._raise_missing(model)
+                self._raise_missing(model, entry)
         with self._lock:
             entry = self._entries.setdefault(model, _Entry(None, None))
         self.refresh(model)
         self._ensure_refresher()
         if entry.loaded is None:
             entry.retry_at = self.clock() + self.settings.alias_check_seconds
-            self._raise_missing(model)
+            entry.latest_run = self._latest_run(model)
+            self._raise_missing(model, entry)
         return entry.loaded
+
+    def _latest_run(self, model: str) -> str | None:
+        if self.explain is None:
+            return None
+        try:
+            return self.explain(model)
+        except Exception:  # an explanation must not turn a 503 into a 500
+            log.exception("could not look up the latest run of %s", model)
+            return None
 
     def refresh(self, model: str) -> bool:
         """Check the alias (conditional read) and swap in a new version; True if swapped."""
@@ -205,12 +218,14 @@ class ModelServer:
             entry.alias_etag = alias.etag
             return old is not entry.loaded
 
-    def _raise_missing(self, model: str) -> None:
+    def _raise_missing(self, model: str, entry: _Entry) -> None:
         try:
             self.specs.get(model)
         except ModelNotFound:
             if not self.registry.versions(model):
                 raise
+        if entry.latest_run:
+            raise NoProductionVersion(f"model {model!r} has no production version; its latest {entry.latest_run}")
         raise NoProductionVersion(
             f"model {model!r} has no production version yet; train one by dropping a dataset "
             f"into datasets/{model}/"

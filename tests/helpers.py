@@ -10,15 +10,15 @@ def drain(ctx: Context, *, max_rounds: int = 20) -> list[P.StageResult]:
     """Run convert, register and promote on every queued message until the queues are empty."""
     results = []
     stages = (
-        (ctx.settings.queue_convert, P.handle_convert),
-        (ctx.settings.queue_register, P.handle_register),
-        (ctx.settings.queue_promote, P.handle_promote),
+        (ctx.settings.queue_convert, "convert"),
+        (ctx.settings.queue_register, "register"),
+        (ctx.settings.queue_promote, "promote"),
     )
     for _ in range(max_rounds):
         progressed = False
-        for queue, handler in stages:
+        for queue, stage in stages:
             for m in ctx.bus.receive(queue, max_messages=50):
-                results.append(handler(ctx, RunMessage.parse(m.body)))
+                results.append(P.run_stage(ctx, stage, RunMessage.parse(m.body)))
                 ctx.bus.complete(m)
                 progressed = True
         if not progressed:

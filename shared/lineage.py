@@ -1,0 +1,103 @@
+"""What became of every dataset, run and version: the read side the runs API, the console
+and ``ops`` share. It reads through each container's owner (runs, registry, quarantine,
+monitoring) and writes nothing.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.context import Context
+from shared import quarantine
+from shared.errors import NotFound
+from shared.registry import PRODUCTION
+from shared.runs import OUTCOMES, outcome_of
+
+__all__ = ["OUTCOMES", "runs_of", "version_lineage", "overview"]
+
+
+def _quarantined_without_run(ctx: Context, model: str) -> list[dict[str, Any]]:
+    """Quarantine records of ``model`` that no run stands for (a bad file name, say)."""
+    out = []
+    for record in quarantine.records(ctx.storage, model):
+        if (record.get("details") or {}).get("run_id"):
+            continue  # its run is listed with this outcome already
+        out.append({
+            "run_id": None,
+            "outcome": "quarantined",
+            "state": "quarantined",
+            "explanation": f"{record['dataset']} was quarantined: {record['reason']}",
+            "dataset": {"name": record["dataset"]},
+            "created_at": record.get("quarantined_at"),
+            "updated_at": record.get("quarantined_at"),
+            "error": {"stage": "validate", "code": record.get("code"), "message": record.get("reason")},
+            "quarantine": record["record"],
+            "superseded_by": record.get("superseded_by"),
+        })
+    return out
+
+
+def runs_of(ctx: Context, model: str, *, outcome: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Every run of ``model``, newest first, optionally of one outcome."""
+    listed = [ctx.runs.summary(s) for s in ctx.runs.statuses(model)]
+    listed += _quarantined_without_run(ctx, model)
+    if outcome is not None:
+        listed = [r for r in listed if r["outcome"] == outcome]
+    listed.sort(key=lambda r: r.get("created_at") or 0, reverse=True)
+    return listed[:limit]
+
+
+def version_lineage(ctx: Context, model: str, version: int) -> dict[str, Any]:
+    """A version back to its origins: run, dataset, spec, code and libraries, decision."""
+    manifest = ctx.registry.manifest(model, version)
+    run_id = manifest["run_id"]
+    status = ctx.runs.status(model, run_id) or {}
+    return {
+        "model": model,
+        "version": version,
+        "run_id": run_id,
+        "run": f"/api/models/{model}/runs/{run_id}",
+        "dataset": {k: manifest["dataset"].get(k) for k in ("name", "etag", "sha256", "rows", "bytes")},
+        "spec": manifest.get("spec"),
+        "estimator": manifest.get("estimator"),
+        "params": manifest.get("params"),
+        "metrics": manifest.get("metrics"),
+        "code": manifest.get("code"),
+        "libraries": manifest.get("libraries"),
+        "onnx": manifest.get("onnx"),
+        "input_schema": manifest.get("input_schema"),
+        "committed_at": manifest.get("committed_at"),
+        "decision": ctx.registry.decision(model, version) or status.get("decision"),
+        "aliases": [a for a, v in ctx.registry.aliases(model).items() if v == version],
+    }
+
+
+def _last_monitoring(ctx: Context, model: str) -> dict[str, Any] | None:
+    from shared.monitoring import latest_report
+
+    try:
+        report = json.loads(latest_report(ctx, model, "json"))
+    except NotFound:
+        return None
+    return {"verdict": report.get("verdict"), "at": report.get("generated_at"), "rows": report.get("rows"),
+            "drift_share": (report.get("dataset_drift") or {}).get("share")}
+
+
+def overview(ctx: Context) -> list[dict[str, Any]]:
+    """One line per model: production version, last run and decision, last drift verdict, traffic."""
+    out = []
+    for model in sorted(set(ctx.specs.names()) | set(ctx.registry.models())):
+        statuses = ctx.runs.statuses(model)
+        decided = next((s for s in statuses if s.get("decision")), None)
+        alias = ctx.registry.alias(model, PRODUCTION)
+        out.append({
+            "name": model,
+            "production": alias.version if alias else None,
+            "versions": len(ctx.registry.versions(model)),
+            "runs": len(statuses),
+            "last_run": ctx.runs.summary(statuses[0]) if statuses else None,
+            "failed_runs": sum(outcome_of(s) in ("failed", "quarantined") for s in statuses),
+            "last_decision": decided["decision"] if decided else None,
+            "monitoring": _last_monitoring(ctx, model),
+        })
+    return out
