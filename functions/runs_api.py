@@ -57,6 +57,19 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, run)
 
 
+@bp.function_name("get_version")
+@bp.route(route="models/{name}/versions/{version:int}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_version(req: func.HttpRequest) -> func.HttpResponse:
+    """A version's lineage: its run, dataset (name, ETag, SHA-256), spec hash, code, libraries, decision."""
+
+    def run(req: func.HttpRequest, request_id: str):
+        from shared.lineage import version_lineage
+
+        return version_lineage(context(), _model(req), int(req.route_params.get("version", "0"))), 200
+
+    return _handle(req, run)
+
+
 @bp.function_name("console_overview")
 @bp.route(route="console/overview", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def console_overview(req: func.HttpRequest) -> func.HttpResponse:

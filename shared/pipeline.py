@@ -337,6 +337,7 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
     status = ctx.runs.status(model, run_id) or {}
     version = ctx.registry.allocate(model, run_id)
     manifest = {
+        "schema_version": 1,
         "run_id": run_id,
         "correlation_id": msg.correlation_id,
         "task": spec.task,

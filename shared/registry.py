@@ -266,7 +266,8 @@ class Registry:
         """Append an audit record; names sort by time and never collide."""
         now = time.time()
         name = f"{model}/audit/{_utc_stamp(now)}-{uuid.uuid4().hex[:6]}-{event}.json"
-        put_json(self.storage, CONTAINER, name, {"event": event, "at": now, **record}, create_only=True)
+        put_json(self.storage, CONTAINER, name, {"schema_version": 1, "event": event, "at": now, **record},
+                 create_only=True)
         return name
 
     def audit_log(self, model: str, limit: int = 100) -> list[dict[str, Any]]:

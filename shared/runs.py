@@ -174,7 +174,8 @@ class RunStore:
             "params": train.get("params"),
             "split": train.get("split"),
             "timings": {k: v.get("seconds") for k, v in (status.get("stages") or {}).items()},
-            "parity": convert.get("parity"),
+            # A refused run has no convert record; its figures came with the refusal.
+            "parity": convert.get("parity") or (status.get("error") or {}).get("parity"),
             "onnx": {k: convert[k] for k in ("onnx_sha256", "onnx_bytes", "opsets") if k in convert} or None,
             "decision": status.get("decision"),
             "quarantine": status.get("quarantine"),

@@ -47,7 +47,7 @@ def test_the_app_composes_every_function():
     assert names == {"train", "convert", "register", "promote", "monitor", "retrain", "predict", "infer_v2",
                      "metadata_v2", "feedback", "monitoring_latest", "openapi",
                      "list_models", "get_model", "set_alias", "health",
-                     "list_runs", "get_run", "console_overview", "console"}
+                     "list_runs", "get_run", "get_version", "console_overview", "console"}
 
 
 def run_blob(ctx, name: str, data: bytes) -> None:
