@@ -42,8 +42,13 @@ def build_pipeline(spec: ModelSpec):
     if spec.scale_numeric is not None:
         scaled = spec.scale_numeric
     cls = getattr(importlib.import_module(module), spec.estimator)
+    params = dict(spec.params)
+    # Reproducible by default: an estimator that draws random numbers gets the spec's seed
+    # unless the spec names its own, so the same dataset and spec give the same ONNX bytes.
+    if "random_state" not in params and "random_state" in cls().get_params():
+        params["random_state"] = spec.seed
     try:
-        estimator = cls(**spec.params)
+        estimator = cls(**params)
     except TypeError as exc:
         raise SpecError(f"{spec.source}: key 'estimator.params' is invalid: {exc}", file=spec.source) from None
     transformers = []

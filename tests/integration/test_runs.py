@@ -4,6 +4,7 @@ In-process on the embedded backends: real fits, real ONNX sessions, real storage
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -291,3 +292,28 @@ def test_retraining_the_same_dataset_with_the_same_spec_gives_the_same_onnx_byte
         drain(where)
         shas.append(where.registry.manifest(model, 1)["onnx"]["sha256"])
     assert shas[0] == shas[1]
+
+
+def test_every_allowed_estimator_draws_its_randomness_from_the_spec(ctx):
+    from shared.spec import ESTIMATORS
+    from shared.train import build_pipeline
+
+    base = ctx.specs.get("wind_power")
+    for name, (_, tasks, _) in ESTIMATORS.items():
+        spec = dataclasses.replace(base, estimator=name, params={})
+        estimator = build_pipeline(spec).named_steps["estimator"]
+        assert estimator.get_params().get("random_state", base.seed) == base.seed, name
+
+
+def test_every_allowed_estimator_converts_to_the_same_bytes_twice(ctx):
+    from shared.onnx_model import convert
+    from shared.spec import ESTIMATORS
+    from shared.train import fit
+
+    frames = {"regression": wind(400, seed=8), "binary": cancer().head(300)}
+    for name, (_, tasks, _) in ESTIMATORS.items():
+        base = ctx.specs.get("wind_power" if "regression" in tasks else "breast_cancer")
+        spec = dataclasses.replace(base, estimator=name, params={}, min_rows=50)
+        frame = frames["regression" if "regression" in tasks else "binary"]
+        digests = {hashlib.sha256(convert(fit(frame, spec).pipeline, spec)).hexdigest() for _ in range(2)}
+        assert len(digests) == 1, name
