@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 EPS = 1e-6
+#: Categories a report lists per feature (the largest in the reference; the rest pooled).
+SHOWN_CATEGORIES = 50
 
 
 def psi(ref_freqs: np.ndarray, cur_counts: np.ndarray) -> float:
@@ -323,6 +325,8 @@ def numeric_drift(profile: dict[str, Any], values: np.ndarray, th: Thresholds) -
         "p_value": p,
         "psi": score,
         "mean_shift_in_std": float((present.mean(dtype=np.float64) - profile["mean"]) / ref_std),
+        "edges": edges,
+        "reference_freqs": profile["freqs"],
         "current_freqs": (counts / counts.sum()).tolist(),
         "drifted": bool(score > th.psi or p < th.p_value),
     })
@@ -342,6 +346,14 @@ def categorical_drift(profile: dict[str, Any], values: np.ndarray, th: Threshold
     stat, p = chi2_contingency(ref, cur)
     js = js_distance(ref, cur)
     ref_freqs = ref / max(ref.sum(), 1)
+    cur_freqs = cur / max(cur.sum(), 1)
+    shown = cats + ["(unseen)"]
+    if len(cats) > SHOWN_CATEGORIES:  # the report shows the largest; the test used them all
+        top = np.argsort(-ref[:-1], kind="stable")[:SHOWN_CATEGORIES]
+        rest = np.setdiff1d(np.arange(len(cats)), top)
+        shown = [cats[i] for i in top] + [f"({len(rest)} other categories)", "(unseen)"]
+        ref_freqs = np.r_[ref_freqs[top], ref_freqs[rest].sum(), ref_freqs[-1]]
+        cur_freqs = np.r_[cur_freqs[top], cur_freqs[rest].sum(), cur_freqs[-1]]
     return {
         "type": "categorical",
         "test": "chi_square",
@@ -350,9 +362,10 @@ def categorical_drift(profile: dict[str, Any], values: np.ndarray, th: Threshold
         "chi2": stat,
         "chi2_p_value": p,
         "js_distance": js,
-        "psi": psi(np.maximum(ref_freqs, EPS), cur),
+        "psi": psi(np.maximum(ref / max(ref.sum(), 1), EPS), cur),
         "unseen_share": float(cur[-1] / max(cur.sum(), 1)),
-        "categories": cats + ["(unseen)"],
-        "current_freqs": (cur / max(cur.sum(), 1)).tolist(),
+        "categories": shown,
+        "reference_freqs": ref_freqs.tolist(),
+        "current_freqs": cur_freqs.tolist(),
         "drifted": bool(p < th.p_value and js > th.js / 2) or js > th.js,
     }
