@@ -117,6 +117,7 @@ def test_a_report_of_a_30_feature_model_is_its_json_and_well_under_200_kb(ctx):
     assert len(report["features"]) == 30
     [stored] = [b for b in ctx.storage.list("monitoring", "breast_cancer/") if b.name == report["history"][-1]["report"]]
     assert stored.size < 200_000, stored.size
+    print(f"report.json of a 30-feature model: {stored.size:,} bytes")
     run_blobs = [b for b in ctx.storage.list("monitoring", "breast_cancer/") if b.name.endswith("report.json")]
     assert len(run_blobs) == 3  # one blob per run: no stored HTML
     page = latest_report(ctx, "breast_cancer", "html").decode()
