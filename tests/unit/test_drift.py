@@ -204,3 +204,12 @@ def test_a_tenth_std_shift_at_5000_rows_is_flagged_and_unshifted_500_row_windows
         detected += numeric_drift(profile, rng.normal(0.1, 1.0, 5_000), th)["drifted"]
         alarms += sum(numeric_drift(profile, rng.normal(size=500), th)["drifted"] for _ in range(2))
     assert detected >= 98 and alarms <= 3
+
+
+def test_a_version_registered_with_a_schema_1_profile_is_still_monitored():
+    rng = np.random.default_rng(11)
+    sample = np.sort(rng.normal(size=2000))
+    old = {"type": "numeric", "edges": [None, *np.quantile(sample, np.linspace(0.1, 0.9, 9)).tolist(), None],
+           "freqs": [0.1] * 10, "sample": sample.tolist(), "mean": 0.0, "std": 1.0}
+    assert not numeric_drift(old, rng.normal(size=3000), Thresholds())["drifted"]
+    assert numeric_drift(old, rng.normal(0.5, 1.0, 3000), Thresholds())["drifted"]
