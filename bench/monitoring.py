@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         assert np.allclose(a[c], b[c], rtol=1e-6, atol=1e-9), (c, a[c], b[c])
     t_ours = best_of(lambda: ours(profile, current, numeric, categorical), args.repeats)
     t_base = best_of(lambda: straightforward(reference, profile, current, numeric, categorical), args.repeats)
-    print(f"{args.rows:,} rows x {args.features} features ({len(numeric)} numeric, {len(categorical)} categorical), one core")
+    print(f"{args.rows:,} rows x {args.features} features ({len(numeric)} numeric, {len(categorical)} categorical), "
+          "one core")
     print(f"  straightforward pandas/scipy: {t_base:7.3f} s")
     print(f"  shared.drift:                 {t_ours:7.3f} s   ({t_base / t_ours:.1f}x faster; results agree)")
     evidently = json.loads((RESULTS / "evidently.json").read_text()) if (RESULTS / "evidently.json").exists() else None
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{evidently['preset_seconds']:7.3f} s ({evidently['preset_seconds'] / t_ours:.0f}x ours)")
     print(f"  goals: under 5 s: {'met' if t_ours < 5 else 'MISSED'}; at least 5x faster: "
           f"{'met' if t_base / t_ours >= 5 else 'MISSED'}"
-          + (f"; faster than Evidently: {'met' if t_ours < evidently['preset_seconds'] else 'MISSED'}" if evidently else ""))
+          + (f"; faster than Evidently: {'met' if t_ours < evidently['preset_seconds'] else 'MISSED'}"
+             if evidently else ""))
 
     t0 = time.perf_counter()
     rates = flag_rates(args.trials)
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
           f"({time.perf_counter() - t0:.0f} s):")
     for name, _, _, goal, kind in GOALS:
         ok = rates[name] >= goal if kind == "detect" else rates[name] <= goal
-        theirs = f"; Evidently {evidently['flag_rates'][name]:.1%}" if evidently and name in evidently["flag_rates"] else ""
+        theirs = (f"; Evidently {evidently['flag_rates'][name]:.1%}"
+                  if evidently and name in evidently["flag_rates"] else "")
         print(f"  {name:30s} flagged {rates[name]:6.1%}  goal {'>=' if kind == 'detect' else '<='} {goal:.1%}: "
               f"{'met' if ok else 'MISSED'}{theirs}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -236,7 +236,8 @@ def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
             "conclusive": conclusive}
 
 
-def monitor_model(ctx: Context, model: str, now: float | None = None, *, max_attempts: int = 8) -> dict[str, Any] | None:
+def monitor_model(ctx: Context, model: str, now: float | None = None, *,
+                  max_attempts: int = 8) -> dict[str, Any] | None:
     """One monitoring run for ``model``; None if it has no production version.
 
     The run judges the window from where the last conclusive run ended up to

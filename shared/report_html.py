@@ -48,7 +48,8 @@ def _figures(report: dict[str, Any]) -> list[Any]:
     if features:
         names = list(features)
         colors = ["#d62728" if features[n].get("drifted") else "#2ca02c" for n in names]
-        fig = go.Figure(go.Bar(x=names, y=[features[n].get("psi", 0.0) for n in names], marker_color=colors, name="PSI"))
+        psis = [features[n].get("psi", 0.0) for n in names]
+        fig = go.Figure(go.Bar(x=names, y=psis, marker_color=colors, name="PSI"))
         fig.add_hline(y=th["psi"], line_dash="dash", annotation_text=f"PSI threshold {th['psi']}")
         fig.update_layout(title="Drift score (PSI) per feature; red = drifted", yaxis_title="PSI", height=380)
         figures.append(fig)
@@ -94,7 +95,8 @@ def _figures(report: dict[str, Any]) -> list[Any]:
                                      yaxis="y2"))
             fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "metric"})
         fig.update_layout(title="Over time: drift share and live performance", height=380,
-                          xaxis={"type": "date", "title": "time (UTC)"}, yaxis={"title": "share", "rangemode": "tozero"})
+                          xaxis={"type": "date", "title": "time (UTC)"},
+                          yaxis={"title": "share", "rangemode": "tozero"})
         figures.append(fig)
     return figures
 
@@ -121,8 +123,9 @@ def render(report: dict[str, Any], profile: dict[str, Any] | None = None) -> str
     ]
     rows_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary)
     tests = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{html.escape(r.get('kind', r['type']))}</td><td>{html.escape(r.get('test', ''))}"
-        f"</td><td>{_p_value(r):.3g}</td><td>{r.get('psi', 0.0):.3f}</td><td>{'yes' if r.get('drifted') else 'no'}</td></tr>"
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            n, r.get("kind", r["type"]), r.get("test", ""), f"{_p_value(r):.3g}", f"{r.get('psi', 0.0):.3f}",
+            "yes" if r.get("drifted") else "no")) + "</tr>"
         for n, r in report.get("features", {}).items())
     tests_html = ("<h2>Tests by feature</h2><table><tr><th>feature</th><th>type</th><th>test</th><th>p-value</th>"
                   f"<th>PSI</th><th>drifted</th></tr>{tests}</table>") if tests else ""

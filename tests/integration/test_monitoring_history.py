@@ -91,7 +91,8 @@ def test_concurrent_runs_judge_disjoint_windows_that_cover_every_row(wind_ctx):
     assert sum(h["rows"] for h in judged) == 1600
     assert [h["generated_at"] for h in history] == sorted(h["generated_at"] for h in history)
     assert json.loads(latest_report(ctx, "wind_power"))["generated_at"] == max(times)
-    stored = {b.name.rsplit("/", 2)[-2] for b in ctx.storage.list("monitoring", "wind_power/") if b.name.endswith("report.json")}
+    stored = {b.name.rsplit("/", 2)[-2] for b in ctx.storage.list("monitoring", "wind_power/")
+              if b.name.endswith("report.json")}
     assert stored == {h["report"].rsplit("/", 2)[-2] for h in history}  # no orphan report of a lost race
     assert sum(r["verdict"] == "superseded" for r in results) == len(times) - len(judged)
 
@@ -115,7 +116,8 @@ def test_a_report_of_a_30_feature_model_is_its_json_and_well_under_200_kb(ctx):
         ctx.inference_log.flush()
         report = monitor_model(ctx, "breast_cancer", clock.tick())
     assert len(report["features"]) == 30
-    [stored] = [b for b in ctx.storage.list("monitoring", "breast_cancer/") if b.name == report["history"][-1]["report"]]
+    name = report["history"][-1]["report"]
+    [stored] = [b for b in ctx.storage.list("monitoring", "breast_cancer/") if b.name == name]
     assert stored.size < 200_000, stored.size
     print(f"report.json of a 30-feature model: {stored.size:,} bytes")
     run_blobs = [b for b in ctx.storage.list("monitoring", "breast_cancer/") if b.name.endswith("report.json")]

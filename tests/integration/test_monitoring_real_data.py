@@ -20,8 +20,8 @@ DRIFT_SHARE = 0.5
 
 def drift(profile: dict, traffic, numeric: list[str], categorical: list[str]) -> dict[str, bool]:
     th = Thresholds()
-    out = {c: numeric_drift(profile["features"][c], traffic[c].to_numpy(dtype=np.float64).astype(np.float32), th)["drifted"]
-           for c in numeric}
+    served = {c: traffic[c].to_numpy(dtype=np.float64).astype(np.float32) for c in numeric}  # as the server casts
+    out = {c: numeric_drift(profile["features"][c], served[c], th)["drifted"] for c in numeric}
     out |= {c: categorical_drift(profile["features"][c], traffic[c].to_numpy(), th)["drifted"] for c in categorical}
     return out
 
