@@ -273,6 +273,28 @@ def chi_square_reference(ref: Reference, cur_sorted: np.ndarray) -> tuple[float,
     return stat, p, ref_cells, cur_cells
 
 
+def snap_to_reference(profile: dict[str, Any], values: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    """Values within ``atol + rtol * |point|`` of a point of an exact, discrete reference, moved onto it.
+
+    For predictions only: the profile holds scikit-learn's predictions on the hold-out and
+    the log holds ONNX Runtime's, which agree within the parity tolerance the version was
+    proven to, not bit for bit. A tree's few leaf values summed in float32 can land one ulp
+    below the reference's value and so in the cell below it: a shift that is not there.
+    """
+    if profile.get("kind") != "discrete" or not profile.get("exact") or not profile.get("points"):
+        return values
+    from shared.profile import as_served
+
+    points = np.asarray(profile["points"], dtype=np.float64).astype(np.float32)
+    served = as_served(values)
+    i = np.clip(np.searchsorted(points, served), 1, points.size - 1) if points.size > 1 else \
+        np.zeros(served.shape, dtype=np.int64)
+    lo, hi = points[np.maximum(i - 1, 0)], points[i]
+    nearest = np.where(np.abs(served - lo) <= np.abs(hi - served), lo, hi)
+    close = np.abs(served.astype(np.float64) - nearest) <= atol + rtol * np.abs(nearest.astype(np.float64))
+    return np.where(close, nearest, served)
+
+
 #: The location test (Mann-Whitney) is judged at the spec's ``p_value``, the shape test (KS
 #: or chi-square) at this share of it: a feature's false-alarm rate is at most 1.5 times
 #: ``p_value`` (Bonferroni; measured near 1.0 times, since the two tests agree under no

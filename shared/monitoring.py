@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from shared.context import Context
-from shared.drift import Thresholds, categorical_drift, numeric_drift
+from shared.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.jsonio import dumps, get_json, put_json
 from shared.messages import RunMessage
@@ -174,8 +174,11 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
         own = logs[logs["version"] == version]
         if len(own) >= mon.min_rows:
             pprof = profile["prediction"]
-            prediction = (numeric_drift(pprof, own["prediction"].to_numpy(float), th) if pprof["type"] == "numeric"
-                          else categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th))
+            if pprof["type"] == "numeric":
+                served = snap_to_reference(pprof, own["prediction"].to_numpy(float), spec.parity_rtol, spec.parity_atol)
+                prediction = numeric_drift(pprof, served, th)
+            else:
+                prediction = categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th)
     # Ground truth comes after the prediction: whatever has arrived so far for the window's rows.
     feedback = read_feedback(ctx, model, since, max(now, time.time()))
     performance = _performance(spec, manifest, labelled_rows(logs, feedback))

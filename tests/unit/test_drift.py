@@ -213,3 +213,20 @@ def test_a_version_registered_with_a_schema_1_profile_is_still_monitored():
            "freqs": [0.1] * 10, "sample": sample.tolist(), "mean": 0.0, "std": 1.0}
     assert not numeric_drift(old, rng.normal(size=3000), Thresholds())["drifted"]
     assert numeric_drift(old, rng.normal(0.5, 1.0, 3000), Thresholds())["drifted"]
+
+
+def test_predictions_one_ulp_off_a_trees_leaf_values_are_judged_as_those_values():
+    from shared.drift import snap_to_reference
+
+    rng = np.random.default_rng(12)
+    leaves = np.array([12.5, 130.25, 880.125, 1500.0625])
+    profile = numeric_profile(rng.choice(leaves, 400))  # scikit-learn's hold-out predictions
+    assert profile["kind"] == "discrete"
+    served = rng.choice(leaves, 2000).astype(np.float32)
+    served = np.nextafter(served, np.float32(0))  # ONNX's float32 sum, one ulp below
+    assert numeric_drift(profile, served, Thresholds())["drifted"]  # judged raw: a shift that is not there
+    snapped = snap_to_reference(profile, served, rtol=1e-5, atol=1e-3)
+    assert set(np.unique(snapped).tolist()) <= set(leaves.tolist())
+    assert not numeric_drift(profile, snapped, Thresholds())["drifted"]
+    far = snap_to_reference(profile, served + np.float32(5.0), rtol=1e-5, atol=1e-3)  # a real change stays
+    assert numeric_drift(profile, far, Thresholds())["drifted"]
