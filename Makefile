@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench bench-pipeline bench-serving bench-monitoring clean
+.PHONY: setup run test bench bench-pipeline bench-serving bench-monitoring bench-evidently clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -36,6 +36,20 @@ bench-serving: setup
 
 bench-monitoring: setup
 	$(PY) -m bench.monitoring
+
+## Evidently's DataDriftPreset on the same data, in its own environment: Evidently 0.7 does
+## not import under pandas 3, which the project pins. Writes bench/results/evidently.json,
+## which bench-monitoring prints beside its own figures.
+EVIDENTLY_VENV ?= .venv-evidently
+EVIDENTLY_VERSION ?= 0.7.23
+
+$(EVIDENTLY_VENV)/.installed:
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/python -m pip install --quiet "evidently==$(EVIDENTLY_VERSION)" "pandas==2.3.3"
+	touch $@
+
+bench-evidently: $(EVIDENTLY_VENV)/.installed
+	$(EVIDENTLY_VENV)/bin/python -m bench.evidently_drift
 
 clean:
 	rm -rf .data .pytest_cache

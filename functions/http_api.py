@@ -290,6 +290,32 @@ def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(data, mimetype=mimetype, headers={"x-request-id": request_id})
 
 
+@bp.function_name("monitoring_reports")
+@bp.route(route="models/{name}/monitoring/reports", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def monitoring_reports(req: func.HttpRequest) -> func.HttpResponse:
+    """The monitoring history, newest first, with the latest and the last conclusive verdict."""
+
+    def run(req: func.HttpRequest, request_id: str):
+        from shared.monitoring import HISTORY, report_history
+
+        raw = req.params.get("limit", str(HISTORY))
+        if not raw.isdigit() or not 1 <= int(raw) <= HISTORY:
+            raise InvalidRequest(f"query parameter 'limit' must be an integer from 1 to {HISTORY}", field="limit")
+        return report_history(context(), _model(req), int(raw)), 200
+
+    return _handle(req, run)
+
+
+@bp.function_name("monitoring_plotly")
+@bp.route(route="monitoring/plotly.min.js", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def monitoring_plotly(req: func.HttpRequest) -> func.HttpResponse:
+    """plotly.js for the report pages, from the installed package: they work with no internet."""
+    from shared.report_html import plotly_js
+
+    return func.HttpResponse(plotly_js(), mimetype="text/javascript",
+                             headers={"cache-control": "public, max-age=86400"})
+
+
 @bp.function_name("openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:

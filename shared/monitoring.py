@@ -1,10 +1,12 @@
 """Monitoring: drift and live performance of each production model, reports, retraining.
 
-``monitor_model`` reads the inference log since the model's last run (bounded by the
-window setting), compares it with the production version's reference profile, joins
-feedback by request id for live performance, writes ``report.json`` and ``report.html``
-under ``monitoring/<model>/<timestamp>/``, and requests retraining when a breach has
-persisted for the spec's number of runs and the last request is older than the cooldown.
+``monitor_model`` reads the inference log since the model's last conclusive run (bounded
+by the window setting), compares it with the production version's reference profile, joins
+feedback by request id for live performance, writes ``report.json`` under
+``monitoring/<model>/<window end>-<id>/`` and commits the model's ``state.json`` (history,
+latest, last conclusive verdict, breach count) with an ETag condition, and requests
+retraining when a breach has persisted for the spec's number of runs and the last request
+is older than the cooldown. The HTML page is rendered from the JSON when asked for.
 ``handle_retrain`` assembles the retraining dataset and drops it into ``datasets/``.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from shared.context import Context
-from shared.drift import Thresholds, categorical_drift, numeric_drift
+from shared.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed
-from shared.jsonio import get_json, put_json
+from shared.jsonio import dumps, get_json, put_json
 from shared.messages import RunMessage
 from shared.spec import ModelSpec
 
@@ -30,8 +33,11 @@ log = logging.getLogger("mlops.monitoring")
 CONTAINER = "monitoring"
 LOGS = "inference-logs"
 FEEDBACK = "feedback"
-REPORT_SCHEMA_VERSION = 1
-HISTORY = 50
+REPORT_SCHEMA_VERSION = 2
+HISTORY = 100
+STATE = "state.json"
+REPORT = "report.json"
+SETTLE_MARGIN_SECONDS = 1.0
 
 
 def _iso(ts: float) -> str:
@@ -60,11 +66,16 @@ def _part_time(name: str) -> float:
 
 
 def read_log(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
-    """Logged rows of ``model`` written in [since, until)."""
+    """Logged rows of ``model`` with a request time in [since, until).
+
+    Parts sit in the hour folder of their rows and are named by the time they were written,
+    which is never before their rows' time: a part written before ``since`` holds no row of
+    the window, and one written after ``until`` still may (rows wait up to a flush interval).
+    """
     frames = []
     for hour in _hours(since, until):
         for blob in ctx.storage.list(LOGS, f"{model}/{hour}/"):
-            if since <= _part_time(blob.name) < until + 5:
+            if since <= _part_time(blob.name):
                 frames.append(pd.read_parquet(io.BytesIO(ctx.storage.get(LOGS, blob.name).data)))
     if not frames:
         return pd.DataFrame()
@@ -122,7 +133,7 @@ def _performance(spec: ModelSpec, manifest: dict, joined: pd.DataFrame) -> dict[
 
 
 def _state(ctx: Context, model: str) -> tuple[dict[str, Any], str | None]:
-    found = get_json(ctx.storage, CONTAINER, f"{model}/state.json")
+    found = get_json(ctx.storage, CONTAINER, f"{model}/{STATE}")
     return (found[0], found[1]) if found else ({"consecutive_breaches": 0, "history": []}, None)
 
 
@@ -130,23 +141,22 @@ def _alert(ctx: Context, model: str, kind: str, detail: dict[str, Any]) -> None:
     ctx.alert(model, kind, detail)
 
 
-def monitor_model(ctx: Context, model: str, now: float | None = None) -> dict[str, Any] | None:
-    """One monitoring run for ``model``; None if it has no production version."""
-    now = time.time() if now is None else now
-    spec = ctx.specs.get(model)
-    alias = ctx.registry.alias(model)
-    if alias is None:
-        return None
-    version = alias.version
-    manifest = ctx.registry.manifest(model, version)
-    profile = ctx.registry.profile(model, version, manifest)
-    state, state_etag = _state(ctx, model)
-    window = ctx.settings.monitor_window_minutes * 60
-    since = max(state.get("last_to", 0.0), now - window)
-    logs = read_log(ctx, model, since, now)
+def settle_seconds(ctx: Context) -> float:
+    """How far behind the run's start its window ends.
+
+    A server writes its buffered log rows every ``MLOPS_INFERENCE_LOG_FLUSH_SECONDS``; rows
+    younger than that may still be in its memory. A window ending at "now" would miss them,
+    and the next window starts where this one ended, so they would never be judged.
+    """
+    return 2 * ctx.settings.inference_log_flush_seconds + SETTLE_MARGIN_SECONDS
+
+
+def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict, profile: dict,
+              state: dict[str, Any], since: float, until: float, now: float) -> dict[str, Any]:
+    """The report of one window, with the breach count and retraining decision ``state`` implies."""
+    logs = read_log(ctx, model, since, until)
     mon = spec.monitoring
     th = Thresholds(psi=mon.psi, p_value=mon.p_value, js=mon.js)
-
     features: dict[str, Any] = {}
     prediction: dict[str, Any] = {}
     dataset = {"drifted": False, "share": 0.0, "threshold": ctx.settings.drift_share, "drifted_features": []}
@@ -164,9 +174,14 @@ def monitor_model(ctx: Context, model: str, now: float | None = None) -> dict[st
         own = logs[logs["version"] == version]
         if len(own) >= mon.min_rows:
             pprof = profile["prediction"]
-            prediction = (numeric_drift(pprof, own["prediction"].to_numpy(float), th) if pprof["type"] == "numeric"
-                          else categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th))
-    performance = _performance(spec, manifest, labelled_rows(logs, read_feedback(ctx, model, since, now)))
+            if pprof["type"] == "numeric":
+                served = snap_to_reference(pprof, own["prediction"].to_numpy(float), spec.parity_rtol, spec.parity_atol)
+                prediction = numeric_drift(pprof, served, th)
+            else:
+                prediction = categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th)
+    # Ground truth comes after the prediction: whatever has arrived so far for the window's rows.
+    feedback = read_feedback(ctx, model, since, max(now, time.time()))
+    performance = _performance(spec, manifest, labelled_rows(logs, feedback))
     breach = bool(dataset["drifted"] or prediction.get("drifted") or performance["degraded"])
     if not enough and not performance["rows"]:
         verdict = "insufficient_data"
@@ -191,19 +206,13 @@ def monitor_model(ctx: Context, model: str, now: float | None = None) -> dict[st
                                                  f"(cooldown {int(cooldown)} s)"}
     else:
         retrain = {"requested": True, "reason": f"breach persisted for {consecutive} runs"}
-
-    stamp = _stamp(now)
-    history = (state.get("history", []) + [{
-        "generated_at": now, "generated_at_iso": _iso(now), "verdict": verdict,
-        "drift_share": dataset["share"] if enough else None, "performance": performance["value"],
-    }])[-HISTORY:]
-    report = {
+    return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
         "version": version,
         "generated_at": now,
         "generated_at_iso": _iso(now),
-        "window": {"from": since, "to": now, "from_iso": _iso(since), "to_iso": _iso(now)},
+        "window": {"from": since, "to": until, "from_iso": _iso(since), "to_iso": _iso(until)},
         "rows": int(len(logs)),
         "min_rows": mon.min_rows,
         "verdict": verdict,
@@ -215,37 +224,113 @@ def monitor_model(ctx: Context, model: str, now: float | None = None) -> dict[st
         "breach": breach,
         "consecutive_breaches": consecutive,
         "retraining": retrain,
-        "history": history,
     }
-    from shared.report_html import render
 
-    folder = f"{model}/{stamp}"
-    put_json(ctx.storage, CONTAINER, f"{folder}/report.json", report)
-    ctx.storage.put(CONTAINER, f"{folder}/report.html", render(report, profile).encode())
-    put_json(ctx.storage, CONTAINER, f"{model}/latest.json", {"report": f"{folder}/report.json", "at": now})
 
-    new_state = {**state, "last_to": now, "consecutive_breaches": consecutive, "history": history}
-    if retrain["requested"]:
-        new_state["last_retrain_at"] = now
-    try:
-        if state_etag is None:
-            put_json(ctx.storage, CONTAINER, f"{model}/state.json", new_state, create_only=True)
-        else:
-            put_json(ctx.storage, CONTAINER, f"{model}/state.json", new_state, if_match=state_etag)
-    except (PreconditionFailed, AlreadyExists):
-        # Another monitor run finished first: it owns this window and any retraining request.
-        log.warning("monitoring state of %s changed concurrently; this run's report stays, its decision does not", model)
-        return report
-    if breach:
-        _alert(ctx, model, "breach", {"verdict": verdict, "report": f"{CONTAINER}/{folder}/report.json",
-                                      "drifted_features": dataset["drifted_features"],
-                                      "performance": performance["value"]})
-    if retrain["requested"]:
+def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """A report's line in the history: enough for the over-time chart and the listing."""
+    conclusive = report["verdict"] != "insufficient_data"
+    return {"report": name, "generated_at": report["generated_at"], "generated_at_iso": report["generated_at_iso"],
+            "window": {"from": report["window"]["from"], "to": report["window"]["to"]},
+            "rows": report["rows"], "verdict": report["verdict"],
+            "drift_share": report["dataset_drift"]["share"] if report["features"] else None,
+            "drifted_features": report["dataset_drift"]["drifted_features"],
+            "performance": report["performance"]["value"], "retrain_requested": report["retraining"]["requested"],
+            "conclusive": conclusive}
+
+
+def monitor_model(ctx: Context, model: str, now: float | None = None, *,
+                  max_attempts: int = 8) -> dict[str, Any] | None:
+    """One monitoring run for ``model``; None if it has no production version.
+
+    The run judges the window from where the last conclusive run ended up to
+    ``settle_seconds`` before ``now`` (at most the window setting long). It writes its report
+    under a name of its own, then commits the model's state (window end, breach count,
+    history, latest) with an ETag condition. If another run committed first, this run's
+    report is deleted and the run starts again from the new state: windows never overlap
+    and no row falls between two. A run whose window ends before the latest committed one
+    (a slower run that started earlier) is superseded: nothing is written, and ``latest``
+    only moves forward in time. An ``insufficient_data`` run is recorded, but its rows stay
+    for the next window and the last conclusive verdict stays visible beside it.
+    """
+    now = time.time() if now is None else now
+    spec = ctx.specs.get(model)
+    alias = ctx.registry.alias(model)
+    if alias is None:
+        return None
+    version = alias.version
+    manifest = ctx.registry.manifest(model, version)
+    profile = ctx.registry.profile(model, version, manifest)
+    until = now - settle_seconds(ctx)
+    window = ctx.settings.monitor_window_minutes * 60
+    for _ in range(max_attempts):
+        state, state_etag = _state(ctx, model)
+        latest = state.get("latest") or {}
+        if until <= latest.get("to", float("-inf")):
+            log.info("monitoring %s: a run up to %s is already recorded; this run (up to %s) is superseded",
+                     model, latest.get("to_iso"), _iso(until))
+            return {"model": model, "verdict": "superseded", "generated_at": now, "window": {"to": until},
+                    "latest": latest}
+        since = min(max(state.get("last_to", 0.0), until - window), until)
+        report = _evaluate(ctx, spec, model, version, manifest, profile, state, since, until, now)
+        name = f"{model}/{_stamp(until)}-{uuid.uuid4().hex[:6]}/{REPORT}"
+        entry = _entry(report, name)
+        conclusive = entry["conclusive"]
+        last_conclusive = entry if conclusive else state.get("last_conclusive")
+        report["last_conclusive"] = last_conclusive
+        report["history"] = (state.get("history", []) + [entry])[-HISTORY:]
+        put_json(ctx.storage, CONTAINER, name, report, create_only=True)
+        new_state = {**state, "consecutive_breaches": report["consecutive_breaches"], "history": report["history"],
+                     "latest": {"report": name, "to": until, "to_iso": _iso(until), "at": now},
+                     "last_conclusive": last_conclusive}
+        if conclusive:  # an insufficient window's rows are judged with the next one
+            new_state["last_to"] = until
+        if report["retraining"]["requested"]:
+            new_state["last_retrain_at"] = now
+        try:
+            if state_etag is None:
+                put_json(ctx.storage, CONTAINER, f"{model}/{STATE}", new_state, create_only=True)
+            else:
+                put_json(ctx.storage, CONTAINER, f"{model}/{STATE}", new_state, if_match=state_etag)
+        except (PreconditionFailed, AlreadyExists):
+            # Another run committed first: it owns its window and any retraining request.
+            ctx.storage.delete(CONTAINER, name)
+            log.info("monitoring state of %s changed concurrently; judging again from the new state", model)
+            continue
+        break
+    else:
+        raise PreconditionFailed(f"monitoring state of {model} kept changing; gave up after {max_attempts} attempts")
+    _advance_latest(ctx, model, name, until)
+
+    stamp = _stamp(until)
+    verdict = report["verdict"]
+    if report["breach"]:
+        _alert(ctx, model, "breach", {"verdict": verdict, "report": f"{CONTAINER}/{name}",
+                                      "drifted_features": report["dataset_drift"]["drifted_features"],
+                                      "performance": report["performance"]["value"]})
+    if report["retraining"]["requested"]:
         msg = RunMessage("retrain_requested", model, f"retrain-{stamp.lower().replace('.', '-')}"[:64],
-                         correlation_id=f"monitor-{stamp}", extra={"report": f"{folder}/report.json"})
+                         correlation_id=f"monitor-{stamp}", extra={"report": name})
         ctx.bus.send(ctx.settings.queue_retrain, msg.to_outgoing())
-        _alert(ctx, model, "retrain_requested", {"run_id": msg.run_id, "reason": retrain["reason"]})
+        _alert(ctx, model, "retrain_requested", {"run_id": msg.run_id, "reason": report["retraining"]["reason"]})
     return report
+
+
+def _advance_latest(ctx: Context, model: str, name: str, until: float) -> None:
+    """Point ``latest.json`` at ``name`` unless it already points at a later window."""
+    for _ in range(8):
+        found = get_json(ctx.storage, CONTAINER, f"{model}/latest.json")
+        if found and found[0].get("to", found[0].get("at", 0.0)) >= until:
+            return
+        body = {"report": name, "to": until, "at": time.time()}
+        try:
+            if found is None:
+                put_json(ctx.storage, CONTAINER, f"{model}/latest.json", body, create_only=True)
+            else:
+                put_json(ctx.storage, CONTAINER, f"{model}/latest.json", body, if_match=found[1])
+            return
+        except (PreconditionFailed, AlreadyExists):
+            continue
 
 
 def monitor_all(ctx: Context, now: float | None = None) -> dict[str, str]:
@@ -261,16 +346,42 @@ def monitor_all(ctx: Context, now: float | None = None) -> dict[str, str]:
     return out
 
 
-def latest_report(ctx: Context, model: str, fmt: str = "json") -> bytes:
-    found = get_json(ctx.storage, CONTAINER, f"{model}/latest.json")
-    if found is None:
+def _committed(ctx: Context, model: str) -> dict[str, Any]:
+    state, _ = _state(ctx, model)
+    if not state.get("latest"):
         raise NotFound(f"no monitoring report for model {model!r} yet")
-    name = found[0]["report"]
+    return state
+
+
+def _report(ctx: Context, name: str) -> dict[str, Any]:
+    found = get_json(ctx.storage, CONTAINER, name)
+    if found is None:
+        raise NotFound(f"monitoring report {name!r} not found")
+    return found[0]
+
+
+def latest_report(ctx: Context, model: str, fmt: str = "json") -> bytes:
+    """The latest committed report as JSON, or its HTML page rendered from it now.
+
+    Both carry ``last_conclusive``: the last verdict that was not ``insufficient_data``,
+    with its time, so a quiet window never hides the verdict before it.
+    """
+    state = _committed(ctx, model)
+    report = _report(ctx, state["latest"]["report"])
+    report["last_conclusive"] = state.get("last_conclusive")
     if fmt == "html":
-        name = name.removesuffix(".json") + ".html"
-    blob = ctx.storage.get(CONTAINER, name)
-    assert blob is not None
-    return blob.data
+        from shared.report_html import render
+
+        return render(report).encode()
+    return dumps(report)
+
+
+def report_history(ctx: Context, model: str, limit: int = HISTORY) -> dict[str, Any]:
+    """The model's recorded runs, newest first, with the latest and the last conclusive one."""
+    state = _committed(ctx, model)
+    history = state.get("history", [])[-limit:][::-1]
+    return {"model": model, "latest": state["latest"], "last_conclusive": state.get("last_conclusive"),
+            "reports": history}
 
 
 # -- retraining ------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ def document() -> dict[str, Any]:
                 "summary": "The latest monitoring report", "security": _KEY,
                 "parameters": [_NAME, {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}}],
                 "responses": {"200": _ok("the report"), **errors}}},
+            "/models/{name}/monitoring/reports": {"get": {
+                "summary": "The monitoring history, newest first, with the last conclusive verdict", "security": _KEY,
+                "parameters": [_NAME, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+                "responses": {"200": _ok("the history"), **errors}}},
+            "/monitoring/plotly.min.js": {"get": {"summary": "plotly.js for the report pages", "security": [],
+                                                  "responses": {"200": {"description": "JavaScript"}}}},
             "/models/{name}/aliases/{alias}": {"put": {
                 "summary": "Move an alias (operator promotion or rollback)", "security": _ADMIN,
                 "parameters": [_NAME, {"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}],

@@ -1,8 +1,25 @@
-"""The monitoring report as a self-contained HTML page with plotly figures."""
+"""The monitoring report as an HTML page with plotly figures, rendered from ``report.json``.
+
+Nothing is stored but the JSON: the page is built when asked for, and loads plotly.js from
+the app itself (``PLOTLY_ROUTE``, the copy bundled with the plotly package), so it works
+with no internet and a report costs its JSON in storage, not 4.8 MB of embedded script.
+"""
 from __future__ import annotations
 
 import html
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+
+#: Where the app serves plotly.js (an anonymous route: it is a public library file).
+PLOTLY_ROUTE = "/api/monitoring/plotly.min.js"
+
+
+def plotly_js() -> bytes:
+    """The plotly.js bundled with the installed plotly package."""
+    import plotly
+
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
 
 
 def _bins_labels(edges: list[float | None]) -> list[str]:
@@ -12,27 +29,34 @@ def _bins_labels(edges: list[float | None]) -> list[str]:
     return [f"[{fmt(a)}, {fmt(b)})" for a, b in zip(edges[:-1], edges[1:])]  # bins are left-closed
 
 
-def render(report: dict[str, Any], profile: dict[str, Any]) -> str:
-    """HTML with: reference vs current per feature, drift scores vs thresholds, performance over time."""
+def _wall(ts: float) -> str:
+    """A time plotly reads as a date (UTC): ``2026-11-26 19:40:00``."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _p_value(result: dict[str, Any]) -> float:
+    return result.get("p_value", result.get("ks_p_value", result.get("chi2_p_value", 1.0)))
+
+
+def _figures(report: dict[str, Any]) -> list[Any]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     figures: list[go.Figure] = []
     features = report.get("features", {})
     th = report["thresholds"]
-
     if features:
         names = list(features)
-        psis = [features[n].get("psi", 0.0) for n in names]
         colors = ["#d62728" if features[n].get("drifted") else "#2ca02c" for n in names]
+        psis = [features[n].get("psi", 0.0) for n in names]
         fig = go.Figure(go.Bar(x=names, y=psis, marker_color=colors, name="PSI"))
         fig.add_hline(y=th["psi"], line_dash="dash", annotation_text=f"PSI threshold {th['psi']}")
         fig.update_layout(title="Drift score (PSI) per feature; red = drifted", yaxis_title="PSI", height=380)
         figures.append(fig)
-        pvals = [features[n].get("ks_p_value", features[n].get("chi2_p_value", 1.0)) for n in names]
-        fig = go.Figure(go.Bar(x=names, y=[max(p, 1e-300) for p in pvals], marker_color=colors, name="p-value"))
+        fig = go.Figure(go.Bar(x=names, y=[max(_p_value(features[n]), 1e-300) for n in names], marker_color=colors,
+                               text=[features[n].get("test", "") for n in names], name="p-value"))
         fig.add_hline(y=th["p_value"], line_dash="dash", annotation_text=f"p-value threshold {th['p_value']}")
-        fig.update_layout(title="Test p-values (KS for numeric, chi-square for categorical)", yaxis_type="log",
+        fig.update_layout(title="Each feature's test p-value (the test is named on its bar)", yaxis_type="log",
                           yaxis_title="p-value", height=380)
         figures.append(fig)
 
@@ -41,17 +65,11 @@ def render(report: dict[str, Any], profile: dict[str, Any]) -> str:
         fig = make_subplots(rows=rows, cols=cols, subplot_titles=[
             f"{n} {'(drifted)' if features[n].get('drifted') else ''}" for n in names])
         for i, name in enumerate(names):
-            ref = profile["features"][name]
             cur = features[name]
-            if ref["type"] == "numeric":
-                labels = _bins_labels(ref["edges"])
-                ref_f = ref["freqs"]
-            else:
-                labels = cur["categories"]
-                total = sum(ref["counts"].values()) or 1
-                ref_f = [ref["counts"].get(c, 0) / total for c in labels]
+            labels = _bins_labels(cur["edges"]) if "edges" in cur else cur.get("categories", [])
             r, c = i // cols + 1, i % cols + 1
-            fig.add_trace(go.Bar(x=labels, y=ref_f, name="reference", marker_color="#1f77b4", showlegend=i == 0), r, c)
+            fig.add_trace(go.Bar(x=labels, y=cur.get("reference_freqs", []), name="reference",
+                                 marker_color="#1f77b4", showlegend=i == 0), r, c)
             fig.add_trace(go.Bar(x=labels, y=cur.get("current_freqs", []), name="current", marker_color="#ff7f0e",
                                  showlegend=i == 0), r, c)
         fig.update_layout(title="Reference (training) against current (served) distribution", barmode="group",
@@ -61,27 +79,41 @@ def render(report: dict[str, Any], profile: dict[str, Any]) -> str:
     history = report.get("history", [])
     if history:
         fig = go.Figure()
-        xs = [h["generated_at_iso"] for h in history]
-        fig.add_trace(go.Scatter(x=xs, y=[h.get("drift_share") for h in history], name="share of drifted features",
-                                 mode="lines+markers"))
-        perf = [h.get("performance") for h in history]
-        if any(p is not None for p in perf):
-            fig.add_trace(go.Scatter(x=xs, y=perf, name=f"live {report['performance'].get('metric', '')}",
-                                     mode="lines+markers", yaxis="y2"))
+        # Wall-clock time on the x axis; runs without a drift figure (too few rows) are left
+        # out of the line rather than breaking it, so two judged runs already draw a line.
+        judged = [h for h in history if h.get("drift_share") is not None]
+        fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in judged], y=[h["drift_share"] for h in judged],
+                                 name="share of drifted features", mode="lines+markers"))
+        quiet = [h for h in history if h.get("drift_share") is None]
+        if quiet:
+            fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in quiet], y=[0] * len(quiet),
+                                     name="insufficient data", mode="markers", marker={"color": "#7f7f7f"}))
+        perf = [h for h in history if h.get("performance") is not None]
+        if perf:
+            fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in perf], y=[h["performance"] for h in perf],
+                                     name=f"live {report['performance'].get('metric', '')}", mode="lines+markers",
+                                     yaxis="y2"))
             fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "metric"})
-        fig.update_layout(title="Over time: drift share and live performance", height=380)
+        fig.update_layout(title="Over time: drift share and live performance", height=380,
+                          xaxis={"type": "date", "title": "time (UTC)"},
+                          yaxis={"title": "share", "rangemode": "tozero"})
         figures.append(fig)
+    return figures
 
-    parts = []
-    for i, fig in enumerate(figures):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+
+def render(report: dict[str, Any], profile: dict[str, Any] | None = None) -> str:
+    """HTML with: reference vs current per feature, drift scores vs thresholds, drift and
+    performance over time. Everything comes from ``report``; ``profile`` is not needed."""
+    parts = [fig.to_html(full_html=False, include_plotlyjs=False) for fig in _figures(report)]
     verdict = report["verdict"]
     perf = report.get("performance", {})
+    last = report.get("last_conclusive")
     summary = [
         ("model", f"{report['model']} version {report['version']}"),
         ("window", f"{report['window']['from_iso']} to {report['window']['to_iso']}"),
         ("rows", f"{report['rows']:,} (minimum {report['min_rows']})"),
         ("verdict", verdict),
+        ("last conclusive verdict", f"{last['verdict']} at {last['generated_at_iso']}" if last else "none yet"),
         ("dataset drift", f"{report['dataset_drift'].get('share', 0):.0%} of features drifted "
                           f"(threshold {report['dataset_drift'].get('threshold', 0):.0%})"),
         ("performance", f"{perf.get('metric')}: {perf['value']:.4g} on {perf.get('rows', 0)} labelled rows "
@@ -90,12 +122,24 @@ def render(report: dict[str, Any], profile: dict[str, Any]) -> str:
         ("retraining", report["retraining"]["reason"]),
     ]
     rows_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary)
+    tests = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            n, r.get("kind", r["type"]), r.get("test", ""), f"{_p_value(r):.3g}", f"{r.get('psi', 0.0):.3f}",
+            "yes" if r.get("drifted") else "no")) + "</tr>"
+        for n, r in report.get("features", {}).items())
+    tests_html = ("<h2>Tests by feature</h2><table><tr><th>feature</th><th>type</th><th>test</th><th>p-value</th>"
+                  f"<th>PSI</th><th>drifted</th></tr>{tests}</table>") if tests else ""
     colour = {"ok": "#2ca02c", "insufficient_data": "#7f7f7f"}.get(verdict, "#d62728")
+    body = "".join(parts) if parts else ""
+    if not report.get("features"):
+        body = "<p>Not enough traffic in the window for a drift verdict.</p>" + body
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Monitoring: {html.escape(report['model'])}</title>
+<script src="{PLOTLY_ROUTE}"></script>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}th{{text-align:left;padding-right:1em}}
-.verdict{{color:#fff;background:{colour};padding:.2em .6em;border-radius:.3em}}</style></head>
+td{{padding-right:1em}}.verdict{{color:#fff;background:{colour};padding:.2em .6em;border-radius:.3em}}</style></head>
 <body><h1>Monitoring report: {html.escape(report['model'])} <span class="verdict">{html.escape(verdict)}</span></h1>
 <table>{rows_html}</table>
-{''.join(parts) if parts else '<p>Not enough traffic in the window for a verdict.</p>'}
+{tests_html}
+{body}
 </body></html>"""

@@ -29,13 +29,29 @@ def serve(ctx, frame: pd.DataFrame, request_id: str, at: float, batch: int = 100
     ctx.inference_log.flush()
 
 
+class Clock:
+    """Simulated timer runs every 10 minutes, in the past: log parts are written now (after
+    every simulated time), rows carry the simulated request time."""
+
+    def __init__(self, runs: int = 30) -> None:
+        self.now = time.time() - runs * 600 - 3600
+
+    def traffic(self) -> float:
+        return self.now + 300  # halfway between two runs
+
+    def tick(self) -> float:
+        self.now += 600
+        return self.now
+
+
 def test_profile_is_stored_beside_the_version_and_checked(ctx):
     drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=1)))
     drain(ctx)
     profile = ctx.registry.profile("wind_power", 1)
     speed = profile["features"]["wind_speed"]
     assert speed["type"] == "numeric" and len(speed["freqs"]) == len(speed["edges"]) - 1 == 10
-    assert len(speed["sample"]) == 2000 and abs(sum(speed["freqs"]) - 1) < 1e-9
+    assert speed["kind"] == "continuous" and speed["precision"] == "float32" and abs(sum(speed["freqs"]) - 1) < 1e-9
+    assert speed["exact"] is False and speed["sketch_error"] < 0.002 and len(speed["points"]) <= 1024
     assert set(profile["features"]["turbine_id"]["counts"]) == {f"T{i:02d}" for i in range(1, 13)}
     assert profile["prediction"]["type"] == "numeric"
 
@@ -43,8 +59,9 @@ def test_profile_is_stored_beside_the_version_and_checked(ctx):
 def test_small_windows_give_insufficient_data(ctx):
     drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=1)))
     drain(ctx)
-    serve(ctx, wind(100, seed=2), "few", time.time())
-    report = monitor_model(ctx, "wind_power")
+    clock = Clock()
+    serve(ctx, wind(100, seed=2), "few", clock.traffic())
+    report = monitor_model(ctx, "wind_power", clock.tick())
     assert report["verdict"] == "insufficient_data" and report["features"] == {}
     assert report["retraining"]["requested"] is False
 
@@ -52,32 +69,33 @@ def test_small_windows_give_insufficient_data(ctx):
 def test_same_season_is_ok_and_a_new_season_drifts_then_retrains(ctx):
     drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(5000, seed=1)))
     drain(ctx)
-    serve(ctx, wind(2000, seed=3), "summer", time.time())
-    report = monitor_model(ctx, "wind_power")
+    clock = Clock()
+    serve(ctx, wind(2000, seed=3), "summer", clock.traffic())
+    report = monitor_model(ctx, "wind_power", clock.tick())
     assert report["verdict"] == "ok", report["dataset_drift"]
 
     winter = wind(2000, seed=4, regime="winter")
-    serve(ctx, winter, "winter", time.time())
+    serve(ctx, winter, "winter", clock.traffic())
     # Feedback: the true power for the winter traffic, joined by request id and row.
     items = [{"request_id": f"winter-{start}", "row": i, "truth": float(v)}
              for start in range(0, 2000, 100) for i, v in enumerate(winter["power_kw"].iloc[start:start + 100])]
     store_feedback(ctx.storage, "wind_power", items)
-    first = monitor_model(ctx, "wind_power")
+    first = monitor_model(ctx, "wind_power", clock.tick())
     assert first["verdict"] in ("drift", "degraded")
     assert {"wind_speed", "air_temperature", "air_density"} <= set(first["dataset_drift"]["drifted_features"])
     assert first["performance"]["rows"] == 2000
     assert first["retraining"]["requested"] is False and first["consecutive_breaches"] == 1
 
-    serve(ctx, wind(2000, seed=5, regime="winter"), "winter2", time.time())
-    second = monitor_model(ctx, "wind_power")
+    serve(ctx, wind(2000, seed=5, regime="winter"), "winter2", clock.traffic())
+    second = monitor_model(ctx, "wind_power", clock.tick())
     assert second["retraining"]["requested"] is True
     [retrain_msg] = ctx.bus.receive(ctx.settings.queue_retrain)
     alerts = [json.loads(m.body)["alert"] for m in ctx.bus.peek(ctx.settings.queue_alerts)]
     assert alerts.count("breach") == 2 and alerts.count("retrain_requested") == 1
 
     # A third breach within the cooldown does not request again: never a storm.
-    serve(ctx, wind(2000, seed=6, regime="winter"), "winter3", time.time())
-    third = monitor_model(ctx, "wind_power")
+    serve(ctx, wind(2000, seed=6, regime="winter"), "winter3", clock.traffic())
+    third = monitor_model(ctx, "wind_power", clock.tick())
     assert third["retraining"]["requested"] is False and "cooldown" in third["retraining"]["reason"]
 
     where = handle_retrain(ctx, RunMessage.parse(retrain_msg.body))
@@ -87,5 +105,6 @@ def test_same_season_is_ok_and_a_new_season_drifts_then_retrains(ctx):
     assert handle_retrain(ctx, RunMessage.parse(retrain_msg.body)) == where  # idempotent
 
     html = latest_report(ctx, "wind_power", "html").decode()
-    assert "plotly" in html and "Reference (training) against current" in html
+    assert "plotly.min.js" in html and "Reference (training) against current" in html
+    assert "https://" not in html and "http://" not in html  # nothing from the internet
     assert json.loads(latest_report(ctx, "wind_power"))["generated_at"] == third["generated_at"]

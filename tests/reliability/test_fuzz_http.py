@@ -30,6 +30,8 @@ ROUTES = {
     ("/models/{name}/predict", "POST"): http_api.predict,
     ("/models/{name}/feedback", "POST"): http_api.feedback,
     ("/models/{name}/monitoring/latest", "GET"): http_api.monitoring_latest,
+    ("/models/{name}/monitoring/reports", "GET"): http_api.monitoring_reports,
+    ("/monitoring/plotly.min.js", "GET"): http_api.monitoring_plotly,
     ("/models/{name}/aliases/{alias}", "PUT"): http_api.set_alias,
     ("/v2/models/{name}", "GET"): http_api.metadata_v2,
     ("/v2/models/{name}/infer", "POST"): http_api.infer_v2,
@@ -96,7 +98,7 @@ def test_no_client_input_gets_a_5xx_and_errors_say_what_was_wrong(served, route)
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(body=bodies, name=names, alias=st.text(max_size=12), request_id=st.text(max_size=40),
-           query=st.dictionaries(st.sampled_from(["format", "code", "x"]), st.text(max_size=8), max_size=2))
+           query=st.dictionaries(st.sampled_from(["format", "code", "x", "limit"]), st.text(max_size=8), max_size=2))
     def check(body, name, alias, request_id, query):
         req = func.HttpRequest(method, f"http://localhost/api{path}", headers={"x-request-id": request_id},
                                params=query, route_params={"name": name, "alias": alias}, body=body)

@@ -1,0 +1,125 @@
+"""No false drift through the real path: iris and wine trained by the host, traffic resampled
+from their training rows sent over HTTP, logged by the server (float32), monitored by the timer
+function (run through the admin API). Then a 0.5 std shift of one feature is flagged."""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from shared.storage.local import LocalStorage
+from tests.conftest import to_parquet
+from tests.datasets import resample, sklearn_frame
+from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+MODELS = {"iris": "petal_width_cm", "wine": "alcohol"}  # model -> the feature shifted at the end
+ROUNDS = 3
+ROWS = 300
+FLUSH = 0.3
+
+
+def spec(name: str, target: str, numeric: list[str], categorical: list[str]) -> str:
+    return f"""[model]
+name = "{name}"
+task = "multiclass"
+target = "{target}"
+[features]
+numeric = {json.dumps(numeric)}
+categorical = {json.dumps(categorical)}
+[estimator]
+class = "LogisticRegression"
+params = {{ max_iter = 5000 }}
+scale_numeric = true
+[training]
+holdout_fraction = 0.25
+seed = 1
+min_rows = 50
+[promotion]
+metric = "accuracy"
+margin = 0.01
+floor = 0.7
+[parity]
+rtol = 1e-4
+atol = 1e-4
+[monitoring]
+min_rows = 100
+"""
+
+
+def test_resampled_training_rows_through_the_host_raise_no_drift_and_a_shift_is_flagged(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    frames = {}
+    for name in MODELS:
+        frame, target, numeric, categorical = sklearn_frame(name)
+        frames[name] = (frame, target)
+        (models / f"{name}.toml").write_text(spec(name, target, numeric, categorical))
+    host = HostProcess(tmp_path / "data", env={
+        "MLOPS_MODELS_DIR": str(models),
+        "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": str(FLUSH),
+        "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the test runs it through the admin API
+    }).start()
+    try:
+        storage = LocalStorage(tmp_path / "data" / "blobs")
+        client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30)
+        admin = httpx.Client(base_url=host.url, headers={"x-functions-key": MASTER}, timeout=30)
+        for name, (frame, _) in frames.items():
+            storage.put("datasets", f"{name}/{name}.parquet", to_parquet(frame))
+        for name in MODELS:
+            wait_for(lambda n=name: storage.list("registry", f"{n}/decisions/"), 120, f"{name}'s first version", host)
+            assert json.loads(storage.get("registry", f"{name}/decisions/1.json").data)["promoted"]
+        sent = 0
+
+        def send(traffic: dict) -> None:
+            nonlocal sent
+            for name, rows in traffic.items():
+                for start in range(0, len(rows), 100):
+                    r = client.post(f"/api/models/{name}/predict", json={"instances": rows[start:start + 100]})
+                    assert r.status_code == 200, r.text
+                sent += len(rows)
+            wait_for(lambda: client.get("/api/health").json()["inference_log"]["written_rows"] >= sent, 30,
+                     "the inference log", host)
+            time.sleep(2 * FLUSH + 1.2)  # the monitor's window ends that long before it starts
+
+        def monitor() -> dict[str, dict]:
+            before = {n: (b[0].etag if (b := storage.list("monitoring", f"{n}/latest.json")) else None) for n in MODELS}
+            assert admin.post("/admin/functions/monitor", json={"input": ""}).status_code == 202
+            for n in MODELS:
+                wait_for(lambda n=n: (b := storage.list("monitoring", f"{n}/latest.json")) and b[0].etag != before[n],
+                         60, f"{n}'s monitoring report", host)
+            return {n: client.get(f"/api/models/{n}/monitoring/latest").json() for n in MODELS}
+
+        flagged = checks = 0
+        for seed in range(ROUNDS):
+            send({n: resample(f.drop(columns=t), ROWS, seed).to_dict("records") for n, (f, t) in frames.items()})
+            for name, report in monitor().items():
+                assert report["rows"] == ROWS, (name, report["rows"])
+                assert not report["dataset_drift"]["drifted"], (name, report["dataset_drift"])
+                flagged += len(report["dataset_drift"]["drifted_features"])
+                checks += len(report["features"])
+        assert flagged <= 0.02 * checks, f"{flagged} of {checks} feature checks flagged"
+
+        traffic = {}
+        for name, (frame, target) in frames.items():
+            rows = resample(frame.drop(columns=target), ROWS, seed=42)
+            col = MODELS[name]
+            rows[col] = rows[col] + 0.5 * frame[col].std()
+            traffic[name] = rows.to_dict("records")
+        send(traffic)
+        for name, report in monitor().items():
+            assert MODELS[name] in report["dataset_drift"]["drifted_features"], (name, report["dataset_drift"])
+            assert report["features"][MODELS[name]]["test"]  # the test used is named
+
+        listed = client.get("/api/models/iris/monitoring/reports").json()
+        times = [r["generated_at"] for r in listed["reports"]]
+        assert len(times) == ROUNDS + 1 and times == sorted(times, reverse=True)  # newest first
+        page = client.get("/api/models/iris/monitoring/latest?format=html")
+        assert page.status_code == 200 and "/api/monitoring/plotly.min.js" in page.text
+        script = httpx.get(f"{host.url}/api/monitoring/plotly.min.js")  # anonymous, from the app itself
+        assert script.status_code == 200 and len(script.content) > 1_000_000
+    finally:
+        host.stop()
