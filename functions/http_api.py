@@ -277,13 +277,18 @@ def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
     """The latest monitoring report: JSON, or the HTML page with ``?format=html``."""
     from shared.monitoring import latest_report
 
+    return _report_response(req, lambda model, fmt: latest_report(context(), model, fmt))
+
+
+def _report_response(req: func.HttpRequest, load) -> func.HttpResponse:
+    """A monitoring report as JSON, or as its page with ``?format=html``: ``load(model, fmt)`` reads it."""
     request_id = _request_id(req)
     fmt = req.params.get("format", "json")
     try:
         model = _model(req)
         if fmt not in ("json", "html"):
             raise InvalidRequest("query parameter 'format' must be 'json' or 'html'", field="format")
-        data = latest_report(context(), model, fmt)
+        data = load(model, fmt)
     except MlopsError as exc:
         return _error(exc, request_id)
     mimetype = "text/html" if fmt == "html" else _JSON
@@ -304,6 +309,16 @@ def monitoring_reports(req: func.HttpRequest) -> func.HttpResponse:
         return report_history(context(), _model(req), int(raw)), 200
 
     return _handle(req, run)
+
+
+@bp.function_name("monitoring_report")
+@bp.route(route="models/{name}/monitoring/reports/{report_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def monitoring_report(req: func.HttpRequest) -> func.HttpResponse:
+    """One report of the history (its ``id`` from the listing): JSON, or HTML with ``?format=html``."""
+    from shared.monitoring import report_by_id
+
+    rid = req.route_params.get("report_id", "")
+    return _report_response(req, lambda model, fmt: report_by_id(context(), model, rid, fmt))
 
 
 @bp.function_name("monitoring_plotly")

@@ -92,7 +92,8 @@ def console(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(page(), mimetype="text/html", headers={
         "cache-control": "no-store",
         # Everything the page needs is in it; it talks to this API only.
-        "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                                   "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        "content-security-policy": "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+                                   "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+                                   "frame-src 'self'; frame-ancestors 'none'",
         "referrer-policy": "no-referrer",
     })

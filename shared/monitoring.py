@@ -376,10 +376,31 @@ def latest_report(ctx: Context, model: str, fmt: str = "json") -> bytes:
     return dumps(report)
 
 
+def report_id(name: str) -> str:
+    """The id of a report the history names: its folder, ``<window end>-<suffix>``."""
+    return name.split("/")[-2]
+
+
+def report_by_id(ctx: Context, model: str, rid: str, fmt: str = "json") -> bytes:
+    """One report of the history, as JSON or as its HTML page rendered now."""
+    import re
+
+    from shared.errors import InvalidRequest
+
+    if not re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}", rid):
+        raise InvalidRequest(f"invalid report id {rid[:80]!r}", field="report_id")
+    report = _report(ctx, f"{model}/{rid}/{REPORT}")
+    if fmt == "html":
+        from shared.report_html import render
+
+        return render(report).encode()
+    return dumps(report)
+
+
 def report_history(ctx: Context, model: str, limit: int = HISTORY) -> dict[str, Any]:
     """The model's recorded runs, newest first, with the latest and the last conclusive one."""
     state = _committed(ctx, model)
-    history = state.get("history", [])[-limit:][::-1]
+    history = [{**e, "id": report_id(e["report"])} for e in state.get("history", [])[-limit:][::-1]]
     return {"model": model, "latest": state["latest"], "last_conclusive": state.get("last_conclusive"),
             "reports": history}
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.registry import Registry
 from shared.storage.local import LocalStorage
@@ -50,7 +52,11 @@ def host(tmp_path_factory):
                         "params = { max_iter = 50, random_state = 7 }")
     (specs / "wind_hgb.toml").write_text(text)
     data = root / "data"
-    server = HostProcess(data, env={"MLOPS_MODELS_DIR": str(specs)}, args=["--drop-examples"]).start()
+    server = HostProcess(data, env={
+        "MLOPS_MODELS_DIR": str(specs),
+        "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.3",
+        "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the test runs it through the admin API
+    }, args=["--drop-examples"]).start()
     storage = LocalStorage(data / "blobs")
     storage.put("datasets", "wind_hgb/w.parquet", to_parquet(wind(3000, seed=7)))
     registry = Registry(storage)
@@ -62,8 +68,23 @@ def host(tmp_path_factory):
     resp = httpx.put(f"{server.url}/api/models/wind_power/aliases/production", headers={"x-functions-key": MASTER},
                      json={"version": 2, "reason": "set up for the console test"})
     assert resp.status_code == 200, resp.text
+    # Two monitoring runs on real traffic, so the console has a history to chart.
+    client = httpx.Client(base_url=server.url, headers={"x-functions-key": FKEY}, timeout=30)
+    rows = cancer().drop(columns="target")
+    for seed in (1, 2):
+        sample = rows.sample(150, random_state=seed, replace=True).to_dict("records")
+        assert client.post("/api/models/breast_cancer/predict", json={"instances": sample}).status_code == 200
+        time.sleep(2 * 0.3 + 1.2)  # the monitor's window ends that long before it starts (log flushes)
+        assert httpx.post(f"{server.url}/admin/functions/monitor", headers={"x-functions-key": MASTER},
+                          json={"input": ""}).status_code == 202
+        wait_for(lambda: _reports(client) >= seed, 60, f"monitoring report {seed}", server)
     yield server, storage
     server.stop()
+
+
+def _reports(client: httpx.Client) -> int:
+    resp = client.get("/api/models/breast_cancer/monitoring/reports")
+    return len(resp.json()["reports"]) if resp.status_code == 200 else 0
 
 
 def _shot(page, name: str) -> None:
@@ -99,6 +120,15 @@ def test_the_console_shows_models_failures_and_performs_a_rollback(browser, host
     page.wait_for_selector("#run td.error")
     assert "PARITY_FAILED" in page.inner_text("#run td.error")
     _shot(page, "console-failed-run.png")
+
+    # The monitoring history: a chart in wall-clock time with a line, and each report one click away.
+    page.click("#models tr[data-model='breast_cancer']")
+    page.wait_for_selector("#drift-chart polyline")
+    assert page.locator("#reports tbody tr").count() == 2
+    page.click("#reports tbody tr:first-child a.report-link")
+    frame = page.frame_locator("#report-frame")
+    frame.locator("text=breast_cancer").first.wait_for()
+    _shot(page, "console-monitoring.png")
 
     # Rollback: the confirmation step first (cancel changes nothing), then with the master key.
     page.click("#models tr[data-model='wind_power']")
