@@ -5,6 +5,7 @@ import logging
 
 import azure.functions as func
 
+from functions.composition import blob_source
 from functions.root import context
 
 bp = func.Blueprint()
@@ -17,7 +18,8 @@ def _etag(blob: func.InputStream) -> str | None:
 
 
 @bp.function_name("train")
-@bp.blob_trigger(arg_name="blob", path="datasets/{model}/{file}", connection="MlopsStorage")
+# The source is an app setting: Event Grid in Azure, the polling scan locally.
+@bp.blob_trigger(arg_name="blob", path="datasets/{model}/{file}", connection="MlopsStorage", source=blob_source())
 def train(blob: func.InputStream) -> None:
     """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
     from shared.pipeline import DATASETS, handle_dataset  # training's imports stay off the serving path
