@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from functions.root import context
 
     ctx = context()
-    host = Host(args.app, ctx.storage, ctx.bus, HostConfig.from_env(), log_http=not args.quiet_http)
+    host = Host(args.app, ctx.storage, ctx.bus, HostConfig.from_env(), log_http=not args.quiet_http,
+                queues=ctx.storage_queues)
     log = logging.getLogger("devhost")
     log.info("settings from %s; role=%s storage=%s bus=%s data=%s", used, os.environ.get("MLOPS_APP_ROLE", "all"),
              ctx.settings.storage_backend, ctx.settings.bus_backend, ctx.settings.data_dir)

@@ -14,6 +14,7 @@ from shared.storage import Storage, open_storage
 if TYPE_CHECKING:
     from shared.inference_log import InferenceLogger
     from shared.serving import ModelServer
+    from shared.storagequeue import StorageQueues
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Context:
     runs: RunStore = field(init=False)
     _server: ModelServer | None = field(default=None, init=False, repr=False)
     _inference_log: InferenceLogger | None = field(default=None, init=False, repr=False)
+    _storage_queues: StorageQueues | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.storage)
@@ -68,6 +70,15 @@ class Context:
                 body=dumps(event), message_id=key[:128], application_properties={"alert": kind, "model": model}))
         except Exception:  # an alert must not turn one failure into two
             logging.getLogger("mlops.alerts").exception("could not queue the alert")
+
+    @property
+    def storage_queues(self) -> StorageQueues:
+        """The Storage queues of the storage account (the platform's poison queue), opened on first use."""
+        if self._storage_queues is None:
+            from shared.storagequeue import open_storage_queues
+
+            self._storage_queues = open_storage_queues(self.settings)
+        return self._storage_queues
 
     @property
     def inference_log(self) -> InferenceLogger:

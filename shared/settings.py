@@ -50,6 +50,7 @@ class Settings:
     storage_backend: str = "local"  # local | azure
     storage_connection_string: str = ""
     storage_account_url: str = ""
+    storage_queue_url: str = ""  # the poison queue's service (identity-based connections)
     bus_backend: str = "local"  # local | azure
     bus_connection_string: str = ""
     bus_namespace: str = ""
@@ -86,6 +87,7 @@ class Settings:
             storage_backend=_choice(env, "MLOPS_STORAGE_BACKEND", "local", ("local", "azure")),
             storage_connection_string=env.get("MlopsStorage", "").strip(),
             storage_account_url=env.get("MlopsStorage__blobServiceUri", "").strip(),
+            storage_queue_url=env.get("MlopsStorage__queueServiceUri", "").strip(),
             bus_backend=_choice(env, "MLOPS_BUS_BACKEND", "local", ("local", "azure")),
             bus_connection_string=env.get("ServiceBusConnection", "").strip(),
             bus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace", "").strip(),
