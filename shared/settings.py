@@ -51,9 +51,11 @@ class Settings:
     storage_connection_string: str = ""
     storage_account_url: str = ""
     storage_queue_url: str = ""  # the poison queue's service (identity-based connections)
+    storage_client_id: str = ""  # a user-assigned managed identity's client id
     bus_backend: str = "local"  # local | azure
     bus_connection_string: str = ""
     bus_namespace: str = ""
+    bus_client_id: str = ""  # a user-assigned managed identity's client id
     queue_convert: str = "model-convert"
     queue_register: str = "model-register"
     queue_promote: str = "model-promote"
@@ -88,9 +90,11 @@ class Settings:
             storage_connection_string=env.get("MlopsStorage", "").strip(),
             storage_account_url=env.get("MlopsStorage__blobServiceUri", "").strip(),
             storage_queue_url=env.get("MlopsStorage__queueServiceUri", "").strip(),
+            storage_client_id=env.get("MlopsStorage__clientId", "").strip(),
             bus_backend=_choice(env, "MLOPS_BUS_BACKEND", "local", ("local", "azure")),
             bus_connection_string=env.get("ServiceBusConnection", "").strip(),
             bus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace", "").strip(),
+            bus_client_id=env.get("ServiceBusConnection__clientId", "").strip(),
             queue_convert=env.get("MLOPS_QUEUE_CONVERT", "").strip() or "model-convert",
             queue_register=env.get("MLOPS_QUEUE_REGISTER", "").strip() or "model-register",
             queue_promote=env.get("MLOPS_QUEUE_PROMOTE", "").strip() or "model-promote",

@@ -39,7 +39,8 @@ class AzureStorageQueues:
         if settings.storage_queue_url:
             from azure.identity import DefaultAzureCredential
 
-            return cls(QueueServiceClient(settings.storage_queue_url, credential=DefaultAzureCredential()))
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
+            return cls(QueueServiceClient(settings.storage_queue_url, credential=credential))
         raise ValueError(
             "MLOPS_STORAGE_BACKEND=azure needs MlopsStorage (connection string) "
             "or MlopsStorage__queueServiceUri (queue service URL, managed identity) for the poison queue"
