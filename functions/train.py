@@ -31,5 +31,10 @@ def train(blob: func.InputStream) -> None:
     # Read the bytes from the binding only when we also know their ETag; otherwise the
     # stage reads the blob itself so that lineage records the version it trained on.
     data = blob.read() if etag else None
-    result = handle_dataset(context(), relative, data, etag)
+    ctx = context()
+    model = relative.split("/", 1)[0]
+    with ctx.telemetry.stage("train", model, dataset=relative):  # the root of the run's trace
+        result = handle_dataset(ctx, relative, data, etag)
+    if not result.ok:
+        ctx.telemetry.run_outcome(model, "refused")
     log.info("train %s: %s (%s)", relative, "ok" if result.ok else "refused", result.detail)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from shared.inference_log import InferenceLogger
     from shared.serving import ModelServer
     from shared.storagequeue import StorageQueues
+    from shared.telemetry import Off, Telemetry
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Context:
     _server: ModelServer | None = field(default=None, init=False, repr=False)
     _inference_log: InferenceLogger | None = field(default=None, init=False, repr=False)
     _storage_queues: StorageQueues | None = field(default=None, init=False, repr=False)
+    _telemetry: Telemetry | Off | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.storage)
@@ -63,13 +65,28 @@ class Context:
         from shared.jsonio import dumps
 
         event = {"alert": kind, "model": model, "at": time.time(), **detail}
-        logging.getLogger("mlops.alerts").warning("ALERT %s", json.dumps(event, default=str))
+        # A warning-level record: with telemetry on, it reaches Application Insights as such.
+        logging.getLogger("mlops.alerts").warning("ALERT %s", json.dumps(event, default=str),
+                                                  extra={"mlops.alert": kind, "mlops.model": model})
         key = f"{kind}:{model}:{detail.get('report') or detail.get('run_id') or detail.get('version') or event['at']}"
         try:
             self.bus.send(self.settings.queue_alerts, OutgoingMessage(
                 body=dumps(event), message_id=key[:128], application_properties={"alert": kind, "model": model}))
         except Exception:  # an alert must not turn one failure into two
             logging.getLogger("mlops.alerts").exception("could not queue the alert")
+
+    @property
+    def telemetry(self) -> Telemetry | Off:
+        """OpenTelemetry when Application Insights is configured, else a no-op (``enabled`` False)."""
+        if self._telemetry is None:
+            from shared.telemetry import open_telemetry
+
+            self._telemetry = open_telemetry(self.settings)
+        return self._telemetry
+
+    def use_telemetry(self, telemetry: Telemetry | Off) -> None:
+        """Install ``telemetry`` (tests, with in-memory exporters)."""
+        self._telemetry = telemetry
 
     @property
     def storage_queues(self) -> StorageQueues:

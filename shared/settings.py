@@ -71,6 +71,9 @@ class Settings:
     monitor_window_minutes: float = 60.0
     drift_share: float = 0.5
     queue_alerts: str = "model-alerts"
+    appinsights_connection_string: str = ""  # telemetry is on only when this is set
+    appinsights_authentication: str = ""  # "ClientId=<id>;Authorization=AAD": the identity that sends it
+    trace_predict_sample: float = 0.01  # share of predict requests traced as spans
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -110,5 +113,8 @@ class Settings:
             monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
             drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
             queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
+            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
+            appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
+            trace_predict_sample=_float(env, "MLOPS_TRACE_PREDICT_SAMPLE", 0.01),
             extra=dict(env),
         )

@@ -30,7 +30,6 @@ LOCAL_ONLY = {
 # Settings the templates declare for the Functions host itself, not for our code.
 PLATFORM = {
     "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     # the bindings' identity-based connections (the SDK clients read the others)
     "MlopsStorage__credential", "ServiceBusConnection__credential",
 }
