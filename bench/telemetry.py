@@ -8,9 +8,10 @@ Three servers of the same registry, each a ``python -m devhost`` on this machine
   costs to create the metrics and sampled spans; the export fails off the request path).
 
 Cold start (process start to first answered prediction) and single-row HTTP load at c=1
-and c=8 run in alternating rounds, base/off/on, so the machine's drift hits each alike.
+and c=8 run in alternating rounds (base, off, on; each round starting one further), so the
+machine's drift hits each alike.
 
-    python -m bench.telemetry [--rounds 3] [--seconds 2] [--base bb1fb8e]
+    python -m bench.telemetry [--rounds 6] [--seconds 2] [--base bb1fb8e]
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def start(cwd: Path, env: dict, request: bytes) -> tuple[subprocess.Popen, int, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per load point per round")
     parser.add_argument("--base", default="bb1fb8e", help="the commit before telemetry")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "telemetry.json")
@@ -64,8 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         off_env = {k: v for k, v in host_env(data_dir).items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
         variants = {"base": (Path(base_dir), off_env), "off": (PROJECT_ROOT, off_env), "on": (PROJECT_ROOT, {**off_env, **ON})}
         results: dict[str, dict[str, list]] = {v: {"cold_s": [], "c1": [], "c8": []} for v in variants}
-        for _ in range(args.rounds):
-            for name, (cwd, env) in variants.items():
+        names = list(variants)
+        for r in range(args.rounds):
+            # each round starts with another variant: no variant always runs first or last
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                cwd, env = variants[name]
                 proc, port, cold = start(cwd, env, request)
                 try:
                     results[name]["cold_s"].append(cold)

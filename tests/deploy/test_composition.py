@@ -87,3 +87,20 @@ def test_the_blob_trigger_source_follows_the_setting(setting, source):
 def test_an_unknown_blob_source_fails_indexing_naming_the_setting():
     err = index(MLOPS_BLOB_TRIGGER_SOURCE="webhook")["__error__"]
     assert "MLOPS_BLOB_TRIGGER_SOURCE='webhook' must be one of polling, eventgrid" in err
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("role", "health"), [("serving", 200), ("pipeline", 404)])
+def test_the_local_host_runs_one_role_when_asked(tmp_path, role, health):
+    import httpx
+
+    from tests.e2e.hostproc import HostProcess
+
+    host = HostProcess(tmp_path / "data", args=["--role", role]).start()
+    try:
+        assert httpx.get(f"{host.url}/api/health", timeout=5).status_code == health
+        log = host.log()
+        assert f"role={role}" in log
+        assert ("blobTrigger" in log) == (role == "pipeline") and ("/api/health" in log) == (role == "serving")
+    finally:
+        host.stop()
