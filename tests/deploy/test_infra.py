@@ -11,9 +11,10 @@ import ast
 import json
 import re
 
+import azure.functions as func
 import pytest
 
-from functions.composition import ROLES
+from functions.composition import ROLES, blueprints
 from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.deploy import bicep
@@ -38,14 +39,19 @@ CODE = [ROOT / "function_app.py", *sorted((ROOT / "functions").glob("*.py")), *s
 HOST_CONTAINERS = {"azure-webjobs-hosts"}  # the Functions host's own
 
 
+def app_of(role: str) -> func.FunctionApp:
+    """The app of ``role`` composed as function_app.py composes it, for the indexer's view."""
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for bp in blueprints(role):
+        app.register_functions(bp)
+    return app
+
+
 def code_settings() -> set[str]:
     """Every app-setting name written as a string in the app's code or named in a binding (%X%)."""
-    from functions.composition import blueprints
-
     found = set()
-    for bp in blueprints("all"):
-        for fn in bp._function_builders:
-            found |= set(re.findall(r"%(\w+)%", fn.build().get_function_json()))
+    for fn in app_of("all").get_functions():
+        found |= set(re.findall(r"%(\w+)%", fn.get_function_json()))
     for path in CODE:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SETTING.match(node.value):
@@ -106,19 +112,15 @@ def app_settings(app: str) -> dict[str, str | None]:
 
 def indexed(role: str, settings: dict[str, str | None]) -> list[dict]:
     """The trigger bindings of ``role``'s functions, with %Setting% resolved from ``settings``."""
-    from functions.composition import blueprints
-
     out = []
-    for bp in blueprints(role):
-        for fn in bp._function_builders:
-            built = fn.build()
-            for b in json.loads(built.get_function_json())["bindings"]:
-                if b["type"].endswith("Trigger"):
-                    text = json.dumps(b)
-                    for name in re.findall(r"%(\w+)%", text):
-                        assert settings.get(name), f"{role}: binding of {built.get_function_name()} needs app setting {name}"
-                        text = text.replace(f"%{name}%", settings[name])
-                    out.append({"function": built.get_function_name(), **json.loads(text)})
+    for fn in app_of(role).get_functions():
+        for b in json.loads(fn.get_function_json())["bindings"]:
+            if b["type"].endswith("Trigger"):
+                text = json.dumps(b)
+                for name in re.findall(r"%(\w+)%", text):
+                    assert settings.get(name), f"{role}: binding of {fn.get_function_name()} needs app setting {name}"
+                    text = text.replace(f"%{name}%", settings[name])
+                out.append({"function": fn.get_function_name(), **json.loads(text)})
     return out
 
 
