@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench bench-pipeline bench-serving bench-monitoring bench-evidently clean
+.PHONY: setup lint run test bench bench-pipeline bench-serving bench-monitoring bench-evidently clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -16,6 +16,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The linters live in their own venv: checkov's pins clash with the app's.
+TOOLS := .venv-tools
+$(TOOLS)/.installed: requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $@
+
+## Lint the infrastructure (checkov on infra/: no failed check) and the workflows (actionlint).
+lint: $(TOOLS)/.installed
+	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
+	$(TOOLS)/bin/actionlint .github/workflows/*.yml
 
 ## Run the system: the local Functions host on http://localhost:7071 (embedded backends),
 ## with the two example datasets dropped so both example models get trained and served.

@@ -1,11 +1,8 @@
-"""The Functions app: composes the blueprints in ``functions/``; nothing else."""
+"""The Functions app: composes the blueprints its role selects (``MLOPS_APP_ROLE``); nothing else."""
 import azure.functions as func
 
-from functions import http_api, monitor, pipeline, runs_api, train
+from functions.composition import blueprints
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(train.bp)
-app.register_functions(pipeline.bp)
-app.register_functions(monitor.bp)
-app.register_functions(http_api.bp)
-app.register_functions(runs_api.bp)
+for bp in blueprints():
+    app.register_functions(bp)

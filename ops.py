@@ -2,7 +2,11 @@
 
     python -m ops list                         dead-lettered messages, poisoned blobs, quarantined datasets
     python -m ops replay dead-letter QUEUE SEQ send a dead letter back to its queue
-    python -m ops replay poison SEQ            make a poisoned blob trigger again
+    python -m ops replay poison ID             make a poisoned blob trigger again
+
+They run against the local backends or, with MLOPS_STORAGE_BACKEND=azure and
+MLOPS_BUS_BACKEND=azure, against the storage account's poison queue and Service Bus's
+dead-letter queues. A failure is one line on stderr and exit status 1, never a traceback.
 """
 from __future__ import annotations
 
@@ -16,14 +20,31 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list")
     rp = sub.add_parser("replay")
     rp.add_argument("kind", choices=["dead-letter", "poison"])
-    rp.add_argument("args", nargs="+", help="QUEUE SEQ for a dead letter, SEQ for a poisoned blob")
+    rp.add_argument("args", nargs="+", help="QUEUE SEQ for a dead letter, ID for a poisoned blob")
     args = parser.parse_args(argv)
+    if args.command == "replay":
+        if args.kind == "dead-letter" and len(args.args) != 2:
+            parser.error("replay dead-letter needs QUEUE SEQ")
+        if args.kind == "poison" and len(args.args) != 1:
+            parser.error("replay poison needs the ID that `list` shows")
 
     from devhost.config import load_local_settings
+
+    load_local_settings()
+    try:
+        return _run(args)
+    except Exception as exc:  # an operator gets one line naming the problem, not a traceback
+        from shared.errors import MlopsError
+
+        message = exc.message if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"ops: {message}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from functions.root import context
     from shared.ops import POISON_QUEUE, list_entries, replay
 
-    load_local_settings()
     ctx = context()
     if args.command == "list":
         from shared.quarantine import records
@@ -33,17 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         if not entries and not refused:
             print("nothing dead-lettered, poisoned or quarantined")
         for e in entries:
-            print(f"{e.kind:<12} {e.queue:<28} seq={e.sequence:<6} id={e.message_id[:32]:<32} {e.reason}")
+            print(f"{e.kind:<12} {e.queue:<28} id={e.id:<36} {e.reason}")
         for r in refused:  # a dataset stays where it was dropped; the record says why it was refused
             print(f"{'quarantine':<12} {r['dataset']:<60} {r.get('code')}: {r.get('reason', '')[:300]}")
         return 0
     if args.kind == "dead-letter":
-        if len(args.args) != 2:
-            parser.error("replay dead-letter needs QUEUE SEQ")
-        queue, seq = args.args
+        queue, ident = args.args
     else:
-        queue, seq = POISON_QUEUE, args.args[-1]
-    print(replay(ctx, args.kind, queue, int(seq)))
+        queue, ident = POISON_QUEUE, args.args[0]
+    print(replay(ctx, args.kind, queue, ident))
     return 0
 
 

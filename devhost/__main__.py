@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--settings", type=Path, help="local.settings.json to load (default: the project's, else the example)")
     parser.add_argument("--app", default="function_app", help="module holding the FunctionApp (default function_app)")
+    parser.add_argument("--role", choices=["all", "serving", "pipeline"],
+                        help="which blueprints to run (app setting MLOPS_APP_ROLE; default all: both apps in one host)")
     parser.add_argument("--drop-examples", action="store_true",
                         help="drop the example datasets into datasets/ for models that have none")
     parser.add_argument("--quiet-http", action="store_true", help="do not log each HTTP invocation (for load tests)")
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from devhost.config import HostConfig, load_local_settings
 
+    if args.role:
+        os.environ["MLOPS_APP_ROLE"] = args.role  # read when function_app is indexed, below
     used = load_local_settings(args.settings)
     # Background threads (trigger polls, the inference-log writer, model refresh) must not
     # hold the GIL for the default 5 ms while a request waits on the event loop.
@@ -35,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     from functions.root import context
 
     ctx = context()
-    host = Host(args.app, ctx.storage, ctx.bus, HostConfig.from_env(), log_http=not args.quiet_http)
+    host = Host(args.app, ctx.storage, ctx.bus, HostConfig.from_env(), log_http=not args.quiet_http,
+                queues=ctx.storage_queues)
     log = logging.getLogger("devhost")
-    log.info("settings from %s; storage=%s bus=%s data=%s", used, ctx.settings.storage_backend,
-             ctx.settings.bus_backend, ctx.settings.data_dir)
+    log.info("settings from %s; role=%s storage=%s bus=%s data=%s", used, os.environ.get("MLOPS_APP_ROLE", "all"),
+             ctx.settings.storage_backend, ctx.settings.bus_backend, ctx.settings.data_dir)
     log.info("functions:\n%s", "\n".join(host.index.describe()))
     if args.drop_examples:
         from models.examples import example_datasets

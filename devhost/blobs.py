@@ -1,12 +1,17 @@
 """Blob triggers with the platform's semantics.
 
 * A blob is handed to a function at most once per name and ETag to success: a receipt
-  is stored in ``azure-webjobs-hosts/blobreceipts/<function>/<etag>/<container>/<name>``.
+  is stored where the Functions host keeps its own, keyed by host id:
+  ``azure-webjobs-hosts/blobreceipts/<host id>/Host.Functions.<function>/<etag>/<container>/<name>``.
+  Every instance of one app shares the host id (setting ``AzureFunctionsWebHost__hostid``),
+  so they share receipts; two apps on one account keep theirs apart.
 * The receipt is taken with a create-only write and carries a lease, so two hosts on
   the same storage never run the same blob at the same time; an expired lease (a host
   that died mid-run) is taken over.
-* A failing run is retried on later polls, up to 5 tries; then the blob goes to the poison
-  queue ``webjobs-blobtrigger-poison`` and is not tried again.
+* A failing run is retried on later polls, up to 5 tries; then the blob goes to the Storage
+  queue ``webjobs-blobtrigger-poison`` (the storage account's, as on the platform; message
+  ``{"Type": "BlobTrigger", "FunctionId", "BlobType", "ContainerName", "BlobName", "ETag"}``
+  plus the tries and last error) and is not tried again.
 """
 from __future__ import annotations
 
@@ -24,14 +29,14 @@ import azure.functions as func
 
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
-from shared.bus import Bus, OutgoingMessage
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.storage import Storage
+from shared.storagequeue import POISON_QUEUE, StorageQueues
 
 log = logging.getLogger("devhost.blobs")
 
 RECEIPTS = "azure-webjobs-hosts"
-POISON_QUEUE = "webjobs-blobtrigger-poison"
+DEFAULT_HOST_ID = "devhost"
 LEASE_SECONDS = 60.0  # renewed every third of it while the function runs
 # A file copied into the local folder by hand may still be growing: wait until it is this old.
 SETTLE_SECONDS = 1.0
@@ -52,6 +57,16 @@ def compile_path(path: str) -> tuple[str, re.Pattern[str]]:
     return container, re.compile(f"^{pattern}$")
 
 
+def function_id(name: str) -> str:
+    """The id the Functions host gives a function in receipts and poison messages."""
+    return f"Host.Functions.{name}"
+
+
+def receipt_name(host_id: str, function: str, container: str, name: str, etag: str) -> str:
+    """A blob receipt's name in ``azure-webjobs-hosts``, laid out as the Functions host lays it."""
+    return f"blobreceipts/{host_id}/{function_id(function)}/{etag.strip(chr(34))}/{container}/{name}"
+
+
 @dataclass
 class BlobFunction:
     name: str
@@ -64,16 +79,18 @@ class BlobFunction:
 class BlobTriggerRunner:
     """Polls the watched containers and runs each new or changed blob's function."""
 
-    def __init__(self, storage: Storage, bus: Bus, functions: list[BlobFunction], invoker: Invoker,
-                 *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, storage: Storage, poison: StorageQueues, functions: list[BlobFunction], invoker: Invoker,
+                 *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS,
+                 host_id: str = DEFAULT_HOST_ID) -> None:
         self.lease_seconds = lease_seconds
         self.storage = storage
-        self.bus = bus
+        self.poison = poison
+        self.app_host_id = host_id  # the app's, shared by its instances: receipts are keyed by it
         self.functions = functions
         self.invoker = invoker
         self.poll_seconds = poll_seconds
         self.max_tries = max_tries
-        self.host_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.host_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"  # this instance: who holds a lease
         self._done: set[tuple[str, str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +130,7 @@ class BlobTriggerRunner:
 
     # -- receipts ------------------------------------------------------------------------
     def _receipt_name(self, fn: BlobFunction, container: str, name: str, etag: str) -> str:
-        return f"blobreceipts/{fn.name}/{etag.strip(chr(34))}/{container}/{name}"
+        return receipt_name(self.app_host_id, fn.name, container, name, etag)
 
     def _acquire(self, receipt: str) -> tuple[dict, str] | None:
         """Take the lease on a receipt; None if it is done, poisoned or leased elsewhere."""
@@ -198,7 +215,7 @@ class BlobTriggerRunner:
     def _poison(self, fn: BlobFunction, name: str, etag: str, tries: int, error: str) -> None:
         body = {
             "Type": "BlobTrigger",
-            "FunctionId": fn.name,
+            "FunctionId": function_id(fn.name),
             "BlobType": "BlockBlob",
             "ContainerName": fn.container,
             "BlobName": name,
@@ -206,6 +223,5 @@ class BlobTriggerRunner:
             "Tries": tries,
             "LastError": error[:1000],
         }
-        msg_id = f"{fn.name}:{fn.container}/{name}@{etag}"
-        self.bus.send(POISON_QUEUE, OutgoingMessage(body=json.dumps(body).encode(), message_id=msg_id))
+        self.poison.send(POISON_QUEUE, json.dumps(body))
         log.error("blob %s/%s failed %d times; moved to %s", fn.container, name, tries, POISON_QUEUE)

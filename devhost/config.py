@@ -51,6 +51,8 @@ class HostConfig:
     blob_max_tries: int = 5
     blob_lease_seconds: float = 60.0
     http_threads: int = 16
+    #: the app's host id: blob receipts are keyed by it, and all instances of one app share it
+    host_id: str = "devhost"
 
     @classmethod
     def from_env(cls) -> HostConfig:
@@ -61,4 +63,6 @@ class HostConfig:
             blob_poll_seconds=float(os.environ.get("MLOPS_HOST_BLOB_POLL_SECONDS", "0.5")),
             queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "1")),
             blob_lease_seconds=float(os.environ.get("MLOPS_HOST_BLOB_LEASE_SECONDS", "60")),
+            # the platform's own setting for an explicit host id
+            host_id=os.environ.get("AzureFunctionsWebHost__hostid", "").strip().lower() or "devhost",
         )

@@ -22,6 +22,7 @@ from devhost.timers import TimerFunction, TimerRunner
 from shared.bus import Bus
 from shared.errors import NotFound
 from shared.storage import Storage
+from shared.storagequeue import StorageQueues
 
 log = logging.getLogger("devhost")
 
@@ -72,16 +73,18 @@ class FunctionIndex:
 class Host:
     """Everything but the HTTP server loop: trigger runners and the admin invoke path."""
 
-    def __init__(self, app_module: str, storage: Storage, bus: Bus, config: HostConfig, *, log_http: bool = True) -> None:
+    def __init__(self, app_module: str, storage: Storage, bus: Bus, config: HostConfig, *, log_http: bool = True,
+                 queues: StorageQueues) -> None:
         app = importlib.import_module(app_module).app
         self.index = FunctionIndex.from_app(app)
         self.storage = storage
         self.bus = bus
         self.config = config
         self.invoker = Invoker()
-        self.blobs = BlobTriggerRunner(storage, bus, self.index.blobs, self.invoker,
+        # The poison queue is a Storage queue of the blob trigger's account, as on the platform.
+        self.blobs = BlobTriggerRunner(storage, queues, self.index.blobs, self.invoker,
                                        poll_seconds=config.blob_poll_seconds, max_tries=config.blob_max_tries,
-                                       lease_seconds=config.blob_lease_seconds)
+                                       lease_seconds=config.blob_lease_seconds, host_id=config.host_id)
         self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds)
         self.timers = TimerRunner(self.index.timers, self.invoker)
         self.http = HttpApp(self.index.http, self.invoker, master_key=config.master_key,

@@ -46,6 +46,8 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
     status = STATUS.get(exc.code, 500)
+    if context().telemetry.enabled:
+        context().telemetry.request_failed(exc.code, status)
     if status >= 500:
         log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
     return _json(exc.to_dict(), status, {"x-request-id": request_id})
@@ -124,6 +126,8 @@ async def _serve(loaded, batch, request_id: str, started: float):
         batch=batch, values=pred.values, labels=pred.labels, probabilities=pred.probabilities,
         classes=loaded.classes,
     ))
+    if ctx.telemetry.enabled:  # off: one attribute test, no OpenTelemetry code on this path
+        ctx.telemetry.predicted(loaded.model, loaded.version, batch.rows, latency_ms, request_id)
     return pred, latency_ms
 
 

@@ -19,7 +19,13 @@ def monitor(timer: func.TimerRequest) -> None:
     """Drift and live performance of every production model; reports; retraining requests."""
     from shared.monitoring import monitor_all
 
-    verdicts = monitor_all(context())
+    ctx = context()
+    with ctx.telemetry.stage("monitor"):
+        verdicts = monitor_all(ctx)
+    if ctx.telemetry.enabled:
+        from shared.telemetry import record_drift
+
+        record_drift(ctx, verdicts)
     log.info("monitor%s: %s", " (past due)" if timer.past_due else "", verdicts)
 
 
@@ -34,5 +40,9 @@ def retrain(msg: func.ServiceBusMessage) -> None:
     except InvalidMessage as exc:
         log.error("dropping malformed retrain message: %s", exc.message)
         return
-    where = handle_retrain(context(), run)
+    ctx = context()
+    with ctx.telemetry.stage("retrain", run.model, run.traceparent, run_id=run.run_id):
+        where = handle_retrain(ctx, run)
+    if where:
+        ctx.telemetry.retrain(run.model)
     log.info("retrain %s: %s", run.model, where or "no version to start from")

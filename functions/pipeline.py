@@ -29,7 +29,14 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
         return
     from shared import pipeline as stages
 
-    result = stages.run_stage(context(), stage, run)
+    ctx = context()
+    # A child of the span that sent the message: every stage of a run is one trace.
+    with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version):
+        result = stages.run_stage(ctx, stage, run)
+    if ctx.telemetry.enabled:
+        from shared.telemetry import record_outcome
+
+        record_outcome(ctx, stage, run, result)
     log.info("%s %s/%s: %s", stage, run.model, run.run_id, result.detail)
 
 

@@ -14,6 +14,8 @@ from shared.storage import Storage, open_storage
 if TYPE_CHECKING:
     from shared.inference_log import InferenceLogger
     from shared.serving import ModelServer
+    from shared.storagequeue import StorageQueues
+    from shared.telemetry import Off, Telemetry
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Context:
     runs: RunStore = field(init=False)
     _server: ModelServer | None = field(default=None, init=False, repr=False)
     _inference_log: InferenceLogger | None = field(default=None, init=False, repr=False)
+    _storage_queues: StorageQueues | None = field(default=None, init=False, repr=False)
+    _telemetry: Telemetry | Off | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.storage)
@@ -62,13 +66,37 @@ class Context:
         from shared.jsonio import dumps
 
         event = {"alert": kind, "model": model, "at": time.time(), **detail}
-        logging.getLogger("mlops.alerts").warning("ALERT %s", json.dumps(event, default=str))
+        # A warning-level record: with telemetry on, it reaches Application Insights as such.
+        logging.getLogger("mlops.alerts").warning("ALERT %s", json.dumps(event, default=str),
+                                                  extra={"mlops.alert": kind, "mlops.model": model})
         key = f"{kind}:{model}:{detail.get('report') or detail.get('run_id') or detail.get('version') or event['at']}"
         try:
             self.bus.send(self.settings.queue_alerts, OutgoingMessage(
                 body=dumps(event), message_id=key[:128], application_properties={"alert": kind, "model": model}))
         except Exception:  # an alert must not turn one failure into two
             logging.getLogger("mlops.alerts").exception("could not queue the alert")
+
+    @property
+    def telemetry(self) -> Telemetry | Off:
+        """OpenTelemetry when Application Insights is configured, else a no-op (``enabled`` False)."""
+        if self._telemetry is None:
+            from shared.telemetry import open_telemetry
+
+            self._telemetry = open_telemetry(self.settings)
+        return self._telemetry
+
+    def use_telemetry(self, telemetry: Telemetry | Off) -> None:
+        """Install ``telemetry`` (tests, with in-memory exporters)."""
+        self._telemetry = telemetry
+
+    @property
+    def storage_queues(self) -> StorageQueues:
+        """The Storage queues of the storage account (the platform's poison queue), opened on first use."""
+        if self._storage_queues is None:
+            from shared.storagequeue import open_storage_queues
+
+            self._storage_queues = open_storage_queues(self.settings)
+        return self._storage_queues
 
     @property
     def inference_log(self) -> InferenceLogger:

@@ -2,7 +2,8 @@
 
 Every message carries ``schema_version``, ``event``, ``model``, ``run_id``,
 ``correlation_id`` and a deterministic ``message_id`` derived from what the message
-means, so a redelivery or a duplicate send is recognisable.
+means, so a redelivery or a duplicate send is recognisable. With telemetry on, a message
+also carries the sender's W3C ``traceparent``, so every stage of a run is one trace.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from shared import names
 from shared.bus import OutgoingMessage
 from shared.errors import InvalidMessage
+from shared.telemetry import current_traceparent
 
 SCHEMA_VERSION = 1
 EVENTS = ("trained", "converted", "registered", "retrain_requested")
@@ -32,6 +34,8 @@ class RunMessage:
     artifact_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: W3C trace context of the span that sent it (None when telemetry is off)
+    traceparent: str | None = field(default=None, compare=False)
 
     @property
     def message_id(self) -> str:
@@ -41,11 +45,17 @@ class RunMessage:
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body["message_id"] = self.message_id
+        if body["traceparent"] is None:
+            del body["traceparent"]
         return body
 
     def to_outgoing(self) -> OutgoingMessage:
+        """The message to send; it carries the current trace context when telemetry is on."""
+        body = self.to_json()
+        if self.traceparent is None and (traceparent := current_traceparent()) is not None:
+            body["traceparent"] = traceparent
         return OutgoingMessage(
-            body=json.dumps(self.to_json(), sort_keys=True).encode(),
+            body=json.dumps(body, sort_keys=True).encode(),
             message_id=self.message_id,
             correlation_id=self.correlation_id,
             application_properties={"event": self.event, "model": self.model, "schema_version": self.schema_version},
@@ -89,4 +99,6 @@ class RunMessage:
             version=ver,
             artifact_sha256=data.get("artifact_sha256"),
             extra=extra,
+            # a malformed trace context is dropped, not refused: tracing must never stop a run
+            traceparent=tp if isinstance(tp := data.get("traceparent"), str) and len(tp) <= 128 else None,
         )

@@ -1,31 +1,62 @@
-"""Operator tools: list dead-lettered messages and poisoned blobs, replay a chosen one."""
+"""Operator tools: list dead-lettered messages and poisoned blobs, replay a chosen one.
+
+Both look where the platform puts them, on the local backends and on Azure alike:
+
+* dead letters in each app queue's ``<queue>/$deadletterqueue`` (Service Bus through the
+  SDK, or the embedded bus), addressed by queue and sequence number;
+* poisoned blobs on the Storage queue ``webjobs-blobtrigger-poison`` of the storage
+  account, addressed by the queue message's id.
+
+Replaying a poisoned blob rewrites its bytes, on the condition that it still has the
+ETag it was poisoned at. To the blob trigger a new ETag is a new blob: a new receipt and
+fresh tries, found by the local host's scan, by the platform's scan, and, as a write
+raises ``BlobCreated``, by the Event Grid source. (Deleting the receipt, as one might
+think, would do nothing on Event Grid: no event would come.)
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.bus import Bus, OutgoingMessage, dead_letter_queue
+from shared.bus import Bus, OutgoingMessage, ReceivedMessage, dead_letter_queue
 from shared.context import Context
-from shared.errors import NotFound
+from shared.errors import MlopsError, NotFound, PreconditionFailed
+from shared.storagequeue import POISON_QUEUE
 
-POISON_QUEUE = "webjobs-blobtrigger-poison"
-RECEIPTS = "azure-webjobs-hosts"
+__all__ = ["POISON_QUEUE", "Entry", "OpsError", "app_queues", "list_entries", "replay"]
+
+
+class OpsError(MlopsError):
+    """An operator command that cannot be carried out (unknown id, unknown queue...)."""
+
+    code = "OPS_ERROR"
 
 
 @dataclass(frozen=True)
 class Entry:
+    """One dead letter or poisoned blob; ``id`` is what ``replay`` takes."""
+
     kind: str  # "dead-letter" | "poison"
     queue: str
-    sequence: int
+    id: str  # sequence number of a dead letter; queue message id of a poisoned blob
     message_id: str
     reason: str
     detail: dict[str, Any]
 
 
 def app_queues(ctx: Context) -> list[str]:
+    """The Service Bus queues whose dead letters the app owns."""
     s = ctx.settings
     return [s.queue_convert, s.queue_register, s.queue_promote, s.queue_retrain]
+
+
+def _poison_body(text: str) -> dict[str, Any]:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def list_entries(ctx: Context) -> list[Entry]:
@@ -33,23 +64,27 @@ def list_entries(ctx: Context) -> list[Entry]:
     out = []
     for queue in app_queues(ctx):
         for m in ctx.bus.peek(dead_letter_queue(queue)):
-            out.append(Entry("dead-letter", queue, m.sequence_number, m.message_id,
-                             f"{m.dead_letter_reason}: {m.dead_letter_description}", {"body": m.body.decode(errors="replace")}))
-    for m in ctx.bus.peek(POISON_QUEUE):
-        body = json.loads(m.body)
-        out.append(Entry("poison", POISON_QUEUE, m.sequence_number, m.message_id,
-                         f"failed {body.get('Tries')} times: {body.get('LastError', '')[:200]}", body))
+            out.append(Entry("dead-letter", queue, str(m.sequence_number), m.message_id,
+                             f"{m.dead_letter_reason}: {m.dead_letter_description}",
+                             {"body": m.body.decode(errors="replace")}))
+    for m in ctx.storage_queues.peek(POISON_QUEUE):
+        body = _poison_body(m.text)
+        tries = body.get("Tries")
+        what = f"{body.get('ContainerName')}/{body.get('BlobName')}"
+        reason = f"{what} failed {tries} times: {str(body.get('LastError', ''))[:200]}" if tries else f"{what} poisoned"
+        out.append(Entry("poison", POISON_QUEUE, m.id, body.get("FunctionId", ""), reason, body))
     return out
 
 
-def _take(bus: Bus, queue: str, sequence: int):
+def _take(bus: Bus, queue: str, sequence: int) -> ReceivedMessage:
     """Lock the message with ``sequence`` in ``queue`` (releasing any others we lock on the way)."""
     held = []
     try:
         while True:
             batch = bus.receive(queue, max_messages=20)
             if not batch:
-                raise NotFound(f"no message with sequence number {sequence} in {queue}")
+                raise OpsError(f"no dead letter with sequence number {sequence} in {queue} "
+                               "(python -m ops list shows what there is)")
             for m in batch:
                 if m.sequence_number == sequence:
                     return m
@@ -59,19 +94,46 @@ def _take(bus: Bus, queue: str, sequence: int):
             bus.abandon(m)
 
 
-def replay(ctx: Context, kind: str, queue: str, sequence: int) -> str:
-    """Send a dead letter back to its queue, or make a poisoned blob trigger again."""
+def replay(ctx: Context, kind: str, queue: str, ident: str) -> str:
+    """Send a dead letter back to its queue, or make a poisoned blob trigger again; one line on success.
+
+    Raises ``OpsError`` with a one-line message for an unknown queue, id or blob.
+    """
     if kind == "dead-letter":
+        if queue not in app_queues(ctx):
+            raise OpsError(f"{queue!r} is not one of the app's queues: {', '.join(app_queues(ctx))}")
+        try:
+            sequence = int(ident)
+        except ValueError:
+            raise OpsError(f"a dead letter is named by its sequence number, not {ident!r}") from None
         m = _take(ctx.bus, dead_letter_queue(queue), sequence)
         ctx.bus.send(queue, OutgoingMessage(body=m.body, message_id=m.message_id, correlation_id=m.correlation_id,
                                             content_type=m.content_type or "application/json",
                                             application_properties={**m.application_properties, "replayed": True}))
         ctx.bus.complete(m)
         return f"message {m.message_id} sent back to {queue}"
-    m = _take(ctx.bus, POISON_QUEUE, sequence)
-    body = json.loads(m.body)
-    etag = str(body["ETag"]).strip('"')
-    receipt = f"blobreceipts/{body['FunctionId']}/{etag}/{body['ContainerName']}/{body['BlobName']}"
-    ctx.storage.delete(RECEIPTS, receipt)  # the blob trigger runs it again, with fresh tries
-    ctx.bus.complete(m)
-    return f"blob {body['ContainerName']}/{body['BlobName']} will be triggered again"
+    if kind != "poison":
+        raise OpsError(f"unknown kind {kind!r}: dead-letter or poison")
+    found = [m for m in ctx.storage_queues.peek(POISON_QUEUE) if m.id == ident]
+    if not found:
+        raise OpsError(f"no poisoned blob with id {ident!r} in {POISON_QUEUE} (python -m ops list shows what there is)")
+    body = _poison_body(found[0].text)
+    container, name, etag = body.get("ContainerName"), body.get("BlobName"), body.get("ETag")
+    if not (container and name and etag):
+        raise OpsError(f"poison message {ident} does not name a blob (ContainerName, BlobName, ETag): {found[0].text[:200]}")
+    etag = etag if str(etag).startswith('"') else f'"{etag}"'
+    try:
+        blob = ctx.storage.get(container, name)
+    except NotFound:
+        ctx.storage_queues.remove(POISON_QUEUE, ident)
+        return f"blob {container}/{name} no longer exists; poison entry {ident} removed"
+    if blob.info.etag != etag:
+        ctx.storage_queues.remove(POISON_QUEUE, ident)
+        return (f"blob {container}/{name} changed since it was poisoned (ETag {blob.info.etag}, not {etag}): "
+                f"the new version triggers by itself; poison entry {ident} removed")
+    try:
+        ctx.storage.put(container, name, blob.data, if_match=etag)
+    except PreconditionFailed:
+        raise OpsError(f"blob {container}/{name} changed while being replayed; run python -m ops list again") from None
+    ctx.storage_queues.remove(POISON_QUEUE, ident)
+    return f"blob {container}/{name} rewritten (new ETag): it will be triggered again"

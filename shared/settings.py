@@ -50,9 +50,12 @@ class Settings:
     storage_backend: str = "local"  # local | azure
     storage_connection_string: str = ""
     storage_account_url: str = ""
+    storage_queue_url: str = ""  # the poison queue's service (identity-based connections)
+    storage_client_id: str = ""  # a user-assigned managed identity's client id
     bus_backend: str = "local"  # local | azure
     bus_connection_string: str = ""
     bus_namespace: str = ""
+    bus_client_id: str = ""  # a user-assigned managed identity's client id
     queue_convert: str = "model-convert"
     queue_register: str = "model-register"
     queue_promote: str = "model-promote"
@@ -68,6 +71,9 @@ class Settings:
     monitor_window_minutes: float = 60.0
     drift_share: float = 0.5
     queue_alerts: str = "model-alerts"
+    appinsights_connection_string: str = ""  # telemetry is on only when this is set
+    appinsights_authentication: str = ""  # "ClientId=<id>;Authorization=AAD": the identity that sends it
+    trace_predict_sample: float = 0.01  # share of predict requests traced as spans
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -86,9 +92,12 @@ class Settings:
             storage_backend=_choice(env, "MLOPS_STORAGE_BACKEND", "local", ("local", "azure")),
             storage_connection_string=env.get("MlopsStorage", "").strip(),
             storage_account_url=env.get("MlopsStorage__blobServiceUri", "").strip(),
+            storage_queue_url=env.get("MlopsStorage__queueServiceUri", "").strip(),
+            storage_client_id=env.get("MlopsStorage__clientId", "").strip(),
             bus_backend=_choice(env, "MLOPS_BUS_BACKEND", "local", ("local", "azure")),
             bus_connection_string=env.get("ServiceBusConnection", "").strip(),
             bus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace", "").strip(),
+            bus_client_id=env.get("ServiceBusConnection__clientId", "").strip(),
             queue_convert=env.get("MLOPS_QUEUE_CONVERT", "").strip() or "model-convert",
             queue_register=env.get("MLOPS_QUEUE_REGISTER", "").strip() or "model-register",
             queue_promote=env.get("MLOPS_QUEUE_PROMOTE", "").strip() or "model-promote",
@@ -104,5 +113,8 @@ class Settings:
             monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
             drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
             queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
+            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
+            appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
+            trace_predict_sample=_float(env, "MLOPS_TRACE_PREDICT_SAMPLE", 0.01),
             extra=dict(env),
         )

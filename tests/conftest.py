@@ -29,50 +29,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def azurite_connection_string(port: int) -> str:
+def azurite_connection_string(port: int, queue_port: int | None = None) -> str:
+    queue = f"QueueEndpoint=http://127.0.0.1:{queue_port}/devstoreaccount1;" if queue_port else ""
     return (
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;{queue}"
     )
 
 
+# The flags the README's Azurite command uses too. --skipApiVersionCheck: the newest Azurite
+# (3.37.0) knows storage API versions up to 2026-06-06, the pinned SDKs speak 2026-10-06.
+AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck", "--loose")
+
+
 class Azurite:
-    """An Azurite blob service on a free loopback port, in its own folder."""
+    """Azurite's blob and queue services on free loopback ports, in one folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.queue_port = free_port()
+        self.procs: list[subprocess.Popen] = []
 
     @property
     def connection_string(self) -> str:
-        return azurite_connection_string(self.port)
+        return azurite_connection_string(self.port, self.queue_port)
 
     def start(self) -> None:
-        exe = ROOT / "node_modules" / ".bin" / "azurite-blob"
-        if not exe.exists():
+        bin_dir = ROOT / "node_modules" / ".bin"
+        if not (bin_dir / "azurite-blob").exists():
             pytest.fail("Azurite is not installed: run `make setup` (npm ci) first")
-        self.proc = subprocess.Popen(
-            [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.folder),
-             "--silent", "--skipApiVersionCheck", "--loose"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.procs = [
+            subprocess.Popen(
+                [str(bin_dir / f"azurite-{service}"), f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port),
+                 "--location", str(self.folder), *AZURITE_FLAGS],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for service, port in (("blob", self.port), ("queue", self.queue_port))
+        ]
         deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("Azurite did not start within 30 s")
+        for port in (self.port, self.queue_port):
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError("Azurite did not start within 30 s") from None
+                    time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.time() + 10  # one grace period for both services, not one each
+        for proc in self.procs:
             try:
-                self.proc.wait(timeout=10)
+                proc.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="session")

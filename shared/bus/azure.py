@@ -71,7 +71,9 @@ class ServiceBusBus:
         if settings.bus_namespace:
             from azure.identity import DefaultAzureCredential
 
-            return cls(ServiceBusClient(settings.bus_namespace, credential=DefaultAzureCredential()))
+            # As the binding does with ServiceBusConnection__clientId: the user-assigned identity.
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.bus_client_id or None)
+            return cls(ServiceBusClient(settings.bus_namespace, credential=credential))
         raise ValueError(
             "MLOPS_BUS_BACKEND=azure needs ServiceBusConnection (connection string) or "
             "ServiceBusConnection__fullyQualifiedNamespace (managed identity)"

@@ -54,9 +54,10 @@ class AzureBlobStorage:
         if settings.storage_account_url:
             from azure.identity import DefaultAzureCredential
 
-            return cls(
-                BlobServiceClient(settings.storage_account_url, credential=DefaultAzureCredential())
-            )
+            # The bindings read <connection>__clientId to pick a user-assigned identity; the
+            # SDK's credential must be told the same, or it looks for a system-assigned one.
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
+            return cls(BlobServiceClient(settings.storage_account_url, credential=credential))
         raise ValueError(
             "MLOPS_STORAGE_BACKEND=azure needs MlopsStorage (connection string) "
             "or MlopsStorage__blobServiceUri (account URL, managed identity)"

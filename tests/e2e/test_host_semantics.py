@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from shared.bus import dead_letter_queue
 from shared.bus.local import LocalBus
 from shared.storage.local import LocalStorage
+from shared.storagequeue.local import LocalStorageQueues
 from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -47,12 +49,14 @@ def test_a_blob_runs_once_per_etag_and_again_when_it_changes(env):
 def test_a_failing_blob_is_tried_five_times_then_poisoned(env):
     host, storage, bus = env
     storage.put("inbox", "fail-me.txt", b"x")
-    poison = wait_for(lambda: bus.peek("webjobs-blobtrigger-poison"), 30, "the poison message", host)
-    body = json.loads(poison[0].body)
+    queues = LocalStorageQueues(Path(host.env["MLOPS_DATA_DIR"]) / "queues")  # a Storage queue, as on the platform
+    poison = wait_for(lambda: queues.peek("webjobs-blobtrigger-poison"), 30, "the poison message", host)
+    body = json.loads(poison[0].text)
     assert body["BlobName"] == "fail-me.txt" and body["Tries"] == 5
     assert host.log().count("inbox/fail-me.txt") >= 5
     time.sleep(1)
-    assert len(bus.peek("webjobs-blobtrigger-poison")) == 1  # not tried again
+    assert len(queues.peek("webjobs-blobtrigger-poison")) == 1  # not tried again
+    assert bus.peek("webjobs-blobtrigger-poison") == []
 
 
 def test_a_failing_message_is_dead_lettered_after_max_delivery(env):

@@ -1,7 +1,6 @@
-"""Dead letters and poisoned blobs are listed and can be replayed by an operator command."""
+"""Dead letters are listed and can be replayed by an operator command (poisoned blobs: tests/integration/test_poison.py)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import sys
 from models.breast_cancer_data import generate as cancer
 from shared.bus import OutgoingMessage, dead_letter_queue
 from shared.messages import RunMessage
-from shared.ops import POISON_QUEUE, list_entries, replay
+from shared.ops import list_entries, replay
 from tests.conftest import ROOT, to_csv
 from tests.helpers import drain, drop
 
@@ -33,24 +32,11 @@ def test_a_dead_letter_is_listed_and_replayed_through_the_pipeline(ctx):
     assert fail_until_dead(ctx, ctx.settings.queue_convert) == 10  # the convert step "fails" ten times
     [entry] = list_entries(ctx)
     assert entry.kind == "dead-letter" and entry.reason.startswith("MaxDeliveryCountExceeded")
-    replay(ctx, "dead-letter", entry.queue, entry.sequence)
+    replay(ctx, "dead-letter", entry.queue, entry.id)
     assert ctx.bus.peek(dead_letter_queue(ctx.settings.queue_convert)) == []
     drain(ctx)
     assert ctx.registry.alias("breast_cancer").version == 1
     assert ctx.runs.status("breast_cancer", result.run_id)["state"] == "promoted"
-
-
-def test_a_poisoned_blob_is_listed_and_replay_clears_its_receipt(ctx):
-    body = {"Type": "BlobTrigger", "FunctionId": "train", "BlobType": "BlockBlob", "ContainerName": "datasets",
-            "BlobName": "wind_power/x.csv", "ETag": '"0x1"', "Tries": 5, "LastError": "storage down"}
-    ctx.storage.put("azure-webjobs-hosts", "blobreceipts/train/0x1/datasets/wind_power/x.csv",
-                    json.dumps({"state": "poisoned", "tries": 5}).encode())
-    ctx.bus.send(POISON_QUEUE, OutgoingMessage(body=json.dumps(body).encode(), message_id="p1"))
-    [entry] = list_entries(ctx)
-    assert entry.kind == "poison" and "failed 5 times: storage down" in entry.reason
-    assert "triggered again" in replay(ctx, "poison", POISON_QUEUE, entry.sequence)
-    assert ctx.storage.head("azure-webjobs-hosts", "blobreceipts/train/0x1/datasets/wind_power/x.csv") is None
-    assert list_entries(ctx) == []
 
 
 def test_the_ops_command_lists_and_replays(ctx, tmp_path):
@@ -59,7 +45,7 @@ def test_the_ops_command_lists_and_replays(ctx, tmp_path):
     env = {**os.environ, "MLOPS_DATA_DIR": str(ctx.settings.data_dir)}
     out = subprocess.run([sys.executable, "-m", "ops", "list"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert "dead-letter" in out.stdout and "MaxDeliveryCountExceeded" in out.stdout
-    seq = out.stdout.split("seq=")[1].split()[0]
+    seq = out.stdout.split("id=")[1].split()[0]
     out = subprocess.run([sys.executable, "-m", "ops", "replay", "dead-letter", ctx.settings.queue_convert, seq],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert "sent back to model-convert" in out.stdout

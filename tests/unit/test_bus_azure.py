@@ -47,3 +47,29 @@ def test_send_goes_to_the_named_queue_through_one_reused_sender():
     sent = client.senders["model-convert"].sent
     assert [m.message_id for m in sent] == ["id-1", "id-2"]
     assert [b"".join(m.body) for m in sent] == [b"{}", b"[]"]
+
+
+class _RecordingReceiverClient:
+    """The network edge for receivers: which entity and sub-queue the backend asks the SDK for."""
+
+    def __init__(self):
+        self.asked = []
+
+    def get_queue_receiver(self, queue, sub_queue=None):
+        self.asked.append((queue, sub_queue))
+        return self
+
+    def peek_messages(self, max_message_count):
+        return []
+
+
+def test_dead_letters_are_read_from_the_sdk_dead_letter_sub_queue():
+    from azure.servicebus import ServiceBusSubQueue
+
+    from shared.bus import dead_letter_queue
+
+    client = _RecordingReceiverClient()
+    bus = ServiceBusBus(client)
+    assert bus.peek(dead_letter_queue("model-convert")) == []
+    assert bus.peek("model-convert") == []
+    assert client.asked == [("model-convert", ServiceBusSubQueue.DEAD_LETTER), ("model-convert", None)]

@@ -1,0 +1,200 @@
+// The whole system in one resource group: storage, Service Bus, telemetry, two function apps.
+//
+//   az deployment group create -g <group> -f infra/main.bicep -p namePrefix=<prefix>
+//
+// Then publish the code to both apps (README, "Deploying to Azure") and run the same command
+// with -p deployEventSubscription=true: Event Grid validates its webhook against the running
+// pipeline app, whose blobs_extension key exists only once the code is there.
+//
+// No connection strings or keys: every connection is identity-based (<connection>__* app
+// settings and role assignments), shared-key access is off on the storage account, local
+// (SAS) auth is off on Service Bus and on Application Insights. The Application Insights
+// connection string is an address, not a credential: with local auth off, ingestion needs
+// the app's Entra token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING).
+targetScope = 'resourceGroup'
+
+@description('Lower-case letters and digits, 3-11 characters: the start of every resource name.')
+@minLength(3)
+@maxLength(11)
+param namePrefix string
+
+param location string = resourceGroup().location
+
+@description('Days an inference-log part is kept (monitoring reads at most the last window).')
+@minValue(1)
+param inferenceLogRetentionDays int = 30
+
+@description('Days a monitoring report is kept.')
+@minValue(1)
+param monitoringRetentionDays int = 90
+
+@description('Second run, after publishing: subscribe the pipeline app to BlobCreated events of datasets/.')
+param deployEventSubscription bool = false
+
+@description('Memory per instance of the pipeline app (Flex Consumption: 512, 2048 or 4096 MB). Fits need it.')
+@allowed([512, 2048, 4096])
+param pipelineInstanceMemoryMB int = 4096
+
+@description('Memory per instance of the serving app.')
+@allowed([512, 2048, 4096])
+param servingInstanceMemoryMB int = 2048
+
+@description('Most instances the pipeline app scales to (each fit holds one).')
+param pipelineMaximumInstanceCount int = 10
+
+@description('Most instances the serving app scales to.')
+param servingMaximumInstanceCount int = 40
+
+// The queue names the code uses (shared/settings.py defaults), each an app setting below.
+var queues = {
+  convert: 'model-convert'
+  register: 'model-register'
+  promote: 'model-promote'
+  retrain: 'model-retrain'
+  alerts: 'model-alerts'
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    namePrefix: namePrefix
+    location: location
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    namePrefix: namePrefix
+    location: location
+    inferenceLogRetentionDays: inferenceLogRetentionDays
+    monitoringRetentionDays: monitoringRetentionDays
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module bus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  params: {
+    namePrefix: namePrefix
+    location: location
+    queueNames: [queues.convert, queues.register, queues.promote, queues.retrain, queues.alerts]
+  }
+}
+
+// One identity per app, so each holds only the roles its functions need.
+resource servingIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${namePrefix}-serving'
+  location: location
+}
+
+resource pipelineIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${namePrefix}-pipeline'
+  location: location
+}
+
+// App settings both apps need. MlopsStorage and ServiceBusConnection are the bindings'
+// connection names; the __ forms make them identity-based (the code's SDK clients read the
+// same names). Queue names and limits are the code's defaults, spelled out.
+var commonSettings = {
+  MLOPS_STORAGE_BACKEND: 'azure'
+  MLOPS_BUS_BACKEND: 'azure'
+  MLOPS_MODELS_DIR: 'models'
+  MlopsStorage__blobServiceUri: storage.outputs.blobEndpoint
+  MlopsStorage__queueServiceUri: storage.outputs.queueEndpoint
+  MlopsStorage__credential: 'managedidentity'
+  ServiceBusConnection__fullyQualifiedNamespace: bus.outputs.fullyQualifiedNamespace
+  ServiceBusConnection__credential: 'managedidentity'
+  MLOPS_QUEUE_ALERTS: queues.alerts
+  MLOPS_BLOB_TRIGGER_SOURCE: 'eventgrid'
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
+  MLOPS_TRACE_PREDICT_SAMPLE: '0.01'
+}
+
+var servingSettings = union(commonSettings, {
+  MLOPS_APP_ROLE: 'serving'
+  MlopsStorage__clientId: servingIdentity.properties.clientId
+  ServiceBusConnection__clientId: servingIdentity.properties.clientId
+  MLOPS_MAX_REQUEST_BYTES: '4194304'
+  MLOPS_MAX_BATCH_ROWS: '10000'
+  MLOPS_ALIAS_CHECK_SECONDS: '2'
+  MLOPS_INFERENCE_LOG_SAMPLE: '1.0'
+  MLOPS_INFERENCE_LOG_FLUSH_SECONDS: '5'
+})
+
+var pipelineSettings = union(commonSettings, {
+  MLOPS_APP_ROLE: 'pipeline'
+  MlopsStorage__clientId: pipelineIdentity.properties.clientId
+  ServiceBusConnection__clientId: pipelineIdentity.properties.clientId
+  MLOPS_QUEUE_CONVERT: queues.convert
+  MLOPS_QUEUE_REGISTER: queues.register
+  MLOPS_QUEUE_PROMOTE: queues.promote
+  MLOPS_QUEUE_RETRAIN: queues.retrain
+  MLOPS_MAX_DATASET_BYTES: '209715200'
+  MLOPS_MONITOR_SCHEDULE: '0 */10 * * * *'
+  MLOPS_MONITOR_WINDOW_MINUTES: '60'
+  MLOPS_DRIFT_SHARE: '0.5'
+})
+
+module servingApp 'modules/functionapp.bicep' = {
+  name: 'serving-app'
+  params: {
+    name: 'func-${namePrefix}-serving'
+    location: location
+    identityId: servingIdentity.id
+    identityClientId: servingIdentity.properties.clientId
+    storageAccountName: storage.outputs.accountName
+    blobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainer: storage.outputs.servingPackageContainer
+    instanceMemoryMB: servingInstanceMemoryMB
+    maximumInstanceCount: servingMaximumInstanceCount
+    appSettings: servingSettings
+  }
+}
+
+module pipelineApp 'modules/functionapp.bicep' = {
+  name: 'pipeline-app'
+  params: {
+    name: 'func-${namePrefix}-pipeline'
+    location: location
+    identityId: pipelineIdentity.id
+    identityClientId: pipelineIdentity.properties.clientId
+    storageAccountName: storage.outputs.accountName
+    blobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainer: storage.outputs.pipelinePackageContainer
+    instanceMemoryMB: pipelineInstanceMemoryMB
+    maximumInstanceCount: pipelineMaximumInstanceCount
+    appSettings: pipelineSettings
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    storageAccountName: storage.outputs.accountName
+    namespaceName: bus.outputs.namespaceName
+    appInsightsName: monitoring.outputs.appInsightsName
+    servingPrincipalId: servingIdentity.properties.principalId
+    pipelinePrincipalId: pipelineIdentity.properties.principalId
+    pipelineReceives: [queues.convert, queues.register, queues.promote, queues.retrain]
+    pipelineSends: [queues.convert, queues.register, queues.promote, queues.retrain, queues.alerts]
+    servingSends: [queues.alerts]
+  }
+}
+
+module events 'modules/eventgrid.bicep' = if (deployEventSubscription) {
+  name: 'eventgrid'
+  params: {
+    storageAccountName: storage.outputs.accountName
+    location: location
+    functionAppName: pipelineApp.outputs.name
+    functionName: 'train'
+    container: 'datasets'
+  }
+}
+
+output servingAppName string = servingApp.outputs.name
+output pipelineAppName string = pipelineApp.outputs.name
+output servingUrl string = 'https://${servingApp.outputs.defaultHostName}/api'
+output storageAccountName string = storage.outputs.accountName
+output serviceBusNamespace string = bus.outputs.fullyQualifiedNamespace
