@@ -45,6 +45,9 @@ param pipelineMaximumInstanceCount int = 10
 @description('Most instances the serving app scales to.')
 param servingMaximumInstanceCount int = 40
 
+@description('The commit being deployed: recorded in every version\'s lineage (the workflow passes the Git SHA).')
+param codeVersion string = ''
+
 // The queue names the code uses (shared/settings.py defaults), each an app setting below.
 var queues = {
   convert: 'model-convert'
@@ -134,6 +137,7 @@ var pipelineSettings = union(commonSettings, {
   MLOPS_MONITOR_SCHEDULE: '0 */10 * * * *'
   MLOPS_MONITOR_WINDOW_MINUTES: '60'
   MLOPS_DRIFT_SHARE: '0.5'
+  MLOPS_CODE_VERSION: codeVersion
 })
 
 module servingApp 'modules/functionapp.bicep' = {

@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import ROOT
 
-SERVING = {"predict", "infer_v2", "metadata_v2", "feedback", "monitoring_latest", "openapi", "list_models",
-           "get_model", "set_alias", "health"}
+SERVING = {"predict", "infer_v2", "metadata_v2", "feedback", "monitoring_latest", "monitoring_reports",
+           "monitoring_report", "monitoring_plotly", "openapi", "list_models", "get_model", "set_alias", "health",
+           "list_runs", "get_run", "get_version", "console_overview", "console"}
 PIPELINE = {"train", "convert", "register", "promote", "monitor", "retrain"}
 
 _INDEX = """
@@ -81,7 +82,7 @@ def test_an_unknown_role_fails_indexing_naming_the_setting():
 def test_the_blob_trigger_source_follows_the_setting(setting, source):
     binding = blob_trigger(index(**setting))
     assert binding.get("source") == source  # absent: the platform's polling scan (LogsAndContainerScan)
-    assert binding["path"] == "datasets/{model}/{file}" and binding["connection"] == "MlopsStorage"
+    assert binding["path"] == "datasets/{name}" and binding["connection"] == "MlopsStorage"
 
 
 def test_an_unknown_blob_source_fails_indexing_naming_the_setting():

@@ -257,10 +257,10 @@ def test_a_file_outside_a_model_folder_is_quarantined_and_listed_by_ops(ctx, blo
 def test_the_blob_trigger_sees_every_file_in_the_container():
     from devhost.blobs import compile_path
 
-    import function_app
+    from functions.train import train
 
-    [train] = [f for f in function_app.app.get_functions() if f.get_function_name() == "train"]
-    container, pattern = compile_path(train.get_bindings()[0].get_dict_repr()["path"])
+    [trigger] = train.build().get_bindings()
+    container, pattern = compile_path(trigger.get_dict_repr()["path"])
     assert container == "datasets"
     for name in ("wind_power/w.csv", "x.csv", "wind_power/sub/w.csv"):
         assert pattern.match(name)
