@@ -86,8 +86,10 @@ def row_keys(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     """
     cols = frame[split_columns(spec)].copy()
     for c in cols.columns:
-        if pd.api.types.is_float_dtype(cols[c]):
-            cols[c] = cols[c].astype("float64") + 0.0  # -0.0 and 0.0 are one value
+        if c in spec.numeric:  # hash the value, never its dtype: 3, 3.0 and -0.0/0.0 are one value each
+            cols[c] = pd.to_numeric(cols[c], errors="raise").astype("float64") + 0.0
+        else:
+            cols[c] = cols[c].astype(str)
     return pd.util.hash_pandas_object(cols, index=False, hash_key=_HASH_KEY).to_numpy(dtype=np.uint64)
 
 
@@ -118,6 +120,7 @@ def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFr
         short = counts[(counts["train"] == 0) | (counts["holdout"] == 0)]
         if len(short):
             label = short.index[0]
+            label = label.item() if isinstance(label, np.generic) else label
             raise DatasetError(
                 f"target {spec.target!r}: class {label!r} has {int(short.iloc[0].sum())} row(s), too few to "
                 f"appear in both the training and the hold-out split ({int(short.iloc[0]['train'])} and "
