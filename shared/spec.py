@@ -100,10 +100,13 @@ class ExamSpec:
 
     The exam is the hold-out rows of the ``recent_datasets`` most recent datasets dropped
     into ``datasets/`` by people (retraining datasets never add rows), newest first and at
-    most ``max_rows``: older regimes age out as new data arrives, so concept drift can win.
+    most ``max_rows``. The default, 1, makes the newest dataset a person dropped the regime
+    every candidate is judged in: a winter dataset lets a winter model win (concept drift),
+    and a retraining dataset, whose hold-out may be forged feedback, is judged on it. A
+    larger value also guards older regimes, at the price of holding back a regime change.
     """
 
-    recent_datasets: int = 2
+    recent_datasets: int = 1
     max_rows: int = 20_000
 
 
@@ -249,7 +252,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     if not 2 <= max_categories <= 10_000:
         raise r.fail("features.max_categories", f"must be between 2 and 10000, not {max_categories}")
     exam = ExamSpec(
-        recent_datasets=r.get("exam.recent_datasets", int, 2),
+        recent_datasets=r.get("exam.recent_datasets", int, 1),
         max_rows=r.get("exam.max_rows", int, 20_000),
     )
     if exam.recent_datasets < 1 or exam.max_rows < 1:

@@ -112,7 +112,7 @@ def test_a_typo_in_a_spec_key_is_refused_not_defaulted(old, new, key):
 
 
 def test_exam_settings_have_defaults_and_are_read():
-    assert (WIND.exam.recent_datasets, WIND.exam.max_rows, WIND.max_categories) == (2, 20_000, 100)
+    assert (WIND.exam.recent_datasets, WIND.exam.max_rows, WIND.max_categories) == (1, 20_000, 100)
     text = (ROOT / "models" / "wind_power.toml").read_text() + "\n[exam]\nrecent_datasets = 5\nmax_rows = 100\n"
     spec = parse_spec(text, "models/wind_power.toml")
     assert (spec.exam.recent_datasets, spec.exam.max_rows) == (5, 100)

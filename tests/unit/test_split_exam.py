@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from shared.train import ROW_KEY, split
 from tests.conftest import ROOT, to_csv, to_parquet
 
 SPEC = SpecCatalog(ROOT / "models").get("wind_power")
+SPEC2 = replace(SPEC, exam=replace(SPEC.exam, recent_datasets=2))  # the exam keeps two datasets
 FEATURES = list(SPEC.features)
 
 
@@ -69,7 +71,7 @@ def test_under_append_retraining_no_training_row_reaches_a_holdout_or_the_exam(f
             prod_train, hold = split(dataset, SPEC)
         except DatasetError:  # every row on one side: refused, nothing trained
             assume(False)
-        exam.add_holdout(storage, SPEC, hold, {"dataset": "d0", "sha256": "0", "run_id": "r0"})
+        exam.add_holdout(storage, SPEC2, hold, {"dataset": "d0", "sha256": "0", "run_id": "r0"})
         trained = keys_of(prod_train)
         for i, (new_rows, person_drop, copies) in enumerate(rounds):
             fresh = pd.DataFrame(new_rows, columns=[*FEATURES, "power_kw"])
@@ -81,7 +83,7 @@ def test_under_append_retraining_no_training_row_reaches_a_holdout_or_the_exam(f
                 continue  # refused: no hold-out, no candidate
             assert not keys_of(hold) & trained
             if person_drop:
-                exam.add_holdout(storage, SPEC, hold, {"dataset": f"d{i + 1}", "sha256": str(i + 1), "run_id": f"r{i}"})
+                exam.add_holdout(storage, SPEC2, hold, {"dataset": f"d{i + 1}", "sha256": str(i + 1), "run_id": f"r{i}"})
             current = exam.latest(storage, "wind_power")
             assert not keys_of(exam.load(storage, "wind_power", current.record)) & trained
 
@@ -92,21 +94,24 @@ def _holdout(seed: int, n: int = 1000, regime: str = "summer") -> pd.DataFrame:
 
 def test_the_exam_keeps_the_recent_datasets_deduplicated_and_versioned(tmp_path):
     storage = LocalStorage(tmp_path)
-    first = exam.add_holdout(storage, SPEC, _holdout(1), {"dataset": "a", "sha256": "a", "run_id": "ra"})
-    again = exam.add_holdout(storage, SPEC, _holdout(1), {"dataset": "a2", "sha256": "a", "run_id": "rb"})
+    first = exam.add_holdout(storage, SPEC2, _holdout(1), {"dataset": "a", "sha256": "a", "run_id": "ra"})
+    again = exam.add_holdout(storage, SPEC2, _holdout(1), {"dataset": "a2", "sha256": "a", "run_id": "rb"})
     assert again.version == first.version == 1  # the same content adds nothing
-    both = exam.add_holdout(storage, SPEC, pd.concat([_holdout(2), _holdout(1).head(50)]),
+    both = exam.add_holdout(storage, SPEC2, pd.concat([_holdout(2), _holdout(1).head(50)]),
                             {"dataset": "b", "sha256": "b", "run_id": "rb"})
     rows = exam.load(storage, "wind_power", both.record)
     assert both.version == 2 and both.rows == len(rows) == first.rows + len(_holdout(2))  # 50 repeated rows count once
     assert [s["dataset"] for s in both.record["sources"]] == ["b", "a"]
-    third = exam.add_holdout(storage, SPEC, _holdout(3), {"dataset": "c", "sha256": "c", "run_id": "rc"})
-    assert [s["dataset"] for s in third.record["sources"]] == ["c", "b"]  # spec default: the 2 most recent
+    third = exam.add_holdout(storage, SPEC2, _holdout(3), {"dataset": "c", "sha256": "c", "run_id": "rc"})
+    assert [s["dataset"] for s in third.record["sources"]] == ["c", "b"]  # the 2 most recent
     # Source "a" aged out; the 50 of its rows that "b" repeated stay, as b's.
     assert third.rows == len(_holdout(3)) + len(_holdout(2)) + 50
     assert ROW_KEY in exam.load(storage, "wind_power", third.record)
     # Versions are immutable: version 1 is still there and still matches its hash.
     assert len(exam.load(storage, "wind_power", exam.get(storage, "wind_power", 1).record)) == first.rows
+    # With the spec's default the exam is the newest dataset's hold-out alone.
+    newest = exam.add_holdout(storage, SPEC, _holdout(4), {"dataset": "d", "sha256": "d", "run_id": "rd"})
+    assert [s["dataset"] for s in newest.record["sources"]] == ["d"] and newest.rows == len(_holdout(4))
 
 
 def test_a_tampered_exam_is_refused(tmp_path):
