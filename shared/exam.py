@@ -5,8 +5,9 @@ is what a retraining dataset (whose hold-out may be made of forged feedback) can
 
 Layout in the ``exams`` container (this module is its only owner)::
 
-    <model>/<n>.parquet   the exam rows of version n: features, target, row key, source seq
-    <model>/<n>.json      written last and create-only: commits version n (sources, hash)
+    <model>/<n>-<sha>.parquet  the exam rows of version n: features, target, row key, source seq
+                               (named by content: two writers racing for n never overwrite)
+    <model>/<n>.json           written last and create-only: commits version n (file, hash, sources)
 
 Rules:
 
@@ -60,6 +61,10 @@ def _name(model: str, version: int, ext: str) -> str:
     return f"{names.model_name(model)}/{version:08d}.{ext}"
 
 
+def _rows_name(model: str, version: int, sha256: str) -> str:
+    return f"{names.model_name(model)}/{version:08d}-{sha256[:16]}.parquet"
+
+
 def latest(storage: Storage, model: str) -> ExamVersion | None:
     """The newest committed exam version of ``model``, or None before the first dataset."""
     found = [int(m.group(1)) for b in storage.list(CONTAINER, f"{names.model_name(model)}/")
@@ -77,7 +82,7 @@ def get(storage: Storage, model: str, version: int) -> ExamVersion:
 
 def load(storage: Storage, model: str, ref: dict[str, Any]) -> pd.DataFrame:
     """The rows of the exam version ``ref`` names, refused unless they match its SHA-256."""
-    blob = storage.get(CONTAINER, _name(model, int(ref["version"]), "parquet"))
+    blob = storage.get(CONTAINER, _rows_name(model, int(ref["version"]), ref["sha256"]))
     assert blob is not None
     if hashlib.sha256(blob.data).hexdigest() != ref["sha256"]:
         raise IntegrityError(f"exam (model={model}, version={ref['version']}) does not match its recorded SHA-256")
@@ -119,12 +124,14 @@ def add_holdout(storage: Storage, spec: ModelSpec, holdout: pd.DataFrame, source
         merged.to_parquet(buf, index=False)
         data = buf.getvalue()
         version = (current.version if current else 0) + 1
-        storage.put(CONTAINER, _name(model, version, "parquet"), data)
+        digest = hashlib.sha256(data).hexdigest()
+        storage.put(CONTAINER, _rows_name(model, version, digest), data)
         record = {
             "schema_version": 1,
             "model": model,
             "version": version,
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": digest,
+            "file": _rows_name(model, version, digest),
             "rows": int(len(merged)),
             "columns": cols,
             "rows_per_source": {str(k): int(v) for k, v in merged[SEQ].value_counts().items()},

@@ -121,6 +121,6 @@ def test_a_tampered_exam_is_refused(tmp_path):
 
     storage = LocalStorage(tmp_path)
     v = exam.add_holdout(storage, SPEC, _holdout(1), {"dataset": "a", "sha256": "a", "run_id": "ra"})
-    storage.put("exams", "wind_power/00000001.parquet", to_parquet(_holdout(2)))
+    storage.put("exams", v.record["file"], to_parquet(_holdout(2)))
     with pytest.raises(IntegrityError, match="SHA-256"):
         exam.load(storage, "wind_power", v.record)
