@@ -476,6 +476,21 @@ def _unseen_fraction(spec: ModelSpec, cand: dict[str, Any], champ: dict[str, Any
     return min(frac, split["holdout_fraction"]), None
 
 
+def _distinct(frame: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, first)``: each row's index among the distinct feature rows, and where each first occurs."""
+    hashed = pd.util.hash_pandas_object(frame[list(spec.features)], index=False).to_numpy()
+    _, first, codes = np.unique(hashed, return_index=True, return_inverse=True)
+    return codes, first
+
+
+def _expand(out: Any, codes: np.ndarray) -> Any:
+    """A session's output on the distinct rows, spread back over every row."""
+    from dataclasses import replace as _replace
+
+    return _replace(out, **{f: np.asarray(getattr(out, f))[codes] for f in ("values", "labels", "probabilities")
+                           if getattr(out, f, None) is not None})
+
+
 def evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict[str, Any],
              holdout: pd.DataFrame, exam_rows: pd.DataFrame | None, champion: int | None) -> dict[str, Any]:
     """Score the candidate and production on the hold-out and exam rows neither trained on.
@@ -495,14 +510,17 @@ def evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: 
     sets = {"holdout": holdout}
     if exam_rows is not None:
         sets["exam"] = exam_rows
-    # One frame, one run per version: scoring sessions are built once and run once.
+    # One frame, one run per version: scoring sessions are built once and run once, on each
+    # distinct input once (with the default recency the exam repeats the hold-out's rows).
     frame = pd.concat([f[[c for c in cols if c in f.columns]].assign(_set=k) for k, f in sets.items()], ignore_index=True)
     unseen = in_holdout(frame[ROW_KEY].to_numpy(dtype=np.uint64), frac)
-    cand_out = scorer.predict(version, manifest, frame)
+    codes, first = _distinct(frame, spec)
+    distinct = frame.iloc[first]
+    cand_out = _expand(scorer.predict(version, manifest, distinct), codes)
     champ_out, champ_error = None, None
     if champ_manifest is not None:
         try:
-            champ_out = scorer.predict(champion, champ_manifest, frame)
+            champ_out = _expand(scorer.predict(champion, champ_manifest, distinct), codes)
         except DatasetError as exc:
             champ_error = f"production v{champion} could not be scored: {exc.message}"
             log.warning("%s", champ_error)
