@@ -96,19 +96,22 @@ def one_drop(env: dict[str, str], rows: int, seed: int, name: str, version: int)
 
 
 def report(label: str, runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median seconds per stage; the shares are medians of each run's own shares, because this
+    machine's speed varies between runs and medians of parts do not add up to a median total."""
+    for r in runs:
+        r["glue"] = r["total"] - sum(r[k] for k in STAGES)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    other = med["total"] - med["fit"]
+    share = {k: statistics.median(r[k] / r["total"] for r in runs) for k in [*STAGES, "glue"]}
+    ratio = statistics.median((r["total"] - r["fit"]) / r["total"] for r in runs)
     print(f"\n{label}: hold-out {med['holdout_rows']:.0f} rows, exam {med['exam_rows']:.0f} rows")
     print(f"{'stage':<12}{'seconds':>10}{'share':>9}")
-    for k in STAGES:
-        print(f"{k:<12}{med[k]:>10.3f}{med[k] / med['total']:>8.1%}")
-    unaccounted = med["total"] - sum(med[k] for k in STAGES)
-    print(f"{'(glue)':<12}{unaccounted:>10.3f}{unaccounted / med['total']:>8.1%}")
+    for k in [*STAGES, "glue"]:
+        print(f"{k:<12}{med[k]:>10.3f}{share[k]:>8.1%}")
     print(f"{'total':<12}{med['total']:>10.3f}")
-    ratio = other / med["total"]
-    print(f"everything but the fit: {other:.3f} s = {ratio:.1%} of the total "
-          f"({other / med['fit']:.2f}x the fit); goal <= 25%: {'met' if ratio <= 0.25 else 'MISSED'}")
-    return {**med, "non_fit_share": ratio}
+    per_run = ", ".join(f"{(r['total'] - r['fit']) / r['total']:.1%}" for r in runs)
+    print(f"everything but the fit: {ratio:.1%} of the total (median of the runs' shares; per run: "
+          f"{per_run}); goal <= 25%: {'met' if ratio <= 0.25 else 'MISSED'}")
+    return {**med, "non_fit_share": ratio, "shares": share}
 
 
 def main(argv: list[str] | None = None) -> None:
