@@ -530,7 +530,7 @@ def evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: 
     for key, label in (("holdout", "the candidate's hold-out"), ("exam", "the exam")):
         if key not in sets:
             continue
-        rows = (frame["_set"] == key).to_numpy() & (unseen if champ_out is not None else np.ones(len(frame), bool))
+        rows = (frame["_set"] == key).to_numpy() & unseen  # rows neither version trained on
         cand = scorer.metrics(manifest, cand_out, frame, rows)
         champ = scorer.metrics(champ_manifest, champ_out, frame, rows) if champ_out is not None else None
         entry: dict[str, Any] = {"rows": int(rows.sum()), "rows_total": int((frame["_set"] == key).sum()),
