@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.settings import PROJECT_ROOT
@@ -53,6 +53,8 @@ class HostConfig:
     http_threads: int = 16
     #: the app's host id: blob receipts are keyed by it, and all instances of one app share it
     host_id: str = "devhost"
+    #: Keys of single functions (``MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION``); see ``parse_key_table``.
+    per_function_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> HostConfig:
@@ -65,4 +67,22 @@ class HostConfig:
             blob_lease_seconds=float(os.environ.get("MLOPS_HOST_BLOB_LEASE_SECONDS", "60")),
             # the platform's own setting for an explicit host id
             host_id=os.environ.get("AzureFunctionsWebHost__hostid", "").strip().lower() or "devhost",
+            per_function_keys=parse_key_table(os.environ.get("MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION", "")),
         )
+
+
+def parse_key_table(text: str) -> dict[str, tuple[str, ...]]:
+    """``"feedback=key1,key2;other=key3"`` -> ``{"feedback": ("key1", "key2"), "other": ("key3",)}``.
+
+    Azure gives every function its own keys besides the host keys. Here a function listed
+    in this table accepts only its own keys (and the master key): once the feedback function
+    has a key, the keys that open ``predict`` no longer open it.
+    """
+    table: dict[str, tuple[str, ...]] = {}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        name, sep, keys = entry.partition("=")
+        values = tuple(k.strip() for k in keys.split(",") if k.strip())
+        if not sep or not name.strip() or not values:
+            raise ValueError(f"setting MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION: {entry!r} is not 'function=key1,key2'")
+        table[name.strip()] = values
+    return table

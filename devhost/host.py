@@ -89,6 +89,7 @@ class Host:
         self.timers = TimerRunner(self.index.timers, self.invoker)
         self.http = HttpApp(self.index.http, self.invoker, master_key=config.master_key,
                             function_keys=config.function_keys, admin_invoke=self.invoke_now,
+                            per_function_keys=config.per_function_keys,
                             threads=config.http_threads, log_requests=log_http)
 
     def start_triggers(self) -> None:

@@ -71,18 +71,20 @@ class HttpApp:
 
     def __init__(self, functions: list[HttpFunction], invoker: Invoker, *, master_key: str,
                  function_keys: tuple[str, ...], admin_invoke: Callable[[str, str], bool] | None = None,
-                 threads: int = 16, log_requests: bool = True) -> None:
+                 threads: int = 16, log_requests: bool = True,
+                 per_function_keys: dict[str, tuple[str, ...]] | None = None) -> None:
         self.functions = functions
         self.invoker = invoker
         self.master_key = master_key
         self.function_keys = function_keys
+        self.per_function_keys = per_function_keys or {}
         self.admin_invoke = admin_invoke
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
         self.log_requests = log_requests
         self._route_cache: dict[str, list[tuple[HttpFunction, dict[str, str]]]] = {}
 
     # -- keys ----------------------------------------------------------------------------
-    def _authorized(self, level: str, key: str | None) -> bool:
+    def _authorized(self, level: str, key: str | None, function: str | None = None) -> bool:
         if level == "ANONYMOUS":
             return True
         if not key:
@@ -91,7 +93,9 @@ class HttpApp:
             return True
         if level == "ADMIN":
             return False
-        return any(hmac.compare_digest(key, k) for k in self.function_keys)
+        # A function with keys of its own opens only to those (see devhost.config.parse_key_table).
+        keys = self.per_function_keys.get(function or "") or self.function_keys
+        return any(hmac.compare_digest(key, k) for k in keys)
 
     # -- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -144,7 +148,7 @@ class HttpApp:
             if method not in fn.methods:
                 allowed.extend(fn.methods)
                 continue
-            if not self._authorized(fn.auth_level, key):
+            if not self._authorized(fn.auth_level, key, fn.name):
                 level = "the master key" if fn.auth_level == "ADMIN" else "a function key"
                 return _error(401, "UNAUTHORIZED",
                               f"{fn.name} needs {level} in the x-functions-key header or the code query parameter")

@@ -192,13 +192,18 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
     """Ground truth for earlier predictions: ``{"feedback": [{"request_id", "row"?, "label"|"value"}]}``."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.feedback import parse_feedback, store_feedback
+        from shared.feedback import match_logged, parse_feedback, store_feedback
 
         ctx = context()
         model = _model(req)
         items = parse_feedback(_body(req), ctx.specs.get(model))
-        where = store_feedback(ctx.storage, model, items)
-        return {"model": model, "accepted": len(items), "stored": where}, 202
+        ctx.inference_log.flush()  # this worker's buffered predictions count as logged
+        hits = match_logged(ctx.storage, model, items)
+        matched = [it for it, hit in zip(items, hits) if hit]
+        where = store_feedback(ctx.storage, model, matched) if matched else None
+        unmatched = [{"request_id": it["request_id"], "row": it["row"]} for it, hit in zip(items, hits) if not hit]
+        return {"model": model, "received": len(items), "matched": len(matched), "unmatched": len(unmatched),
+                "unmatched_examples": unmatched[:5], "stored": where}, 202
 
     return _handle(req, run)
 

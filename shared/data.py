@@ -17,6 +17,15 @@ from shared.errors import DatasetError
 from shared.spec import ModelSpec
 
 SUPPORTED_EXTENSIONS = (".csv", ".parquet")
+#: A column retraining writes into the datasets it assembles: "dataset" for rows of a dropped
+#: dataset, "feedback" for labelled live rows. A dataset with it never adds to the exam.
+ORIGIN_COLUMN = "_origin"
+ARROW_TYPES = "arrow_types"  # DataFrame.attrs key: Parquet column -> type kind
+#: Column types a feature may have: numeric ones are numbers, categorical ones labels.
+#: Anything else (datetime, binary, struct, list...) is refused, never coerced: a datetime
+#: would train as epoch nanoseconds and bytes would become "b'T03'", neither as served.
+NUMERIC_KINDS = frozenset({"int", "float", "decimal", "bool", "null"})
+CATEGORICAL_KINDS = frozenset({"string", "int", "bool", "null"})
 MISSING_CATEGORY = ""  # categorical missing values become the empty string, in training and serving
 
 
@@ -75,7 +84,29 @@ def _read_parquet(data: bytes, filename: str) -> pd.DataFrame:
         raise DatasetError(f"{filename} has duplicate column names: {', '.join(dupes)}")
     if table.num_rows == 0:
         raise DatasetError(f"{filename} has a schema but no rows")
-    return table.to_pandas()
+    frame = table.to_pandas()
+    # Parquet columns are typed: keep each column's type for validation, which refuses a
+    # type the spec cannot take instead of coercing it.
+    frame.attrs[ARROW_TYPES] = {f.name: _arrow_kind(f.type) for f in table.schema}
+    return frame
+
+
+def _arrow_kind(arrow_type) -> str:
+    """A Parquet column's type in one word: int, float, decimal, bool, string, datetime, ..."""
+    import pyarrow.types as t
+
+    if t.is_dictionary(arrow_type):
+        return _arrow_kind(arrow_type.value_type)
+    for kind, test in (("bool", t.is_boolean), ("int", t.is_integer), ("float", t.is_floating),
+                       ("decimal", t.is_decimal), ("string", t.is_string), ("string", t.is_large_string),
+                       ("binary", t.is_binary), ("binary", t.is_large_binary), ("binary", t.is_fixed_size_binary),
+                       ("datetime", t.is_timestamp), ("datetime", t.is_date), ("time", t.is_time),
+                       ("duration", t.is_duration), ("struct", t.is_struct), ("list", t.is_list),
+                       ("list", t.is_large_list), ("list", t.is_fixed_size_list), ("map", t.is_map),
+                       ("null", t.is_null)):
+        if test(arrow_type):
+            return kind
+    return str(arrow_type)
 
 
 def _read_csv(data: bytes, filename: str) -> pd.DataFrame:
@@ -150,6 +181,70 @@ def coerce_categorical(series: pd.Series) -> pd.Series:
     return out.map(lambda v: v if isinstance(v, str) else str(v)).astype("object")
 
 
+def _value_kind(series: pd.Series) -> str:
+    """The kind of an in-memory column: a dtype, or the Python type of an object column's values."""
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(series) or isinstance(series.dtype, pd.PeriodDtype):
+        return "datetime"
+    if pd.api.types.is_timedelta64_dtype(series):
+        return "duration"
+    if series.dtype != object and not pd.api.types.is_string_dtype(series):
+        return str(series.dtype)
+    kinds = {type(v) for v in series.dropna().head(1000)} | {type(v) for v in series.dropna().tail(1000)}
+    import datetime as dt
+    import decimal
+
+    for kind, types in (("binary", (bytes, bytearray, memoryview)), ("struct", (dict,)),
+                        ("list", (list, tuple, np.ndarray, set)),
+                        ("datetime", (dt.datetime, dt.date, dt.time, pd.Timestamp))):
+        if any(issubclass(k, types) for k in kinds):
+            return kind
+    if kinds and all(issubclass(k, decimal.Decimal) for k in kinds):
+        return "decimal"
+    return "string"
+
+
+def check_types(df: pd.DataFrame, spec: ModelSpec, filename: str) -> None:
+    """Refuse a feature whose column type the spec cannot take, naming column and type."""
+    declared = df.attrs.get(ARROW_TYPES, {})
+    for column in spec.features:
+        kind = declared.get(column) or _value_kind(df[column])
+        if column not in declared and kind == "string" and column in spec.numeric:
+            continue  # CSV has no types: numbers arrive as text and are parsed below, row by row
+        numeric = column in spec.numeric
+        allowed = NUMERIC_KINDS if numeric else CATEGORICAL_KINDS
+        if kind not in allowed:
+            role = "numeric" if numeric else "categorical"
+            raise DatasetError(
+                f"{filename}: column {column!r} is a {role} feature but holds {kind} values; a {role} "
+                f"feature must be {', '.join(sorted(allowed - {'null'}))} (the column is refused, not converted)",
+                column=column, found=kind,
+            )
+
+
+def check_cardinality(frame: pd.DataFrame, spec: ModelSpec, filename: str) -> None:
+    """Refuse a categorical feature with more distinct values than ``features.max_categories``.
+
+    Each category becomes a one-hot column: 35,000 ids made a 55 s fit and a 12.8 MB model
+    that knows each id from a handful of rows. Refusing keeps fit time and model size bounded.
+    """
+    for column in spec.categorical:
+        distinct = int(frame[column].nunique())
+        if distinct > spec.max_categories:
+            top = frame[column].value_counts().head(3)
+            raise DatasetError(
+                f"{filename}: categorical feature {column!r} has {distinct:,} distinct values, over the "
+                f"spec's bound of {spec.max_categories} (features.max_categories); most frequent: "
+                + ", ".join(f"{k!r} ({v})" for k, v in top.items()),
+                column=column, distinct=distinct, max_categories=spec.max_categories,
+            )
+
+
 def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
     """Check ``df`` against ``spec`` and return typed features and target."""
     required = [*spec.features, spec.target]
@@ -167,6 +262,7 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
             f"{filename}: {len(df)} rows, fewer than the spec's minimum of {spec.min_rows} "
             "(training.min_rows)"
         )
+    check_types(df, spec, filename)
     out: dict[str, pd.Series] = {}
     missing_rates: dict[str, float] = {}
     for column in required:
@@ -179,7 +275,14 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
         elif column in spec.numeric:
             out[column] = coerce_numeric(series, column, filename)
     out[spec.target] = _target(df[spec.target], spec, filename)
+    if spec.split_key and spec.split_key not in out:
+        if spec.split_key not in df.columns:
+            raise DatasetError(f"{filename}: missing the split key column {spec.split_key!r} (training.split_key)",
+                               missing=[spec.split_key])
+        out[spec.split_key] = coerce_categorical(df[spec.split_key])
+        extra = [c for c in extra if c != spec.split_key]
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+    check_cardinality(frame, spec, filename)
     return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates)
 
 
@@ -195,6 +298,12 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
                 f"non-numeric value(s); first at row {row} ({str(series.iloc[row - 1])[:40]!r})",
                 column=col,
                 row=row,
+            )
+        if len(values) and values.min() == values.max():
+            raise DatasetError(
+                f"{filename}: target {col!r} is constant (every row is {values.iloc[0]:g}); a model "
+                "fitted to it predicts that value whatever the input",
+                column=col, found="constant",
             )
         return values
     missing = series.isna().to_numpy()

@@ -1,4 +1,9 @@
-"""Ground truth posted back for earlier predictions, stored for monitoring to join."""
+"""Ground truth posted back for earlier predictions, stored for monitoring to join.
+
+Feedback is untrusted input: it needs a key of the feedback function (see the README), and
+only items that match a logged prediction by ``(request_id, row)`` are stored; the rest are
+counted in the response and dropped, so they can never reach a retraining dataset.
+"""
 from __future__ import annotations
 
 import io
@@ -53,6 +58,36 @@ def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
             raise InvalidRequest(f"'{where}' has an unexpected field '{extra[0]}'", field=f"{where}.{extra[0]}", row=i)
         out.append({"request_id": rid, "row": row, "truth": truth})
     return out
+
+
+def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
+                 now: float | None = None) -> list[bool]:
+    """For each item, whether its ``(request_id, row)`` is in the inference log of ``model``.
+
+    Reads only the ``request_id`` and ``row`` columns, newest hour first, and stops as soon
+    as every item is found: feedback for recent predictions costs one or two hours of parts.
+    """
+    import pyarrow.parquet as pq
+
+    from shared.inference_log import CONTAINER as LOGS
+
+    now = time.time() if now is None else now
+    wanted = {(it["request_id"], it["row"]) for it in items}
+    ids = sorted({rid for rid, _ in wanted})
+    found: set[tuple[str, int]] = set()
+    hour = int(now // 3600)
+    for h in range(hour, hour - lookback_hours - 1, -1):
+        if found >= wanted:
+            break
+        stamp = datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d/%H")
+        for blob in storage.list(LOGS, f"{model}/{stamp}/"):
+            part = storage.get(LOGS, blob.name)
+            if part is None:
+                continue
+            table = pq.read_table(io.BytesIO(part.data), columns=["request_id", "row"],
+                                  filters=[("request_id", "in", ids)])
+            found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
+    return [(it["request_id"], it["row"]) in found for it in items]
 
 
 def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], now: float | None = None) -> str:

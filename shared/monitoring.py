@@ -419,7 +419,7 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
         return None
     manifest = ctx.registry.manifest(model, versions[-1])
     source = manifest["dataset"]["name"].split("/", 1)[1]
-    from shared.data import read_table, validate
+    from shared.data import ORIGIN_COLUMN, read_table, validate
 
     base = validate(read_table(ctx.storage.get("datasets", source).data, source), spec, source).frame
     since = now - lookback_days * 86400
@@ -432,6 +432,9 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
             truth = pd.to_numeric(truth, errors="coerce")
         fresh[spec.target] = truth.to_numpy()
         fresh = fresh.dropna(subset=[spec.target])
+    # Mark where each row came from: a dataset carrying this column never adds to the exam.
+    base = base.assign(**{ORIGIN_COLUMN: "dataset"})
+    fresh = fresh.assign(**{ORIGIN_COLUMN: "feedback"}) if len(fresh) else fresh
     mon = spec.monitoring
     if mon.retrain_policy == "recent" and len(fresh) >= spec.min_rows:
         frame = fresh

@@ -25,7 +25,7 @@ import pandas as pd
 
 from shared import faults, names
 from shared.context import Context
-from shared.data import read_table, validate
+from shared.data import ORIGIN_COLUMN, read_table, validate
 from shared.errors import (
     AlreadyExists,
     DatasetError,
@@ -151,9 +151,13 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         msg = RunMessage("trained", model, run_id, run_id, artifact_sha256=record["pipeline_sha256"])
         ctx.bus.send(ctx.settings.queue_convert, msg.to_outgoing())
         return StageResult(True, run_id, "already trained; message re-sent", msg)
+    identity = {"name": f"{DATASETS}/{blob_name}", "etag": etag, "sha256": _sha(data), "bytes": len(data)}
+    content_key = f"{identity['sha256']}-{spec.sha256[:16]}"
+    earlier = ctx.runs.content_owner(model, content_key)
+    if earlier is not None and earlier != run_id:
+        return _duplicate(ctx, model, run_id, identity, earlier)
 
     started = time.perf_counter()
-    identity = {"name": f"{DATASETS}/{blob_name}", "etag": etag, "sha256": _sha(data), "bytes": len(data)}
     ctx.runs.update_status(
         model, run_id, state="training", dataset=identity, spec={"source": spec.source, "sha256": spec.sha256},
         started_at=time.time(),
@@ -163,7 +167,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         frame = read_table(data, file, max_bytes=ctx.settings.max_dataset_bytes)
         dataset = validate(frame, spec, file)
         validate_s = time.perf_counter() - t0
-        from shared.train import fit
+        from shared.train import SPLIT_METHOD, fit, split_columns
 
         result = fit(dataset.frame, spec)
     except DatasetError as exc:
@@ -194,6 +198,19 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
                                         spec.is_classifier, seed=spec.seed))
     ctx.runs.put(model, run_id, PROFILE_JSON, profile_bytes)
     faults.point("train:after_artifacts")
+    t_exam = time.perf_counter()
+    from shared import exam
+
+    # A retraining dataset (it carries the origin column) may hold forged labels: it never
+    # shapes the exam; it is judged on the exam as it stands.
+    exam_source = ORIGIN_COLUMN not in frame.columns
+    if exam_source:
+        exam_ref = exam.add_holdout(ctx.storage, spec, result.holdout, {
+            "dataset": f"{DATASETS}/{blob_name}", "sha256": _sha(data), "run_id": run_id}).ref()
+    else:
+        current_exam = exam.latest(ctx.storage, model)
+        exam_ref = current_exam.ref() if current_exam else None
+    exam_s = time.perf_counter() - t_exam
     record = {
         "model": model,
         "run_id": run_id,
@@ -206,7 +223,10 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
             "bytes": len(data),
             "validation": dataset.report(),
         },
-        "split": {"train_rows": len(result.train), "holdout_rows": len(result.holdout), "seed": spec.seed},
+        "split": {"train_rows": len(result.train), "holdout_rows": len(result.holdout), "method": SPLIT_METHOD,
+                  "key": split_columns(spec), "holdout_fraction": spec.holdout_fraction},
+        "exam": exam_ref,
+        "exam_source": exam_source,
         "holdout_sha256": _sha(holdout_bytes),
         "pipeline_sha256": _sha(pipeline_bytes),
         "profile_sha256": _sha(profile_bytes),
@@ -227,13 +247,26 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
             "validate": {"seconds": validate_s},
             "fit": {"seconds": result.fit_seconds},
             "train": {"seconds": time.perf_counter() - started, "save_seconds": save_s},
+            "exam_update": {"seconds": exam_s},
         },
     )
+    owner = ctx.runs.claim_content(model, content_key, run_id)
+    if owner != run_id:  # the same content was trained concurrently under another name
+        return _duplicate(ctx, model, run_id, identity, owner)
     msg = RunMessage("trained", model, run_id, run_id, artifact_sha256=record["pipeline_sha256"])
     faults.point("train:before_send")
     ctx.bus.send(ctx.settings.queue_convert, msg.to_outgoing())
     log.info("trained %s run %s on %d rows: %s", model, run_id, dataset.rows, result.metrics)
     return StageResult(True, run_id, f"trained on {dataset.rows} rows", msg)
+
+
+def _duplicate(ctx: Context, model: str, run_id: str, identity: dict[str, Any], earlier: str) -> StageResult:
+    """Record ``run_id`` as a duplicate of ``earlier``: same bytes, same spec, no new version."""
+    detail = (f"duplicate of run {earlier}: {identity['name']} has the same SHA-256 and the spec the "
+              "same hash as the dataset that run trained on; no new version")
+    ctx.runs.update_status(model, run_id, state="duplicate", duplicate_of=earlier, dataset=identity, reason=detail)
+    log.info("%s run %s: %s", model, run_id, detail)
+    return StageResult(True, run_id, detail)
 
 
 def _plain(value: Any) -> Any:
@@ -346,6 +379,8 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
         "params": train["params"],
         "dataset": train["dataset"],
         "split": train["split"],
+        "exam": train.get("exam"),
+        "exam_source": train.get("exam_source"),
         "holdout": {"uri": f"runs/{model}/{run_id}/{HOLDOUT}", "sha256": train["holdout_sha256"]},
         "spec": train["spec"],
         "libraries": library_versions(),
@@ -369,48 +404,164 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
 
 
 # -- promote ---------------------------------------------------------------------------------
+class _Scorer:
+    """Registered versions scored through ONNX Runtime, one session per version."""
+
+    def __init__(self, ctx: Context, spec: ModelSpec, model: str) -> None:
+        self.ctx, self.spec, self.model = ctx, spec, model
+
+    def predict(self, version: int, manifest: dict[str, Any], frame: pd.DataFrame) -> Any:
+        from shared.onnx_model import feeds_from_frame, new_session, run_session
+
+        schema = manifest["input_schema"]
+        missing = [c["name"] for c in schema if c["name"] not in frame.columns]
+        if missing:
+            raise DatasetError(f"version {version} needs columns the evaluation rows lack: {', '.join(missing)}")
+        session = new_session(self.ctx.registry.model_bytes(self.model, version, manifest))
+        return run_session(session, feeds_from_frame(frame, schema), self.spec.is_classifier)
+
+    def metrics(self, manifest: dict[str, Any], out: Any, frame: pd.DataFrame, rows: np.ndarray) -> dict[str, float] | None:
+        """Metrics on the rows ``rows`` (a boolean mask) of ``frame`` from the run output ``out``."""
+        from shared.train import compute_metrics
+
+        if not rows.any():
+            return None
+        y = frame[self.spec.target].to_numpy()[rows]
+        try:
+            if self.spec.is_classifier:
+                return compute_metrics(self.spec, y, np.asarray(out.labels)[rows], np.asarray(out.probabilities)[rows],
+                                       np.asarray(manifest["classes"]))
+            return compute_metrics(self.spec, y, np.asarray(out.values)[rows])
+        except ValueError:  # e.g. a single class among the rows: ROC AUC is undefined
+            return None
+
+
 def score_version(ctx: Context, spec: ModelSpec, model: str, version: int, holdout: pd.DataFrame) -> dict[str, float]:
     """A registered version's metrics on ``holdout``, computed through ONNX Runtime."""
-    from shared.onnx_model import feeds_from_frame, new_session, run_session
-    from shared.train import compute_metrics
-
+    scorer = _Scorer(ctx, spec, model)
     manifest = ctx.registry.manifest(model, version)
-    schema = manifest["input_schema"]
-    missing = [c["name"] for c in schema if c["name"] not in holdout.columns]
-    if missing:
-        raise DatasetError(f"version {version} needs columns the hold-out lacks: {', '.join(missing)}")
-    session = new_session(ctx.registry.model_bytes(model, version, manifest))
-    out = run_session(session, feeds_from_frame(holdout, schema), spec.is_classifier)
-    y = holdout[spec.target].to_numpy()
-    if spec.is_classifier:
-        classes = np.asarray(manifest["classes"])
-        return compute_metrics(spec, y, out.labels, out.probabilities, classes)
-    return compute_metrics(spec, y, out.values)
+    out = scorer.predict(version, manifest, holdout)
+    metrics = scorer.metrics(manifest, out, holdout, np.ones(len(holdout), dtype=bool))
+    if metrics is None:
+        raise DatasetError(f"version {version}: metrics are undefined on these {len(holdout)} rows")
+    return metrics
 
 
-def decide(spec: ModelSpec, candidate: float, champion: float | None) -> tuple[bool, str]:
-    """The promotion rule: clear the floor; then be no worse than production by the margin."""
+def decide(spec: ModelSpec, candidate: float, champion: float | None, where: str = "the candidate's hold-out") -> tuple[bool, str]:
+    """The promotion rule on one set of rows: clear the floor; then be no worse than production by the margin."""
     metric, higher = spec.metric, spec.higher_is_better
     clears_floor = candidate >= spec.floor if higher else candidate <= spec.floor
     if not clears_floor:
         op = ">=" if higher else "<="
-        return False, f"{metric} {candidate:.6g} does not clear the floor ({op} {spec.floor:g})"
+        return False, f"{metric} {candidate:.6g} on {where} does not clear the floor ({op} {spec.floor:g})"
     if champion is None:
-        return True, f"first version: {metric} {candidate:.6g} clears the floor {spec.floor:g}"
+        return True, f"{metric} {candidate:.6g} on {where} clears the floor {spec.floor:g}"
     allowance = spec.margin * abs(champion)
     if higher:
         ok = candidate >= champion - allowance
     else:
         ok = candidate <= champion + allowance
     verdict = "matches or beats" if ok else "is worse than"
-    return ok, (
-        f"{metric} {candidate:.6g} {verdict} production's {champion:.6g} on the candidate's "
-        f"hold-out (margin {spec.margin:g})"
-    )
+    return ok, f"{metric} {candidate:.6g} {verdict} production's {champion:.6g} on {where} (margin {spec.margin:g})"
+
+
+def _unseen_fraction(spec: ModelSpec, cand: dict[str, Any], champ: dict[str, Any] | None) -> tuple[float, str | None]:
+    """The hold-out fraction under which a row was held out by both versions' splits."""
+    from shared.train import SPLIT_METHOD
+
+    frac = cand.get("split", {}).get("holdout_fraction", spec.holdout_fraction)
+    if champ is None:
+        return frac, None
+    split = champ.get("split", {})
+    if split.get("method") != SPLIT_METHOD or split.get("key") != cand.get("split", {}).get("key"):
+        return frac, (f"production v{champ['version']} was split another way ({split.get('method', 'random')}): "
+                      "rows it trained on cannot be excluded")
+    return min(frac, split["holdout_fraction"]), None
+
+
+def _distinct(frame: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, first)``: each row's index among the distinct feature rows, and where each first occurs."""
+    hashed = pd.util.hash_pandas_object(frame[list(spec.features)], index=False).to_numpy()
+    _, first, codes = np.unique(hashed, return_index=True, return_inverse=True)
+    return codes, first
+
+
+def _expand(out: Any, codes: np.ndarray) -> Any:
+    """A session's output on the distinct rows, spread back over every row."""
+    from dataclasses import replace as _replace
+
+    return _replace(out, **{f: np.asarray(getattr(out, f))[codes] for f in ("values", "labels", "probabilities")
+                           if getattr(out, f, None) is not None})
+
+
+def evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict[str, Any],
+             holdout: pd.DataFrame, exam_rows: pd.DataFrame | None, champion: int | None) -> dict[str, Any]:
+    """Score the candidate and production on the hold-out and exam rows neither trained on.
+
+    Returns the per-set results and the verdict: promote only if every set with rows passes
+    ``decide`` (the floor, then no worse than production beyond the margin).
+    """
+    from shared.exam import SEQ
+    from shared.train import in_holdout, ROW_KEY
+
+    scorer = _Scorer(ctx, spec, model)
+    champ_manifest = ctx.registry.manifest(model, champion) if champion is not None else None
+    frac, caveat = _unseen_fraction(spec, manifest, champ_manifest)
+    cols = [*spec.features, spec.target, ROW_KEY]
+    if spec.split_key and spec.split_key not in cols:
+        cols.append(spec.split_key)
+    sets = {"holdout": holdout}
+    if exam_rows is not None:
+        sets["exam"] = exam_rows
+    # One frame, one run per version: scoring sessions are built once and run once, on each
+    # distinct input once (with the default recency the exam repeats the hold-out's rows).
+    frame = pd.concat([f[[c for c in cols if c in f.columns]].assign(_set=k) for k, f in sets.items()], ignore_index=True)
+    unseen = in_holdout(frame[ROW_KEY].to_numpy(dtype=np.uint64), frac)
+    codes, first = _distinct(frame, spec)
+    distinct = frame.iloc[first]
+    cand_out = _expand(scorer.predict(version, manifest, distinct), codes)
+    champ_out, champ_error = None, None
+    if champ_manifest is not None:
+        try:
+            champ_out = _expand(scorer.predict(champion, champ_manifest, distinct), codes)
+        except DatasetError as exc:
+            champ_error = f"production v{champion} could not be scored: {exc.message}"
+            log.warning("%s", champ_error)
+    results: dict[str, Any] = {}
+    passed = True
+    reasons = []
+    for key, label in (("holdout", "the candidate's hold-out"), ("exam", "the exam")):
+        if key not in sets:
+            continue
+        rows = (frame["_set"] == key).to_numpy() & unseen  # rows neither version trained on
+        cand = scorer.metrics(manifest, cand_out, frame, rows)
+        champ = scorer.metrics(champ_manifest, champ_out, frame, rows) if champ_out is not None else None
+        entry: dict[str, Any] = {"rows": int(rows.sum()), "rows_total": int((frame["_set"] == key).sum()),
+                                 "candidate": cand, "production": champ}
+        if cand is None:
+            entry.update(passed=None, reason=f"no rows of {label} that neither version trained on could be scored")
+        else:
+            ok, why = decide(spec, cand[spec.metric], champ[spec.metric] if champ else None,
+                             f"{label} ({entry['rows']} rows)")
+            entry.update(passed=ok, reason=why)
+            passed = passed and ok
+        reasons.append(entry["reason"])
+        results[key] = entry
+    if results.get("holdout", {}).get("passed") is None:
+        passed = False  # the candidate's own hold-out must always be scored
+    if "exam" in results and exam_rows is not None and SEQ in exam_rows:
+        results["exam"]["sources"] = int(exam_rows[SEQ].nunique())
+    notes = [n for n in (caveat, champ_error) if n]
+    reason = "; ".join(reasons + notes)
+    if champion is None:
+        reason = "first version: " + reason
+    return {"promoted": passed, "reason": reason, "unseen_fraction": frac, "sets": results}
 
 
 def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> StageResult:
-    """Score candidate and production on the candidate's hold-out; move the alias if it wins."""
+    """Score candidate and production on the candidate's hold-out and the exam; move the alias if it wins."""
+    from shared import exam
+
     model, run_id, version = msg.model, msg.run_id, msg.version
     if version is None:
         return _fail_run(ctx, msg, "promote", DatasetError("promote message has no version"))
@@ -419,7 +570,8 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
         spec = _spec_for(ctx, msg)
         manifest = ctx.registry.manifest(model, version)
         holdout = _load_holdout(ctx, model, run_id, manifest["holdout"]["sha256"])
-        cand_metrics = score_version(ctx, spec, model, version, holdout)
+        exam_ref = manifest.get("exam")
+        exam_rows = exam.load(ctx.storage, model, exam_ref) if exam_ref else None
     except (MlopsError, NotFound) as exc:
         if not exc.permanent:
             raise
@@ -428,36 +580,38 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
         if ctx.registry.is_decided(model, version):
             return StageResult(True, run_id, "already decided")
         current = ctx.registry.alias(model, PRODUCTION)
-        if current is not None and current.version == version:
-            promoted, reason, champ_metrics = True, "already production", None
-        else:
-            champ_metrics = None
-            if current is not None:
-                try:
-                    champ_metrics = score_version(ctx, spec, model, current.version, holdout)
-                except DatasetError as exc:
-                    champ_metrics = None
-                    log.warning("cannot score production v%s on the new hold-out: %s", current.version, exc)
-            champion_score = champ_metrics[spec.metric] if champ_metrics else None
-            promoted, reason = decide(spec, cand_metrics[spec.metric], champion_score)
-            if current is not None and champ_metrics is None:
-                reason += f" (production v{current.version} could not be scored on this hold-out)"
-            if promoted:
-                try:
-                    ctx.registry.move_alias(
-                        model,
-                        PRODUCTION,
-                        version,
-                        expected=current,
-                        event="promote",
-                        reason=reason,
-                        actor="pipeline",
-                        details={"run_id": run_id, "candidate_metrics": cand_metrics, "champion_metrics": champ_metrics},
-                    )
-                except PreconditionFailed:
-                    continue  # production moved meanwhile: decide again against the new one
-                faults.point("promote:after_alias")
+        try:
+            if current is not None and current.version == version:
+                verdict = {"promoted": True, "reason": "already production", "sets": {}}
+            else:
+                verdict = evaluate(ctx, spec, model, version, manifest, holdout, exam_rows,
+                                   current.version if current else None)
+        except (MlopsError, NotFound) as exc:
+            if not exc.permanent:
+                raise
+            return _fail_run(ctx, msg, "promote", exc)
+        promoted, reason = verdict["promoted"], verdict["reason"]
+        sets = verdict["sets"]
+        cand_metrics = (sets.get("holdout") or {}).get("candidate")
+        champ_metrics = (sets.get("holdout") or {}).get("production")
+        if promoted and not (current is not None and current.version == version):
+            try:
+                ctx.registry.move_alias(
+                    model,
+                    PRODUCTION,
+                    version,
+                    expected=current,
+                    event="promote",
+                    reason=reason,
+                    actor="pipeline",
+                    details={"run_id": run_id, "candidate_metrics": cand_metrics, "champion_metrics": champ_metrics,
+                             "exam": exam_ref and {k: exam_ref[k] for k in ("version", "sha256")}},
+                )
+            except PreconditionFailed:
+                continue  # production moved meanwhile: decide again against the new one
+            faults.point("promote:after_alias")
         decision = {
+            "schema_version": 2,
             "model": model,
             "version": version,
             "run_id": run_id,
@@ -467,6 +621,12 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> S
             "candidate_metrics": cand_metrics,
             "champion_version": current.version if current else None,
             "champion_metrics": champ_metrics,
+            "holdout": sets.get("holdout"),
+            "exam": {**(sets.get("exam") or {}), "version": exam_ref["version"], "sha256": exam_ref["sha256"],
+                     "exam_rows": exam_ref["rows"]} if exam_ref else None,
+            "unseen_fraction": verdict.get("unseen_fraction"),
+            "dataset": manifest["dataset"]["name"],
+            "exam_source": manifest.get("exam_source"),
             "decided_at": time.time(),
         }
         try:

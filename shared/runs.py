@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shared.errors import NotFound
+from shared.errors import AlreadyExists, NotFound
 from shared.jsonio import get_json, put_json
 from shared.storage import Storage
 
@@ -58,6 +58,8 @@ def _dataset(status: dict[str, Any]) -> dict[str, Any]:
     if isinstance(found, str):  # status documents before schema version 1 held the name only
         return {"name": found}
     return dict(found or {})
+
+BY_CONTENT = "by-content"  # <model>/by-content/<dataset sha256>-<spec sha256[:16]>.json -> the run
 
 
 class RunStore:
@@ -181,3 +183,18 @@ class RunStore:
             "quarantine": status.get("quarantine"),
         })
         return out
+
+    # -- one run per content ---------------------------------------------------------------
+    def content_owner(self, model: str, key: str) -> str | None:
+        """The run that trained on the dataset content ``key`` (SHA-256 and spec hash), if any."""
+        found = get_json(self.storage, CONTAINER, f"{model}/{BY_CONTENT}/{key}.json")
+        return found[0]["run_id"] if found else None
+
+    def claim_content(self, model: str, key: str, run_id: str) -> str:
+        """Record ``run_id`` as the run of content ``key`` unless one is; returns the owner."""
+        try:
+            put_json(self.storage, CONTAINER, f"{model}/{BY_CONTENT}/{key}.json",
+                     {"run_id": run_id, "at": time.time()}, create_only=True)
+            return run_id
+        except AlreadyExists:
+            return self.content_owner(model, key) or run_id

@@ -70,6 +70,11 @@ class ModelSpec:
     parity_atol: float
     #: Standardise numeric inputs; None means the estimator family's default (linear: yes).
     scale_numeric: bool | None = None
+    #: The column whose value decides a row's side of the split; None: the row's features.
+    split_key: str | None = None
+    #: A categorical feature with more distinct values than this is refused.
+    max_categories: int = 100
+    exam: ExamSpec = field(default_factory=lambda: ExamSpec())
     monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
     description: str = ""
     source: str = ""
@@ -87,6 +92,22 @@ class ModelSpec:
     @property
     def higher_is_better(self) -> bool:
         return METRICS[self.metric][1]
+
+
+@dataclass(frozen=True)
+class ExamSpec:
+    """The promotion exam's recency and size (spec table ``[exam]``).
+
+    The exam is the hold-out rows of the ``recent_datasets`` most recent datasets dropped
+    into ``datasets/`` by people (retraining datasets never add rows), newest first and at
+    most ``max_rows``. The default, 1, makes the newest dataset a person dropped the regime
+    every candidate is judged in: a winter dataset lets a winter model win (concept drift),
+    and a retraining dataset, whose hold-out may be forged feedback, is judged on it. A
+    larger value also guards older regimes, at the price of holding back a regime change.
+    """
+
+    recent_datasets: int = 1
+    max_rows: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -136,6 +157,32 @@ class _Reader:
         return tuple(value)
 
 
+#: Every key a spec may hold, per table: anything else is a typo and refused, never defaulted.
+ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "model": frozenset({"name", "task", "target", "description"}),
+    "features": frozenset({"numeric", "categorical", "max_categories"}),
+    "estimator": frozenset({"class", "params", "scale_numeric"}),
+    "training": frozenset({"holdout_fraction", "seed", "min_rows", "split_key"}),
+    "promotion": frozenset({"metric", "margin", "floor"}),
+    "exam": frozenset({"recent_datasets", "max_rows"}),
+    "parity": frozenset({"rtol", "atol"}),
+    "monitoring": frozenset({"psi", "p_value", "js", "min_rows", "performance_tolerance",
+                             "breaches_to_retrain", "retrain_cooldown_minutes"}),
+    "retraining": frozenset({"policy", "max_rows"}),
+}
+
+
+def _check_keys(data: dict[str, Any], r: _Reader) -> None:
+    for table, value in data.items():
+        if table not in ALLOWED_KEYS:
+            raise r.fail(table, f"is not a spec table; allowed: {', '.join(ALLOWED_KEYS)}")
+        if not isinstance(value, dict):
+            raise r.fail(table, "must be a table")
+        unknown = sorted(set(value) - ALLOWED_KEYS[table])
+        if unknown:
+            raise r.fail(f"{table}.{unknown[0]}", f"is not a known key; allowed: {', '.join(sorted(ALLOWED_KEYS[table]))}")
+
+
 def parse_spec(text: str, source: str, expected_name: str | None = None) -> ModelSpec:
     """Parse and validate a spec's TOML ``text``; ``source`` names it in errors."""
     try:
@@ -143,6 +190,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: not valid TOML: {exc}", file=source) from None
     r = _Reader(data, source)
+    _check_keys(data, r)
     name = r.get("model.name", str)
     try:
         names.model_name(name)
@@ -197,6 +245,18 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     atol = r.get("parity.atol", float, 1e-5)
     if rtol < 0 or atol < 0:
         raise r.fail("parity", "tolerances must not be negative")
+    split_key = r.get("training.split_key", str, None)
+    if split_key is not None and (not split_key or split_key == target):
+        raise r.fail("training.split_key", "must name an id column (not the target)")
+    max_categories = r.get("features.max_categories", int, 100)
+    if not 2 <= max_categories <= 10_000:
+        raise r.fail("features.max_categories", f"must be between 2 and 10000, not {max_categories}")
+    exam = ExamSpec(
+        recent_datasets=r.get("exam.recent_datasets", int, 1),
+        max_rows=r.get("exam.max_rows", int, 20_000),
+    )
+    if exam.recent_datasets < 1 or exam.max_rows < 1:
+        raise r.fail("exam", "recent_datasets and max_rows must be at least 1")
     mon = MonitoringSpec(
         psi=r.get("monitoring.psi", float, 0.2),
         p_value=r.get("monitoring.p_value", float, 0.01),
@@ -232,6 +292,9 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         parity_rtol=rtol,
         parity_atol=atol,
         scale_numeric=scale_numeric,
+        split_key=split_key,
+        max_categories=max_categories,
+        exam=exam,
         description=r.get("model.description", str, ""),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),

@@ -65,18 +65,74 @@ def build_pipeline(spec: ModelSpec):
     return Pipeline([("preprocess", pre), ("estimator", estimator)])
 
 
-def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Deterministic train/hold-out split (stratified for classifiers)."""
-    from sklearn.model_selection import train_test_split
+#: Rows are split by a stable hash of their content into this many buckets; a row is held
+#: out when its bucket is below ``holdout_fraction * SPLIT_BUCKETS``.
+SPLIT_BUCKETS = 10_000
+SPLIT_METHOD = "content-hash-v1"
+ROW_KEY = "_row_key"  # the hash, kept in hold-out and exam files so later filters need no re-hash
+_HASH_KEY = "mlops-split-v1-0"  # 16 bytes: the SipHash key; changing it reshuffles every split
 
-    stratify = frame[spec.target] if spec.is_classifier else None
-    try:
-        train, holdout = train_test_split(
-            frame, test_size=spec.holdout_fraction, random_state=spec.seed, stratify=stratify
+
+def split_columns(spec: ModelSpec) -> list[str]:
+    """What identifies a row for the split: the spec's id column, else the model's inputs.
+
+    The target is left out on purpose: the same inputs with a different label (a corrected
+    or a forged one) are the same row and land on the same side.
+    """
+    return [spec.split_key] if spec.split_key else list(spec.features)
+
+
+def row_keys(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """A stable 64-bit hash per row of the validated (typed) ``frame``'s split columns.
+
+    The same values give the same hash in every dataset, file format and process (SipHash
+    with a fixed key over the float64 bits and UTF-8 strings, as pandas computes it), so a
+    row sits on the same side of every split it ever takes part in.
+    """
+    cols = frame[split_columns(spec)].copy()
+    for c in cols.columns:
+        if c in spec.numeric:  # hash the value, never its dtype: 3, 3.0 and -0.0/0.0 are one value each
+            cols[c] = pd.to_numeric(cols[c], errors="raise").astype("float64") + 0.0
+        else:
+            cols[c] = cols[c].astype(str)
+    return pd.util.hash_pandas_object(cols, index=False, hash_key=_HASH_KEY).to_numpy(dtype=np.uint64)
+
+
+def in_holdout(keys: np.ndarray, fraction: float) -> np.ndarray:
+    """Which rows (by their ``row_keys``) a split with hold-out ``fraction`` holds out."""
+    return (np.asarray(keys, dtype=np.uint64) % np.uint64(SPLIT_BUCKETS)) < np.uint64(round(fraction * SPLIT_BUCKETS))
+
+
+def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train/hold-out split by each row's content hash (see ``row_keys``).
+
+    Unlike a seeded random split, a row that appears in two datasets (``append`` retraining
+    keeps the previous dataset's rows) is on the same side in both, so production's training
+    rows never sit in a later hold-out. The hold-out keeps the key in ``ROW_KEY``.
+    """
+    keys = row_keys(frame, spec)
+    mask = in_holdout(keys, spec.holdout_fraction)
+    frame = frame.assign(**{ROW_KEY: keys})
+    train, holdout = frame[~mask], frame[mask]
+    if len(holdout) == 0 or len(train) == 0:
+        raise DatasetError(
+            f"cannot split the dataset: {len(train)} training and {len(holdout)} hold-out rows "
+            f"(too few distinct rows for a hold-out fraction of {spec.holdout_fraction})"
         )
-    except ValueError as exc:
-        raise DatasetError(f"cannot split the dataset for training: {exc}") from None
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+    if spec.is_classifier:
+        counts = pd.DataFrame({"train": train[spec.target].value_counts(), "holdout": holdout[spec.target].value_counts()})
+        counts = counts.fillna(0).astype(int)
+        short = counts[(counts["train"] == 0) | (counts["holdout"] == 0)]
+        if len(short):
+            label = short.index[0]
+            label = label.item() if isinstance(label, np.generic) else label
+            raise DatasetError(
+                f"target {spec.target!r}: class {label!r} has {int(short.iloc[0].sum())} row(s), too few to "
+                f"appear in both the training and the hold-out split ({int(short.iloc[0]['train'])} and "
+                f"{int(short.iloc[0]['holdout'])})",
+                column=spec.target, found=str(label),
+            )
+    return train.drop(columns=[ROW_KEY]).reset_index(drop=True), holdout.reset_index(drop=True)
 
 
 def compute_metrics(

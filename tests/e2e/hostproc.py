@@ -14,6 +14,7 @@ from tests.conftest import ROOT, free_port
 
 MASTER = "test-master-key"
 FKEY = "test-function-key"
+FEEDBACK_KEY = "test-feedback-key"  # only the feedback function accepts it, and only it opens feedback
 
 
 class HostProcess:
@@ -26,6 +27,7 @@ class HostProcess:
             "MLOPS_DATA_DIR": str(data_dir),
             "MLOPS_HOST_MASTER_KEY": MASTER,
             "MLOPS_HOST_FUNCTION_KEYS": FKEY,
+            "MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION": f"feedback={FEEDBACK_KEY}",
             "MLOPS_ALIAS_CHECK_SECONDS": "0.2",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

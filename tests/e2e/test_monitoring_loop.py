@@ -10,7 +10,7 @@ import pytest
 from models.wind_power_data import generate as wind
 from shared.storage.local import LocalStorage
 from tests.conftest import to_parquet
-from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
+from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MASTER, HostProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,9 @@ def test_drift_is_reported_and_retraining_produces_a_decided_version(tmp_path):
                 assert r.status_code == 200
                 rid = r.json()["request_id"]
                 feedback += [{"request_id": rid, "row": i, "value": float(v)} for i, v in enumerate(chunk["power_kw"])]
-            assert client.post("/api/models/wind_power/feedback", json={"feedback": feedback}).status_code == 202
+            r = client.post("/api/models/wind_power/feedback", json={"feedback": feedback},
+                            headers={"x-functions-key": FEEDBACK_KEY})
+            assert r.status_code == 202 and r.json()["matched"] == len(feedback), r.text
 
         def run_monitor() -> dict:
             time.sleep(2 * 0.3 + 1.2)  # the monitor's window ends that long before it starts (log flushes)

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from azure.storage.queue import QueueServiceClient
@@ -17,7 +16,7 @@ from devhost import blobs
 from devhost.blobs import BlobFunction, BlobTriggerRunner, compile_path
 from devhost.invocation import Invoker
 from shared.context import Context
-from shared.ops import OpsError, list_entries, replay
+from shared.ops import list_entries, replay
 from shared.settings import Settings
 from shared.storagequeue import POISON_QUEUE
 from tests.conftest import ROOT
