@@ -17,6 +17,7 @@ var dataContainers = [
   'inference-logs'
   'feedback'
   'monitoring'
+  'exams'
 ]
 
 var servingPackageContainer = 'app-package-serving'

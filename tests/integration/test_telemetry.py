@@ -3,6 +3,9 @@ adapters and messages, sampled predict spans, the metrics, alerts as warning rec
 nothing of it (not even an import) when Application Insights is not configured."""
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import json
 import logging
 import os
@@ -23,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from functions import http_api, monitor, root, train
 from shared import telemetry
 from shared.messages import RunMessage
+from shared.monitoring import settle_seconds
 from shared.settings import Settings
 from shared.telemetry import OFF, Telemetry, open_telemetry
 from tests.conftest import ROOT
@@ -111,9 +115,12 @@ def test_a_refused_dataset_counts_as_refused_and_a_retrain_is_counted(ctx, otel)
 
 def test_the_drift_share_of_a_monitor_run_is_a_gauge(ctx, otel):
     tel, spans, reader = otel
+    ctx.settings = dataclasses.replace(ctx.settings, inference_log_flush_seconds=0.2)  # a short settling wait
     run_to_production(ctx)
     assert predict(150).status_code == 200  # enough logged rows for a verdict (min_rows 100)
     ctx.inference_log.flush()
+    # The monitor's window ends this long before it runs (rows may still sit in a server's buffer).
+    time.sleep(settle_seconds(ctx) + 0.1)
     user(monitor.monitor)(TimerRequest())
     [(attrs, share)] = points(reader, "mlops.drift_share")
     assert attrs == {"mlops.model": "breast_cancer", "mlops.version": 1} and 0.0 <= share <= 1.0
@@ -144,6 +151,7 @@ def test_without_a_connection_string_telemetry_is_off():
 
 _CONFIGURED = """
 import json, sys
+from shared.monitoring import settle_seconds
 from shared.settings import Settings
 from shared.telemetry import open_telemetry
 from opentelemetry import trace
@@ -171,6 +179,7 @@ _OFF = """
 import json, sys
 from functions import root
 from shared.context import Context
+from shared.monitoring import settle_seconds
 from shared.settings import Settings
 ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": sys.argv[1]}))
 root.use(ctx)
