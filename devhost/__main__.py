@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("functions:\n%s", "\n".join(host.index.describe()))
     if args.drop_examples:
         from models.examples import example_datasets
+        from shared import datasets
 
         for model, (file, data) in example_datasets().items():
-            if not ctx.storage.list("datasets", f"{model}/"):
-                ctx.storage.put("datasets", f"{model}/{file}", data)
-                log.info("dropped example dataset datasets/%s/%s", model, file)
+            if not datasets.has_any(ctx.storage, model):
+                datasets.drop(ctx.storage, model, file, data)
+                log.info("dropped example dataset %s", datasets.path(datasets.blob_name(model, file)))
     host.start_triggers()
     # Everything built so far lives as long as the process: keep it out of the collector's
     # scans, and collect young objects less often, so a full collection does not stall a

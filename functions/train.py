@@ -24,11 +24,10 @@ def _etag(blob: func.InputStream) -> str | None:
 @bp.blob_trigger(arg_name="blob", path="datasets/{name}", connection="MlopsStorage", source=blob_source())
 def train(blob: func.InputStream) -> None:
     """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
-    from shared.pipeline import DATASETS, handle_dataset  # training's imports stay off the serving path
+    from shared import datasets
+    from shared.pipeline import handle_dataset  # training's imports stay off the serving path
 
-    name = blob.name or ""
-    prefix = DATASETS + "/"
-    relative = name[len(prefix):] if name.startswith(prefix) else name
+    relative = datasets.relative(blob.name or "")
     etag = _etag(blob)
     # Read the bytes from the binding only when we also know their ETag; otherwise the
     # stage reads the blob itself so that lineage records the version it trained on.

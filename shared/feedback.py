@@ -10,7 +10,7 @@ import io
 import math
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.errors import InvalidRequest
@@ -62,31 +62,12 @@ def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
 
 def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
                  now: float | None = None) -> list[bool]:
-    """For each item, whether its ``(request_id, row)`` is in the inference log of ``model``.
-
-    Reads only the ``request_id`` and ``row`` columns, newest hour first, and stops as soon
-    as every item is found: feedback for recent predictions costs one or two hours of parts.
-    """
-    import pyarrow.parquet as pq
-
-    from shared.inference_log import CONTAINER as LOGS
+    """For each item, whether its ``(request_id, row)`` is in the inference log of ``model``."""
+    from shared.inference_log import logged_keys
 
     now = time.time() if now is None else now
-    wanted = {(it["request_id"], it["row"]) for it in items}
-    ids = sorted({rid for rid, _ in wanted})
-    found: set[tuple[str, int]] = set()
-    hour = int(now // 3600)
-    for h in range(hour, hour - lookback_hours - 1, -1):
-        if found >= wanted:
-            break
-        stamp = datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d/%H")
-        for blob in storage.list(LOGS, f"{model}/{stamp}/"):
-            part = storage.get(LOGS, blob.name)
-            if part is None:
-                continue
-            table = pq.read_table(io.BytesIO(part.data), columns=["request_id", "row"],
-                                  filters=[("request_id", "in", ids)])
-            found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
+    found = logged_keys(storage, model, {(it["request_id"], it["row"]) for it in items},
+                        lookback_hours=lookback_hours, now=now)
     return [(it["request_id"], it["row"]) in found for it in items]
 
 
@@ -103,3 +84,20 @@ def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], no
     name = f"{model}/{day}/{now:.3f}-{uuid.uuid4().hex[:8]}.parquet"
     storage.put(CONTAINER, name, buf.getvalue())
     return f"{CONTAINER}/{name}"
+
+
+def read_feedback(storage: Storage, model: str, since: float, until: float):
+    """Feedback parts of ``model`` received in [since, until + 5 s), as one DataFrame."""
+    import pandas as pd
+
+    from shared.inference_log import written_at
+
+    frames = []
+    day = datetime.fromtimestamp(since, timezone.utc).date()
+    last = datetime.fromtimestamp(until, timezone.utc).date()
+    while day <= last:
+        for blob in storage.list(CONTAINER, f"{model}/{day.isoformat()}/"):
+            if since <= written_at(blob.name) < until + 5:
+                frames.append(pd.read_parquet(io.BytesIO(storage.get(CONTAINER, blob.name).data)))
+        day += timedelta(days=1)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -187,8 +187,7 @@ class InferenceLogger:
                 continue
             for hour, rows, data in parts:
                 try:
-                    name = f"{columns.model}/{hour}/{time.time():.3f}-{uuid.uuid4().hex[:8]}.parquet"
-                    self.storage.put(CONTAINER, name, data)
+                    self.storage.put(CONTAINER, part_name(columns.model, hour, time.time()), data)
                 except Exception:
                     self._dropped(rows, columns.model, "write")
                     continue
@@ -263,8 +262,79 @@ def to_parquet(columns: _Columns) -> list[tuple[str, int, bytes]]:
     out = []
     for h in unique:  # almost always one
         part = table if len(unique) == 1 else table.filter(pa.array(hours == h))
-        stamp = datetime.fromtimestamp(int(h) * 3600, timezone.utc).strftime("%Y-%m-%d/%H")
+        stamp = hour_folder(int(h) * 3600)
         buf = io.BytesIO()
         pq.write_table(part, buf)
         out.append((stamp, part.num_rows, buf.getvalue()))
     return out
+
+
+# -- the container's layout, and reading it back ---------------------------------------------
+# inference-logs/<model>/<YYYY-MM-DD>/<HH>/<written at>-<id>.parquet: a part sits in the hour
+# folder of its rows and is named by the time it was written, never before its rows' time.
+def hour_folder(ts: float) -> str:
+    """``YYYY-MM-DD/HH`` (UTC) of the hour ``ts`` falls in."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d/%H")
+
+
+def part_name(model: str, hour: str, written_at: float) -> str:
+    return f"{model}/{hour}/{written_at:.3f}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def written_at(name: str) -> float:
+    """When a part (of the log, or of any container named the same way) was written; 0 if unknown."""
+    try:
+        return float(name.rsplit("/", 1)[-1].split("-", 1)[0])
+    except ValueError:
+        return 0.0
+
+
+def hours_between(since: float, until: float) -> list[str]:
+    """The hour folders from the one ``since`` falls in to the one ``until`` falls in."""
+    first, last = int(since // 3600), int(until // 3600)
+    return [hour_folder(h * 3600) for h in range(first, last + 1)]
+
+
+def read_rows(storage: Storage, model: str, since: float, until: float):
+    """Logged rows of ``model`` with a request time in [since, until), as a DataFrame.
+
+    A part written before ``since`` holds no row of the window; one written after ``until``
+    still may (rows wait in a server's buffer up to a flush interval).
+    """
+    import pandas as pd
+
+    frames = []
+    for hour in hours_between(since, until):
+        for blob in storage.list(CONTAINER, f"{model}/{hour}/"):
+            if since <= written_at(blob.name):
+                frames.append(pd.read_parquet(io.BytesIO(storage.get(CONTAINER, blob.name).data)))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    t = table["time"]
+    if not pd.api.types.is_numeric_dtype(t):  # a timestamp column, whatever its unit
+        t = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return table[(t >= since) & (t < until)].reset_index(drop=True)
+
+
+def logged_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], *, lookback_hours: int,
+                now: float) -> set[tuple[str, int]]:
+    """Which ``(request_id, row)`` of ``wanted`` the log of ``model`` holds.
+
+    Reads only those two columns, newest hour first, and stops once every key is found:
+    feedback for recent predictions costs one or two hours of parts.
+    """
+    import pyarrow.parquet as pq
+
+    ids = sorted({rid for rid, _ in wanted})
+    found: set[tuple[str, int]] = set()
+    hour = int(now // 3600)
+    for h in range(hour, hour - lookback_hours - 1, -1):
+        if found >= wanted:
+            break
+        for blob in storage.list(CONTAINER, f"{model}/{hour_folder(h * 3600)}/"):
+            part = storage.get(CONTAINER, blob.name)
+            table = pq.read_table(io.BytesIO(part.data), columns=["request_id", "row"],
+                                  filters=[("request_id", "in", ids)])
+            found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
+    return found & wanted

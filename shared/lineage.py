@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.context import Context
 from shared import quarantine
+from shared.context import Context
 from shared.errors import NotFound
 from shared.registry import PRODUCTION
 from shared.runs import OUTCOMES, outcome_of

@@ -15,12 +15,13 @@ import io
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shared import datasets
 from shared.context import Context
 from shared.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
 from shared.errors import AlreadyExists, NotFound, PreconditionFailed
@@ -31,8 +32,6 @@ from shared.spec import ModelSpec
 log = logging.getLogger("mlops.monitoring")
 
 CONTAINER = "monitoring"
-LOGS = "inference-logs"
-FEEDBACK = "feedback"
 REPORT_SCHEMA_VERSION = 2
 HISTORY = 100
 STATE = "state.json"
@@ -48,54 +47,17 @@ def _stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def _hours(since: float, until: float) -> list[str]:
-    start = datetime.fromtimestamp(since, timezone.utc).replace(minute=0, second=0, microsecond=0)
-    end = datetime.fromtimestamp(until, timezone.utc)
-    out = []
-    while start <= end:
-        out.append(start.strftime("%Y-%m-%d/%H"))
-        start += timedelta(hours=1)
-    return out
-
-
-def _part_time(name: str) -> float:
-    try:
-        return float(name.rsplit("/", 1)[-1].split("-", 1)[0])
-    except ValueError:
-        return 0.0
-
-
 def read_log(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
-    """Logged rows of ``model`` with a request time in [since, until).
+    """Logged rows of ``model`` with a request time in [since, until)."""
+    from shared.inference_log import read_rows
 
-    Parts sit in the hour folder of their rows and are named by the time they were written,
-    which is never before their rows' time: a part written before ``since`` holds no row of
-    the window, and one written after ``until`` still may (rows wait up to a flush interval).
-    """
-    frames = []
-    for hour in _hours(since, until):
-        for blob in ctx.storage.list(LOGS, f"{model}/{hour}/"):
-            if since <= _part_time(blob.name):
-                frames.append(pd.read_parquet(io.BytesIO(ctx.storage.get(LOGS, blob.name).data)))
-    if not frames:
-        return pd.DataFrame()
-    table = pd.concat(frames, ignore_index=True)
-    t = table["time"]
-    if not pd.api.types.is_numeric_dtype(t):  # a timestamp column, whatever its unit
-        t = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return table[(t >= since) & (t < until)].reset_index(drop=True)
+    return read_rows(ctx.storage, model, since, until)
 
 
 def read_feedback(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
-    frames = []
-    day = datetime.fromtimestamp(since, timezone.utc).date()
-    last = datetime.fromtimestamp(until, timezone.utc).date()
-    while day <= last:
-        for blob in ctx.storage.list(FEEDBACK, f"{model}/{day.isoformat()}/"):
-            if since <= _part_time(blob.name) < until + 5:
-                frames.append(pd.read_parquet(io.BytesIO(ctx.storage.get(FEEDBACK, blob.name).data)))
-        day += timedelta(days=1)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    from shared import feedback
+
+    return feedback.read_feedback(ctx.storage, model, since, until)
 
 
 def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
@@ -411,17 +373,18 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     now = time.time() if now is None else now
     model = msg.model
     spec = ctx.specs.get(model)
-    name = f"{model}/{msg.run_id}.parquet"
-    if ctx.storage.head("datasets", name) is not None:
-        return f"datasets/{name}"  # a redelivered request: the dataset is already there
+    file = f"{msg.run_id}.parquet"
+    name = datasets.blob_name(model, file)
+    if datasets.exists(ctx.storage, name):
+        return datasets.path(name)  # a redelivered request: the dataset is already there
     versions = ctx.registry.versions(model)
     if not versions:
         return None
     manifest = ctx.registry.manifest(model, versions[-1])
-    source = manifest["dataset"]["name"].split("/", 1)[1]
+    source = datasets.relative(manifest["dataset"]["name"])
     from shared.data import ORIGIN_COLUMN, read_table, validate
 
-    base = validate(read_table(ctx.storage.get("datasets", source).data, source), spec, source).frame
+    base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source).frame
     since = now - lookback_days * 86400
     joined = labelled_rows(read_log(ctx, model, since, now), read_feedback(ctx, model, since, now))
     fresh = pd.DataFrame()
@@ -444,8 +407,9 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     try:
-        ctx.storage.put("datasets", name, buf.getvalue(), create_only=True)
+        datasets.drop(ctx.storage, model, file, buf.getvalue(), create_only=True)
     except AlreadyExists:
         pass
-    log.info("retraining %s: %d rows (%d labelled from live traffic) -> datasets/%s", model, len(frame), len(fresh), name)
-    return f"datasets/{name}"
+    log.info("retraining %s: %d rows (%d labelled from live traffic) -> %s", model, len(frame), len(fresh),
+             datasets.path(name))
+    return datasets.path(name)

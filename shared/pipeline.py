@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared import faults, names
+from shared import datasets, faults, names
 from shared.context import Context
 from shared.data import ORIGIN_COLUMN, read_table, validate
 from shared.errors import (
@@ -45,7 +45,6 @@ from shared.spec import ModelSpec
 
 log = logging.getLogger("mlops.pipeline")
 
-DATASETS = "datasets"
 PIPELINE_PKL = "pipeline.pkl"
 HOLDOUT = "holdout.parquet"
 TRAIN_JSON = "train.json"
@@ -117,7 +116,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
 
     ``blob_name`` is relative to the ``datasets`` container: ``<model>/<file>``.
     """
-    parts = blob_name.split("/")
+    parts = datasets.parts(blob_name)
     if len(parts) != 2:
         where = quarantine(
             ctx.storage,
@@ -139,9 +138,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         return StageResult(False, None, where)
 
     if data is None or etag is None:
-        blob = ctx.storage.get(DATASETS, blob_name)
-        if blob is None:
-            raise NotFound(f"dataset {DATASETS}/{blob_name} is gone")
+        blob = datasets.read(ctx.storage, blob_name)
         data, etag = blob.data, blob.info.etag
     run_id = run_id_for(model, file, etag)
     status = ctx.runs.status(model, run_id)
@@ -151,7 +148,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         msg = RunMessage("trained", model, run_id, run_id, artifact_sha256=record["pipeline_sha256"])
         ctx.bus.send(ctx.settings.queue_convert, msg.to_outgoing())
         return StageResult(True, run_id, "already trained; message re-sent", msg)
-    identity = {"name": f"{DATASETS}/{blob_name}", "etag": etag, "sha256": _sha(data), "bytes": len(data)}
+    identity = {"name": datasets.path(blob_name), "etag": etag, "sha256": _sha(data), "bytes": len(data)}
     content_key = f"{identity['sha256']}-{spec.sha256[:16]}"
     earlier = ctx.runs.content_owner(model, content_key)
     if earlier is not None and earlier != run_id:
@@ -206,7 +203,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
     exam_source = ORIGIN_COLUMN not in frame.columns
     if exam_source:
         exam_ref = exam.add_holdout(ctx.storage, spec, result.holdout, {
-            "dataset": f"{DATASETS}/{blob_name}", "sha256": _sha(data), "run_id": run_id}).ref()
+            "dataset": datasets.path(blob_name), "sha256": _sha(data), "run_id": run_id}).ref()
     else:
         current_exam = exam.latest(ctx.storage, model)
         exam_ref = current_exam.ref() if current_exam else None
@@ -215,8 +212,8 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
         "model": model,
         "run_id": run_id,
         "dataset": {
-            "uri": ctx.storage.uri(DATASETS, blob_name),
-            "name": f"{DATASETS}/{blob_name}",
+            "uri": ctx.storage.uri(datasets.CONTAINER, blob_name),
+            "name": datasets.path(blob_name),
             "etag": etag,
             "sha256": _sha(data),
             "rows": dataset.rows,
@@ -502,7 +499,7 @@ def evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: 
     ``decide`` (the floor, then no worse than production beyond the margin).
     """
     from shared.exam import SEQ
-    from shared.train import in_holdout, ROW_KEY
+    from shared.train import ROW_KEY, in_holdout
 
     scorer = _Scorer(ctx, spec, model)
     champ_manifest = ctx.registry.manifest(model, champion) if champion is not None else None

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from shared import names
+from shared import datasets, names
 from shared.errors import InvalidName, PreconditionFailed
 from shared.jsonio import get_json, put_json
 from shared.storage import Storage
@@ -18,13 +18,12 @@ from shared.storage import Storage
 log = logging.getLogger("mlops.quarantine")
 
 CONTAINER = "quarantine"
-DATASETS = "datasets"
 SCHEMA_VERSION = 1
 
 
 def record_name(blob_name: str) -> str:
     """Where the record of ``datasets/<blob_name>`` lives: under its model, or ``_invalid/``."""
-    parts = blob_name.split("/")
+    parts = datasets.parts(blob_name)
     folder = parts[0] if len(parts) > 1 else ""
     try:
         names.model_name(folder)
@@ -46,14 +45,14 @@ def quarantine(storage: Storage, blob_name: str, reason: str, *, code: str, deta
     name = record_name(blob_name)
     record = {
         "schema_version": SCHEMA_VERSION,
-        "dataset": f"{DATASETS}/{blob_name}",
+        "dataset": datasets.path(blob_name),
         "reason": reason,
         "code": code,
         "details": details or {},
         "quarantined_at": time.time(),
     }
     put_json(storage, CONTAINER, name, record)
-    log.warning("quarantined %s/%s: %s", DATASETS, blob_name, reason)
+    log.warning("quarantined %s: %s", datasets.path(blob_name), reason)
     return f"{CONTAINER}/{name}"
 
 

@@ -1,6 +1,7 @@
 """Test helpers: driving the pipeline stages in-process, as the queue triggers would."""
 from __future__ import annotations
 
+from shared import datasets
 from shared import pipeline as P
 from shared.context import Context
 from shared.messages import RunMessage
@@ -28,5 +29,5 @@ def drain(ctx: Context, *, max_rounds: int = 20) -> list[P.StageResult]:
 
 def drop(ctx: Context, model: str, file: str, data: bytes) -> P.StageResult:
     """Put a dataset and run the train stage on it, as the blob trigger would."""
-    ctx.storage.put(P.DATASETS, f"{model}/{file}", data)
+    datasets.drop(ctx.storage, model, file, data)
     return P.handle_dataset(ctx, f"{model}/{file}")

@@ -256,7 +256,6 @@ def test_a_file_outside_a_model_folder_is_quarantined_and_listed_by_ops(ctx, blo
 
 def test_the_blob_trigger_sees_every_file_in_the_container():
     from devhost.blobs import compile_path
-
     from functions.train import train
 
     [trigger] = train.build().get_bindings()

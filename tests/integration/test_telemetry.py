@@ -4,17 +4,16 @@ nothing of it (not even an import) when Application Insights is not configured."
 from __future__ import annotations
 
 import dataclasses
-import time
-
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 
 import azure.functions as func
-from azure.functions.timer import TimerRequest
 import pytest
+from azure.functions.timer import TimerRequest
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -29,8 +28,8 @@ from shared.messages import RunMessage
 from shared.monitoring import settle_seconds
 from shared.settings import Settings
 from shared.telemetry import OFF, Telemetry, open_telemetry
-from tests.conftest import ROOT
 from tests.adapter_run import predict, run_to_production
+from tests.conftest import ROOT
 from tests.functions.test_adapters import http, sb_message, user
 
 
