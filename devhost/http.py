@@ -107,6 +107,9 @@ class HttpApp:
         if scope["type"] != "http":
             return
         status, headers, body = await self._handle(scope, receive)
+        if status >= 400 and scope["path"].startswith("/api/v2") and body.startswith(b'{"error": {'):
+            # The host's own refusals (key, route, method) in the v2 protocol's error shape.
+            body = json.dumps({"error": json.loads(body)["error"]["message"]}).encode()
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -130,3 +130,9 @@ class TransientError(MlopsError):
 
     code = "TRANSIENT"
     permanent = False
+
+
+class UnsupportedMediaType(MlopsError):
+    """A request body in a content type the route does not read."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"

@@ -46,7 +46,9 @@ def test_the_app_composes_every_function():
     names = {f.get_function_name() for f in function_app.app.get_functions()}
     assert names == {"train", "convert", "register", "promote", "monitor", "retrain", "predict", "infer_v2",
                      "metadata_v2", "feedback", "monitoring_latest", "openapi",
-                     "list_models", "get_model", "set_alias", "health"}
+                     "list_models", "get_model", "set_alias", "health",
+                     "v2_server_metadata", "v2_server_live", "v2_server_ready", "v2_model_ready", "v2_version_ready",
+                     "v2_version_metadata", "infer_v2_version", "invocations", "ping"}
 
 
 def run_blob(ctx, name: str, data: bytes) -> None:

@@ -33,6 +33,15 @@ ROUTES = {
     ("/models/{name}/aliases/{alias}", "PUT"): http_api.set_alias,
     ("/v2/models/{name}", "GET"): http_api.metadata_v2,
     ("/v2/models/{name}/infer", "POST"): http_api.infer_v2,
+    ("/v2", "GET"): http_api.v2_server_metadata,
+    ("/v2/health/live", "GET"): http_api.v2_server_live,
+    ("/v2/health/ready", "GET"): http_api.v2_server_ready,
+    ("/v2/models/{name}/ready", "GET"): http_api.v2_model_ready,
+    ("/v2/models/{name}/versions/{version}", "GET"): http_api.v2_version_metadata,
+    ("/v2/models/{name}/versions/{version}/ready", "GET"): http_api.v2_version_ready,
+    ("/v2/models/{name}/versions/{version}/infer", "POST"): http_api.infer_v2_version,
+    ("/models/{name}/invocations", "POST"): http_api.invocations,
+    ("/models/{name}/ping", "GET"): http_api.ping,
 }
 
 json_values = st.recursive(
@@ -96,15 +105,26 @@ def test_no_client_input_gets_a_5xx_and_errors_say_what_was_wrong(served, route)
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(body=bodies, name=names, alias=st.text(max_size=12), request_id=st.text(max_size=40),
-           query=st.dictionaries(st.sampled_from(["format", "code", "x"]), st.text(max_size=8), max_size=2))
-    def check(body, name, alias, request_id, query):
-        req = func.HttpRequest(method, f"http://localhost/api{path}", headers={"x-request-id": request_id},
-                               params=query, route_params={"name": name, "alias": alias}, body=body)
+           version=st.one_of(st.sampled_from(["1", "2", "0", "x"]), st.text(max_size=6)),
+           content_type=st.sampled_from(["application/json", "text/csv", "text/plain", "application/octet-stream"]),
+           header_length=st.one_of(st.none(), st.integers(-5, 300).map(str)),
+           query=st.dictionaries(st.sampled_from(["format", "code", "x", "predict_fn"]), st.text(max_size=8), max_size=2))
+    def check(body, name, alias, request_id, version, content_type, header_length, query):
+        headers = {"x-request-id": request_id, "content-type": content_type}
+        if header_length is not None:
+            headers["inference-header-content-length"] = header_length
+        req = func.HttpRequest(method, f"http://localhost/api{path}", headers=headers,
+                               params=query, route_params={"name": name, "alias": alias, "version": version}, body=body)
         resp = call(fn, req)
         assert resp.status_code < 500, (resp.status_code, resp.get_body()[:300])
         if resp.status_code >= 400:
-            err = json.loads(resp.get_body())["error"]
-            assert err["code"] and len(err["message"]) > 10
+            err = json.loads(resp.get_body())
+            if path.startswith("/v2"):  # the protocol's shape
+                assert isinstance(err["error"], str) and len(err["error"]) > 10
+            elif path.endswith(("/invocations", "/ping")):  # MLflow's
+                assert err["error_code"] and len(err["message"]) > 10
+            else:
+                assert err["error"]["code"] and len(err["error"]["message"]) > 10
 
     check()  # the first round also warms caches and lazy imports
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
