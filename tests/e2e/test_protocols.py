@@ -187,3 +187,52 @@ def test_a_tampered_version_is_refused_on_demand(served, tmp_path):
         server.get_version("breast_cancer", 2)
     assert alerts and alerts[0][1] == "integrity" and server.cached_versions() == []
     server.close()
+
+
+# -- MLflow ------------------------------------------------------------------------------------
+MLFLOW_PY = ROOT / ".venv-mlflow" / "bin" / "python"
+
+
+def mlflow_client(host, model: str, frame, tmp_path) -> dict:
+    if not MLFLOW_PY.exists():
+        pytest.fail("MLflow's test environment is missing: run `make setup` (it creates .venv-mlflow)")
+    rows = tmp_path / f"{model}.json"
+    rows.write_text(json.dumps({"model": model, "records": frame.to_dict(orient="records")}))
+    done = subprocess.run([str(MLFLOW_PY), str(ROOT / "tests" / "e2e" / "mlflow_client.py"), host.url, FKEY, str(rows)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", ["breast_cancer", "wind_power"])
+def test_mlflow_serialises_every_form_and_parses_the_answer_as_its_sklearn_flavour_gives(served, model, tmp_path):
+    host, ctx = served
+    frame = (CANCER_X if model == "breast_cancer" else WIND_X).head(20)
+    got = mlflow_client(host, model, frame, tmp_path)
+    want = expected(ctx, model, 1, frame)
+    forms = ["dataframe_split", "dataframe_records", "instances_records", "inputs_records", "instances_columns",
+             "inputs_columns", "csv", "client_invoke"]
+    for form in forms:
+        assert got[form]["status"] == 200, (form, got[form])
+        if model == "breast_cancer":  # labels by default, as sklearn's predict
+            assert got[form]["predictions"] == want[0].ravel().tolist(), form
+        else:
+            assert np.array_equal(np.asarray(got[form]["predictions"], np.float32), want[0].ravel()), form
+    if model == "breast_cancer":  # per-class probabilities when asked, as predict_proba
+        assert np.array_equal(np.asarray(got["proba"]["predictions"], np.float32), want[1])
+        assert got["proba"]["frame_shape"] == [20, 2]
+    else:  # a regressor has no predict_proba: MLflow's error shape
+        assert got["proba"]["status"] == 400 and got["proba"]["error"]["error_code"] == "BAD_REQUEST"
+
+
+def test_mlflow_ping_and_errors(served):
+    host, ctx = served
+    client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=10)
+    ping = client.get("/api/models/breast_cancer/ping")
+    assert ping.status_code == 200 and ping.headers["x-model-version"] == "1"
+    assert client.get("/api/models/solar/ping").json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    refused = client.post("/api/models/breast_cancer/invocations", content=b"a=1",
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert refused.status_code == 415 and "text/csv" in refused.json()["message"]
+    bad = client.post("/api/models/wind_power/invocations", content=b"wind_speed\n3\n", headers={"content-type": "text/csv"})
+    assert bad.status_code == 400 and "missing field" in bad.json()["message"]
