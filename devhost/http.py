@@ -162,7 +162,9 @@ class HttpApp:
             )
             return await self._invoke(fn, request)
         if allowed:
-            return _error(405, "METHOD_NOT_ALLOWED", f"{method} not allowed on /api/{sub}; use {', '.join(sorted(set(allowed)))}")
+            status, out_headers, out = _error(405, "METHOD_NOT_ALLOWED",
+                                              f"{method} not allowed on /api/{sub}; use {', '.join(sorted(set(allowed)))}")
+            return status, [*out_headers, (b"allow", ", ".join(sorted(set(allowed))).encode())], out  # RFC 9110
         return _error(404, "NOT_FOUND", f"no function serves /api/{sub}")
 
     def _routes(self, sub: str) -> list[tuple[HttpFunction, dict[str, str]]]:

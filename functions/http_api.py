@@ -463,13 +463,78 @@ def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(data, mimetype=mimetype, headers={"x-request-id": request_id})
 
 
+#: What the API document needs beyond each function's decorator and docstring: its protocol
+#: (the error shape), the body it reads, and the error codes it raises (statuses via STATUS).
+_MODEL_CODES = ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE", "MODEL_NOT_FOUND", "NOT_FOUND",
+                "NO_PRODUCTION_VERSION", "TRANSIENT")
+_LOOKUP_CODES = ("INVALID_NAME", "INVALID_REQUEST", "MODEL_NOT_FOUND", "NOT_FOUND", "NO_PRODUCTION_VERSION", "TRANSIENT")
+API: dict[str, dict[str, Any]] = {
+    "predict": {"body": "tabular", "codes": _MODEL_CODES},
+    "invocations": {"protocol": "mlflow", "body": "mlflow", "codes": (*_MODEL_CODES, "UNSUPPORTED_MEDIA_TYPE")},
+    "ping": {"protocol": "mlflow", "codes": _LOOKUP_CODES},
+    "infer_v2": {"protocol": "v2", "body": "v2", "codes": _MODEL_CODES},
+    "infer_v2_version": {"protocol": "v2", "body": "v2", "codes": _MODEL_CODES},
+    "metadata_v2": {"protocol": "v2", "codes": _LOOKUP_CODES},
+    "v2_version_metadata": {"protocol": "v2", "codes": _LOOKUP_CODES},
+    # Not ready is a 4xx in the protocol: no production version answers 400 there.
+    "v2_model_ready": {"protocol": "v2", "codes": ("INVALID_NAME", "MODEL_NOT_FOUND", "NOT_FOUND")},
+    "v2_version_ready": {"protocol": "v2", "codes": ("INVALID_NAME", "MODEL_NOT_FOUND", "NOT_FOUND")},
+    "v2_server_metadata": {"protocol": "v2", "codes": ()},
+    "v2_server_live": {"protocol": "v2", "codes": ()},
+    "v2_server_ready": {"protocol": "v2", "codes": ()},
+    "feedback": {"body": "feedback", "codes": ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE",
+                                               "MODEL_NOT_FOUND", "TRANSIENT"), "success": 202},
+    "list_models": {"codes": ("TRANSIENT",)},
+    "get_model": {"codes": ("INVALID_NAME", "MODEL_NOT_FOUND", "TRANSIENT")},
+    "set_alias": {"body": "alias", "codes": ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE", "NOT_FOUND",
+                                             "MODEL_NOT_FOUND", "CONFLICT", "PRECONDITION_FAILED", "TRANSIENT")},
+    "monitoring_latest": {"codes": ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT"),
+                          "success_types": ("application/json", "text/html"),
+                          "query": ({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}},)},
+    "openapi": {"codes": ()},
+    "health": {"codes": ()},
+}
+
+
+def api_routes() -> list:
+    """Every HTTP function of this blueprint as the API document sees it: route, methods, auth
+    and summary from its decorator and docstring, the rest from ``API``."""
+    from shared.openapi import Route
+
+    routes = []
+    for builder in bp._function_builders:
+        fn = builder.build()
+        trigger = fn.get_trigger()
+        name = fn.get_function_name()
+        info = API[name]  # a function without an entry is a KeyError here and in the tests
+        statuses = tuple(sorted({STATUS[c] for c in info["codes"]}))
+        routes.append(Route(
+            name=name, path="/" + trigger.route, methods=tuple(str(getattr(m, "value", m)) for m in trigger.methods),
+            auth=str(getattr(trigger.auth_level, "name", trigger.auth_level)),
+            summary=(fn.get_user_function().__doc__ or name).strip().splitlines()[0],
+            protocol=info.get("protocol", "api"), body=info.get("body"), statuses=statuses,
+            success=info.get("success", 200), success_types=info.get("success_types", ("application/json",)),
+            query=info.get("query", ()),
+        ))
+    return routes
+
+
 @bp.function_name("openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    """The OpenAPI document of this API."""
-    from shared.openapi import document
+    """The OpenAPI document of this API, derived from its routes, parsers and models."""
+    from shared.openapi import ModelView, document
+    from shared.onnx_model import input_schema
 
-    return _json(document())
+    ctx = context()
+    models = {}
+    for name in ctx.specs.names():
+        try:
+            spec = ctx.specs.get(name)
+        except MlopsError:  # a broken spec is reported where it is used; the document leaves it out
+            continue
+        models[name] = ModelView(tuple((c["name"], c["type"]) for c in input_schema(spec)), spec.is_classifier)
+    return _json(document(api_routes(), models, ctx.settings.max_batch_rows))
 
 
 @bp.function_name("health")

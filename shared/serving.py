@@ -384,7 +384,11 @@ def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings
     extra = sorted(set(frame) - {"columns", "data", "index"})  # pandas' split orient; the index is ignored
     if extra:
         raise InvalidRequest(f"'dataframe_split' has an unexpected key '{extra[0]}'", field=f"dataframe_split.{extra[0]}")
+    if not isinstance(frame.get("index", []), list):
+        raise InvalidRequest("'dataframe_split.index' must be a list", field="dataframe_split.index")
     cols = frame["columns"]
+    if not all(type(c) is str for c in cols):
+        raise InvalidRequest("'dataframe_split.columns' must be a list of column names", field="dataframe_split.columns")
     records = []
     for i, row in enumerate(frame["data"]):
         if not isinstance(row, list) or len(row) != len(cols):

@@ -99,8 +99,9 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
         params = payload["params"]
         if not isinstance(params, dict):
             raise InvalidRequest("'params' must be an object", field="params")
-        if "predict_fn" in params and query_fn is None:
-            predict_fn = _predict_fn(params["predict_fn"], "params.predict_fn")
+        if "predict_fn" in params:  # checked even when the query's predict_fn wins
+            in_body = _predict_fn(params["predict_fn"], "params.predict_fn")
+            predict_fn = predict_fn if query_fn is not None else in_body
     return parse_payload(payload, schema, max_rows), predict_fn
 
 
@@ -123,3 +124,11 @@ def encode(pred: Prediction, predict_fn: str) -> bytes:
 def error_body(code: str, message: str) -> bytes:
     """MLflow's error body: ``{"error_code", "message"}`` (``MlflowException.serialize_as_json``)."""
     return orjson.dumps({"error_code": code, "message": message})
+
+
+def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int, classifier: bool | None) -> dict[str, Any]:
+    """The JSON body ``decode`` reads: the four tabular forms and ``params.predict_fn``."""
+    from shared.protocols.tabular import body
+
+    fns = list(PREDICT_FNS) if classifier is not False else ["predict"]
+    return body(schema, max_rows, {"params": {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}})

@@ -147,10 +147,12 @@ def decode(body: bytes, header_length: str | None, schema: tuple[tuple[str, str]
     req_id = payload.get("id")
     if req_id is not None and not isinstance(req_id, str):
         raise InvalidRequest("'id' must be a string", field="id")
-    params = payload.get("parameters") or {}
+    params = payload.get("parameters", {})
     if not isinstance(params, dict):
         raise InvalidRequest("'parameters' must be an object", field="parameters")
-    binary_output = params.get("binary_data_output", False) is True
+    binary_output = params.get("binary_data_output", False)
+    if type(binary_output) is not bool:
+        raise InvalidRequest("'parameters.binary_data_output' must be true or false", field="parameters")
     outputs = _requested_outputs(payload.get("outputs"))
     tensors: dict[str, dict] = {}
     offsets: dict[str, tuple[int, int]] = {}
@@ -162,7 +164,10 @@ def decode(body: bytes, header_length: str | None, schema: tuple[tuple[str, str]
         if name in tensors:
             raise InvalidRequest(f"input tensor '{name}' is given twice", field=name)
         tensors[name] = t
-        size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t.get("parameters"), (dict, type(None))) else None
+        tensor_params = t.get("parameters", {})
+        if not isinstance(tensor_params, dict):
+            raise InvalidRequest(f"tensor '{name}': 'parameters' must be an object", field=name)
+        size = tensor_params.get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or at + size > len(binary):
                 raise InvalidRequest(f"tensor '{name}': 'binary_data_size' must be a byte count within the body",
@@ -232,10 +237,11 @@ def _requested_outputs(outputs: Any) -> list[tuple[str, bool]] | None:
     for i, o in enumerate(outputs):
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise InvalidRequest(f"'outputs[{i}]' must be an object with a 'name'", field=f"outputs[{i}]")
-        params = o.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise InvalidRequest(f"'outputs[{i}].parameters' must be an object", field=f"outputs[{i}]")
-        out.append((o["name"], params.get("binary_data", False) is True))
+        params = o.get("parameters", {})
+        if not isinstance(params, dict) or type(params.get("binary_data", False)) is not bool:
+            raise InvalidRequest(f"'outputs[{i}].parameters' must be an object whose 'binary_data' is true or false",
+                                 field=f"outputs[{i}]")
+        out.append((o["name"], params["binary_data"] if "binary_data" in params else False))
     return out
 
 
@@ -285,3 +291,39 @@ def encode(pred: Prediction, request: Request, request_id: str) -> tuple[bytes, 
 def error_body(message: str) -> bytes:
     """The protocol's error body: ``{"error": "<message>"}``."""
     return orjson.dumps({"error": message})
+
+
+def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int,
+                   outputs: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The JSON form of an ``infer`` request for ``schema``'s columns (any columns if None).
+
+    What it cannot say, the decoder checks: each input once, ``shape[0]`` equal to the
+    number of values, every input the same number of rows.
+    """
+    from shared.protocols.tabular import value
+
+    def tensor(name: str | None, kind: str | None) -> dict[str, Any]:
+        types = ["BYTES"] if kind == "string" else list(NUMERIC) if kind == "float" else ["BYTES", *NUMERIC]
+        return {"type": "object", "required": ["name", "datatype", "shape", "data"], "properties": {
+            "name": {"type": "string", "enum": [name]} if name else {"type": "string"},
+            "datatype": {"type": "string", "enum": types},
+            "shape": {"type": "array", "minItems": 1, "maxItems": 2,
+                      "items": {"type": "integer", "minimum": 1, "maximum": max_rows}},
+            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": value(kind)},
+            # binary_data_size belongs to the binary form (documented in the operation's text).
+            "parameters": {"type": "object", "not": {"required": ["binary_data_size"]}}}}
+
+    if schema is None:
+        items: dict[str, Any] = tensor(None, None)
+        count: dict[str, Any] = {"minItems": 1}
+    else:
+        items = {"oneOf": [tensor(n, k) for n, k in schema]} if len(schema) > 1 else tensor(*schema[0])
+        count = {"minItems": len(schema), "maxItems": len(schema)}
+    output = {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", **({"enum": list(outputs)} if outputs else {})},
+        "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}
+    return {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        "inputs": {"type": "array", "items": items, **count},
+        "outputs": {"type": "array", "items": output}}}

@@ -41,7 +41,9 @@ def served(tmp_path_factory):
     current = ctx.registry.alias("breast_cancer")
     if current.version != 1:
         ctx.registry.move_alias("breast_cancer", PRODUCTION, 1, expected=current, event="rollback", reason="t", actor="t")
-    host = HostProcess(data, env={"MLOPS_INFERENCE_LOG_SAMPLE": "0"}).start()
+    # 100 rows per request at most: the document's maxItems follow (so a schema-valid body stays
+    # under MLOPS_MAX_REQUEST_BYTES), and schemathesis' boundary cases stay small.
+    host = HostProcess(data, env={"MLOPS_INFERENCE_LOG_SAMPLE": "0", "MLOPS_MAX_BATCH_ROWS": "100"}).start()
     yield host, ctx
     host.stop()
     ctx.close()
@@ -236,3 +238,25 @@ def test_mlflow_ping_and_errors(served):
     assert refused.status_code == 415 and "text/csv" in refused.json()["message"]
     bad = client.post("/api/models/wind_power/invocations", content=b"wind_speed\n3\n", headers={"content-type": "text/csv"})
     assert bad.status_code == 400 and "missing field" in bad.json()["message"]
+
+
+# -- schemathesis: last in this module, as it moves aliases and posts feedback -------------------
+def test_schemathesis_finds_no_failure_with_every_check(served):
+    """A bounded run (tests/e2e/schemathesis.toml says what is configured and why) on the
+    document the host serves: examples, coverage and fuzzing phases, every check, both modes."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.e2e.hostproc import MASTER
+
+    host, ctx = served
+    exe = Path(sys.executable).parent / "schemathesis"
+    done = subprocess.run(
+        [str(exe), "--config-file", str(ROOT / "tests" / "e2e" / "schemathesis.toml"), "run",
+         f"{host.url}/api/openapi.json", "--url", f"{host.url}/api", "-H", f"x-functions-key: {MASTER}",
+         "--no-color"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+    summary = done.stdout[-4000:]
+    assert done.returncode == 0 and " passed" in summary and "failures" not in summary.lower(), summary
