@@ -19,7 +19,8 @@ import orjson
 
 from functions.root import context
 from shared import names
-from shared.errors import InvalidRequest, MlopsError, ModelNotFound, PayloadTooLarge
+from shared.errors import (InvalidRequest, MlopsError, ModelNotFound, NoProductionVersion, PayloadTooLarge,
+                           TransientError)
 from shared.registry import PRODUCTION
 
 bp = func.Blueprint()
@@ -224,15 +225,15 @@ def v2_server_ready(req: func.HttpRequest) -> func.HttpResponse:
 
 def _model_ready(req: func.HttpRequest) -> func.HttpResponse:
     def run(req: func.HttpRequest):
-        loaded = _loaded(req)
+        try:
+            loaded = _loaded(req)
+        except (NoProductionVersion, TransientError) as exc:
+            # The protocol's answer is the status: 200 ready, 4xx not. Nothing to serve yet, or
+            # storage away, is "not ready", not a server failure.
+            raise InvalidRequest(f"not ready: {exc.message}", field="name") from None
         return {"name": loaded.model, "version": str(loaded.version), "ready": True}
 
-    resp = _v2(req, run)
-    # The protocol's answer is the status: 200 ready, 4xx not. No production version yet is
-    # "not ready" (400), not a server failure.
-    if resp.status_code == 503:
-        return func.HttpResponse(resp.get_body(), status_code=400, mimetype=_JSON, headers=dict(resp.headers))
-    return resp
+    return _v2(req, run)
 
 
 @bp.function_name("v2_model_ready")
