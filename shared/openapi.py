@@ -126,7 +126,8 @@ def _operation(route: Route, path: str, view: ModelView | None, max_rows: int) -
     if route.body == "mlflow":
         fns = ["predict"] if view is not None and not view.classifier else ["predict", "predict_proba"]
         op["parameters"].append({"name": "predict_fn", "in": "query", "schema": {"type": "string", "enum": fns}})
-        op["description"] = ("JSON in any of the four forms, or text/csv with a header row. Labels by default; "
+        op["description"] = ("JSON in any of the four forms, text/csv with a header row, or a Parquet table "
+                             "(application/vnd.apache.parquet). Labels by default; "
                              "per-class probabilities with predict_fn=predict_proba (query, or params.predict_fn).")
     body = _request_body(route, view, max_rows)
     if body is not None:

@@ -2,7 +2,8 @@
 
 Accepted, as MLflow's scoring server accepts them: ``application/json`` with exactly one of
 ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs`` (the last two as
-records or as columns) and an optional ``params`` object; ``text/csv`` with a header row.
+records or as columns) and an optional ``params`` object; ``text/csv`` with a header row;
+``application/vnd.apache.parquet`` (a table, as ``DataFrame.to_parquet`` writes it).
 
 Answers ``{"predictions": [...]}`` as MLflow's sklearn flavour does: a regressor's values; a
 classifier's labels, or, when asked, the per-class probabilities as one list per row in the
@@ -22,6 +23,7 @@ from shared.serving import Batch, Prediction, _schema_parts, parse_payload
 
 JSON = "application/json"
 CSV = "text/csv"
+PARQUET = "application/vnd.apache.parquet"
 PREDICT_FNS = ("predict", "predict_proba")
 
 
@@ -36,8 +38,8 @@ def _content_type(value: str | None) -> str:
         if val.strip().strip('"').lower() not in ("utf-8", "utf8"):
             raise UnsupportedMediaType("only UTF-8 bodies are read", field="content-type")
     mime = mime.lower()
-    if mime not in (JSON, CSV):
-        raise UnsupportedMediaType(f"content type '{mime}' is not read here; send {JSON} or {CSV}",
+    if mime not in (JSON, CSV, PARQUET):
+        raise UnsupportedMediaType(f"content type '{mime}' is not read here; send {JSON}, {CSV} or {PARQUET}",
                                    field="content-type")
     return mime
 
@@ -78,6 +80,22 @@ def _csv_columns(text: str, schema: tuple[tuple[str, str], ...]) -> dict[str, li
     return columns
 
 
+def _parquet_columns(body: bytes) -> dict[str, list]:
+    """A Parquet table's columns as lists (pyarrow, imported here: only this content type needs it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(body))
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidRequest(f"the body is not a Parquet table: {str(exc)[:200]}", field="body") from None
+    # pandas writes its index as a column of its own when it is not a plain range.
+    # (A range index is metadata only: a dict there, no column.)
+    index = {c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    return {name: table.column(name).to_pylist() for name in table.column_names
+            if name not in index and not name.startswith("__index_level_")}
+
+
 def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: tuple[tuple[str, str], ...],
            max_rows: int) -> tuple[Batch, str]:
     """The rows of an ``invocations`` request and the predict function asked for."""
@@ -89,6 +107,8 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
         except UnicodeDecodeError:
             raise InvalidRequest("the CSV body is not UTF-8 text", field="body") from None
         return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows), predict_fn
+    if mime == PARQUET:
+        return parse_payload({"inputs": _parquet_columns(body)}, schema, max_rows), predict_fn
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -238,6 +238,18 @@ def test_mlflow_ping_and_errors(served):
     assert refused.status_code == 415 and "text/csv" in refused.json()["message"]
     bad = client.post("/api/models/wind_power/invocations", content=b"wind_speed\n3\n", headers={"content-type": "text/csv"})
     assert bad.status_code == 400 and "missing field" in bad.json()["message"]
+    # Parquet, as MLflow's scoring server also reads it (pandas writes it; MLflow has no writer).
+    import io
+
+    frame = WIND_X.head(5).set_axis([10, 3, 7, 1, 0])  # a non-range index travels as a column of its own
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    parquet = client.post("/api/models/wind_power/invocations", content=buf.getvalue(),
+                          headers={"content-type": "application/vnd.apache.parquet"})
+    assert parquet.status_code == 200, parquet.text
+    assert np.array_equal(np.asarray(parquet.json()["predictions"], np.float32), expected(ctx, "wind_power", 1, frame)[0].ravel())
+    junk = client.post("/api/models/wind_power/invocations", content=b"PAR1 no", headers={"content-type": "application/vnd.apache.parquet"})
+    assert junk.status_code == 400 and "not a Parquet table" in junk.json()["message"]
 
 
 # -- schemathesis: last in this module, as it moves aliases and posts feedback -------------------

@@ -201,3 +201,20 @@ def test_mlflow_csv_and_content_types():
     assert fn == "predict_proba"
     with pytest.raises(InvalidRequest, match="predict_fn"):
         mlflow.decode(orjson.dumps({"instances": ROWS}), None, "nope", SCHEMA, 100)
+
+
+@pytest.mark.parametrize("index", [None, [5, 9]])  # a range index is metadata; any other, a column
+def test_mlflow_parquet_yields_the_same_rows(index):
+    import io
+
+    import pandas as pd
+
+    from shared.protocols import mlflow
+
+    frame = pd.DataFrame(ROWS)
+    if index is not None:
+        frame.index = index
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    batch, _ = mlflow.decode(buf.getvalue(), "application/vnd.apache.parquet", None, SCHEMA, 100)
+    assert same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
