@@ -169,7 +169,7 @@ def _version(req: func.HttpRequest) -> int | None:
     given = req.route_params.get("version")
     if given is None:
         return None
-    if not given.isdigit() or not 0 < int(given) < 2**31:
+    if not (given.isascii() and given.isdigit()) or not 0 < int(given) < 2**31:
         raise InvalidRequest(f"version must be a positive integer, not {given[:20]!r}", field="version")
     return int(given)
 

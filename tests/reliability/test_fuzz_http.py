@@ -126,7 +126,7 @@ def test_no_client_input_gets_a_5xx_and_errors_say_what_was_wrong(served, route)
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(body=bodies, name=names, alias=st.text(max_size=12), request_id=st.text(max_size=40),
-           version=st.one_of(st.sampled_from(["1", "2", "0", "x"]), st.text(max_size=6)),
+           version=st.one_of(st.sampled_from(["1", "2", "0", "x", "²", "٣", "9" * 40]), st.text(max_size=6)),
            content_type=st.sampled_from(["application/json", "text/csv", "text/plain", "application/octet-stream"]),
            header_length=st.one_of(st.none(), st.integers(-5, 300).map(str)),
            query=st.dictionaries(st.sampled_from(["format", "code", "x", "predict_fn"]), st.text(max_size=8), max_size=2))
