@@ -2,15 +2,22 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+# MLflow's client for the invocations test, in its own environment (its pins are not ours).
+VENV_MLFLOW := .venv-mlflow
 
 .PHONY: setup lint run test bench bench-pipeline bench-serving bench-monitoring bench-evidently clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed $(VENV_MLFLOW)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV_MLFLOW)/.installed: requirements-mlflow.txt
+	$(PYTHON) -m venv $(VENV_MLFLOW)
+	$(VENV_MLFLOW)/bin/python -m pip install --quiet -r requirements-mlflow.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -45,8 +45,9 @@ async def _connection(port: int, request: bytes, start: float, deadline: float, 
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             lower = head.lower()
-            i = lower.find(b"content-length:")
-            n = int(head[i + 15: head.find(b"\r\n", i)]) if i >= 0 else 0
+            # At a line start: "inference-header-content-length:" (v2 binary answers) ends the same way.
+            i = lower.find(b"\r\ncontent-length:")
+            n = int(head[i + 17: head.find(b"\r\n", i + 2)]) if i >= 0 else 0
             if n:
                 await reader.readexactly(n)
             t1 = time.perf_counter()

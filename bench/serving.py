@@ -6,10 +6,17 @@
 (b) the project's in-process predict from a parsed JSON row;
 (c) scikit-learn ``predict``/``predict_proba`` on the same row;
 (d) HTTP through the local host over loopback: single rows and 1,000-row batches at
-    concurrency 1, 8 and 32;
+    concurrency 1, 8 and 32; batches in three encodings, in alternating rounds: this API's JSON
+    (``/predict``), Open Inference Protocol v2 JSON tensors, and v2 binary tensors (the header
+    tritonclient sends by default, binary outputs back);
 (e) a bare ASGI endpoint doing only (a) over HTTP: the practical ceiling of (d);
 and the cold start: process start to first answered prediction.
 Every ratio compares figures measured in this same run.
+
+    python -m bench.serving --baseline DIR
+
+also starts a host from another checkout (DIR, e.g. ``git archive <commit> | tar -x -C DIR``)
+on the same registry and measures single rows on both in alternating rounds: old against new.
 """
 from __future__ import annotations
 
@@ -183,6 +190,33 @@ def side_by_side(port: int, bare_port: int, request: bytes, concurrency: int, se
     return {**load_row(host), "share_of_bare": share}, load_row(bare)
 
 
+def v2_bodies(model: str, loaded, rows: list[dict]) -> tuple[bytes, bytes, int]:
+    """A v2 infer request for ``rows``: JSON tensors, and binary tensors with the JSON header's length."""
+    tensors, blobs = [], []
+    for name, kind in loaded.schema:
+        values = [r[name] for r in rows]
+        tensors.append({"name": name, "datatype": "FP32" if kind == "float" else "BYTES", "shape": [len(rows), 1],
+                        "data": values})
+        if kind == "float":
+            blobs.append(np.asarray(values, dtype="<f4").tobytes())
+        else:
+            blobs.append(b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values))
+    as_json = orjson.dumps({"inputs": tensors})
+    header = orjson.dumps({"inputs": [{**{k: v for k, v in t.items() if k != "data"},
+                                       "parameters": {"binary_data_size": len(b)}} for t, b in zip(tensors, blobs)],
+                           "parameters": {"binary_data_output": True}})
+    return as_json, header + b"".join(blobs), len(header)
+
+
+def encodings_side_by_side(port: int, requests: dict[str, bytes], concurrency: int, seconds: float, rounds: int = 3):
+    """The same 1,000 rows in each encoding, in alternating rounds."""
+    results: dict[str, list] = {k: [] for k in requests}
+    for _ in range(rounds):
+        for name, request in requests.items():
+            results[name].append(run_load(port, request, concurrency, seconds / rounds, warmup=0.2))
+    return {name: load_row(r, 1000) for name, r in results.items()}
+
+
 def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, seconds: float) -> dict:
     out: dict = {}
     try:
@@ -206,8 +240,16 @@ def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, se
             for c in (1, 8, 32):
                 res[f"host_single_c{c}"], res[f"bare_single_c{c}"] = side_by_side(port, bare_port, single, c, seconds)
             stop(bare)
+            v2_json, v2_binary, header = v2_bodies(model, loaded, sample_rows(model, 1000))
+            encodings = {
+                "batch1000": batch,
+                "v2_json_batch1000": build_request(f"/api/v2/models/{model}/infer", v2_json, {"x-functions-key": KEY}),
+                "v2_binary_batch1000": build_request(f"/api/v2/models/{model}/infer", v2_binary, {
+                    "x-functions-key": KEY, "Inference-Header-Content-Length": str(header)}),
+            }
             for c in (1, 8, 32):
-                res[f"host_batch1000_c{c}"] = load_row([run_load(port, batch, c, seconds)], 1000)
+                for name, row in encodings_side_by_side(port, encodings, c, seconds).items():
+                    res[f"host_{name}_c{c}"] = row
             out[model] = res
     finally:
         stop(host)
@@ -228,17 +270,44 @@ def cold_start(data_dir: str, repeats: int = 3) -> list[float]:
     return times
 
 
+def old_against_new(data_dir: str, port: int, baseline: Path, seconds: float, rounds: int = 6) -> dict:
+    """Single rows on this checkout's host (``port``) and on one started from ``baseline``, same
+    registry, in alternating rounds; each ratio is the median of the per-round ratios."""
+    old_port = free_port()
+    old = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(old_port), "--quiet-http"], cwd=baseline,
+                           env=host_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {}
+    try:
+        for model in MODELS:
+            single = build_request(f"/api/models/{model}/predict", orjson.dumps({"instances": sample_rows(model, 1)}),
+                                   {"x-functions-key": KEY})
+            wait_ready(old_port, single, old)
+            for c in (1, 8):
+                new_rounds, old_rounds = [], []
+                for _ in range(rounds):
+                    old_rounds.append(run_load(old_port, single, c, seconds / rounds, warmup=0.2))
+                    new_rounds.append(run_load(port, single, c, seconds / rounds, warmup=0.2))
+                out[f"{model}_single_c{c}"] = {
+                    "old": load_row(old_rounds), "new": load_row(new_rounds),
+                    "new_over_old_rps": statistics.median(n.rps / o.rps for n, o in zip(new_rounds, old_rounds))}
+    finally:
+        stop(old)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0,
                         help="measured seconds per load point (host and bare: 3 rounds each of a third)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serving.json")
+    parser.add_argument("--baseline", type=Path, help="another checkout: single rows, old against new")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as data_dir:
         ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
         port = free_port()
         host = spawn(["-m", "devhost", "--port", str(port), "--quiet-http"], host_env(data_dir), port)
         train_examples(ctx, port, host)
+        ab = old_against_new(data_dir, port, args.baseline, args.seconds) if args.baseline else None
         local = in_process(ctx)
         http = over_http(ctx, data_dir, port, host, args.seconds)
         cold = cold_start(data_dir)
@@ -262,9 +331,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {model}: (b) within 2x of (a): {lr['b_over_a']:.2f}x; "
               f"(c)/(b) = {lr['c_sklearn_us'] / lr['b_project_predict_us']:.0f}x (goal >= 100x for the RandomForest); "
               f"(d) c8 = {share:.0%} of (e) (goal >= 60%), p99 {hr['host_single_c8']['p99_ms']:.2f} ms (goal < 5); "
-              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s (goal >= 80,000)")
+              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s (goal >= 80,000); "
+              f"over binary v2: {max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
+              f"(goal >= 150,000 for breast_cancer)")
+    if ab:
+        print(f"\nold ({args.baseline}) against new, single rows, alternating rounds:")
+        for point, r in ab.items():
+            print(f"  {point:<26} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:.2f} ms | "
+                  f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:.2f} ms | new/old {r['new_over_old_rps']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"in_process": local, "http": http, "cold_start_s": cold}, indent=2))
+    args.out.write_text(json.dumps({"in_process": local, "http": http, "cold_start_s": cold, "old_against_new": ab},
+                                   indent=2))
 
 
 if __name__ == "__main__":

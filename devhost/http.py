@@ -111,6 +111,9 @@ class HttpApp:
         if scope["type"] != "http":
             return
         status, headers, body = await self._handle(scope, receive)
+        if status >= 400 and scope["path"].startswith("/api/v2") and body.startswith(b'{"error": {'):
+            # The host's own refusals (key, route, method) in the v2 protocol's error shape.
+            body = json.dumps({"error": json.loads(body)["error"]["message"]}).encode()
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -163,7 +166,9 @@ class HttpApp:
             )
             return await self._invoke(fn, request)
         if allowed:
-            return _error(405, "METHOD_NOT_ALLOWED", f"{method} not allowed on /api/{sub}; use {', '.join(sorted(set(allowed)))}")
+            status, out_headers, out = _error(405, "METHOD_NOT_ALLOWED",
+                                              f"{method} not allowed on /api/{sub}; use {', '.join(sorted(set(allowed)))}")
+            return status, [*out_headers, (b"allow", ", ".join(sorted(set(allowed))).encode())], out  # RFC 9110
         return _error(404, "NOT_FOUND", f"no function serves /api/{sub}")
 
     def _routes(self, sub: str) -> list[tuple[HttpFunction, dict[str, str]]]:

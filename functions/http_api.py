@@ -1,7 +1,10 @@
-"""HTTP triggers: prediction, model listing and details, alias moves, health.
+"""HTTP triggers: prediction (this API's own, the Open Inference Protocol v2 and MLflow's
+scoring protocol), model listing and details, alias moves, health.
 
 Errors leave through one table (``STATUS``) mapping the domain's error codes to HTTP
-status codes; the body is always ``{"error": {"code", "message", "details"?}}``.
+status codes. The body is ``{"error": {"code", "message", "details"?}}`` on this API's own
+routes, ``{"error": "<message>"}`` on the v2 routes (the protocol's shape) and
+``{"error_code", "message"}`` on MLflow's (its scoring server's shape).
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import orjson
 
 from functions.root import context
 from shared import names
-from shared.errors import InvalidRequest, MlopsError, ModelNotFound, PayloadTooLarge
+from shared.errors import (InvalidRequest, MlopsError, ModelNotFound, NoProductionVersion, PayloadTooLarge,
+                           TransientError)
 from shared.registry import PRODUCTION
 
 bp = func.Blueprint()
@@ -36,6 +40,7 @@ STATUS: dict[str, int] = {
     "ALREADY_EXISTS": 409,
     "INTEGRITY_ERROR": 500,
     "TRANSIENT": 503,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
 }
 _JSON = "application/json"
 
@@ -53,13 +58,19 @@ def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
     return _json(exc.to_dict(), status, {"x-request-id": request_id})
 
 
-def _body(req: func.HttpRequest) -> Any:
+def _raw(req: func.HttpRequest) -> bytes:
+    """The request body, refused before any parsing when it is over the size limit."""
     raw = req.get_body() or b""
     limit = context().settings.max_request_bytes
     if len(raw) > limit:
         raise PayloadTooLarge(
             f"request body is {len(raw):,} bytes, over the limit of {limit:,} (setting MLOPS_MAX_REQUEST_BYTES)"
         )
+    return raw
+
+
+def _body(req: func.HttpRequest) -> Any:
+    raw = _raw(req)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -156,34 +167,197 @@ async def predict(req: func.HttpRequest) -> func.HttpResponse:
     return await _handle_async(req, run)
 
 
-@bp.function_name("infer_v2")
-@bp.route(route="v2/models/{name}/infer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-async def infer_v2(req: func.HttpRequest) -> func.HttpResponse:
-    """Open Inference Protocol v2 ``infer``: one input tensor per column."""
+# -- Open Inference Protocol v2 ------------------------------------------------------------
+def _version(req: func.HttpRequest) -> int | None:
+    """The route's ``{version}``, if the route has one: a positive integer."""
+    given = req.route_params.get("version")
+    if given is None:
+        return None
+    if not (given.isascii() and given.isdigit()) or not 0 < int(given) < 2**31:
+        raise InvalidRequest(f"version must be a positive integer, not {given[:20]!r}", field="version")
+    return int(given)
 
-    async def run(req: func.HttpRequest, request_id: str):
-        from shared.serving import parse_v2, v2_response
 
-        started = time.perf_counter()
-        loaded = context().server.get(_model(req))
-        batch, given_id = parse_v2(_body(req), loaded.schema, context().settings.max_batch_rows)
-        pred, _ = await _serve(loaded, batch, request_id, started)
-        return v2_response(pred, given_id or request_id), 200
+def _loaded(req: func.HttpRequest):
+    """The version a v2 or MLflow request names: production, or ``{version}`` loaded on demand."""
+    model, version = _model(req), _version(req)
+    server = context().server
+    return server.get(model) if version is None else server.get_version(model, version)
 
-    return await _handle_async(req, run)
+
+def _v2_error(exc: MlopsError, request_id: str) -> func.HttpResponse:
+    from shared.protocols.v2 import error_body
+
+    status = STATUS.get(exc.code, 500)
+    if status >= 500:
+        log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
+    return func.HttpResponse(error_body(exc.message), status_code=status, mimetype=_JSON,
+                             headers={"x-request-id": request_id})
+
+
+def _v2(req: func.HttpRequest, handler) -> func.HttpResponse:
+    request_id = _request_id(req)
+    try:
+        body = handler(req)
+    except MlopsError as exc:
+        return _v2_error(exc, request_id)
+    return _json(body, 200, {"x-request-id": request_id})
+
+
+@bp.function_name("v2_server_metadata")
+@bp.route(route="v2", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def v2_server_metadata(req: func.HttpRequest) -> func.HttpResponse:
+    """Open Inference Protocol v2 server metadata."""
+    from shared.protocols.v2 import server_metadata
+
+    return _v2(req, lambda req: server_metadata())
+
+
+@bp.function_name("v2_server_live")
+@bp.route(route="v2/health/live", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def v2_server_live(req: func.HttpRequest) -> func.HttpResponse:
+    """v2 liveness: the worker answers."""
+    return _v2(req, lambda req: {"live": True})
+
+
+@bp.function_name("v2_server_ready")
+@bp.route(route="v2/health/ready", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def v2_server_ready(req: func.HttpRequest) -> func.HttpResponse:
+    """v2 readiness: the worker's context (storage, registry, specs) is built."""
+    return _v2(req, lambda req: {"ready": context() is not None})
+
+
+def _model_ready(req: func.HttpRequest) -> func.HttpResponse:
+    def run(req: func.HttpRequest):
+        try:
+            loaded = _loaded(req)
+        except (NoProductionVersion, TransientError) as exc:
+            # The protocol's answer is the status: 200 ready, 4xx not. Nothing to serve yet, or
+            # storage away, is "not ready", not a server failure.
+            raise InvalidRequest(f"not ready: {exc.message}", field="name") from None
+        return {"name": loaded.model, "version": str(loaded.version), "ready": True}
+
+    return _v2(req, run)
+
+
+@bp.function_name("v2_model_ready")
+@bp.route(route="v2/models/{name}/ready", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def v2_model_ready(req: func.HttpRequest) -> func.HttpResponse:
+    """v2 model readiness: 200 when the production version is loaded (loading it if needed)."""
+    return _model_ready(req)
+
+
+@bp.function_name("v2_version_ready")
+@bp.route(route="v2/models/{name}/versions/{version}/ready", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def v2_version_ready(req: func.HttpRequest) -> func.HttpResponse:
+    """v2 readiness of one version: 200 when it is loaded and verified (loading it if needed)."""
+    return _model_ready(req)
+
+
+def _metadata(req: func.HttpRequest) -> func.HttpResponse:
+    def run(req: func.HttpRequest):
+        from shared.protocols.v2 import metadata
+
+        loaded = _loaded(req)
+        versions = [loaded.version] if _version(req) is not None else context().registry.versions(loaded.model)
+        return metadata(loaded, versions)
+
+    return _v2(req, run)
 
 
 @bp.function_name("metadata_v2")
 @bp.route(route="v2/models/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def metadata_v2(req: func.HttpRequest) -> func.HttpResponse:
-    """Open Inference Protocol v2 model metadata."""
+    """v2 model metadata of the production version; ``versions`` lists every registered one."""
+    return _metadata(req)
 
-    def run(req: func.HttpRequest, request_id: str):
-        from shared.serving import v2_metadata
 
-        return v2_metadata(context().server.get(_model(req))), 200
+@bp.function_name("v2_version_metadata")
+@bp.route(route="v2/models/{name}/versions/{version}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def v2_version_metadata(req: func.HttpRequest) -> func.HttpResponse:
+    """v2 model metadata of one registered version."""
+    return _metadata(req)
 
-    return _handle(req, run)
+
+async def _infer(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.protocols import v2
+
+    request_id = _request_id(req)
+    try:
+        started = time.perf_counter()
+        loaded = _loaded(req)  # this request's version, start to end
+        request = v2.decode(_raw(req), req.headers.get(v2.HEADER), loaded.schema, context().settings.max_batch_rows)
+        pred, _ = await _serve(loaded, request.batch, request_id, started)
+        body, header_length = v2.encode(pred, request, request_id)
+    except MlopsError as exc:
+        return _v2_error(exc, request_id)
+    if header_length is None:
+        return func.HttpResponse(body, mimetype=_JSON, headers={"x-request-id": request_id})
+    return func.HttpResponse(body, mimetype="application/octet-stream", headers={
+        "x-request-id": request_id, "Inference-Header-Content-Length": str(header_length)})
+
+
+@bp.function_name("infer_v2")
+@bp.route(route="v2/models/{name}/infer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def infer_v2(req: func.HttpRequest) -> func.HttpResponse:
+    """Open Inference Protocol v2 ``infer`` on the production version (JSON or binary tensors)."""
+    return await _infer(req)
+
+
+@bp.function_name("infer_v2_version")
+@bp.route(route="v2/models/{name}/versions/{version}/infer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def infer_v2_version(req: func.HttpRequest) -> func.HttpResponse:
+    """Open Inference Protocol v2 ``infer`` on one registered version, loaded on demand."""
+    return await _infer(req)
+
+
+# -- MLflow's scoring protocol ---------------------------------------------------------------
+#: MLflow's error codes (``mlflow.protos.databricks_pb2``) for ours.
+_MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
+                 503: "TEMPORARILY_UNAVAILABLE"}
+
+
+def _mlflow_error(exc: MlopsError, request_id: str) -> func.HttpResponse:
+    from shared.protocols.mlflow import error_body
+
+    status = STATUS.get(exc.code, 500)
+    if status >= 500:
+        log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
+    return func.HttpResponse(error_body(_MLFLOW_CODES.get(status, "INTERNAL_ERROR"), exc.message), status_code=status,
+                             mimetype=_JSON, headers={"x-request-id": request_id})
+
+
+@bp.function_name("invocations")
+@bp.route(route="models/{name}/invocations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def invocations(req: func.HttpRequest) -> func.HttpResponse:
+    """MLflow's ``/invocations`` on the production version: JSON (four forms) or CSV."""
+    from shared.protocols import mlflow
+
+    request_id = _request_id(req)
+    try:
+        started = time.perf_counter()
+        loaded = context().server.get(_model(req))
+        batch, predict_fn = mlflow.decode(_raw(req), req.headers.get("content-type"), req.params.get("predict_fn"),
+                                          loaded.schema, context().settings.max_batch_rows)
+        pred, _ = await _serve(loaded, batch, request_id, started)
+        body = mlflow.encode(pred, predict_fn)
+    except MlopsError as exc:
+        return _mlflow_error(exc, request_id)
+    return func.HttpResponse(body, mimetype=_JSON, headers={"x-request-id": request_id,
+                                                            "x-model-version": str(loaded.version)})
+
+
+@bp.function_name("ping")
+@bp.route(route="models/{name}/ping", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def ping(req: func.HttpRequest) -> func.HttpResponse:
+    """MLflow's ``/ping``: 200 once the production version is loaded (loading it if needed)."""
+    request_id = _request_id(req)
+    try:
+        loaded = context().server.get(_model(req))
+    except MlopsError as exc:
+        return _mlflow_error(exc, request_id)
+    return func.HttpResponse("\n", mimetype=_JSON, headers={"x-request-id": request_id,
+                                                            "x-model-version": str(loaded.version)})
 
 
 @bp.function_name("feedback")
@@ -340,13 +514,87 @@ def monitoring_plotly(req: func.HttpRequest) -> func.HttpResponse:
                              headers={"cache-control": "public, max-age=86400"})
 
 
+#: What the API document needs beyond each function's decorator and docstring: its protocol
+#: (the error shape), the body it reads, and the error codes it raises (statuses via STATUS).
+_MODEL_CODES = ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE", "MODEL_NOT_FOUND", "NOT_FOUND",
+                "NO_PRODUCTION_VERSION", "TRANSIENT")
+_LOOKUP_CODES = ("INVALID_NAME", "INVALID_REQUEST", "MODEL_NOT_FOUND", "NOT_FOUND", "NO_PRODUCTION_VERSION", "TRANSIENT")
+API: dict[str, dict[str, Any]] = {
+    "predict": {"body": "tabular", "codes": _MODEL_CODES},
+    "invocations": {"protocol": "mlflow", "body": "mlflow", "codes": (*_MODEL_CODES, "UNSUPPORTED_MEDIA_TYPE")},
+    "ping": {"protocol": "mlflow", "codes": _LOOKUP_CODES},
+    "infer_v2": {"protocol": "v2", "body": "v2", "codes": _MODEL_CODES},
+    "infer_v2_version": {"protocol": "v2", "body": "v2", "codes": _MODEL_CODES},
+    "metadata_v2": {"protocol": "v2", "codes": _LOOKUP_CODES},
+    "v2_version_metadata": {"protocol": "v2", "codes": _LOOKUP_CODES},
+    # Not ready is a 4xx in the protocol: no production version answers 400 there.
+    "v2_model_ready": {"protocol": "v2", "codes": ("INVALID_NAME", "MODEL_NOT_FOUND", "NOT_FOUND")},
+    "v2_version_ready": {"protocol": "v2", "codes": ("INVALID_NAME", "MODEL_NOT_FOUND", "NOT_FOUND")},
+    "v2_server_metadata": {"protocol": "v2", "codes": ()},
+    "v2_server_live": {"protocol": "v2", "codes": ()},
+    "v2_server_ready": {"protocol": "v2", "codes": ()},
+    "feedback": {"body": "feedback", "codes": ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE",
+                                               "MODEL_NOT_FOUND", "TRANSIENT"), "success": 202},
+    "list_models": {"codes": ("TRANSIENT",)},
+    "get_model": {"codes": ("INVALID_NAME", "MODEL_NOT_FOUND", "TRANSIENT")},
+    "set_alias": {"body": "alias", "codes": ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE", "NOT_FOUND",
+                                             "MODEL_NOT_FOUND", "CONFLICT", "PRECONDITION_FAILED", "TRANSIENT")},
+    "monitoring_latest": {"codes": ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT"),
+                          "success_types": ("application/json", "text/html"),
+                          "query": ({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}},)},
+    "monitoring_reports": {"codes": ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT"),
+                           "query": ({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},)},
+    "monitoring_report": {"codes": ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT"),
+                          "success_types": ("application/json", "text/html"),
+                          "query": ({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}},)},
+    "monitoring_plotly": {"codes": (), "success_types": ("text/javascript",)},
+    "openapi": {"codes": ()},
+    "health": {"codes": ()},
+}
+
+
+def api_routes() -> list:
+    """Every HTTP function of this blueprint as the API document sees it: route, methods, auth
+    and summary from its decorator and docstring, the rest from ``API``."""
+    from shared.openapi import Route
+
+    from functions import runs_api  # here: it imports this module's helpers
+
+    table = {**API, **runs_api.API}
+    routes = []
+    for builder in [*bp._function_builders, *runs_api.bp._function_builders]:
+        fn = builder.build()
+        trigger = fn.get_trigger()
+        name = fn.get_function_name()
+        info = table[name]  # a function without an entry is a KeyError here and in the tests
+        statuses = tuple(sorted({STATUS[c] for c in info["codes"]}))
+        routes.append(Route(
+            name=name, path="/" + trigger.route, methods=tuple(str(getattr(m, "value", m)) for m in trigger.methods),
+            auth=str(getattr(trigger.auth_level, "name", trigger.auth_level)),
+            summary=(fn.get_user_function().__doc__ or name).strip().splitlines()[0],
+            protocol=info.get("protocol", "api"), body=info.get("body"), statuses=statuses,
+            success=info.get("success", 200), success_types=info.get("success_types", ("application/json",)),
+            query=info.get("query", ()),
+        ))
+    return routes
+
+
 @bp.function_name("openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    """The OpenAPI document of this API."""
-    from shared.openapi import document
+    """The OpenAPI document of this API, derived from its routes, parsers and models."""
+    from shared.openapi import ModelView, document
+    from shared.onnx_model import input_schema
 
-    return _json(document())
+    ctx = context()
+    models = {}
+    for name in ctx.specs.names():
+        try:
+            spec = ctx.specs.get(name)
+        except MlopsError:  # a broken spec is reported where it is used; the document leaves it out
+            continue
+        models[name] = ModelView(tuple((c["name"], c["type"]) for c in input_schema(spec)), spec.is_classifier)
+    return _json(document(api_routes(), models, ctx.settings.max_batch_rows))
 
 
 @bp.function_name("health")

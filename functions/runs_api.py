@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.http_api import _handle, _model
+from functions.http_api import _handle, _model, _version
 from functions.root import context
 from shared import names
 from shared.errors import InvalidRequest
 
 bp = func.Blueprint()
+
+#: What the API document needs beyond each function's decorator (see ``http_api.API``).
+_READ = ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT")
+API = {
+    "list_runs": {"codes": _READ, "query": (
+        {"name": "outcome", "in": "query", "schema": {"type": "string", "enum": ["promoted", "rejected", "failed",
+                                                                                 "quarantined", "duplicate", "running"]}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}})},
+    "get_run": {"codes": _READ},
+    "get_version": {"codes": _READ},
+    "console_overview": {"codes": ("TRANSIENT",)},
+    "console": {"codes": (), "success_types": ("text/html",)},
+}
 
 
 def _limit(req: func.HttpRequest, default: int = 100, most: int = 1000) -> int:
@@ -58,14 +71,14 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("get_version")
-@bp.route(route="models/{name}/versions/{version:int}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="models/{name}/versions/{version}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_version(req: func.HttpRequest) -> func.HttpResponse:
     """A version's lineage: its run, dataset (name, ETag, SHA-256), spec hash, code, libraries, decision."""
 
     def run(req: func.HttpRequest, request_id: str):
         from shared.lineage import version_lineage
 
-        return version_lineage(context(), _model(req), int(req.route_params.get("version", "0"))), 200
+        return version_lineage(context(), _model(req), _version(req)), 200
 
     return _handle(req, run)
 

@@ -132,6 +132,12 @@ class TransientError(MlopsError):
     permanent = False
 
 
+class UnsupportedMediaType(MlopsError):
+    """A request body in a content type the route does not read."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 #: HTTP statuses of a storage or bus service that say "try again later".
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 

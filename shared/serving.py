@@ -15,6 +15,7 @@ import math
 import operator
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -124,8 +125,11 @@ class ModelServer:
     swaps the reference, so requests already running keep the version they started with.
     """
 
+    #: How many versions other than production a worker keeps loaded (least recently used out).
+    VERSION_CACHE_SIZE = 4
+
     def __init__(self, registry: Registry, specs: SpecCatalog, settings: Settings, clock=time.monotonic,
-                 alert=None, explain=None) -> None:
+                 alert=None, explain=None, version_cache_size: int = VERSION_CACHE_SIZE) -> None:
         self.alert = alert  # callable(model, kind, detail), e.g. Context.alert
         self.explain = explain  # callable(model) -> what became of its latest run, or None
         self.registry = registry
@@ -139,6 +143,10 @@ class ModelServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._versions: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._versions_lock = threading.Lock()
+        self.version_cache_size = version_cache_size
+        self.version_loads = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     def _ensure_refresher(self) -> None:
@@ -190,6 +198,40 @@ class ModelServer:
         except Exception:  # an explanation must not turn a 503 into a 500
             log.exception("could not look up the latest run of %s", model)
             return None
+
+    def get_version(self, model: str, version: int) -> LoadedModel:
+        """Any registered version of ``model``: production's session if it is that version, else
+        one loaded on demand, verified as production is (SHA-256 against the manifest), and
+        kept in a small least-recently-used cache of ``version_cache_size`` entries."""
+        entry = self._entries.get(model)
+        if entry is not None and entry.loaded is not None and entry.loaded.version == version:
+            return entry.loaded
+        key = (model, version)
+        with self._versions_lock:
+            hit = self._versions.get(key)
+            if hit is not None:
+                self._versions.move_to_end(key)
+                return hit
+        # Loaded outside the lock: a slow load must not hold up hits on other versions. Two
+        # concurrent first requests may both load; the second result replaces the first.
+        try:
+            loaded = load_version(self.registry, model, version)
+        except IntegrityError as exc:
+            if self.alert is not None:
+                self.alert(model, "integrity", {"version": version, "message": exc.message})
+            raise
+        with self._versions_lock:
+            self.version_loads += 1
+            self._versions[key] = loaded
+            self._versions.move_to_end(key)
+            while len(self._versions) > self.version_cache_size:
+                self._versions.popitem(last=False)
+        return loaded
+
+    def cached_versions(self) -> list[tuple[str, int]]:
+        """The non-production versions held, least recently used first."""
+        with self._versions_lock:
+            return list(self._versions)
 
     def refresh(self, model: str) -> bool:
         """Check the alias (conditional read) and swap in a new version; True if swapped."""
@@ -354,7 +396,14 @@ def _columnar(inputs: Any, field_name: str, names: tuple[str, ...], numeric: tup
 def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings: tuple[str, ...]) -> _Parsed:
     if not isinstance(frame, dict) or not isinstance(frame.get("columns"), list) or not isinstance(frame.get("data"), list):
         raise InvalidRequest("'dataframe_split' needs 'columns' and 'data' lists", field="dataframe_split")
+    extra = sorted(set(frame) - {"columns", "data", "index"})  # pandas' split orient; the index is ignored
+    if extra:
+        raise InvalidRequest(f"'dataframe_split' has an unexpected key '{extra[0]}'", field=f"dataframe_split.{extra[0]}")
+    if not isinstance(frame.get("index", []), list):
+        raise InvalidRequest("'dataframe_split.index' must be a list", field="dataframe_split.index")
     cols = frame["columns"]
+    if not all(type(c) is str for c in cols):
+        raise InvalidRequest("'dataframe_split.columns' must be a list of column names", field="dataframe_split.columns")
     records = []
     for i, row in enumerate(frame["data"]):
         if not isinstance(row, list) or len(row) != len(cols):
@@ -445,10 +494,13 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
             field="body",
         )
     key = keys[0]
-    if key in ("instances", "dataframe_records"):
-        parsed = _records(payload[key], key, names, numeric, strings)
-    elif key == "inputs":
-        parsed = _columnar(payload[key], key, names, numeric, strings)
+    value = payload[key]
+    # As MLflow's scoring server: 'instances' and 'inputs' each come as records (a list of
+    # objects) or as columns (an object of lists); 'dataframe_records' only as records.
+    if key == "dataframe_records" or (key != "dataframe_split" and isinstance(value, list)):
+        parsed = _records(value, key, names, numeric, strings)
+    elif key in ("inputs", "instances"):
+        parsed = _columnar(value, key, names, numeric, strings)
     else:
         parsed = _split(payload[key], names, numeric, strings)
     rows = parsed.rows
@@ -470,82 +522,3 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
             values = ["" if v is None else v for v in values]
         texts[name] = np.array(values, dtype=object).reshape(-1, 1)
     return Batch(numeric, block, texts, rows)
-
-
-# -- Open Inference Protocol v2 ----------------------------------------------------------------
-_V2_FLOAT = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-
-
-def v2_metadata(loaded: LoadedModel) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: the model's name, versions, platform, inputs and outputs."""
-    inputs = [{"name": n, "datatype": "FP32" if k == "float" else "BYTES", "shape": [-1, 1]} for n, k in loaded.schema]
-    if loaded.is_classifier:
-        label_type = "BYTES" if loaded.classes and isinstance(loaded.classes[0], str) else "INT64"
-        outputs = [{"name": "label", "datatype": label_type, "shape": [-1]},
-                   {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(loaded.classes or ())]}]
-    else:
-        outputs = [{"name": "predictions", "datatype": "FP64", "shape": [-1]}]
-    return {"name": loaded.model, "versions": [str(loaded.version)], "platform": "onnxruntime_onnx",
-            "inputs": inputs, "outputs": outputs}
-
-
-def parse_v2(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: int) -> tuple[Batch, str | None]:
-    """Rows from an OIP v2 ``infer`` request (one input tensor per column, shape [N] or [N, 1])
-    and the request's own id."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
-        raise InvalidRequest("the body must be an object with an 'inputs' list of tensors", field="inputs")
-    req_id = payload.get("id")
-    if req_id is not None and not isinstance(req_id, str):
-        raise InvalidRequest("'id' must be a string", field="id")
-    tensors: dict[str, dict] = {}
-    for i, t in enumerate(payload["inputs"]):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise InvalidRequest(f"'inputs[{i}]' must be a tensor object with a 'name'", field=f"inputs[{i}]")
-        tensors[t["name"]] = t
-    names = [n for n, _ in schema]
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise InvalidRequest(f"missing input tensor '{missing[0]}'", field=missing[0])
-    extra = sorted(set(tensors) - set(names))
-    if extra:
-        raise InvalidRequest(f"unexpected input tensor '{extra[0]}'", field=extra[0])
-    columns: dict[str, list] = {}
-    rows = None
-    for name, kind in schema:
-        t = tensors[name]
-        shape, data, dtype = t.get("shape"), t.get("data"), t.get("datatype")
-        if not isinstance(data, list):
-            raise InvalidRequest(f"tensor '{name}': 'data' must be a flat list", field=name)
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape) \
-                or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise InvalidRequest(f"tensor '{name}': 'shape' must be [N] or [N, 1]", field=name)
-        if shape[0] != len(data):
-            raise InvalidRequest(f"tensor '{name}': shape says {shape[0]} rows but 'data' has {len(data)}", field=name)
-        wanted = "BYTES" if kind == "string" else "a numeric type"
-        if (kind == "string" and dtype != "BYTES") or (kind == "float" and dtype not in _V2_FLOAT):
-            raise InvalidRequest(f"tensor '{name}': datatype must be {wanted}, not {dtype!r}", field=name)
-        if rows is None:
-            rows = len(data)
-        elif len(data) != rows:
-            raise InvalidRequest(f"tensor '{name}' has {len(data)} rows but '{names[0]}' has {rows}", field=name)
-        columns[name] = data
-    return parse_payload({"inputs": columns}, schema, max_rows), req_id
-
-
-def v2_response(pred: Prediction, request_id: str | None) -> dict[str, Any]:
-    loaded = pred.loaded
-    if pred.labels is not None:
-        labels = pred.labels.tolist()
-        label_type = "BYTES" if labels and isinstance(labels[0], str) else "INT64"
-        outputs = [
-            {"name": "label", "datatype": label_type, "shape": [len(labels)], "data": labels},
-            {"name": "probabilities", "datatype": "FP32", "shape": list(pred.probabilities.shape),
-             "data": pred.probabilities.ravel().tolist()},
-        ]
-    else:
-        values = pred.values.tolist()
-        outputs = [{"name": "predictions", "datatype": "FP64", "shape": [len(values)], "data": values}]
-    out = {"model_name": loaded.model, "model_version": str(loaded.version), "outputs": outputs}
-    if request_id is not None:
-        out["id"] = request_id
-    return out

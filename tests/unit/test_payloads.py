@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from shared.errors import InvalidRequest
-from shared.serving import parse_payload, parse_v2
+import orjson
+
+from shared.protocols import v2
+from shared.serving import parse_payload
+
+
+def parse_v2(payload, schema, max_rows):
+    request = v2.decode(orjson.dumps(payload), None, schema, max_rows)
+    return request.batch, request.id
 
 SCHEMA = (("speed", "float"), ("temp", "float"), ("turbine", "string"))
 ROWS = [{"speed": 3.5, "temp": 10, "turbine": "T01"}, {"speed": 7.0, "temp": -2.5, "turbine": "T02"}]
@@ -92,7 +100,7 @@ def test_row_limit():
         ({"name": "speed", "shape": [2, 1], "datatype": "BYTES", "data": [1, 2]}, "datatype must be a numeric type"),
         ({"name": "speed", "shape": [3], "datatype": "FP32", "data": [1, 2]}, "shape says 3 rows"),
         ({"name": "speed", "shape": [2, 2], "datatype": "FP32", "data": [1, 2]}, "must be [N] or [N, 1]"),
-        ({"name": "speed", "shape": [2], "datatype": "FP32", "data": 5}, "flat list"),
+        ({"name": "speed", "shape": [2], "datatype": "FP32", "data": 5}, "must be a list"),
     ],
 )
 def test_v2_tensor_errors_name_the_tensor(tensor, fragment):
@@ -101,3 +109,112 @@ def test_v2_tensor_errors_name_the_tensor(tensor, fragment):
     with pytest.raises(InvalidRequest, match=fragment.replace("[", r"\[").replace("]", r"\]")) as err:
         parse_v2({"inputs": [tensor, *good]}, SCHEMA, 100)
     assert err.value.details["field"] == "speed"
+
+
+@pytest.mark.parametrize("payload", [
+    {"inputs": ROWS},  # MLflow's records form of 'inputs'
+    {"instances": {"speed": [3.5, 7.0], "temp": [10, -2.5], "turbine": ["T01", "T02"]}},  # and columns of 'instances'
+    {"dataframe_split": {"index": [0, 1], "columns": ["speed", "temp", "turbine"],
+                         "data": [[3.5, 10, "T01"], [7.0, -2.5, "T02"]]}},  # pandas' split orient, index ignored
+])
+def test_mlflow_forms_yield_the_same_rows(payload):
+    assert same_rows(parse_payload(payload, SCHEMA, 100), parse_payload({"instances": ROWS}, SCHEMA, 100))
+
+
+def binary_request(tensors, header_extra=None):
+    """A body as tritonclient builds it: JSON header, then each binary tensor's bytes."""
+    head, blobs = {"inputs": [], **(header_extra or {})}, []
+    for name, dtype, raw, rows in tensors:
+        head["inputs"].append({"name": name, "datatype": dtype, "shape": [rows, 1], "parameters": {"binary_data_size": len(raw)}})
+        blobs.append(raw)
+    text = orjson.dumps(head)
+    return text + b"".join(blobs), str(len(text))
+
+
+def bytes_tensor(values):
+    import struct
+
+    return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+
+
+def test_binary_tensors_yield_the_same_rows_and_nan_means_missing():
+    body, n = binary_request([("speed", "FP32", np.array([3.5, 7.0], "<f4").tobytes(), 2),
+                              ("temp", "FP64", np.array([10, -2.5], "<f8").tobytes(), 2),
+                              ("turbine", "BYTES", bytes_tensor(["T01", "T02"]), 2)])
+    request = v2.decode(body, n, SCHEMA, 100)
+    assert same_rows(request.batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
+    body, n = binary_request([("speed", "FP32", np.array([np.nan], "<f4").tobytes(), 1),
+                              ("temp", "INT64", np.array([4], "<i8").tobytes(), 1),
+                              ("turbine", "BYTES", bytes_tensor([""]), 1)])
+    columns = v2.decode(body, n, SCHEMA, 100).batch.columns()
+    assert math.isnan(columns["speed"][0]) and columns["temp"][0] == 4.0
+
+
+@pytest.mark.parametrize("tensors,header,fragment,field", [
+    ([("speed", "FP32", b"\0" * 7, 2)], None, "is 8 bytes, not 7", "speed"),
+    ([("speed", "FP32", np.array([np.inf, 1], "<f4").tobytes(), 2)], None, "must be finite", "speed"),
+    ([("speed", "FP64", np.array([1e300, 1], "<f8").tobytes(), 2)], None, "within float range", "speed"),
+    ([("speed", "FP32", b"\0" * 8, 2), ("turbine", "BYTES", b"\5\0\0\0ab", 2)], None, "ends inside element 0", "turbine"),
+    ([("speed", "FP32", b"\0" * 8, 2), ("turbine", "BYTES", b"\xff\xff", 2)], None, "ends inside", "turbine"),
+])
+def test_binary_tensor_errors_name_the_tensor(tensors, header, fragment, field):
+    good = [("temp", "FP32", np.zeros(2, "<f4").tobytes(), 2), ("turbine", "BYTES", bytes_tensor(["a", "b"]), 2),
+            ("speed", "FP32", np.zeros(2, "<f4").tobytes(), 2)]
+    given = {t[0] for t in tensors}
+    body, n = binary_request(tensors + [t for t in good if t[0] not in given], header)
+    with pytest.raises(InvalidRequest) as err:
+        v2.decode(body, n, SCHEMA, 100)
+    assert fragment in err.value.message and err.value.details["field"] == field
+
+
+@pytest.mark.parametrize("length,fragment", [("x", "must be an integer"), ("99999", "must be an integer")])
+def test_a_bad_header_length_is_refused(length, fragment):
+    with pytest.raises(InvalidRequest, match=fragment):
+        v2.decode(b'{"inputs": []}', length, SCHEMA, 100)
+
+
+def test_trailing_bytes_after_the_binary_tensors_are_refused():
+    body, n = binary_request([("speed", "FP32", np.zeros(1, "<f4").tobytes(), 1),
+                              ("temp", "FP32", np.zeros(1, "<f4").tobytes(), 1),
+                              ("turbine", "BYTES", bytes_tensor(["a"]), 1)])
+    with pytest.raises(InvalidRequest, match="3 bytes after"):
+        v2.decode(body + b"abc", n, SCHEMA, 100)
+
+
+def test_mlflow_csv_and_content_types():
+    from shared.errors import UnsupportedMediaType
+    from shared.protocols import mlflow
+
+    csv = b"turbine,speed,temp\nT01,3.5,10\nT02,7.0,-2.5\n"
+    batch, fn = mlflow.decode(csv, "text/csv; charset=utf-8", None, SCHEMA, 100)
+    assert fn == "predict" and same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
+    batch, _ = mlflow.decode(b"speed,temp,turbine\n,1,\n", "text/csv", None, SCHEMA, 100)
+    assert math.isnan(batch.columns()["speed"][0]) and batch.columns()["turbine"][0] == ""
+    with pytest.raises(InvalidRequest) as err:
+        mlflow.decode(b"speed,temp,turbine\n1,x,T\n", "text/csv", None, SCHEMA, 100)
+    assert err.value.details == {"field": "temp", "row": 0}
+    with pytest.raises(UnsupportedMediaType):
+        mlflow.decode(csv, "application/x-www-form-urlencoded", None, SCHEMA, 100)
+    with pytest.raises(UnsupportedMediaType):
+        mlflow.decode(csv, "text/csv; charset=latin-1", None, SCHEMA, 100)
+    _, fn = mlflow.decode(orjson.dumps({"instances": ROWS, "params": {"predict_fn": "predict_proba"}}), None, None, SCHEMA, 100)
+    assert fn == "predict_proba"
+    with pytest.raises(InvalidRequest, match="predict_fn"):
+        mlflow.decode(orjson.dumps({"instances": ROWS}), None, "nope", SCHEMA, 100)
+
+
+@pytest.mark.parametrize("index", [None, [5, 9]])  # a range index is metadata; any other, a column
+def test_mlflow_parquet_yields_the_same_rows(index):
+    import io
+
+    import pandas as pd
+
+    from shared.protocols import mlflow
+
+    frame = pd.DataFrame(ROWS)
+    if index is not None:
+        frame.index = index
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    batch, _ = mlflow.decode(buf.getvalue(), "application/vnd.apache.parquet", None, SCHEMA, 100)
+    assert same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
