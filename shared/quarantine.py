@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any
 
 from shared import datasets, names
 from shared.errors import InvalidName, PreconditionFailed
 from shared.jsonio import get_json, put_json
+from shared.records import QuarantineRecord
 from shared.storage import Storage
 
 log = logging.getLogger("mlops.quarantine")
@@ -43,7 +43,7 @@ def record_name(blob_name: str) -> str:
 def quarantine(storage: Storage, blob_name: str, reason: str, *, code: str, details: dict | None = None) -> str:
     """Record why ``datasets/<blob_name>`` was refused; return the record's path."""
     name = record_name(blob_name)
-    record = {
+    record: QuarantineRecord = {
         "schema_version": SCHEMA_VERSION,
         "dataset": datasets.path(blob_name),
         "reason": reason,
@@ -70,7 +70,7 @@ def supersede(storage: Storage, blob_name: str, run_id: str) -> None:
         pass  # quarantined again meanwhile: that newer record stands
 
 
-def records(storage: Storage, model: str | None = None) -> list[dict[str, Any]]:
+def records(storage: Storage, model: str | None = None) -> list[QuarantineRecord]:
     """Quarantine records, newest first: of one model, or all (misplaced files included)."""
     out = []
     for blob in storage.list(CONTAINER, f"{model}/" if model else ""):

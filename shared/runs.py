@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.errors import AlreadyExists, NotFound
 from shared.jsonio import get_json, put_json
+from shared.records import RunStatus
 from shared.storage import Storage
 
 CONTAINER = "runs"
@@ -24,7 +25,7 @@ OUTCOMES = ("promoted", "rejected", "failed", "quarantined", "duplicate", "runni
 _FINAL_STATES = {"promoted": "promoted", "rejected": "rejected", "duplicate": "duplicate", "quarantined": "quarantined"}
 
 
-def outcome_of(status: dict[str, Any]) -> str:
+def outcome_of(status: RunStatus) -> str:
     """The outcome a status document stands for."""
     state = status.get("state", "")
     if state in _FINAL_STATES:
@@ -34,7 +35,7 @@ def outcome_of(status: dict[str, Any]) -> str:
     return "running"
 
 
-def explain(status: dict[str, Any]) -> str:
+def explain(status: RunStatus) -> str:
     """One line saying what became of a run, for error messages and lists."""
     run = f"run {status.get('run_id')}"
     outcome = outcome_of(status)
@@ -53,7 +54,7 @@ def explain(status: dict[str, Any]) -> str:
     return f"{run} is still running (state {status.get('state')!r})"
 
 
-def _dataset(status: dict[str, Any]) -> dict[str, Any]:
+def _dataset(status: RunStatus) -> dict[str, Any]:
     found = status.get("dataset")
     if isinstance(found, str):  # status documents before schema version 1 held the name only
         return {"name": found}
@@ -98,10 +99,10 @@ class RunStore:
         found = get_json(self.storage, CONTAINER, self._name(model, run_id, artifact))
         return found[0] if found else None
 
-    def status(self, model: str, run_id: str) -> dict[str, Any] | None:
+    def status(self, model: str, run_id: str) -> RunStatus | None:
         return self.find_json(model, run_id, STATUS)
 
-    def update_status(self, model: str, run_id: str, **changes: Any) -> dict[str, Any]:
+    def update_status(self, model: str, run_id: str, **changes: Any) -> RunStatus:
         """Merge ``changes`` into the run's status; stage timings merge into ``stages``.
 
         One stage of a run runs at a time (each stage starts from the previous one's
@@ -125,13 +126,13 @@ class RunStore:
         return [b.name[len(model) + 1:-len(suffix)] for b in self.storage.list(CONTAINER, f"{model}/")
                 if b.name.endswith(suffix) and b.name.count("/") == 2]
 
-    def statuses(self, model: str) -> list[dict[str, Any]]:
+    def statuses(self, model: str) -> list[RunStatus]:
         """Every run's status, newest first."""
         out = [s for s in (self.status(model, r) for r in self.run_ids(model)) if s is not None]
         out.sort(key=lambda s: s.get("created_at") or s.get("started_at") or s.get("updated_at") or 0, reverse=True)
         return out
 
-    def latest(self, model: str) -> dict[str, Any] | None:
+    def latest(self, model: str) -> RunStatus | None:
         """The newest run's status, or None when the model has never run."""
         found = self.statuses(model)
         return found[0] if found else None
@@ -141,7 +142,7 @@ class RunStore:
         latest = self.latest(model)
         return explain(latest) if latest else None
 
-    def summary(self, status: dict[str, Any]) -> dict[str, Any]:
+    def summary(self, status: RunStatus) -> dict[str, Any]:
         """A run as the runs list shows it: outcome, dataset, version, decision, error."""
         decision = status.get("decision") or {}
         return {
