@@ -106,6 +106,9 @@ class InferenceLogger:
         self._full: list[_Columns] = []  # waiting for the writer
         self._buffered_rows = 0
         self._lock = threading.Lock()
+        # One flush at a time: a flush that returns has written every row buffered before it
+        # began, including rows another flush (the background one) had already taken.
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,6 +177,10 @@ class InferenceLogger:
 
     def flush(self) -> int:
         """Write everything buffered now; returns the number of rows written."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self._lock:
             pending = self._full + list(self._open.values())
             self._full, self._open = [], {}
