@@ -19,8 +19,10 @@ node_modules/.installed: package.json package-lock.json
 
 ## Run the system: the local Functions host on http://localhost:7071 (embedded backends),
 ## with the two example datasets dropped so both example models get trained and served.
+PORT ?= 7071
+
 run: setup
-	$(PY) -m devhost --drop-examples
+	$(PY) -m devhost --drop-examples --port $(PORT)
 
 ## Run every test (Azurite is started by the test fixtures).
 test: setup

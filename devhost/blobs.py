@@ -5,8 +5,11 @@
 * The receipt is taken with a create-only write and carries a lease, so two hosts on
   the same storage never run the same blob at the same time; an expired lease (a host
   that died mid-run) is taken over.
-* A failing run is retried on later polls, up to 5 tries; then the blob goes to the poison
-  queue ``webjobs-blobtrigger-poison`` and is not tried again.
+* A failing run is retried on later polls, up to 5 tries, each later than the one before
+  (exponential backoff: a dependency that is down for a minute must not burn the budget in
+  seconds); then the blob goes to the poison queue ``webjobs-blobtrigger-poison``.
+* Up to ``parallelism`` blobs run at once (host.json ``extensions.blobs.maxDegreeOfParallelism``),
+  so one long fit does not hold back a small dataset dropped after it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,6 +39,9 @@ POISON_QUEUE = "webjobs-blobtrigger-poison"
 LEASE_SECONDS = 60.0  # renewed every third of it while the function runs
 # A file copied into the local folder by hand may still be growing: wait until it is this old.
 SETTLE_SECONDS = 1.0
+#: Backoff between tries of a failing blob: base * 2^(tries-1), at most the cap.
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 60.0
 
 
 def compile_path(path: str) -> tuple[str, re.Pattern[str]]:
@@ -62,8 +69,15 @@ class BlobTriggerRunner:
     """Polls the watched containers and runs each new or changed blob's function."""
 
     def __init__(self, storage: Storage, bus: Bus, functions: list[BlobFunction], invoker: Invoker,
-                 *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS) -> None:
+                 *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS,
+                 parallelism: int = 1, retry_base_seconds: float = RETRY_BASE_SECONDS) -> None:
         self.lease_seconds = lease_seconds
+        self.parallelism = max(1, parallelism)
+        self.retry_base_seconds = retry_base_seconds
+        self._pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="blob-run")
+        self._slots = threading.Semaphore(self.parallelism)
+        self._in_flight: set[tuple[str, str, str]] = set()
+        self._flight_lock = threading.Lock()
         self.storage = storage
         self.bus = bus
         self.functions = functions
@@ -83,6 +97,7 @@ class BlobTriggerRunner:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -92,21 +107,44 @@ class BlobTriggerRunner:
                 log.exception("blob trigger poll failed; retrying")
             self._stop.wait(self.poll_seconds)
 
-    def poll_once(self) -> int:
-        """One scan of every watched container; returns how many invocations ran."""
-        ran = 0
+    def poll_once(self, *, wait: bool = False) -> int:
+        """One scan of every watched container; returns how many invocations it started.
+
+        Each runs on one of ``parallelism`` workers; ``wait`` waits for them to end.
+        """
+        started = []
         for fn in self.functions:
             for blob in self.storage.list(fn.container):
                 if self._stop.is_set():
-                    return ran
+                    return len(started)
                 key = (fn.name, blob.name, blob.etag)
-                if key in self._done or not fn.pattern.match(blob.name):
+                if key in self._done or key in self._in_flight or not fn.pattern.match(blob.name):
                     continue
                 if time.time() - blob.last_modified < SETTLE_SECONDS:
                     continue
-                if self._run(fn, blob.name, blob.etag):
-                    ran += 1
-        return ran
+                if not self._slots.acquire(blocking=False):
+                    return len(started)  # every worker busy: the next poll looks again
+                with self._flight_lock:
+                    self._in_flight.add(key)
+                started.append(self._pool.submit(self._run_slot, fn, key))
+        if wait:
+            for future in started:
+                future.result()
+        return len(started)
+
+    def _run_slot(self, fn: BlobFunction, key: tuple[str, str, str]) -> bool:
+        try:
+            return self._run(fn, key[1], key[2])
+        except Exception:  # storage down while taking or settling the receipt: the next poll retries
+            log.exception("blob trigger run of %s failed outside the function; retrying later", key[1])
+            return False
+        finally:
+            with self._flight_lock:
+                self._in_flight.discard(key)
+            self._slots.release()
+
+    def _backoff(self, tries: int) -> float:
+        return min(self.retry_base_seconds * 2 ** max(tries - 1, 0), RETRY_CAP_SECONDS)
 
     # -- receipts ------------------------------------------------------------------------
     def _receipt_name(self, fn: BlobFunction, container: str, name: str, etag: str) -> str:
@@ -131,6 +169,8 @@ class BlobTriggerRunner:
             return None
         if current["state"] == "running" and current["lease_until"] > now:
             return None  # another host (or an earlier poll) holds it
+        if current["state"] == "failed" and current.get("retry_at", 0) > now:
+            return None  # backing off after a failed try
         record = {**current, "state": "running", "host": self.host_id, "lease_until": now + self.lease_seconds}
         try:
             info = self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=blob.info.etag)
@@ -181,7 +221,8 @@ class BlobTriggerRunner:
                                   **{fn.arg_name: stream})
         except Exception as exc:
             state = "poisoned" if tries >= self.max_tries else "failed"
-            record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000]}
+            record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000],
+                      "retry_at": time.time() + self._backoff(tries)}
             self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
             if state == "poisoned":
                 self._poison(fn, name, etag, tries, str(exc))

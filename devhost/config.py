@@ -51,14 +51,47 @@ class HostConfig:
     blob_max_tries: int = 5
     blob_lease_seconds: float = 60.0
     http_threads: int = 16
+    #: The platform's request limit; its app setting ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``.
+    max_body_bytes: int = 100 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    #: From host.json, as the platform reads them: concurrent blob-triggered invocations and
+    #: concurrent calls per Service Bus-triggered function.
+    blob_parallelism: int = 2
+    queue_concurrency: int = 4
+    blob_retry_base_seconds: float = 2.0
+    queue_retry_base_seconds: float = 0.5
 
     @classmethod
-    def from_env(cls) -> HostConfig:
+    def from_env(cls, host_json: Path | None = None) -> HostConfig:
         keys = tuple(k.strip() for k in os.environ.get("MLOPS_HOST_FUNCTION_KEYS", "").split(",") if k.strip())
+        blobs, bus = host_concurrency(host_json or PROJECT_ROOT / "host.json")
         return cls(
             master_key=os.environ.get("MLOPS_HOST_MASTER_KEY", "").strip(),
             function_keys=keys,
             blob_poll_seconds=float(os.environ.get("MLOPS_HOST_BLOB_POLL_SECONDS", "0.5")),
             queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "1")),
             blob_lease_seconds=float(os.environ.get("MLOPS_HOST_BLOB_LEASE_SECONDS", "60")),
+            max_body_bytes=int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip() or 100 * 1024 * 1024),
+            header_timeout_seconds=float(os.environ.get("MLOPS_HOST_HEADER_TIMEOUT_SECONDS", "").strip() or 10),
+            body_timeout_seconds=float(os.environ.get("MLOPS_HOST_BODY_TIMEOUT_SECONDS", "").strip() or 30),
+            blob_parallelism=blobs,
+            queue_concurrency=bus,
+            blob_retry_base_seconds=float(os.environ.get("MLOPS_HOST_BLOB_RETRY_SECONDS", "").strip() or 2),
+            queue_retry_base_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_RETRY_SECONDS", "").strip() or 0.5),
         )
+
+
+def host_concurrency(host_json: Path) -> tuple[int, int]:
+    """``(extensions.blobs.maxDegreeOfParallelism, extensions.serviceBus.maxConcurrentCalls)``
+    from host.json, as the platform reads them (1 and 16 when absent: the local host keeps
+    the old single blob thread unless host.json asks for more)."""
+    try:
+        ext = json.loads(host_json.read_text()).get("extensions", {})
+    except (OSError, ValueError):
+        ext = {}
+    blobs = int(ext.get("blobs", {}).get("maxDegreeOfParallelism", 1))
+    bus = int(ext.get("serviceBus", {}).get("maxConcurrentCalls", 16))
+    if blobs < 1 or bus < 1:
+        raise ValueError(f"{host_json}: maxDegreeOfParallelism and maxConcurrentCalls must be at least 1")
+    return blobs, bus

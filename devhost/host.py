@@ -81,12 +81,16 @@ class Host:
         self.invoker = Invoker()
         self.blobs = BlobTriggerRunner(storage, bus, self.index.blobs, self.invoker,
                                        poll_seconds=config.blob_poll_seconds, max_tries=config.blob_max_tries,
-                                       lease_seconds=config.blob_lease_seconds)
-        self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds)
+                                       lease_seconds=config.blob_lease_seconds, parallelism=config.blob_parallelism,
+                                       retry_base_seconds=config.blob_retry_base_seconds)
+        self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds,
+                                         concurrency=config.queue_concurrency,
+                                         backoff_seconds=config.queue_retry_base_seconds)
         self.timers = TimerRunner(self.index.timers, self.invoker)
         self.http = HttpApp(self.index.http, self.invoker, master_key=config.master_key,
                             function_keys=config.function_keys, admin_invoke=self.invoke_now,
-                            threads=config.http_threads, log_requests=log_http)
+                            threads=config.http_threads, log_requests=log_http,
+                            max_body_bytes=config.max_body_bytes, body_timeout_seconds=config.body_timeout_seconds)
 
     def start_triggers(self) -> None:
         self.blobs.start()

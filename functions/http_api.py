@@ -44,11 +44,19 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
 
 
+#: Seconds a client is told to wait after a 503 (a transient fault, or no version yet).
+RETRY_AFTER_SECONDS = "5"
+
+
 def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
     status = STATUS.get(exc.code, 500)
-    if status >= 500:
+    headers = {"x-request-id": request_id}
+    if status == 503:  # expected while a dependency heals or before a first promotion
+        log.warning("request %s: %s %s", request_id, exc.code, exc.message)
+        headers["retry-after"] = RETRY_AFTER_SECONDS
+    elif status >= 500:
         log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
-    return _json(exc.to_dict(), status, {"x-request-id": request_id})
+    return _json(exc.to_dict(), status, headers)
 
 
 def _body(req: func.HttpRequest) -> Any:

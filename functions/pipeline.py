@@ -28,8 +28,11 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
     if run is None:
         return
     from shared import pipeline as stages
+    from shared.storage.retrying import patience
 
-    result = getattr(stages, f"handle_{stage}")(context(), run)
+    ctx = context()
+    with patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
+        result = getattr(stages, f"handle_{stage}")(ctx, run)
     log.info("%s %s/%s: %s", stage, run.model, run.run_id, result.detail)
 
 

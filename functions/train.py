@@ -19,15 +19,16 @@ def _etag(blob: func.InputStream) -> str | None:
 @bp.function_name("train")
 @bp.blob_trigger(arg_name="blob", path="datasets/{model}/{file}", connection="MlopsStorage")
 def train(blob: func.InputStream) -> None:
-    """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
-    from shared.pipeline import DATASETS, handle_dataset  # training's imports stay off the serving path
+    """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried.
+
+    The stage runs in a process of its own within the spec's time budget
+    (``shared.isolation``): the fit's CPU and memory never touch this worker's request path.
+    It reads the blob itself, so lineage records the version it trained on.
+    """
+    from shared.isolation import train_isolated
 
     name = blob.name or ""
-    prefix = DATASETS + "/"
+    prefix = "datasets/"
     relative = name[len(prefix):] if name.startswith(prefix) else name
-    etag = _etag(blob)
-    # Read the bytes from the binding only when we also know their ETag; otherwise the
-    # stage reads the blob itself so that lineage records the version it trained on.
-    data = blob.read() if etag else None
-    result = handle_dataset(context(), relative, data, etag)
-    log.info("train %s: %s (%s)", relative, "ok" if result.ok else "refused", result.detail)
+    ok, _, detail = train_isolated(context(), relative, _etag(blob))
+    log.info("train %s: %s (%s)", relative, "ok" if ok else "refused", detail)

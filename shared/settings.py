@@ -68,6 +68,9 @@ class Settings:
     monitor_window_minutes: float = 60.0
     drift_share: float = 0.5
     queue_alerts: str = "model-alerts"
+    #: How long a pipeline stage waits out a transient storage fault (full disk, I/O error,
+    #: throttling) before failing its delivery; well under the 10-minute function timeout.
+    transient_retry_seconds: float = 120.0
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -104,5 +107,6 @@ class Settings:
             monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
             drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
             queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
+            transient_retry_seconds=_float(env, "MLOPS_TRANSIENT_RETRY_SECONDS", 120.0),
             extra=dict(env),
         )

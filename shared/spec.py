@@ -70,6 +70,10 @@ class ModelSpec:
     parity_atol: float
     #: Standardise numeric inputs; None means the estimator family's default (linear: yes).
     scale_numeric: bool | None = None
+    #: Wall-clock seconds the train stage (read, validate, fit, evaluate) may take in its own
+    #: process; over it, the process is ended and the run fails saying so. Under the
+    #: platform's 10-minute function timeout by default.
+    time_budget_seconds: float = 540.0
     monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
     description: str = ""
     source: str = ""
@@ -183,6 +187,9 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     min_rows = r.get("training.min_rows", int, 50)
     if min_rows < 10:
         raise r.fail("training.min_rows", "must be at least 10")
+    budget = r.get("training.time_budget_seconds", float, 540.0)
+    if not 0 < budget <= 3600:
+        raise r.fail("training.time_budget_seconds", f"must be in (0, 3600], not {budget}")
     metric = r.get("promotion.metric", str)
     if metric not in METRICS or task not in METRICS[metric][0]:
         allowed = [m for m, (tasks, _) in METRICS.items() if task in tasks]
@@ -232,6 +239,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         parity_rtol=rtol,
         parity_atol=atol,
         scale_numeric=scale_numeric,
+        time_budget_seconds=budget,
         description=r.get("model.description", str, ""),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),

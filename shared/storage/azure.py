@@ -7,6 +7,7 @@ so that the platform retries the invocation.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -37,6 +38,26 @@ def _etag(value: str) -> str:
 
 def _ts(value: datetime | None) -> float:
     return value.timestamp() if value else 0.0
+
+
+#: Answers that mean "not now": throttling (429, 503 ServerBusy), a timeout, a server fault.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _transient_answers(method):
+    """Throttling and server faults, after the SDK's own retries, become ``TransientError``."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except AzureError as exc:
+            status = getattr(exc, "status_code", None)
+            if status in TRANSIENT_STATUS:
+                raise TransientError(f"storage unavailable: HTTP {status} "
+                                     f"{getattr(exc, 'error_code', None) or ''}".rstrip(), status=status) from exc
+            raise
+    return wrapper
 
 
 class AzureBlobStorage:
@@ -84,6 +105,7 @@ class AzureBlobStorage:
                 self._created.add(container)
         return client
 
+    @_transient_answers
     def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         try:
@@ -107,6 +129,7 @@ class AzureBlobStorage:
         info = BlobInfo(container, name, _etag(props.etag), props.size, _ts(props.last_modified))
         return Blob(info=info, data=data)
 
+    @_transient_answers
     def head(self, container: str, name: str) -> BlobInfo | None:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         try:
@@ -117,6 +140,7 @@ class AzureBlobStorage:
             raise TransientError(f"storage unavailable: {exc}") from exc
         return BlobInfo(container, name, _etag(props.etag), props.size, _ts(props.last_modified))
 
+    @_transient_answers
     def put(
         self,
         container: str,
@@ -148,6 +172,7 @@ class AzureBlobStorage:
             raise
         return BlobInfo(container, name, _etag(result["etag"]), len(data), _ts(result.get("last_modified")))
 
+    @_transient_answers
     def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
         client = self._container(container, create=False)
         try:
@@ -160,6 +185,7 @@ class AzureBlobStorage:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"storage unavailable: {exc}") from exc
 
+    @_transient_answers
     def delete(self, container: str, name: str, *, if_match: str | None = None) -> bool:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         kwargs = {}
