@@ -49,8 +49,11 @@ RETRY_AFTER_SECONDS = "5"
 
 
 def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
+    from shared.limits import clip
+
     status = STATUS.get(exc.code, 500)
     headers = {"x-request-id": request_id}
+    exc.message, exc.details = clip(exc.message), clip(exc.details)  # a 4 MB field name is not echoed back
     if status == 503:  # expected while a dependency heals or before a first promotion
         log.warning("request %s: %s %s", request_id, exc.code, exc.message)
         headers["retry-after"] = RETRY_AFTER_SECONDS
@@ -121,7 +124,10 @@ async def _serve(loaded, batch, request_id: str, started: float):
     """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
     from shared.inference_log import LogRecord  # here, not at import: it brings numpy (0.12 s of start-up)
 
+    from shared.limits import check_batch_strings
+
     ctx = context()
+    check_batch_strings(batch, ctx.settings.max_string_chars)
     if batch.rows >= OFFLOAD_ROWS:
         pred = await asyncio.to_thread(ctx.server.run, loaded, batch)
     else:
@@ -201,6 +207,10 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
         ctx = context()
         model = _model(req)
         items = parse_feedback(_body(req), ctx.specs.get(model))
+        from shared.limits import check_string
+
+        for i, item in enumerate(items):
+            check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
         where = store_feedback(ctx.storage, model, items)
         return {"model": model, "accepted": len(items), "stored": where}, 202
 

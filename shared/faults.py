@@ -21,6 +21,7 @@ POINTS = (
     "register:after_model_file",  # registry model.onnx written, manifest not: mid registry write
     "register:after_manifest",    # version committed, message to promote not sent
     "promote:after_alias",        # production moved, decision not recorded
+    "registry:after_alias_before_audit",  # alias moved, its audit entry not yet written
 )
 
 

@@ -340,6 +340,10 @@ def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings
     if not isinstance(frame, dict) or not isinstance(frame.get("columns"), list) or not isinstance(frame.get("data"), list):
         raise InvalidRequest("'dataframe_split' needs 'columns' and 'data' lists", field="dataframe_split")
     cols = frame["columns"]
+    for j, c in enumerate(cols):
+        if not isinstance(c, str):  # a list here would be an unhashable dict key below
+            raise InvalidRequest(f"'dataframe_split.columns[{j}]' must be a string, not {type(c).__name__}",
+                                 field=f"dataframe_split.columns[{j}]")
     records = []
     for i, row in enumerate(frame["data"]):
         if not isinstance(row, list) or len(row) != len(cols):

@@ -62,9 +62,11 @@ class Settings:
     max_dataset_bytes: int = 200 * 1024 * 1024
     max_request_bytes: int = 4 * 1024 * 1024
     max_batch_rows: int = 10_000
+    max_string_chars: int = 256
     alias_check_seconds: float = 2.0
     inference_log_sample: float = 1.0
     inference_log_flush_seconds: float = 5.0
+    inference_log_max_bytes: int = 64 * 1024 * 1024
     monitor_window_minutes: float = 60.0
     drift_share: float = 0.5
     queue_alerts: str = "model-alerts"
@@ -101,9 +103,11 @@ class Settings:
             max_dataset_bytes=_int(env, "MLOPS_MAX_DATASET_BYTES", 200 * 1024 * 1024),
             max_request_bytes=_int(env, "MLOPS_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
             max_batch_rows=_int(env, "MLOPS_MAX_BATCH_ROWS", 10_000),
+            max_string_chars=_int(env, "MLOPS_MAX_STRING_CHARS", 256),
             alias_check_seconds=_float(env, "MLOPS_ALIAS_CHECK_SECONDS", 2.0),
             inference_log_sample=_float(env, "MLOPS_INFERENCE_LOG_SAMPLE", 1.0),
             inference_log_flush_seconds=_float(env, "MLOPS_INFERENCE_LOG_FLUSH_SECONDS", 5.0),
+            inference_log_max_bytes=_int(env, "MLOPS_INFERENCE_LOG_MAX_BYTES", 64 * 1024 * 1024),
             monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
             drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
             queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
