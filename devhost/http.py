@@ -120,9 +120,12 @@ def _presented_key(headers: list[tuple[bytes, bytes]], query_string: bytes) -> b
         if name.lower() == _KEY_HEADER and value:
             return value
     if b"code=" in query_string:
-        for name, value in parse_qsl(query_string, keep_blank_values=True):
+        for pair in query_string.split(b"&"):
+            name, _, value = pair.partition(b"=")
             if name == b"code" and value:
-                return value
+                # bytes all the way: ``parse_qsl`` on bytes round-trips through ASCII and
+                # raises on a percent-encoded non-ASCII key
+                return unquote_to_bytes(value.replace(b"+", b" "))
     return None
 
 
