@@ -29,8 +29,9 @@ import azure.functions as func
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
 from shared.bus import Bus, OutgoingMessage
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
 from shared.storage import Storage
+from shared.storage.retrying import patience
 
 log = logging.getLogger("devhost.blobs")
 
@@ -78,6 +79,7 @@ class BlobTriggerRunner:
         self._slots = threading.Semaphore(self.parallelism)
         self._in_flight: set[tuple[str, str, str]] = set()
         self._flight_lock = threading.Lock()
+        self._last_transient_log = 0.0
         self.storage = storage
         self.bus = bus
         self.functions = functions
@@ -110,7 +112,10 @@ class BlobTriggerRunner:
     def poll_once(self, *, wait: bool = False) -> int:
         """One scan of every watched container; returns how many invocations it started.
 
-        Each runs on one of ``parallelism`` workers; ``wait`` waits for them to end.
+        The receipt is taken here, in the polling thread (a storage call or two), and only a
+        blob whose receipt was taken occupies one of the ``parallelism`` workers: a blob that
+        is done, leased elsewhere or backing off never holds a slot that another blob needs.
+        ``wait`` waits for the started invocations to end.
         """
         started = []
         for fn in self.functions:
@@ -124,18 +129,39 @@ class BlobTriggerRunner:
                     continue
                 if not self._slots.acquire(blocking=False):
                     return len(started)  # every worker busy: the next poll looks again
+                try:
+                    taken = self._claim(fn, blob.name, blob.etag)
+                except TransientError as exc:  # storage refuses even the receipt: wait for it
+                    self._slots.release()
+                    self._log_transient(fn, blob.name, exc)
+                    continue
+                except Exception:
+                    self._slots.release()
+                    raise
+                if taken is None:
+                    self._slots.release()
+                    continue
                 with self._flight_lock:
                     self._in_flight.add(key)
-                started.append(self._pool.submit(self._run_slot, fn, key))
+                started.append(self._pool.submit(self._run_slot, fn, key, taken))
         if wait:
             for future in started:
                 future.result()
         return len(started)
 
-    def _run_slot(self, fn: BlobFunction, key: tuple[str, str, str]) -> bool:
+    def _log_transient(self, fn: BlobFunction, name: str, exc: TransientError) -> None:
+        now = time.monotonic()
+        if now - self._last_transient_log > 30:  # one line per half minute, not per poll
+            self._last_transient_log = now
+            log.warning("blob trigger for %s/%s waits for storage: %s", fn.container, name, exc.message)
+
+    def _run_slot(self, fn: BlobFunction, key: tuple[str, str, str], taken: tuple[str, dict, str]) -> bool:
         try:
-            return self._run(fn, key[1], key[2])
-        except Exception:  # storage down while taking or settling the receipt: the next poll retries
+            return self._run(fn, key[1], key[2], taken)
+        except TransientError as exc:  # storage down while settling the receipt: its lease runs out
+            self._log_transient(fn, key[1], exc)
+            return False
+        except Exception:  # the next poll retries
             log.exception("blob trigger run of %s failed outside the function; retrying later", key[1])
             return False
         finally:
@@ -178,7 +204,8 @@ class BlobTriggerRunner:
             return None
         return record, info.etag
 
-    def _run(self, fn: BlobFunction, name: str, etag: str) -> bool:
+    def _claim(self, fn: BlobFunction, name: str, etag: str) -> tuple[str, dict, str] | None:
+        """Take the blob's receipt: ``(receipt, record, receipt etag)``, or None if it is not ours to run."""
         receipt = self._receipt_name(fn, fn.container, name, etag)
         taken = self._acquire(receipt)
         if taken is None:
@@ -187,8 +214,11 @@ class BlobTriggerRunner:
                 state = json.loads(self.storage.get(RECEIPTS, receipt).data)["state"]
                 if state in ("done", "poisoned"):
                     self._done.add((fn.name, name, etag))
-            return False
-        record, receipt_etag = taken
+            return None
+        return receipt, *taken
+
+    def _run(self, fn: BlobFunction, name: str, etag: str, taken: tuple[str, dict, str]) -> bool:
+        receipt, record, receipt_etag = taken
         try:
             blob = self.storage.get(fn.container, name)
         except NotFound:
@@ -223,13 +253,15 @@ class BlobTriggerRunner:
             state = "poisoned" if tries >= self.max_tries else "failed"
             record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000],
                       "retry_at": time.time() + self._backoff(tries)}
-            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
+            with patience(self.lease_seconds / 2):  # settle within the lease, even through a storage fault
+                self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
             if state == "poisoned":
                 self._poison(fn, name, etag, tries, str(exc))
                 self._done.add((fn.name, name, etag))
             return True
         record = {**record, "state": "done", "tries": tries, "lease_until": 0, "completed_at": time.time()}
-        self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
+        with patience(self.lease_seconds / 2):
+            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
         self._done.add((fn.name, name, etag))
         return True
 
