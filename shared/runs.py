@@ -10,6 +10,10 @@ from shared.storage import Storage
 
 CONTAINER = "runs"
 STATUS = "status.json"
+#: A decided run stays decided: a redelivered message that re-runs an earlier (idempotent)
+#: stage after the decision must not set the state back to "registered" for good.
+_DECIDED = frozenset({"promoted", "rejected"})
+_BEFORE_DECISION = frozenset({"training", "trained", "converted", "registered"})
 
 
 class RunStore:
@@ -54,6 +58,8 @@ class RunStore:
         """
         status = self.status(model, run_id) or {"model": model, "run_id": run_id, "stages": {}}
         stages = changes.pop("stages", None)
+        if status.get("state") in _DECIDED and changes.get("state") in _BEFORE_DECISION:
+            changes.pop("state")
         if stages:
             status.setdefault("stages", {}).update(stages)
         status.update(changes)
