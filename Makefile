@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench bench-pipeline bench-serving bench-monitoring clean
+.PHONY: setup run test bench bench-pipeline bench-serving bench-monitoring bench-isolation clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -38,6 +38,9 @@ bench-serving: setup
 
 bench-monitoring: setup
 	$(PY) -m bench.monitoring
+
+bench-isolation: setup
+	$(PY) -m bench.isolation
 
 clean:
 	rm -rf .data .pytest_cache

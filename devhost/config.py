@@ -65,7 +65,8 @@ class HostConfig:
     @classmethod
     def from_env(cls, host_json: Path | None = None) -> HostConfig:
         keys = tuple(k.strip() for k in os.environ.get("MLOPS_HOST_FUNCTION_KEYS", "").split(",") if k.strip())
-        blobs, bus = host_concurrency(host_json or PROJECT_ROOT / "host.json")
+        override = os.environ.get("MLOPS_HOST_JSON", "").strip()
+        blobs, bus = host_concurrency(host_json or (Path(override) if override else PROJECT_ROOT / "host.json"))
         return cls(
             master_key=os.environ.get("MLOPS_HOST_MASTER_KEY", "").strip(),
             function_keys=keys,
