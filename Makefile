@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # MLflow's client for the invocations test, in its own environment (its pins are not ours).
 VENV_MLFLOW := .venv-mlflow
 
-.PHONY: setup lint run test bench bench-pipeline bench-serving bench-monitoring bench-evidently clean
+.PHONY: setup lint run test bench bench-pipeline bench-serving bench-monitoring bench-evidently bench-isolation clean
 
 setup: $(VENV)/.installed $(VENV_MLFLOW)/.installed node_modules/.installed
 
@@ -39,8 +39,10 @@ lint: $(TOOLS)/.installed
 
 ## Run the system: the local Functions host on http://localhost:7071 (embedded backends),
 ## with the two example datasets dropped so both example models get trained and served.
+PORT ?= 7071
+
 run: setup
-	$(PY) -m devhost --drop-examples
+	$(PY) -m devhost --drop-examples --port $(PORT)
 
 ## Run every test (Azurite is started by the test fixtures).
 test: setup
@@ -70,6 +72,9 @@ $(EVIDENTLY_VENV)/.installed:
 
 bench-evidently: $(EVIDENTLY_VENV)/.installed
 	$(EVIDENTLY_VENV)/bin/python -m bench.evidently_drift
+
+bench-isolation: setup
+	$(PY) -m bench.isolation
 
 clean:
 	rm -rf .data .pytest_cache

@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
     log.info("listening on http://%s:%d/api/", args.host, args.port)
+    from devhost.connections import guarded_protocol
+
     try:
         uvicorn.run(host.http, host=args.host, port=args.port, log_level="warning", access_log=False,
-                    http="httptools", loop="uvloop", lifespan="on", timeout_graceful_shutdown=5,
+                    http=guarded_protocol(host.config.header_timeout_seconds), loop="uvloop", lifespan="on", timeout_graceful_shutdown=5,
                     proxy_headers=False, server_header=False, date_header=False)
     finally:
         host.stop_triggers()

@@ -8,10 +8,13 @@
 * The receipt is taken with a create-only write and carries a lease, so two hosts on
   the same storage never run the same blob at the same time; an expired lease (a host
   that died mid-run) is taken over.
-* A failing run is retried on later polls, up to 5 tries; then the blob goes to the Storage
-  queue ``webjobs-blobtrigger-poison`` (the storage account's, as on the platform; message
-  ``{"Type": "BlobTrigger", "FunctionId", "BlobType", "ContainerName", "BlobName", "ETag"}``
-  plus the tries and last error) and is not tried again.
+* A failing run is retried on later polls, up to 5 tries, each later than the one before
+  (exponential backoff: a dependency that is down for a minute must not burn the budget in
+  seconds); then the blob goes to the Storage queue ``webjobs-blobtrigger-poison`` (the storage
+  account's, as on the platform; message ``{"Type": "BlobTrigger", "FunctionId", "BlobType",
+  "ContainerName", "BlobName", "ETag"}`` plus the tries and last error) and is not tried again.
+* Up to ``parallelism`` blobs run at once (host.json ``extensions.blobs.maxDegreeOfParallelism``),
+  so one long fit does not hold back a small dataset dropped after it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,8 +33,9 @@ import azure.functions as func
 
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
 from shared.storage import Storage
+from shared.storage.retrying import patience
 from shared.storagequeue import POISON_QUEUE, StorageQueues
 
 log = logging.getLogger("devhost.blobs")
@@ -40,6 +45,9 @@ DEFAULT_HOST_ID = "devhost"
 LEASE_SECONDS = 60.0  # renewed every third of it while the function runs
 # A file copied into the local folder by hand may still be growing: wait until it is this old.
 SETTLE_SECONDS = 1.0
+#: Backoff between tries of a failing blob: base * 2^(tries-1), at most the cap.
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 60.0
 
 
 def compile_path(path: str) -> tuple[str, re.Pattern[str]]:
@@ -81,8 +89,16 @@ class BlobTriggerRunner:
 
     def __init__(self, storage: Storage, poison: StorageQueues, functions: list[BlobFunction], invoker: Invoker,
                  *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS,
-                 host_id: str = DEFAULT_HOST_ID) -> None:
+                 host_id: str = DEFAULT_HOST_ID, parallelism: int = 1,
+                 retry_base_seconds: float = RETRY_BASE_SECONDS) -> None:
         self.lease_seconds = lease_seconds
+        self.parallelism = max(1, parallelism)
+        self.retry_base_seconds = retry_base_seconds
+        self._pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="blob-run")
+        self._slots = threading.Semaphore(self.parallelism)
+        self._in_flight: set[tuple[str, str, str]] = set()
+        self._flight_lock = threading.Lock()
+        self._last_transient_log = 0.0
         self.storage = storage
         self.poison = poison
         self.app_host_id = host_id  # the app's, shared by its instances: receipts are keyed by it
@@ -103,6 +119,7 @@ class BlobTriggerRunner:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -112,21 +129,68 @@ class BlobTriggerRunner:
                 log.exception("blob trigger poll failed; retrying")
             self._stop.wait(self.poll_seconds)
 
-    def poll_once(self) -> int:
-        """One scan of every watched container; returns how many invocations ran."""
-        ran = 0
+    def poll_once(self, *, wait: bool = False) -> int:
+        """One scan of every watched container; returns how many invocations it started.
+
+        The receipt is taken here, in the polling thread (a storage call or two), and only a
+        blob whose receipt was taken occupies one of the ``parallelism`` workers: a blob that
+        is done, leased elsewhere or backing off never holds a slot that another blob needs.
+        ``wait`` waits for the started invocations to end.
+        """
+        started = []
         for fn in self.functions:
             for blob in self.storage.list(fn.container):
                 if self._stop.is_set():
-                    return ran
+                    return len(started)
                 key = (fn.name, blob.name, blob.etag)
-                if key in self._done or not fn.pattern.match(blob.name):
+                if key in self._done or key in self._in_flight or not fn.pattern.match(blob.name):
                     continue
                 if time.time() - blob.last_modified < SETTLE_SECONDS:
                     continue
-                if self._run(fn, blob.name, blob.etag):
-                    ran += 1
-        return ran
+                if not self._slots.acquire(blocking=False):
+                    return len(started)  # every worker busy: the next poll looks again
+                try:
+                    taken = self._claim(fn, blob.name, blob.etag)
+                except TransientError as exc:  # storage refuses even the receipt: wait for it
+                    self._slots.release()
+                    self._log_transient(fn, blob.name, exc)
+                    continue
+                except Exception:
+                    self._slots.release()
+                    raise
+                if taken is None:
+                    self._slots.release()
+                    continue
+                with self._flight_lock:
+                    self._in_flight.add(key)
+                started.append(self._pool.submit(self._run_slot, fn, key, taken))
+        if wait:
+            for future in started:
+                future.result()
+        return len(started)
+
+    def _log_transient(self, fn: BlobFunction, name: str, exc: TransientError) -> None:
+        now = time.monotonic()
+        if now - self._last_transient_log > 30:  # one line per half minute, not per poll
+            self._last_transient_log = now
+            log.warning("blob trigger for %s/%s waits for storage: %s", fn.container, name, exc.message)
+
+    def _run_slot(self, fn: BlobFunction, key: tuple[str, str, str], taken: tuple[str, dict, str]) -> bool:
+        try:
+            return self._run(fn, key[1], key[2], taken)
+        except TransientError as exc:  # storage down while settling the receipt: its lease runs out
+            self._log_transient(fn, key[1], exc)
+            return False
+        except Exception:  # the next poll retries
+            log.exception("blob trigger run of %s failed outside the function; retrying later", key[1])
+            return False
+        finally:
+            with self._flight_lock:
+                self._in_flight.discard(key)
+            self._slots.release()
+
+    def _backoff(self, tries: int) -> float:
+        return min(self.retry_base_seconds * 2 ** max(tries - 1, 0), RETRY_CAP_SECONDS)
 
     # -- receipts ------------------------------------------------------------------------
     def _receipt_name(self, fn: BlobFunction, container: str, name: str, etag: str) -> str:
@@ -151,6 +215,8 @@ class BlobTriggerRunner:
             return None
         if current["state"] == "running" and current["lease_until"] > now:
             return None  # another host (or an earlier poll) holds it
+        if current["state"] == "failed" and current.get("retry_at", 0) > now:
+            return None  # backing off after a failed try
         record = {**current, "state": "running", "host": self.host_id, "lease_until": now + self.lease_seconds}
         try:
             info = self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=blob.info.etag)
@@ -158,7 +224,8 @@ class BlobTriggerRunner:
             return None
         return record, info.etag
 
-    def _run(self, fn: BlobFunction, name: str, etag: str) -> bool:
+    def _claim(self, fn: BlobFunction, name: str, etag: str) -> tuple[str, dict, str] | None:
+        """Take the blob's receipt: ``(receipt, record, receipt etag)``, or None if it is not ours to run."""
         receipt = self._receipt_name(fn, fn.container, name, etag)
         taken = self._acquire(receipt)
         if taken is None:
@@ -167,8 +234,11 @@ class BlobTriggerRunner:
                 state = json.loads(self.storage.get(RECEIPTS, receipt).data)["state"]
                 if state in ("done", "poisoned"):
                     self._done.add((fn.name, name, etag))
-            return False
-        record, receipt_etag = taken
+            return None
+        return receipt, *taken
+
+    def _run(self, fn: BlobFunction, name: str, etag: str, taken: tuple[str, dict, str]) -> bool:
+        receipt, record, receipt_etag = taken
         try:
             blob = self.storage.get(fn.container, name)
         except NotFound:
@@ -201,14 +271,17 @@ class BlobTriggerRunner:
                                   **{fn.arg_name: stream})
         except Exception as exc:
             state = "poisoned" if tries >= self.max_tries else "failed"
-            record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000]}
-            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
+            record = {**record, "state": state, "tries": tries, "lease_until": 0, "last_error": str(exc)[:1000],
+                      "retry_at": time.time() + self._backoff(tries)}
+            with patience(self.lease_seconds / 2):  # settle within the lease, even through a storage fault
+                self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
             if state == "poisoned":
                 self._poison(fn, name, etag, tries, str(exc))
                 self._done.add((fn.name, name, etag))
             return True
         record = {**record, "state": "done", "tries": tries, "lease_until": 0, "completed_at": time.time()}
-        self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
+        with patience(self.lease_seconds / 2):
+            self.storage.put(RECEIPTS, receipt, json.dumps(record).encode(), if_match=holder["etag"])
         self._done.add((fn.name, name, etag))
         return True
 

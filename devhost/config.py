@@ -55,10 +55,22 @@ class HostConfig:
     host_id: str = "devhost"
     #: Keys of single functions (``MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION``); see ``parse_key_table``.
     per_function_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The platform's request limit; its app setting ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``.
+    max_body_bytes: int = 100 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    #: From host.json, as the platform reads them: concurrent blob-triggered invocations and
+    #: concurrent calls per Service Bus-triggered function.
+    blob_parallelism: int = 2
+    queue_concurrency: int = 4
+    blob_retry_base_seconds: float = 2.0
+    queue_retry_base_seconds: float = 0.5
 
     @classmethod
-    def from_env(cls) -> HostConfig:
+    def from_env(cls, host_json: Path | None = None) -> HostConfig:
         keys = tuple(k.strip() for k in os.environ.get("MLOPS_HOST_FUNCTION_KEYS", "").split(",") if k.strip())
+        override = os.environ.get("MLOPS_HOST_JSON", "").strip()
+        blobs, bus = host_concurrency(host_json or (Path(override) if override else PROJECT_ROOT / "host.json"))
         return cls(
             master_key=os.environ.get("MLOPS_HOST_MASTER_KEY", "").strip(),
             function_keys=keys,
@@ -68,6 +80,13 @@ class HostConfig:
             # the platform's own setting for an explicit host id
             host_id=os.environ.get("AzureFunctionsWebHost__hostid", "").strip().lower() or "devhost",
             per_function_keys=parse_key_table(os.environ.get("MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION", "")),
+            max_body_bytes=int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip() or 100 * 1024 * 1024),
+            header_timeout_seconds=float(os.environ.get("MLOPS_HOST_HEADER_TIMEOUT_SECONDS", "").strip() or 10),
+            body_timeout_seconds=float(os.environ.get("MLOPS_HOST_BODY_TIMEOUT_SECONDS", "").strip() or 30),
+            blob_parallelism=blobs,
+            queue_concurrency=bus,
+            blob_retry_base_seconds=float(os.environ.get("MLOPS_HOST_BLOB_RETRY_SECONDS", "").strip() or 2),
+            queue_retry_base_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_RETRY_SECONDS", "").strip() or 0.5),
         )
 
 
@@ -86,3 +105,19 @@ def parse_key_table(text: str) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"setting MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION: {entry!r} is not 'function=key1,key2'")
         table[name.strip()] = values
     return table
+
+
+
+def host_concurrency(host_json: Path) -> tuple[int, int]:
+    """``(extensions.blobs.maxDegreeOfParallelism, extensions.serviceBus.maxConcurrentCalls)``
+    from host.json, as the platform reads them (1 and 16 when absent: the local host keeps
+    the old single blob thread unless host.json asks for more)."""
+    try:
+        ext = json.loads(host_json.read_text()).get("extensions", {})
+    except (OSError, ValueError):
+        ext = {}
+    blobs = int(ext.get("blobs", {}).get("maxDegreeOfParallelism", 1))
+    bus = int(ext.get("serviceBus", {}).get("maxConcurrentCalls", 16))
+    if blobs < 1 or bus < 1:
+        raise ValueError(f"{host_json}: maxDegreeOfParallelism and maxConcurrentCalls must be at least 1")
+    return blobs, bus

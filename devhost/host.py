@@ -84,13 +84,18 @@ class Host:
         # The poison queue is a Storage queue of the blob trigger's account, as on the platform.
         self.blobs = BlobTriggerRunner(storage, queues, self.index.blobs, self.invoker,
                                        poll_seconds=config.blob_poll_seconds, max_tries=config.blob_max_tries,
-                                       lease_seconds=config.blob_lease_seconds, host_id=config.host_id)
-        self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds)
+                                       lease_seconds=config.blob_lease_seconds, host_id=config.host_id,
+                                       parallelism=config.blob_parallelism,
+                                       retry_base_seconds=config.blob_retry_base_seconds)
+        self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds,
+                                         concurrency=config.queue_concurrency,
+                                         backoff_seconds=config.queue_retry_base_seconds)
         self.timers = TimerRunner(self.index.timers, self.invoker)
         self.http = HttpApp(self.index.http, self.invoker, master_key=config.master_key,
                             function_keys=config.function_keys, admin_invoke=self.invoke_now,
                             per_function_keys=config.per_function_keys,
-                            threads=config.http_threads, log_requests=log_http)
+                            threads=config.http_threads, log_requests=log_http,
+                            max_body_bytes=config.max_body_bytes, body_timeout_seconds=config.body_timeout_seconds)
 
     def start_triggers(self) -> None:
         self.blobs.start()

@@ -4,6 +4,12 @@ Auth levels follow the platform: ``anonymous`` needs no key, ``function`` a func
 the master key, ``admin`` the master key; a key comes in the ``x-functions-key`` header or
 the ``code`` query parameter. ``POST /admin/functions/{name}`` with the master key runs a
 non-HTTP function now (body ``{"input": "..."}``), as the real host offers.
+
+The front door works in this order, so that a caller without a key costs next to nothing:
+route, key, declared size, and only then the body, read with the limit enforced while it
+streams in. Every refusal is the JSON error shape, and a refusal sent before the body was
+read closes the connection (nothing waits for, or buffers, the rest of the upload). Query
+strings are redacted before anything is logged: a key in ``?code=`` never reaches a log.
 """
 from __future__ import annotations
 
@@ -13,10 +19,11 @@ import inspect
 import json
 import logging
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote_from_bytes, unquote_to_bytes
 
 import azure.functions as func
 
@@ -24,7 +31,13 @@ from devhost.invocation import Invoker
 
 log = logging.getLogger("devhost.http")
 
-MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's own request limit
+#: The Functions host's own request limit (its setting ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``).
+MAX_BODY_BYTES = 100 * 1024 * 1024
+#: A caller must deliver its whole body within this many seconds (a slow upload holds a slot).
+BODY_TIMEOUT_SECONDS = 30.0
+_KEY_HEADER = b"x-functions-key"
+#: Query parameters whose values may be logged; every other value is written as ``***``.
+_LOGGABLE_PARAMS = frozenset({"format"})
 
 
 @dataclass
@@ -62,8 +75,62 @@ def _json_response(status: int, body: dict) -> tuple[int, list[tuple[bytes, byte
     return status, [(b"content-type", b"application/json")], json.dumps(body).encode()
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    return _json_response(status, {"error": {"code": code, "message": message}})
+def _error(status: int, code: str, message: str, *, close: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The JSON error shape; ``close`` ends the connection after it (an unread body waits)."""
+    status, headers, body = _json_response(status, {"error": {"code": code, "message": message}})
+    if close:
+        headers.append((b"connection", b"close"))
+    return status, headers, body
+
+
+def redact_query(query_string: bytes) -> str:
+    """The query string safe to log: every value but a few known-harmless ones is ``***``.
+
+    Allow-listing what is shown (rather than blanking ``code``) also covers a key sent under
+    a misspelt name, or a signature some other client appends.
+    """
+    if not query_string:
+        return ""
+    parts = []
+    for pair in query_string.split(b"&")[:20]:
+        raw_name, eq, raw_value = pair.partition(b"=")
+        name = unquote_to_bytes(raw_name).decode("utf-8", "replace")
+        shown = quote_from_bytes(name.encode()[:40], safe="")
+        if not eq:
+            parts.append(shown)
+        elif name.lower() in _LOGGABLE_PARAMS:
+            parts.append(f"{shown}={quote_from_bytes(unquote_to_bytes(raw_value)[:40], safe='')}")
+        else:
+            parts.append(f"{shown}=***")
+    return "&".join(parts)
+
+
+def key_matches(given: bytes, expected: str) -> bool:
+    """Constant-time comparison of a presented key with a configured one, on bytes.
+
+    Keys arrive as raw bytes (a header) or percent-decoded bytes (``?code=``); comparing
+    bytes means a non-ASCII or undecodable key is simply a wrong key, never an exception.
+    """
+    return bool(expected) and hmac.compare_digest(given, expected.encode("utf-8"))
+
+
+def _presented_key(headers: list[tuple[bytes, bytes]], query_string: bytes) -> bytes | None:
+    """The key as the caller sent it, bytes as they came: header first, then ``?code=``."""
+    for name, value in headers:
+        if name.lower() == _KEY_HEADER and value:
+            return value
+    if b"code=" in query_string:
+        for pair in query_string.split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if name == b"code" and value:
+                # bytes all the way: ``parse_qsl`` on bytes round-trips through ASCII and
+                # raises on a percent-encoded non-ASCII key
+                return unquote_to_bytes(value.replace(b"+", b" "))
+    return None
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the limit while it streamed in."""
 
 
 class HttpApp:
@@ -71,7 +138,8 @@ class HttpApp:
 
     def __init__(self, functions: list[HttpFunction], invoker: Invoker, *, master_key: str,
                  function_keys: tuple[str, ...], admin_invoke: Callable[[str, str], bool] | None = None,
-                 threads: int = 16, log_requests: bool = True,
+                 threads: int = 16, log_requests: bool = True, max_body_bytes: int = MAX_BODY_BYTES,
+                 body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
                  per_function_keys: dict[str, tuple[str, ...]] | None = None) -> None:
         self.functions = functions
         self.invoker = invoker
@@ -81,21 +149,24 @@ class HttpApp:
         self.admin_invoke = admin_invoke
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
         self.log_requests = log_requests
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
         self._route_cache: dict[str, list[tuple[HttpFunction, dict[str, str]]]] = {}
 
     # -- keys ----------------------------------------------------------------------------
-    def _authorized(self, level: str, key: str | None, function: str | None = None) -> bool:
+    def _authorized(self, level: str, key: bytes | None, function: str | None = None) -> bool:
+        """The one key check: does ``key`` (raw bytes, or None) open ``function``, a route of ``level``?"""
         if level == "ANONYMOUS":
             return True
         if not key:
             return False
-        if self.master_key and hmac.compare_digest(key, self.master_key):
+        if key_matches(key, self.master_key):
             return True
         if level == "ADMIN":
             return False
         # A function with keys of its own opens only to those (see devhost.config.parse_key_table).
         keys = self.per_function_keys.get(function or "") or self.function_keys
-        return any(hmac.compare_digest(key, k) for k in keys)
+        return any(key_matches(key, k) for k in keys)
 
     # -- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -110,7 +181,11 @@ class HttpApp:
                     return
         if scope["type"] != "http":
             return
-        status, headers, body = await self._handle(scope, receive)
+        try:
+            status, headers, body = await self._handle(scope, receive)
+        except Exception as exc:  # a host bug must still answer in the JSON shape
+            log.error("host failed on %s %s: %s", scope.get("method"), scope.get("path", "")[:200], type(exc).__name__)
+            status, headers, body = _error(500, "INTERNAL_ERROR", f"the host failed: {type(exc).__name__}", close=True)
         if status >= 400 and scope["path"].startswith("/api/v2") and body.startswith(b'{"error": {'):
             # The host's own refusals (key, route, method) in the v2 protocol's error shape.
             body = json.dumps({"error": json.loads(body)["error"]["message"]}).encode()
@@ -118,58 +193,114 @@ class HttpApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _read_body(self, receive: Callable) -> bytes | None:
+    def _declared_too_large(self, raw_headers: list[tuple[bytes, bytes]]):
+        """A 413 for a declared ``Content-Length`` over the limit (or an unreadable one), else None."""
+        for name, value in raw_headers:
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return _error(400, "INVALID_REQUEST", "the Content-Length header is not a number", close=True)
+                if declared > self.max_body_bytes:
+                    return _error(413, "PAYLOAD_TOO_LARGE", f"request body of {declared} bytes is over the host "
+                                  f"limit of {self.max_body_bytes} bytes", close=True)
+        return None
+
+    async def _read_body(self, receive: Callable) -> bytes:
+        """The body, refused with ``BodyTooLarge`` as soon as it passes the limit (chunked
+        uploads have no length to check up front), and with ``TimeoutError`` if it is slow."""
         chunks = []
         size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
+        async with asyncio.timeout(self.body_timeout_seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ConnectionError("client went away")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks)
 
     async def _handle(self, scope: dict, receive: Callable):
         path: str = scope["path"]
         method: str = scope["method"]
-        qs = scope.get("query_string", b"").decode("latin-1")
-        query = dict(parse_qsl(qs, keep_blank_values=True)) if qs else {}
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        key = headers.get("x-functions-key") or query.get("code")
-        body = await self._read_body(receive)
-        if body is None:
-            return _error(413, "PAYLOAD_TOO_LARGE", f"request body over the host limit of {MAX_BODY_BYTES} bytes")
+        raw_qs: bytes = scope.get("query_string", b"")
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        key = _presented_key(raw_headers, raw_qs)
+        shown = path[:200] + (f"?{redact_query(raw_qs)}" if raw_qs else "")
+        # 1. route and key, from the request line and headers alone
         if path.startswith("/admin/functions/"):
-            return await self._admin(path[len("/admin/functions/"):], method, key, body)
-        if not path.startswith("/api/"):
-            return _error(404, "NOT_FOUND", f"no route {path}; functions are under /api/")
-        sub = path[len("/api/"):]
-        allowed: list[str] = []
-        for fn, route_params in self._routes(sub):
-            if method not in fn.methods:
+            if method != "POST":
+                return _error(405, "METHOD_NOT_ALLOWED", "use POST /admin/functions/{name}", close=True)
+            if not self._authorized("ADMIN", key):
+                self._refused("admin", method, shown, 401)
+                return _error(401, "UNAUTHORIZED", "the admin API needs the master key", close=True)
+            target: HttpFunction | None = None
+            route_params: dict[str, str] = {}
+        else:
+            if not path.startswith("/api/"):
+                return _error(404, "NOT_FOUND", f"no route {path[:200]}; functions are under /api/", close=True)
+            sub = path[len("/api/"):]
+            allowed: list[str] = []
+            target = None
+            for fn, params in self._routes(sub):
+                if method in fn.methods:
+                    target, route_params = fn, params
+                    break
                 allowed.extend(fn.methods)
-                continue
-            if not self._authorized(fn.auth_level, key, fn.name):
-                level = "the master key" if fn.auth_level == "ADMIN" else "a function key"
+            if target is None:
+                if allowed:
+                    methods = ", ".join(sorted(set(allowed)))
+                    status, out_headers, out = _error(405, "METHOD_NOT_ALLOWED",
+                                                      f"{method} not allowed on /api/{sub[:200]}; use {methods}",
+                                                      close=True)
+                    return status, [*out_headers, (b"allow", methods.encode())], out  # RFC 9110
+                return _error(404, "NOT_FOUND", f"no function serves /api/{sub[:200]}", close=True)
+            if not self._authorized(target.auth_level, key, target.name):
+                self._refused(target.name, method, shown, 401)
+                level = "the master key" if target.auth_level == "ADMIN" else "a function key"
                 return _error(401, "UNAUTHORIZED",
-                              f"{fn.name} needs {level} in the x-functions-key header or the code query parameter")
-            host = headers.get("host", "localhost")
-            request = func.HttpRequest(
-                method=method,
-                url=f"http://{host}{path}" + (f"?{qs}" if qs else ""),
-                headers=headers,
-                params=query,
-                route_params=route_params,
-                body=body,
-            )
-            return await self._invoke(fn, request)
-        if allowed:
-            status, out_headers, out = _error(405, "METHOD_NOT_ALLOWED",
-                                              f"{method} not allowed on /api/{sub}; use {', '.join(sorted(set(allowed)))}")
-            return status, [*out_headers, (b"allow", ", ".join(sorted(set(allowed))).encode())], out  # RFC 9110
-        return _error(404, "NOT_FOUND", f"no function serves /api/{sub}")
+                              f"{target.name} needs {level} in the x-functions-key header or the code query parameter",
+                              close=True)
+        # 2. the declared size, before a byte of the body is read
+        refused = self._declared_too_large(raw_headers)
+        if refused is not None:
+            self._refused(target.name if target else "admin", method, shown, refused[0])
+            return refused
+        # 3. the body, with the limit enforced as it streams in
+        try:
+            body = await self._read_body(receive)
+        except BodyTooLarge:
+            self._refused(target.name if target else "admin", method, shown, 413)
+            return _error(413, "PAYLOAD_TOO_LARGE", f"request body over the host limit of {self.max_body_bytes} bytes",
+                          close=True)
+        except TimeoutError:
+            self._refused(target.name if target else "admin", method, shown, 408)
+            return _error(408, "REQUEST_TIMEOUT", f"the body did not arrive within {self.body_timeout_seconds:g} s",
+                          close=True)
+        except ConnectionError:
+            return _error(400, "INVALID_REQUEST", "the client disconnected", close=True)
+        if target is None:
+            return self._admin(path[len("/admin/functions/"):], body)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        qs = raw_qs.decode("latin-1")
+        host = headers.get("host", "localhost")
+        request = func.HttpRequest(
+            method=method,
+            url=f"http://{host}{path}" + (f"?{qs}" if qs else ""),
+            headers=headers,
+            params=dict(parse_qsl(qs, keep_blank_values=True)) if qs else {},
+            route_params=route_params,
+            body=body,
+        )
+        return await self._invoke(target, request, f"{method} {shown.removeprefix('/api')}")
+
+    def _refused(self, name: str, method: str, shown: str, status: int) -> None:
+        if self.log_requests:
+            self.invoker.http_done(name, f"{method} {shown.removeprefix('/api')}", time.perf_counter(), status)
 
     def _routes(self, sub: str) -> list[tuple[HttpFunction, dict[str, str]]]:
         """The functions whose route matches ``sub``, with its route parameters (cached)."""
@@ -185,24 +316,25 @@ class HttpApp:
             self._route_cache[sub] = hit
         return hit
 
-    async def _invoke(self, fn: HttpFunction, request: func.HttpRequest):
+    async def _invoke(self, fn: HttpFunction, request: func.HttpRequest, detail: str):
         # Like the Python worker: coroutine functions run on the event loop, plain ones in
-        # the thread pool.
+        # the thread pool. ``detail`` is the path with its query redacted: it is what gets logged.
         kwargs = {fn.arg_name: request}
-        detail = f"{request.method} {request.url.split('/api', 1)[-1]}"
+        started = time.perf_counter()
         try:
             if fn.is_async:
-                if self.log_requests:
-                    response = await self.invoker.acall(fn.name, "httpTrigger", detail, fn.user_function, **kwargs)
-                else:
-                    response = await fn.user_function(**kwargs)
+                response = await fn.user_function(**kwargs)
             else:
-                call = (lambda: self.invoker.call(fn.name, "httpTrigger", detail, fn.user_function, **kwargs)) \
-                    if self.log_requests else (lambda: fn.user_function(**kwargs))
-                response = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+                response = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: fn.user_function(**kwargs))
         except Exception as exc:  # the platform answers 500 for an unhandled exception
-            log.exception("%s raised", fn.name)
+            if self.log_requests:
+                self.invoker.http_done(fn.name, detail, started, 500, exc)
+            else:
+                log.error("%s raised %s", fn.name, type(exc).__name__)
             return _error(500, "INTERNAL_ERROR", f"function {fn.name} failed: {type(exc).__name__}")
+        if self.log_requests:
+            self.invoker.http_done(fn.name, detail, started, response.status_code)
         out_headers = []
         has_type = False
         for k, v in response.headers.items():
@@ -216,18 +348,14 @@ class HttpApp:
             out_headers.append((b"content-type", ctype.encode()))
         return response.status_code, out_headers, response.get_body() or b""
 
-    async def _admin(self, name: str, method: str, key: str | None, body: bytes):
-        if method != "POST":
-            return _error(405, "METHOD_NOT_ALLOWED", "use POST /admin/functions/{name}")
-        if not self._authorized("ADMIN", key):
-            return _error(401, "UNAUTHORIZED", "the admin API needs the master key")
+    def _admin(self, name: str, body: bytes):
         try:
             payload = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a body nested 100,000 deep
             return _error(400, "INVALID_REQUEST", "body must be JSON: {\"input\": \"...\"}")
         text = payload.get("input", "") if isinstance(payload, dict) else ""
         if not isinstance(text, str):
             return _error(400, "INVALID_REQUEST", "field 'input' must be a string")
         if self.admin_invoke is None or not self.admin_invoke(name, text):
-            return _error(404, "NOT_FOUND", f"no non-HTTP function named {name!r}")
+            return _error(404, "NOT_FOUND", f"no non-HTTP function named {name[:100]!r}")
         return 202, [], b""

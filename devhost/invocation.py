@@ -22,6 +22,24 @@ class Invoker:
         level = logging.INFO if exc is None else logging.WARNING
         log.log(level, "%-12s %-18s %-48s %9.1f ms  %s", name, trigger, detail[:48], elapsed * 1000, outcome)
 
+    def http_done(self, name: str, detail: str, started: float, status: int, exc: BaseException | None = None) -> None:
+        """Log an HTTP invocation with its status code (``detail`` must already be redacted).
+
+        A client error is the caller's mistake, logged at INFO; a 503 is expected while a
+        dependency heals or before a first version exists, a WARNING; any other 5xx an ERROR.
+        """
+        elapsed = time.perf_counter() - started
+        if status < 400:
+            outcome, level = f"Succeeded ({status})", logging.INFO
+        elif status < 500:
+            outcome, level = f"Rejected ({status})", logging.INFO
+        else:
+            why = f": {type(exc).__name__}" if exc is not None else ""
+            outcome, level = f"Failed ({status}{why})", logging.WARNING if status == 503 else logging.ERROR
+        stats = self.counts.setdefault(name, {"succeeded": 0, "failed": 0})
+        stats["succeeded" if status < 500 else "failed"] += 1
+        log.log(level, "%-12s %-18s %-48s %9.1f ms  %s", name, "httpTrigger", detail[:48], elapsed * 1000, outcome)
+
     def call(self, name: str, trigger: str, detail: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:

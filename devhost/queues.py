@@ -1,7 +1,10 @@
 """Service Bus triggers: peek-lock, complete on success, abandon on failure.
 
 The bus dead-letters a message whose delivery count reached the maximum (10 by default,
-setting ``MLOPS_BUS_MAX_DELIVERY_COUNT``), as Service Bus does.
+setting ``MLOPS_BUS_MAX_DELIVERY_COUNT``), as Service Bus does. A failed message is held
+(its lock kept) for a backoff that doubles with each delivery before it is abandoned, so ten
+deliveries span minutes, not seconds. Each function has ``concurrency`` receivers (host.json
+``extensions.serviceBus.maxConcurrentCalls``).
 """
 from __future__ import annotations
 
@@ -52,8 +55,10 @@ class QueueTriggerRunner:
     """One receiving thread per queue-triggered function."""
 
     def __init__(self, bus: Bus, functions: list[QueueFunction], invoker: Invoker, *, poll_seconds: float = 0.1,
-                 backoff_seconds: float = 0.5) -> None:
+                 backoff_seconds: float = 0.5, max_backoff_seconds: float = 30.0, concurrency: int = 1) -> None:
         self.bus = bus
+        self.max_backoff_seconds = max_backoff_seconds
+        self.concurrency = max(1, concurrency)
         self.backoff_seconds = backoff_seconds
         self.functions = functions
         self.invoker = invoker
@@ -63,9 +68,10 @@ class QueueTriggerRunner:
 
     def start(self) -> None:
         for fn in self.functions:
-            t = threading.Thread(target=self._loop, args=(fn,), name=f"queue-{fn.name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            for i in range(self.concurrency):
+                t = threading.Thread(target=self._loop, args=(fn,), name=f"queue-{fn.name}-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
@@ -103,8 +109,12 @@ class QueueTriggerRunner:
                 self.invoker.call(fn.name, "serviceBusTrigger", detail, fn.user_function,
                                   **{fn.arg_name: to_function_message(m)})
         except Exception:
+            # A failing dependency gets room to recover: hold the message (still locked, so
+            # no other receiver takes it) for a backoff doubling per delivery, then abandon.
+            delay = min(self.backoff_seconds * 2 ** max(m.delivery_count - 1, 0), self.max_backoff_seconds)
+            lock_left = getattr(self.bus, "lock_seconds", 60.0) / 2
+            self._stop.wait(min(delay, lock_left))
             self._settle(self.bus.abandon, m)
-            self._stop.wait(self.backoff_seconds)  # a failing dependency gets room to recover
         else:
             self._settle(self.bus.complete, m)
         return True

@@ -49,13 +49,24 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
 
 
+#: Seconds a client is told to wait after a 503 (a transient fault, or no version yet).
+RETRY_AFTER_SECONDS = "5"
+
+
 def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
+    from shared.limits import clip
+
     status = STATUS.get(exc.code, 500)
     if context().telemetry.enabled:
         context().telemetry.request_failed(exc.code, status)
-    if status >= 500:
+    headers = {"x-request-id": request_id}
+    exc.message, exc.details = clip(exc.message), clip(exc.details)  # a 4 MB field name is not echoed back
+    if status == 503:  # expected while a dependency heals or before a first promotion
+        log.warning("request %s: %s %s", request_id, exc.code, exc.message)
+        headers["retry-after"] = RETRY_AFTER_SECONDS
+    elif status >= 500:
         log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
-    return _json(exc.to_dict(), status, {"x-request-id": request_id})
+    return _json(exc.to_dict(), status, headers)
 
 
 def _raw(req: func.HttpRequest) -> bytes:
@@ -126,7 +137,10 @@ async def _serve(loaded, batch, request_id: str, started: float):
     """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
     from shared.inference_log import LogRecord  # here, not at import: it brings numpy (0.12 s of start-up)
 
+    from shared.limits import check_batch_strings
+
     ctx = context()
+    check_batch_strings(batch, ctx.settings.max_string_chars)
     if batch.rows >= OFFLOAD_ROWS:
         pred = await asyncio.to_thread(ctx.server.run, loaded, batch)
     else:
@@ -371,6 +385,10 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
         ctx = context()
         model = _model(req)
         items = parse_feedback(_body(req), ctx.specs.get(model))
+        from shared.limits import check_string
+
+        for i, item in enumerate(items):
+            check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
         ctx.inference_log.flush()  # this worker's buffered predictions count as logged
         hits = match_logged(ctx.storage, model, items)
         matched = [it for it, hit in zip(items, hits) if hit]

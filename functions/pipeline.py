@@ -28,10 +28,12 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
     if run is None:
         return
     from shared import pipeline as stages
+    from shared.storage.retrying import patience
 
     ctx = context()
     # A child of the span that sent the message: every stage of a run is one trace.
-    with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version):
+    with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version), \
+            patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
         result = stages.run_stage(ctx, stage, run)
     if ctx.telemetry.enabled:
         from shared.telemetry import record_outcome

@@ -23,19 +23,20 @@ def _etag(blob: func.InputStream) -> str | None:
 # The source is an app setting: Event Grid in Azure, the polling scan locally.
 @bp.blob_trigger(arg_name="blob", path="datasets/{name}", connection="MlopsStorage", source=blob_source())
 def train(blob: func.InputStream) -> None:
-    """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried."""
+    """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried.
+
+    The stage runs in a process of its own within the spec's time budget
+    (``shared.isolation``): the fit's CPU and memory never touch this worker's request path.
+    It reads the blob itself, so lineage records the version it trained on.
+    """
     from shared import datasets
-    from shared.pipeline import handle_dataset  # training's imports stay off the serving path
+    from shared.isolation import train_isolated
 
     relative = datasets.relative(blob.name or "")
-    etag = _etag(blob)
-    # Read the bytes from the binding only when we also know their ETag; otherwise the
-    # stage reads the blob itself so that lineage records the version it trained on.
-    data = blob.read() if etag else None
     ctx = context()
     model = relative.split("/", 1)[0]
     with ctx.telemetry.stage("train", model, dataset=relative):  # the root of the run's trace
-        result = handle_dataset(ctx, relative, data, etag)
-    if not result.ok:
+        ok, _, detail = train_isolated(ctx, relative, _etag(blob))
+    if not ok:
         ctx.telemetry.run_outcome(model, "refused")
-    log.info("train %s: %s (%s)", relative, "ok" if result.ok else "refused", result.detail)
+    log.info("train %s: %s (%s)", relative, "ok" if ok else "refused", detail)

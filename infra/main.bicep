@@ -123,6 +123,8 @@ var servingSettings = union(commonSettings, {
   MLOPS_ALIAS_CHECK_SECONDS: '2'
   MLOPS_INFERENCE_LOG_SAMPLE: '1.0'
   MLOPS_INFERENCE_LOG_FLUSH_SECONDS: '5'
+  MLOPS_INFERENCE_LOG_MAX_BYTES: '67108864'
+  MLOPS_MAX_STRING_CHARS: '256'
 })
 
 var pipelineSettings = union(commonSettings, {
@@ -138,6 +140,7 @@ var pipelineSettings = union(commonSettings, {
   MLOPS_MONITOR_WINDOW_MINUTES: '60'
   MLOPS_DRIFT_SHARE: '0.5'
   MLOPS_CODE_VERSION: codeVersion
+  MLOPS_TRANSIENT_RETRY_SECONDS: '120'
 })
 
 module servingApp 'modules/functionapp.bicep' = {

@@ -108,6 +108,7 @@ class Context:
                 self.storage,
                 sample_rate=self.settings.inference_log_sample,
                 flush_seconds=self.settings.inference_log_flush_seconds,
+                max_buffered_bytes=self.settings.inference_log_max_bytes,
             )
         return self._inference_log
 

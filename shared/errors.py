@@ -132,6 +132,19 @@ class TransientError(MlopsError):
     permanent = False
 
 
+class BudgetExceeded(MlopsError):
+    """A fit ran past its spec's time budget; its process was ended."""
+
+    code = "TIME_BUDGET_EXCEEDED"
+
+
+class WorkerCrashed(MlopsError):
+    """The process running a stage died without an answer (killed, out of memory)."""
+
+    code = "WORKER_CRASHED"
+    permanent = False
+
+
 class UnsupportedMediaType(MlopsError):
     """A request body in a content type the route does not read."""
 

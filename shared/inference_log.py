@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.limits import batch_bytes
 from shared.storage import Storage
 
 if TYPE_CHECKING:
@@ -95,12 +96,16 @@ class InferenceLogger:
     """Sampled, batched, off-the-request-path logging of predictions."""
 
     def __init__(self, storage: Storage, *, sample_rate: float = 1.0, flush_seconds: float = 5.0,
-                 flush_rows: int = 5000, max_buffered_rows: int = 200_000, rng: random.Random | None = None) -> None:
+                 flush_rows: int = 5000, max_buffered_rows: int = 200_000, max_buffered_bytes: int = 64 * 1024 * 1024,
+                 rng: random.Random | None = None) -> None:
         self.storage = storage
         self.sample_rate = sample_rate
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self.max_buffered_rows = max_buffered_rows
+        #: Rows alone do not bound memory (a row may carry long strings): bytes do too.
+        self.max_buffered_bytes = max_buffered_bytes
+        self._buffered_bytes = 0
         self._rng = rng or random.Random()
         self._open: dict[tuple[str, int], _Columns] = {}  # being filled, one per model version
         self._full: list[_Columns] = []  # waiting for the writer
@@ -127,8 +132,10 @@ class InferenceLogger:
             if self.sample_rate <= 0 or (self.sample_rate < 1 and self._rng.random() >= self.sample_rate):
                 return False
             rows = rec.batch.rows
+            size = batch_bytes(rec.batch)
             with self._lock:
-                if self._buffered_rows + rows > self.max_buffered_rows:
+                if self._buffered_rows + rows > self.max_buffered_rows or \
+                        self._buffered_bytes + size > self.max_buffered_bytes:
                     self.dropped_rows += rows
                     return False
                 key = (rec.model, rec.version)
@@ -139,6 +146,7 @@ class InferenceLogger:
                     columns = self._open[key] = _Columns(rec, max(min(self.flush_rows, _CAPACITY), rows))
                 columns.add(rec)
                 self._buffered_rows += rows
+                self._buffered_bytes += size
                 self.logged_rows += rows
                 full = self._buffered_rows >= self.flush_rows
             if self._thread is None:
@@ -185,6 +193,7 @@ class InferenceLogger:
             pending = self._full + list(self._open.values())
             self._full, self._open = [], {}
             self._buffered_rows = 0
+            self._buffered_bytes = 0
         written = 0
         for columns in pending:
             try:
@@ -214,6 +223,8 @@ class InferenceLogger:
             "logged_rows": self.logged_rows,
             "written_rows": self.written_rows,
             "buffered_rows": self._buffered_rows,
+            "buffered_bytes": self._buffered_bytes,
+            "max_buffered_bytes": self.max_buffered_bytes,
             "dropped_rows": self.dropped_rows,
             "write_failures": self.write_failures,
             "files_written": self.files_written,

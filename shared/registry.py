@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -27,6 +28,8 @@ from shared import faults, names
 from shared.errors import AlreadyExists, IntegrityError, NotFound, PreconditionFailed
 from shared.jsonio import get_json, put_json
 from shared.storage import Storage
+
+log = logging.getLogger("mlops.registry")
 
 CONTAINER = "registry"
 MODEL_FILE = "model.onnx"
@@ -219,19 +222,29 @@ class Registry:
         """Point ``alias`` at ``version`` if it still points where ``expected`` says.
 
         ``expected=None`` means "the alias does not exist yet" (create-only). A lost race
-        raises ``PreconditionFailed``; the caller re-reads and decides again. The move is
-        recorded in the audit log.
+        raises ``PreconditionFailed``; the caller re-reads and decides again.
+
+        The move and its audit entry are both or neither: the alias record carries its own
+        audit entry (name and content), and the entry is written to ``audit/`` after the
+        move. If that second write fails (a crash, a full disk), the entry is not lost: the
+        next move of the alias writes it before moving on, and ``audit_log`` writes it (or,
+        while storage still refuses, shows it) whenever the log is read. A move that fails
+        writes no entry at all.
         """
         self.manifest(model, version)  # aliases point only at committed versions
+        if expected is not None:
+            self._ensure_audited(model, expected.record)  # the move before this one, if unrecorded
+        now = time.time()
         record = {
             "model": model,
             "alias": alias,
             "version": version,
             "previous": expected.version if expected else None,
-            "updated_at": time.time(),
+            "updated_at": now,
             "reason": reason,
             "actor": actor,
         }
+        record["audit"] = {"name": self._audit_name(model, event, now), "event": event, "details": details or {}}
         name = f"{model}/aliases/{names.alias_name(alias)}.json"
         if expected is None:
             try:
@@ -240,7 +253,11 @@ class Registry:
                 raise PreconditionFailed(f"alias {model}@{alias} was created concurrently") from None
         else:
             info = put_json(self.storage, CONTAINER, name, record, if_match=expected.etag)
-        self.audit(model, event, {**record, **(details or {})})
+        faults.point("registry:after_alias_before_audit")
+        try:
+            self._ensure_audited(model, record)
+        except Exception as exc:  # the move stands; its entry is written by the next reader or move
+            log.warning("alias %s@%s moved to v%s; its audit entry is pending (%s)", model, alias, version, exc)
         return Alias(model, alias, version, info.etag, record)
 
     # -- promotion decisions -------------------------------------------------------------
@@ -262,19 +279,62 @@ class Registry:
                  {"schema_version": 1, **decision}, create_only=True)
 
     # -- audit ---------------------------------------------------------------------------
+    @staticmethod
+    def _audit_name(model: str, event: str, at: float) -> str:
+        """Names sort by time and never collide."""
+        return f"{model}/audit/{_utc_stamp(at)}-{uuid.uuid4().hex[:6]}-{event}.json"
+
+    @staticmethod
+    def _entry_of(record: dict[str, Any]) -> dict[str, Any]:
+        """The audit entry an alias record carries, as it is stored."""
+        audit = record["audit"]
+        plain = {k: v for k, v in record.items() if k != "audit"}
+        return {"event": audit["event"], "at": record["updated_at"], **plain, **audit.get("details", {})}
+
+    def _ensure_audited(self, model: str, record: dict[str, Any]) -> bool:
+        """Write the audit entry an alias record carries, unless it is there; True if written."""
+        audit = record.get("audit")
+        if not isinstance(audit, dict) or not audit.get("name"):
+            return False  # a record from before entries were carried
+        if self.storage.head(CONTAINER, audit["name"]) is not None:
+            return False
+        try:
+            put_json(self.storage, CONTAINER, audit["name"], self._entry_of(record), create_only=True)
+        except AlreadyExists:
+            return False
+        return True
+
     def audit(self, model: str, event: str, record: dict[str, Any]) -> str:
-        """Append an audit record; names sort by time and never collide."""
+        """Append an audit record (for events that move no alias, such as a rejection)."""
         now = time.time()
-        name = f"{model}/audit/{_utc_stamp(now)}-{uuid.uuid4().hex[:6]}-{event}.json"
+        name = self._audit_name(model, event, now)
         put_json(self.storage, CONTAINER, name, {"schema_version": 1, "event": event, "at": now, **record},
                  create_only=True)
         return name
 
     def audit_log(self, model: str, limit: int = 100) -> list[dict[str, Any]]:
-        blobs = self.storage.list(CONTAINER, f"{names.model_name(model)}/audit/")[-limit:]
-        out = []
-        for blob in blobs:
+        """The last ``limit`` audit entries, oldest first, the current aliases' moves included.
+
+        An alias whose entry is missing (the writer failed after the move) gets it written
+        now; if storage still refuses, the entry is shown from the alias record, marked
+        ``"pending": true``, so a reader never sees a move without its record.
+        """
+        model = names.model_name(model)
+        pending = []
+        for blob in self.storage.list(CONTAINER, f"{model}/aliases/"):
+            found = get_json(self.storage, CONTAINER, blob.name)
+            if not found or not isinstance(found[0].get("audit"), dict):
+                continue
+            try:
+                self._ensure_audited(model, found[0])
+            except Exception as exc:
+                log.warning("could not write the pending audit entry of %s: %s", blob.name, exc)
+                pending.append((found[0]["audit"]["name"], {**self._entry_of(found[0]), "pending": True}))
+        entries = []
+        for blob in self.storage.list(CONTAINER, f"{model}/audit/")[-limit:]:
             found = get_json(self.storage, CONTAINER, blob.name)
             if found:
-                out.append(found[0])
-        return out
+                entries.append((blob.name, found[0]))
+        entries.extend(pending)
+        entries.sort(key=lambda e: e[0])
+        return [entry for _, entry in entries[-limit:]]

@@ -62,6 +62,11 @@ def _dataset(status: RunStatus) -> dict[str, Any]:
 
 BY_CONTENT = "by-content"  # <model>/by-content/<dataset sha256>-<spec sha256[:16]>.json -> the run
 
+#: A decided run stays decided: a redelivered message that re-runs an earlier (idempotent)
+#: stage after the decision must not set the state back to "registered" for good.
+_DECIDED = frozenset({"promoted", "rejected"})
+_BEFORE_DECISION = frozenset({"training", "trained", "converted", "registered"})
+
 
 class RunStore:
     """Artifacts (bytes) and the status document of each run."""
@@ -111,6 +116,8 @@ class RunStore:
         status = self.status(model, run_id) or {"model": model, "run_id": run_id, "stages": {},
                                                 "created_at": time.time()}
         stages = changes.pop("stages", None)
+        if status.get("state") in _DECIDED and changes.get("state") in _BEFORE_DECISION:
+            changes.pop("state")
         if stages:
             status.setdefault("stages", {}).update(stages)
         status.update(changes)

@@ -402,8 +402,10 @@ def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings
     if not isinstance(frame.get("index", []), list):
         raise InvalidRequest("'dataframe_split.index' must be a list", field="dataframe_split.index")
     cols = frame["columns"]
-    if not all(type(c) is str for c in cols):
-        raise InvalidRequest("'dataframe_split.columns' must be a list of column names", field="dataframe_split.columns")
+    for j, c in enumerate(cols):
+        if not isinstance(c, str):  # a list here would be an unhashable dict key below
+            raise InvalidRequest(f"'dataframe_split.columns[{j}]' must be a string, not {type(c).__name__}",
+                                 field=f"dataframe_split.columns[{j}]")
     records = []
     for i, row in enumerate(frame["data"]):
         if not isinstance(row, list) or len(row) != len(cols):

@@ -65,15 +65,20 @@ class Settings:
     max_dataset_bytes: int = 200 * 1024 * 1024
     max_request_bytes: int = 4 * 1024 * 1024
     max_batch_rows: int = 10_000
+    max_string_chars: int = 256
     alias_check_seconds: float = 2.0
     inference_log_sample: float = 1.0
     inference_log_flush_seconds: float = 5.0
+    inference_log_max_bytes: int = 64 * 1024 * 1024
     monitor_window_minutes: float = 60.0
     drift_share: float = 0.5
     queue_alerts: str = "model-alerts"
     appinsights_connection_string: str = ""  # telemetry is on only when this is set
     appinsights_authentication: str = ""  # "ClientId=<id>;Authorization=AAD": the identity that sends it
     trace_predict_sample: float = 0.01  # share of predict requests traced as spans
+    #: How long a pipeline stage waits out a transient storage fault (full disk, I/O error,
+    #: throttling) before failing its delivery; well under the 10-minute function timeout.
+    transient_retry_seconds: float = 120.0
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -107,14 +112,17 @@ class Settings:
             max_dataset_bytes=_int(env, "MLOPS_MAX_DATASET_BYTES", 200 * 1024 * 1024),
             max_request_bytes=_int(env, "MLOPS_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
             max_batch_rows=_int(env, "MLOPS_MAX_BATCH_ROWS", 10_000),
+            max_string_chars=_int(env, "MLOPS_MAX_STRING_CHARS", 256),
             alias_check_seconds=_float(env, "MLOPS_ALIAS_CHECK_SECONDS", 2.0),
             inference_log_sample=_float(env, "MLOPS_INFERENCE_LOG_SAMPLE", 1.0),
             inference_log_flush_seconds=_float(env, "MLOPS_INFERENCE_LOG_FLUSH_SECONDS", 5.0),
+            inference_log_max_bytes=_int(env, "MLOPS_INFERENCE_LOG_MAX_BYTES", 64 * 1024 * 1024),
             monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
             drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
             queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
             appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
             trace_predict_sample=_float(env, "MLOPS_TRACE_PREDICT_SAMPLE", 0.01),
+            transient_retry_seconds=_float(env, "MLOPS_TRANSIENT_RETRY_SECONDS", 120.0),
             extra=dict(env),
         )

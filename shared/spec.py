@@ -75,6 +75,10 @@ class ModelSpec:
     #: A categorical feature with more distinct values than this is refused.
     max_categories: int = 100
     exam: ExamSpec = field(default_factory=lambda: ExamSpec())
+    #: Wall-clock seconds the train stage (read, validate, fit, evaluate) may take in its own
+    #: process; over it, the process is ended and the run fails saying so. Under the
+    #: platform's 10-minute function timeout by default.
+    time_budget_seconds: float = 540.0
     monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
     description: str = ""
     source: str = ""
@@ -162,7 +166,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "model": frozenset({"name", "task", "target", "description"}),
     "features": frozenset({"numeric", "categorical", "max_categories"}),
     "estimator": frozenset({"class", "params", "scale_numeric"}),
-    "training": frozenset({"holdout_fraction", "seed", "min_rows", "split_key"}),
+    "training": frozenset({"holdout_fraction", "seed", "min_rows", "split_key", "time_budget_seconds"}),
     "promotion": frozenset({"metric", "margin", "floor"}),
     "exam": frozenset({"recent_datasets", "max_rows"}),
     "parity": frozenset({"rtol", "atol"}),
@@ -231,6 +235,9 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     min_rows = r.get("training.min_rows", int, 50)
     if min_rows < 10:
         raise r.fail("training.min_rows", "must be at least 10")
+    budget = r.get("training.time_budget_seconds", float, 540.0)
+    if not 0 < budget <= 3600:
+        raise r.fail("training.time_budget_seconds", f"must be in (0, 3600], not {budget}")
     metric = r.get("promotion.metric", str)
     if metric not in METRICS or task not in METRICS[metric][0]:
         allowed = [m for m, (tasks, _) in METRICS.items() if task in tasks]
@@ -295,6 +302,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         split_key=split_key,
         max_categories=max_categories,
         exam=exam,
+        time_budget_seconds=budget,
         description=r.get("model.description", str, ""),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),

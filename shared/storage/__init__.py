@@ -96,11 +96,14 @@ def check_blob_name(name: str) -> str:
 
 
 def open_storage(settings: Settings) -> Storage:
-    """Build the storage backend the settings name."""
+    """Build the storage backend the settings name, with patience for transient faults
+    (used by callers that ask for it: ``shared.storage.retrying.patience``)."""
+    from shared.storage.retrying import RetryingStorage
+
     if settings.storage_backend == "azure":
         from shared.storage.azure import AzureBlobStorage
 
-        return AzureBlobStorage.from_settings(settings)
+        return RetryingStorage(AzureBlobStorage.from_settings(settings))
     from shared.storage.local import LocalStorage
 
-    return LocalStorage(settings.data_dir / "blobs")
+    return RetryingStorage(LocalStorage(settings.data_dir / "blobs"))

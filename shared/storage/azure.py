@@ -7,6 +7,7 @@ so that the platform retries the invocation.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -39,6 +40,38 @@ def _ts(value: datetime | None) -> float:
     return value.timestamp() if value else 0.0
 
 
+def _retry_policy(retries: int = 3):
+    """The SDK's own retries, kept short: about 1.3, 1.7 and 2.2 s apart.
+
+    The storage SDK's default waits 15, 18 and 24 s (``retry_backoff_factor`` does not apply
+    to it), which held a throttled request for a minute. Longer waits belong to the callers
+    that can afford them (``shared.storage.retrying``).
+    """
+    from azure.storage.blob import ExponentialRetry
+
+    return ExponentialRetry(initial_backoff=0, increment_base=1.3, retry_total=retries, random_jitter_range=0.3)
+
+
+#: Answers that mean "not now": throttling (429, 503 ServerBusy), a timeout, a server fault.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _transient_answers(method):
+    """Throttling and server faults, after the SDK's own retries, become ``TransientError``."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except AzureError as exc:
+            status = getattr(exc, "status_code", None)
+            if status in TRANSIENT_STATUS:
+                raise TransientError(f"storage unavailable: HTTP {status} "
+                                     f"{getattr(exc, 'error_code', None) or ''}".rstrip(), status=status) from exc
+            raise
+    return wrapper
+
+
 class AzureBlobStorage:
     """Blob storage through azure-storage-blob."""
 
@@ -57,18 +90,21 @@ class AzureBlobStorage:
             # The bindings read <connection>__clientId to pick a user-assigned identity; the
             # SDK's credential must be told the same, or it looks for a system-assigned one.
             credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
-            return cls(BlobServiceClient(settings.storage_account_url, credential=credential))
+            return cls(
+                BlobServiceClient(settings.storage_account_url, credential=credential,
+                                  retry_policy=_retry_policy(), connection_timeout=5, read_timeout=30)
+            )
         raise ValueError(
             "MLOPS_STORAGE_BACKEND=azure needs MlopsStorage (connection string) "
             "or MlopsStorage__blobServiceUri (account URL, managed identity)"
         )
 
     @classmethod
-    def from_connection_string(cls, conn: str) -> AzureBlobStorage:
+    def from_connection_string(cls, conn: str, *, retries: int = 3) -> AzureBlobStorage:
         # Short retries: a stalled call should fail into the platform's retry, not hang.
         return cls(
             BlobServiceClient.from_connection_string(
-                conn, retry_total=3, retry_backoff_factor=0.2, connection_timeout=5, read_timeout=30
+                conn, retry_policy=_retry_policy(retries), connection_timeout=5, read_timeout=30
             )
         )
 
@@ -85,6 +121,7 @@ class AzureBlobStorage:
                 self._created.add(container)
         return client
 
+    @_transient_answers
     def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         try:
@@ -108,6 +145,7 @@ class AzureBlobStorage:
         info = BlobInfo(container, name, _etag(props.etag), props.size, _ts(props.last_modified))
         return Blob(info=info, data=data)
 
+    @_transient_answers
     def head(self, container: str, name: str) -> BlobInfo | None:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         try:
@@ -118,6 +156,7 @@ class AzureBlobStorage:
             raise TransientError(f"storage unavailable: {exc}") from exc
         return BlobInfo(container, name, _etag(props.etag), props.size, _ts(props.last_modified))
 
+    @_transient_answers
     def put(
         self,
         container: str,
@@ -149,6 +188,7 @@ class AzureBlobStorage:
             raise
         return BlobInfo(container, name, _etag(result["etag"]), len(data), _ts(result.get("last_modified")))
 
+    @_transient_answers
     def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
         client = self._container(container, create=False)
         try:
@@ -161,6 +201,7 @@ class AzureBlobStorage:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"storage unavailable: {exc}") from exc
 
+    @_transient_answers
     def delete(self, container: str, name: str, *, if_match: str | None = None) -> bool:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         kwargs = {}

@@ -8,14 +8,38 @@ an advisory lock per container so that two processes on the same folder serialis
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared import faults
+from shared.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
 from shared.storage import Blob, BlobInfo, check_blob_name, check_container
+
+#: File-system failures that pass: space or quota freed, a device that answers again,
+#: descriptors released. They become ``TransientError`` so that callers retry instead of
+#: recording a permanent failure (or crashing with a bare ``OSError``).
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY,
+                              errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ETIMEDOUT})
+
+
+def _transient_os_errors(method):
+    """Map the transient ``OSError``s of a storage operation to ``TransientError``."""
+
+    @functools.wraps(method)
+    def wrapper(self, container: str, name: str = "", *args, **kwargs):
+        try:
+            return method(self, container, name, *args, **kwargs)
+        except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise TransientError(f"storage unavailable: {container}/{name}: {os.strerror(exc.errno)}",
+                                     errno=errno.errorcode.get(exc.errno, str(exc.errno))) from exc
+            raise
+    return wrapper
 
 _TMP_PREFIX = ".tmp-"
 _LOCK_DIR = ".locks"
@@ -54,6 +78,7 @@ class LocalStorage:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- the port ----------------------------------------------------------------------
+    @_transient_os_errors
     def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
         path = self._path(container, name)
         try:
@@ -66,6 +91,7 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"blob {container}/{name} not found") from None
 
+    @_transient_os_errors
     def head(self, container: str, name: str) -> BlobInfo | None:
         try:
             st = self._path(container, name).stat()
@@ -75,6 +101,7 @@ class LocalStorage:
             return None
         return self._info(container, name, st)
 
+    @_transient_os_errors
     def put(
         self,
         container: str,
@@ -89,6 +116,7 @@ class LocalStorage:
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
+                faults.disk_full()
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -117,6 +145,7 @@ class LocalStorage:
                     os.unlink(tmp)
         return self._info(container, name, path.stat())
 
+    @_transient_os_errors
     def list(self, container: str, prefix: str = "") -> list[BlobInfo]:
         base = self.root / check_container(container)
         if not base.is_dir():
@@ -144,6 +173,7 @@ class LocalStorage:
         out.sort(key=lambda b: b.name)
         return out
 
+    @_transient_os_errors
     def delete(self, container: str, name: str, *, if_match: str | None = None) -> bool:
         path = self._path(container, name)
         with self._locked(container):

@@ -23,6 +23,8 @@ from tests.deploy import bicep
 LOCAL_ONLY = {
     "MLOPS_DATA_DIR": "the embedded backends' folder; Azure runs the azure backends",
     "MLOPS_FAULT_KILL_AT": "fault injection for the crash tests",
+    "MLOPS_FAULT_DISK_FULL_FILE": "fault injection for the full-disk tests",
+    "MLOPS_FIT_ISOLATION": "'inline' runs fits in the calling process, for debugging only",
     "MLOPS_BUS_MAX_DELIVERY_COUNT": "the embedded bus's; in Azure it is each queue's maxDeliveryCount (checked below)",
     "MLOPS_BUS_LOCK_SECONDS": "the embedded bus's; in Azure it is each queue's lockDuration",
     "MlopsStorage": "a connection string: never in a template; the __ (identity) settings replace it",

@@ -23,7 +23,8 @@ def env(tmp_path_factory):
     host = HostProcess(
         data,
         env={"TEST_FAIL_QUEUE": "fails", "TEST_TIMER_SCHEDULE": "*/1 * * * * *", "MLOPS_BUS_MAX_DELIVERY_COUNT": "3",
-             "MLOPS_HOST_BLOB_POLL_SECONDS": "0.2", "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.05"},
+             "MLOPS_HOST_BLOB_POLL_SECONDS": "0.2", "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.05",
+             "MLOPS_HOST_BLOB_RETRY_SECONDS": "0.2"},
         args=["--app", "tests.apps.semantics_app"],
     ).start()
     storage = LocalStorage(data / "blobs")

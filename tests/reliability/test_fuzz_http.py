@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import resource
+from urllib.parse import quote_from_bytes
 
 import azure.functions as func
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
@@ -168,3 +170,131 @@ def test_an_oversized_body_is_413_not_parsed(served):
                            route_params={"name": "wind_power"}, body=b"[" * 70000)
     resp = call(http_api.predict, req)
     assert resp.status_code == 413 and "over the limit" in json.loads(resp.get_body())["error"]["message"]
+
+
+# -- through the local host's HTTP application ---------------------------------------------------
+# The same inputs, plus keys, headers, query strings, paths and chunking, go through the host's
+# ASGI application: routing, the key check, size limits and the request objects it builds are
+# fuzzed as well, not only the functions behind them.
+FUZZ_MASTER, FUZZ_FKEY = "fuzz-master-key", "fuzz-function-key"
+ROUTE_TEMPLATES = ["models/{name}/predict", "models/{name}/feedback", "models", "models/{name}", "health",
+                   "openapi.json", "models/{name}/monitoring/latest", "models/{name}/aliases/{alias}",
+                   "v2/models/{name}", "v2/models/{name}/infer"]
+keys = st.one_of(st.sampled_from([FUZZ_MASTER, FUZZ_FKEY]), st.text(max_size=12).map(lambda t: f"SECRET{t}"),
+                 st.binary(max_size=12).map(lambda b: b"SECRET" + b))
+path_values = st.one_of(st.sampled_from(["wind_power", "breast_cancer", "production", "x"]), st.text(max_size=15))
+
+
+def _encoded(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def host_requests(draw):
+    method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]))
+    if draw(st.integers(0, 9)) == 0:
+        path = draw(st.sampled_from(["/admin/functions/", "/api/", "/", "/other/"])) + draw(st.text(max_size=20))
+    else:
+        template = draw(st.sampled_from(ROUTE_TEMPLATES))
+        path = "/api/" + template.replace("{name}", draw(path_values)).replace("{alias}", draw(path_values))
+    key = draw(st.none() | keys)
+    headers = [(n.encode(), draw(st.binary(max_size=20))) for n in
+               draw(st.lists(st.sampled_from(["x-request-id", "content-type", "host", "x-other"]), max_size=3))]
+    query = draw(st.lists(st.tuples(st.sampled_from([b"format", b"code", b"x", b"%ff"]), st.binary(max_size=10)), max_size=2))
+    if key is not None:
+        if draw(st.booleans()):
+            headers.append((b"x-functions-key", _encoded(key)))
+        else:
+            query.append((b"code", _encoded(key)))
+    raw_qs = b"&".join(n + b"=" + quote_from_bytes(v).encode() for n, v in query)
+    body = draw(bodies)
+    if draw(st.booleans()):
+        headers.append((b"content-length", draw(st.sampled_from([str(len(body)).encode(), b"abc", b"-1", b"99999999999"]))))
+    cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=2)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+    return method, path, raw_qs, headers, chunks
+
+
+async def asgi_call(app, method: str, path: str, raw_qs: bytes, headers: list, chunks: list[bytes]):
+    """One request through an ASGI application, the body in ``chunks``; returns (status, headers, body)."""
+    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict] = []
+
+    async def receive():
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode("utf-8", "surrogatepass"), "query_string": raw_qs,
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 7071)}
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body
+
+
+def assert_error_shape(path: str, body: dict) -> None:
+    """Each protocol's error shape: v2's string, MLflow's code and message, else this API's."""
+    if path.startswith("/api/v2"):
+        assert isinstance(body["error"], str) and len(body["error"]) > 10
+    elif "error_code" in body:  # MLflow's routes, once a function answered
+        assert path.endswith(("/invocations", "/ping")) and len(body["message"]) > 10
+    else:
+        assert body["error"]["code"] and len(body["error"]["message"]) > 10
+
+
+@pytest.fixture(scope="module")
+def host_app(served):
+    """The local host over the served context, triggers not started (one per process:
+    a FunctionApp is indexed once); binding settings from the example file."""
+    import os
+
+    from devhost.config import HostConfig
+    from devhost.host import Host
+
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    added = [n for n in example if n.startswith(("MLOPS_QUEUE_", "MLOPS_MONITOR_SCHEDULE")) and n not in os.environ]
+    os.environ.update({n: example[n] for n in added})
+    try:
+        host = Host("function_app", served.storage, served.bus,
+                    HostConfig(master_key=FUZZ_MASTER, function_keys=(FUZZ_FKEY,), max_body_bytes=32768),
+                    queues=served.storage_queues)
+    finally:
+        for n in added:
+            del os.environ[n]
+    yield host
+    host.http.executor.shutdown(wait=True)
+
+
+def test_no_input_through_the_host_gets_a_5xx_or_leaks_a_key(host_app, caplog):
+    host = host_app
+    triggers = {f.name for f in host.index.blobs + host.index.queues + host.index.timers}
+    caplog.set_level(logging.DEBUG)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(request=host_requests())
+    def check(request):
+        method, path, raw_qs, headers, chunks = request
+        if path.startswith("/admin/functions/"):
+            assume(path.removeprefix("/admin/functions/") not in triggers)  # do not start real runs
+        status, out_headers, body = asyncio.run(asgi_call(host.http, method, path, raw_qs, headers, chunks))
+        assert status < 500, (status, body[:300])
+        if status >= 400:
+            assert out_headers[b"content-type"].startswith(b"application/json"), out_headers
+            assert_error_shape(path, json.loads(body))
+
+    check()
+    logged = "\n".join(caplog.text.splitlines())
+    assert "httpTrigger" in logged  # the requests were logged...
+    for secret in ("SECRET", FUZZ_MASTER, FUZZ_FKEY):
+        assert secret not in logged, f"{secret!r} reached the log"  # ...without a key
+
+
+def test_the_host_refuses_an_oversized_body_before_the_function_sees_it(host_app):
+    chunks = [b"[" * 20000, b"[" * 20000, b"]" * 10**6]  # over the 32 KiB limit at the second chunk
+    status, headers, body = asyncio.run(asgi_call(host_app.http, "POST", "/api/models/wind_power/predict", b"",
+                                                  [(b"x-functions-key", FUZZ_FKEY.encode())], chunks))
+    assert status == 413 and "over the host limit" in json.loads(body)["error"]["message"]
+    assert headers[b"connection"] == b"close"  # the unread rest is not waited for

@@ -18,10 +18,10 @@ def test_the_key_table_parses_and_refuses_nonsense():
 def test_the_predict_key_does_not_open_a_function_with_its_own_key():
     app = HttpApp([], invoker=None, master_key="master", function_keys=("predict-key",),
                   per_function_keys={"feedback": ("feedback-key",)})
-    assert app._authorized("FUNCTION", "predict-key", "predict")
-    assert not app._authorized("FUNCTION", "predict-key", "feedback")
-    assert app._authorized("FUNCTION", "feedback-key", "feedback")
-    assert not app._authorized("FUNCTION", "feedback-key", "predict")  # a feedback key predicts nothing
-    assert app._authorized("FUNCTION", "master", "feedback")
+    assert app._authorized("FUNCTION", b"predict-key", "predict")
+    assert not app._authorized("FUNCTION", b"predict-key", "feedback")
+    assert app._authorized("FUNCTION", b"feedback-key", "feedback")
+    assert not app._authorized("FUNCTION", b"feedback-key", "predict")  # a feedback key predicts nothing
+    assert app._authorized("FUNCTION", b"master", "feedback")
     assert not app._authorized("FUNCTION", None, "feedback")
     app.executor.shutdown()

@@ -1,0 +1,108 @@
+"""Training cannot starve serving: the train stage runs in its own, lower-priority process,
+within its spec's time budget; the local host runs blobs and messages concurrently as host.json
+says. (The effect on serving latency is measured in ``bench/isolation.py``.)"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from devhost.blobs import BlobFunction, BlobTriggerRunner, compile_path
+from devhost.config import host_concurrency
+from devhost.invocation import Invoker
+from models.wind_power_data import generate as wind
+from shared.bus.local import LocalBus
+from shared.context import Context
+from shared.errors import InvalidName, SpecError
+from shared.isolation import run_isolated, train_isolated
+from shared.settings import Settings
+from shared.spec import parse_spec
+from shared.storage.local import LocalStorage
+from tests.conftest import ROOT, to_parquet
+
+
+def test_a_stage_runs_in_another_process_at_a_lower_priority():
+    assert run_isolated("os:getpid", budget_seconds=60, what="a pid") != os.getpid()
+    assert run_isolated("os:nice", 0, budget_seconds=60, what="a nice value") >= os.nice(0) + 10
+
+
+def test_an_error_in_the_child_comes_back_as_the_same_error():
+    with pytest.raises(InvalidName) as caught:
+        run_isolated("shared.names:model_name", "../etc", budget_seconds=60, what="a name check")
+    assert "../etc" in caught.value.message and caught.value.permanent
+
+
+@pytest.fixture
+def slow_spec_ctx(tmp_path):
+    """wind_power with 400 trees (a fit of many seconds) and a 1 s time budget."""
+    models = tmp_path / "models"
+    models.mkdir()
+    text = (ROOT / "models" / "wind_power.toml").read_text()
+    text = text.replace("n_estimators = 60", "n_estimators = 400").replace("min_rows = 200", "min_rows = 200\ntime_budget_seconds = 1")
+    (models / "wind_power.toml").write_text(text)
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(models)}))
+    yield ctx
+    ctx.close()
+
+
+def test_a_fit_over_its_budget_is_ended_and_the_run_fails_saying_why(slow_spec_ctx):
+    ctx = slow_spec_ctx
+    assert ctx.specs.get("wind_power").time_budget_seconds == 1
+    info = ctx.storage.put("datasets", "wind_power/big.parquet", to_parquet(wind(20000, seed=3)))
+    started = time.monotonic()
+    ok, run_id, where = train_isolated(ctx, "wind_power/big.parquet", info.etag)
+    assert not ok and time.monotonic() - started < 8
+    status = ctx.runs.status("wind_power", run_id)
+    assert status["state"] == "failed" and status["error"]["code"] == "TIME_BUDGET_EXCEEDED"
+    assert "time budget of 1 s" in status["error"]["message"]
+    record = json.loads(ctx.storage.get("quarantine", where.removeprefix("quarantine/")).data)
+    assert record["code"] == "TIME_BUDGET_EXCEEDED" and "training.time_budget_seconds" in record["reason"]
+    assert multiprocessing.active_children() == []  # the fit's process is gone
+    assert ctx.storage.head("datasets", "wind_power/big.parquet") is not None  # the dataset stays
+    assert ctx.bus.peek(ctx.settings.queue_convert) == []  # nothing handed on
+
+
+def test_the_time_budget_is_a_checked_spec_key():
+    base = (ROOT / "models" / "wind_power.toml").read_text()
+    assert parse_spec(base, "models/wind_power.toml").time_budget_seconds == 540
+    bad = base.replace("min_rows = 200", "min_rows = 200\ntime_budget_seconds = 0")
+    with pytest.raises(SpecError, match="training.time_budget_seconds"):
+        parse_spec(bad, "models/wind_power.toml")
+
+
+def test_host_json_sets_the_local_hosts_concurrency(tmp_path):
+    assert host_concurrency(ROOT / "host.json") == (2, 4)
+    custom = tmp_path / "host.json"
+    custom.write_text(json.dumps({"extensions": {"blobs": {"maxDegreeOfParallelism": 3},
+                                                 "serviceBus": {"maxConcurrentCalls": 7}}}))
+    assert host_concurrency(custom) == (3, 7)
+
+
+def test_a_long_blob_run_does_not_hold_back_the_next_one(tmp_path):
+    """With maxDegreeOfParallelism 2, a blob dropped while another runs starts at once."""
+    storage = LocalStorage(tmp_path / "blobs")
+    bus = LocalBus(tmp_path / "bus.sqlite3")
+    spans: dict[str, tuple[float, float]] = {}
+
+    def slow(blob) -> None:
+        started = time.monotonic()
+        time.sleep(2.0 if blob.name.endswith("big") else 0.1)
+        spans[blob.name] = (started, time.monotonic())
+
+    container, pattern = compile_path("inbox/{name}")
+    runner = BlobTriggerRunner(storage, bus, [BlobFunction("slow", "blob", container, pattern, slow)], Invoker(),
+                               poll_seconds=0.05, parallelism=2)
+    storage.put("inbox", "big", b"1")
+    storage.put("inbox", "small", b"2")
+    time.sleep(1.1)  # the host waits for a blob to settle
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(spans) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert spans["inbox/small"][1] < spans["inbox/big"][1] - 1  # done while the big one still ran

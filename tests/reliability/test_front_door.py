@@ -1,0 +1,263 @@
+"""The front door, attacked over real sockets: keys before bodies, bounded memory, no secrets
+in the log, slow clients cut off. One host (started as a user would) serves every test here;
+the last test greps everything it logged."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.wind_power_data import generate as wind
+from shared.context import Context
+from shared.settings import Settings
+from tests.conftest import ROOT, to_parquet
+from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
+from tests.helpers import drain, drop
+
+pytestmark = pytest.mark.e2e
+
+WIND_ROW = {"wind_speed": 11.0, "wind_direction": 215.0, "air_temperature": 12.0, "air_density": 1.23, "turbine_id": "T02"}
+#: Wrong keys this module sends: none of them may appear in the host's log.
+WRONG_KEYS = ["wrong-key-secret-1", "é-secret-2"]
+HEADER_TIMEOUT = 2.0
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    data = tmp_path_factory.mktemp("front") / "data"
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(ROOT / "models")}))
+    drop(ctx, "wind_power", "w.parquet", to_parquet(wind(1000, seed=1)))
+    drain(ctx)
+    ctx.close()
+    proc = HostProcess(data, env={"MLOPS_HOST_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+                                  "MLOPS_HOST_BODY_TIMEOUT_SECONDS": "5"}).start()
+    ok = httpx.post(f"{proc.url}/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
+                    json={"instances": [WIND_ROW]}, timeout=30)
+    assert ok.status_code == 200, ok.text
+    yield proc
+    proc.stop()
+
+
+def raw_request(host: HostProcess, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[int, dict, bytes]:
+    """Send ``head`` (request line and headers, as bytes) and ``body``; parse the answer."""
+    with socket.create_connection(("127.0.0.1", host.port), timeout=timeout) as s:
+        s.sendall(head + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        header_blob, _, rest = data.partition(b"\r\n\r\n")
+        lines = header_blob.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower().decode(): v.strip().decode("latin-1")
+                   for k, _, v in (line.partition(b":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    return status, headers, rest
+
+
+def assert_json_error(status: int, body: bytes, expected: int, code: str) -> dict:
+    assert status == expected, body[:300]
+    err = json.loads(body)["error"]
+    assert err["code"] == code and len(err["message"]) > 10
+    return err
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("route", ["/api/models/wind_power/predict", "/api/models/wind_power/aliases/production",
+                                   "/admin/functions/train", "/api/models"])
+def test_a_malformed_key_gets_a_json_401(host, route):
+    method = b"GET" if route == "/api/models" else b"POST"
+    for query, header in [(b"?code=%C3%A9-secret-2", b""), (b"?code=%ff%fe", b""), (b"", b"x-functions-key: \xff\xfe\x80\r\n"),
+                          (b"", "x-functions-key: é-secret-2\r\n".encode()), (b"?code=wrong-key-secret-1", b"")]:
+        head = method + b" " + route.encode() + query + b" HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 2\r\n\r\n"
+        status, headers, body = raw_request(host, head, b"{}")
+        assert_json_error(status, body, 401, "UNAUTHORIZED")
+        assert headers["content-type"] == "application/json"
+
+
+def test_the_key_is_checked_before_the_body_is_read(host):
+    # Headers announce 99 MiB; the answer comes before one byte of it is sent.
+    head = b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (99 * MiB)
+    started = time.perf_counter()
+    status, headers, body = raw_request(host, head)
+    assert_json_error(status, body, 401, "UNAUTHORIZED")
+    assert headers.get("connection") == "close"  # the rest of the upload is not waited for
+    assert time.perf_counter() - started < 2
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading(host):
+    head = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\nContent-Length: %d\r\n\r\n"
+            % (FKEY.encode(), 200 * MiB))
+    status, _, body = raw_request(host, head)
+    err = assert_json_error(status, body, 413, "PAYLOAD_TOO_LARGE")
+    assert "over the host limit" in err["message"]
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_while_it_streams(host):
+    head = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % FKEY.encode())
+    chunk = b"%x\r\n%s\r\n" % (MiB, b"[" * MiB)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", host.port), timeout=10) as s:
+        s.sendall(head)
+        s.settimeout(0.05)
+        answer = b""
+        try:
+            while sent < 300 * MiB and not answer:
+                s.sendall(chunk)
+                sent += MiB
+                try:
+                    answer = s.recv(65536)
+                except TimeoutError:
+                    pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.settimeout(5)
+        while b"}}" not in answer:
+            more = s.recv(65536)
+            if not more:
+                break
+            answer += more
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"PAYLOAD_TOO_LARGE" in answer
+    assert sent < 20 * MiB  # cut off near the limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, 8 MiB), not at 300 MiB
+
+
+def test_slow_headers_do_not_hold_connections(host):
+    """200 clients that drip their headers are disconnected after the header timeout, and
+    a normal request is served meanwhile."""
+    conns = []
+    for _ in range(200):
+        s = socket.create_connection(("127.0.0.1", host.port), timeout=10)
+        s.sendall(b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\n")
+        conns.append(s)
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def drip():
+        while not stop.is_set():
+            for s in conns:
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    pass
+            time.sleep(0.3)
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    ok = httpx.post(f"{host.url}/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
+                    json={"instances": [WIND_ROW]}, timeout=10)
+    assert ok.status_code == 200
+    closed = 0
+    for s in conns:
+        s.settimeout(max(0.1, started + HEADER_TIMEOUT + 5 - time.monotonic()))
+        try:
+            while s.recv(4096):
+                pass
+            closed += 1
+        except TimeoutError:
+            pass
+        except OSError:
+            closed += 1
+    stop.set()
+    dripper.join()
+    elapsed = time.monotonic() - started
+    for s in conns:
+        s.close()
+    assert closed == 200 and elapsed < HEADER_TIMEOUT + 6, (closed, elapsed)
+
+
+def test_hostile_payloads_get_4xx_naming_the_field(host):
+    client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30)
+    # A list as a dataframe_split column name.
+    resp = client.post("/api/models/wind_power/predict",
+                       json={"dataframe_split": {"columns": [["wind_speed"], "b"], "data": [[1, 2]]}})
+    assert resp.status_code == 400 and resp.json()["error"]["details"]["field"] == "dataframe_split.columns[0]"
+    # A 4 MB string in a categorical field: refused, named, not echoed back.
+    resp = client.post("/api/models/wind_power/predict", json={"instances": [{**WIND_ROW, "turbine_id": "T" * 4_000_000}]})
+    assert resp.status_code == 400 and resp.json()["error"]["details"] == {"field": "turbine_id", "row": 0}
+    assert len(resp.content) < 1000
+    # A 4 MB field name: refused, and the message quotes at most 200 characters of it.
+    resp = client.post("/api/models/wind_power/predict", content=json.dumps({"instances": [{**WIND_ROW, "k" * 4_000_000: 1}]}))
+    assert resp.status_code == 400 and len(resp.content) < 2000
+    # JSON nested 100,000 deep to the admin route, and to predict.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    resp = httpx.post(f"{host.url}/admin/functions/monitor", headers={"x-functions-key": MASTER}, content=deep, timeout=30)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "INVALID_REQUEST"
+    resp = client.post("/api/models/wind_power/predict", content=deep)
+    assert resp.status_code == 400
+
+
+def test_unauthenticated_floods_and_long_strings_leave_memory_flat(host):
+    """Ten unauthenticated 99 MiB uploads, then four clients sending 4 MB strings for 4 s:
+    the host's resident memory grows by less than 100 MB."""
+    before = rss_mb(host.proc.pid)
+
+    def upload():
+        head = b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (99 * MiB)
+        block = b"x" * MiB
+        try:
+            with socket.create_connection(("127.0.0.1", host.port), timeout=10) as s:
+                s.sendall(head)
+                for _ in range(99):
+                    s.sendall(block)
+        except OSError:
+            pass  # refused and closed early: what the test wants
+
+    def strings(deadline: float, statuses: list):
+        body = json.dumps({"instances": [{**WIND_ROW, "turbine_id": "T" * 4_000_000}]}).encode()
+        with httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30) as c:
+            while time.monotonic() < deadline:
+                statuses.append(c.post("/api/models/wind_power/predict", content=body).status_code)
+
+    threads = [threading.Thread(target=upload) for _ in range(10)]
+    statuses: list[int] = []
+    deadline = time.monotonic() + 4
+    threads += [threading.Thread(target=strings, args=(deadline, statuses)) for _ in range(4)]
+    peak = before
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, rss_mb(host.proc.pid))
+        time.sleep(0.05)
+    assert statuses and set(statuses) == {400}
+    assert peak - before < 100, f"RSS grew from {before:.0f} to {peak:.0f} MB"
+    health = httpx.get(f"{host.url}/api/health").json()
+    assert health["inference_log"]["buffered_bytes"] <= health["inference_log"]["max_buffered_bytes"]
+
+
+def test_every_http_log_line_has_its_status_and_no_secret(host):
+    """Runs last: greps every line the host wrote during this module's attacks."""
+    client = httpx.Client(base_url=host.url, timeout=10)
+    client.get("/api/models", params={"code": MASTER, "format": "x"})
+    client.get("/api/models", params={"code": FKEY})
+    client.get("/api/models/nothing_here", headers={"x-functions-key": FKEY})
+    wait_for(lambda: "nothing_here" in host.log(), 10, "the last log line", host)
+    log = host.log()
+    for secret in [MASTER, FKEY, *WRONG_KEYS, "%C3%A9-secret", "local-master-key"]:
+        assert secret not in log, f"{secret!r} is in the host log"
+    lines = [line for line in log.splitlines() if "httpTrigger" in line]
+    assert lines and all(("Succeeded (" in line or "Rejected (" in line or "Failed (" in line) for line in lines)
+    assert any("GET /models?code=***&format=x" in line and "Succeeded (200)" in line for line in lines)
+    assert any("nothing_here" in line and "Rejected (404)" in line for line in lines)
+    assert any("Rejected (401)" in line for line in lines)
+    assert not [line for line in log.splitlines() if " ERROR " in line], "no attack here is a server error"
