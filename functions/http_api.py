@@ -390,6 +390,8 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
         for i, item in enumerate(items):
             check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
         ctx.inference_log.flush()  # this worker's buffered predictions count as logged
+        if ctx.inference_log.unwritten_rows:  # storage refuses writes for now: matching would miss them
+            raise TransientError("the inference log cannot be written right now; send the feedback again shortly")
         hits = match_logged(ctx.storage, model, items)
         matched = [it for it, hit in zip(items, hits) if hit]
         where = store_feedback(ctx.storage, model, matched) if matched else None
@@ -561,7 +563,8 @@ API: dict[str, dict[str, Any]] = {
                           "success_types": ("application/json", "text/html"),
                           "query": ({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}},)},
     "monitoring_reports": {"codes": ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT"),
-                           "query": ({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},)},
+                           "query": ({"name": "limit", "in": "query",
+                                      "schema": {"type": "integer", "minimum": 1, "maximum": 100}},)},  # monitoring.HISTORY
     "monitoring_report": {"codes": ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT"),
                           "success_types": ("application/json", "text/html"),
                           "query": ({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}},)},

@@ -123,6 +123,9 @@ class InferenceLogger:
         self.write_failures = 0
         self.files_written = 0
         self._warned = False
+        #: Encoded parts a transient storage fault kept from being written: ``(model, hour, rows,
+        #: bytes)``, tried again first by the next flush (within the byte bound, oldest dropped).
+        self._unwritten: list[tuple[str, str, int, bytes]] = []
 
     # -- request path --------------------------------------------------------------------
     def record(self, rec: LogRecord) -> bool:
@@ -194,23 +197,40 @@ class InferenceLogger:
             self._full, self._open = [], {}
             self._buffered_rows = 0
             self._buffered_bytes = 0
-        written = 0
+        parts, self._unwritten = self._unwritten, []
         for columns in pending:
             try:
-                parts = to_parquet(columns)
+                parts += [(columns.model, hour, rows, data) for hour, rows, data in to_parquet(columns)]
             except Exception:
                 self._dropped(columns.rows, columns.model, "encode")
+        written = 0
+        for model, hour, rows, data in parts:
+            try:
+                self.storage.put(CONTAINER, part_name(model, hour, time.time()), data)
+            except Exception as exc:
+                from shared.errors import is_transient
+
+                if is_transient(exc):  # a full disk or throttling: keep it for the next flush
+                    self._keep(model, hour, rows, data)
+                else:
+                    self._dropped(rows, model, "write")
                 continue
-            for hour, rows, data in parts:
-                try:
-                    self.storage.put(CONTAINER, part_name(columns.model, hour, time.time()), data)
-                except Exception:
-                    self._dropped(rows, columns.model, "write")
-                    continue
-                written += rows
-                self.files_written += 1
+            written += rows
+            self.files_written += 1
         self.written_rows += written
         return written
+
+    def _keep(self, model: str, hour: str, rows: int, data: bytes) -> None:
+        self._unwritten.append((model, hour, rows, data))
+        while sum(len(p[3]) for p in self._unwritten) > self.max_buffered_bytes:
+            oldest, _, dropped, _ = self._unwritten.pop(0)
+            self._dropped(dropped, oldest, "keep")
+        self.write_failures += 1
+
+    @property
+    def unwritten_rows(self) -> int:
+        """Rows encoded but not yet written because storage refused them for now."""
+        return sum(p[2] for p in self._unwritten)
 
     def _dropped(self, rows: int, model: str, step: str) -> None:
         self.write_failures += 1
@@ -228,6 +248,7 @@ class InferenceLogger:
             "dropped_rows": self.dropped_rows,
             "write_failures": self.write_failures,
             "files_written": self.files_written,
+            "unwritten_rows": self.unwritten_rows,
         }
 
 

@@ -149,12 +149,16 @@ def run_isolated(target: str, *args: Any, budget_seconds: float, what: str) -> A
 
 
 # -- the train stage -----------------------------------------------------------------------------
-def _train_child(settings, blob_name: str, etag: str | None) -> tuple[bool, str | None, str]:
-    """In the child: a context of its own, then the train stage with storage patience."""
+def _train_child(settings, blob_name: str, etag: str | None,
+                 traceparent: str | None = None) -> tuple[bool, str | None, str]:
+    """In the child: a context of its own, then the train stage with storage patience; the
+    messages it sends continue the caller's trace."""
     from shared.context import Context
     from shared.pipeline import handle_dataset
     from shared.storage.retrying import patience
+    from shared.telemetry import inherit_traceparent
 
+    inherit_traceparent(traceparent)
     ctx = Context.from_settings(settings)
     try:
         with patience(settings.transient_retry_seconds):
@@ -180,7 +184,9 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     except (InvalidName, ModelNotFound, MlopsError):
         pass  # the stage itself refuses the dataset, with the reason, in its process
     try:
-        return run_isolated("shared.isolation:_train_child", ctx.settings, blob_name, etag,
+        from shared.telemetry import current_traceparent
+
+        return run_isolated("shared.isolation:_train_child", ctx.settings, blob_name, etag, current_traceparent(),
                             budget_seconds=budget, what=f"training on datasets/{blob_name}")
     except BudgetExceeded as exc:
         return False, *_record_over_budget(ctx, blob_name, exc)

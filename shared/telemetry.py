@@ -64,9 +64,20 @@ class Off:
 OFF = Off()
 
 
+#: The traceparent a stage running in a process of its own inherited from its caller's span.
+_inherited: str | None = None
+
+
+def inherit_traceparent(traceparent: str | None) -> None:
+    """In a child process running a stage: its messages continue the caller's trace."""
+    global _inherited
+    _inherited = traceparent
+
+
 def current_traceparent() -> str | None:
-    """The W3C traceparent of the active span, when telemetry is on; else None (no import)."""
-    return None if _active is None else _active.traceparent()
+    """The W3C traceparent of the active span, when telemetry is on (else one inherited from a
+    parent process, or None; no import)."""
+    return _inherited if _active is None else _active.traceparent()
 
 
 class Telemetry:

@@ -9,7 +9,6 @@ import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
-import function_app
 from functions import http_api, pipeline, root, train
 from models.breast_cancer_data import generate as cancer
 from shared.messages import RunMessage
@@ -40,12 +39,6 @@ def sb_message(body: bytes) -> ServiceBusMessage:
 
 def http(method: str, url: str, body: bytes = b"", **route) -> func.HttpRequest:
     return func.HttpRequest(method, url, headers={}, params={}, route_params=route, body=body)
-
-
-def test_the_app_composes_every_function():
-    from tests.deploy.test_composition import PIPELINE, SERVING
-
-    assert {f.get_function_name() for f in function_app.app.get_functions()} == SERVING | PIPELINE
 
 
 def run_blob(ctx, name: str, data: bytes) -> None:

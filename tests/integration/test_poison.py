@@ -70,7 +70,9 @@ def failing_runner(ctx: Context, calls: list[str]) -> BlobTriggerRunner:
 
     container, pattern = compile_path("datasets/{model}/{file}")
     fn = BlobFunction("train", "blob", container, pattern, train)
-    return BlobTriggerRunner(ctx.storage, ctx.storage_queues, [fn], Invoker(), host_id="mlops-pipeline")
+    # No backoff between tries here: the test polls as fast as it likes.
+    return BlobTriggerRunner(ctx.storage, ctx.storage_queues, [fn], Invoker(), host_id="mlops-pipeline",
+                             retry_base_seconds=0.0)
 
 
 def test_a_blob_failing_five_times_goes_to_the_storage_poison_queue_and_replays(actx, monkeypatch):
@@ -79,7 +81,7 @@ def test_a_blob_failing_five_times_goes_to_the_storage_poison_queue_and_replays(
     runner = failing_runner(actx, calls)
     info = actx.storage.put("datasets", "wind_power/bad.csv", b"x,y\n1,2\n")
     for _ in range(7):
-        runner.poll_once()
+        runner.poll_once(wait=True)
     assert len(calls) == 5  # five tries, then no more
 
     # The platform's receipt layout (keyed by host id) and poison message.
@@ -101,9 +103,9 @@ def test_a_blob_failing_five_times_goes_to_the_storage_poison_queue_and_replays(
     after = actx.storage.head("datasets", "wind_power/bad.csv")
     assert after.etag != info.etag  # a new ETag is a new blob to the trigger
     assert actx.storage.get("datasets", "wind_power/bad.csv").data == b"x,y\n1,2\n"  # same bytes
-    runner.poll_once()
+    runner.poll_once(wait=True)
     assert len(calls) == 6  # triggered again, and this time it succeeds
-    runner.poll_once()
+    runner.poll_once(wait=True)
     assert len(calls) == 6
 
 

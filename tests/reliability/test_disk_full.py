@@ -22,7 +22,7 @@ from shared.ops import POISON_QUEUE
 from shared.pipeline import handle_dataset, run_id_for
 from shared.settings import Settings
 from tests.conftest import ROOT, to_csv, to_parquet
-from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
+from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MASTER, HostProcess, wait_for
 from tests.helpers import drain, drop
 
 pytestmark = pytest.mark.e2e
@@ -58,13 +58,14 @@ def test_a_full_disk_heals_without_an_operator(tmp_path):
                            json={"version": 1, "reason": "during the fault"})
         assert alias.status_code == 503 and alias.headers["retry-after"], alias.text
         assert alias.json()["error"]["code"] == "TRANSIENT"
-        feedback = {"feedback": [{"request_id": "r1", "value": 120.0}]}
-        resp = client.post("/api/models/wind_power/feedback", headers={"x-functions-key": FKEY}, json=feedback)
-        assert resp.status_code == 503 and resp.headers["retry-after"], resp.text
         predict = client.post("/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
                               json={"instances": [{"wind_speed": 9.0, "wind_direction": 200.0, "air_temperature": 10.0,
                                                    "air_density": 1.2, "turbine_id": "T01"}]})
         assert predict.status_code == 200  # serving reads; it goes on
+        # Its log row cannot be written now, so feedback for it cannot be matched yet: 503.
+        feedback = {"feedback": [{"request_id": predict.json()["request_id"], "value": 120.0}]}
+        resp = client.post("/api/models/wind_power/feedback", headers={"x-functions-key": FEEDBACK_KEY}, json=feedback)
+        assert resp.status_code == 503 and resp.headers["retry-after"], resp.text
 
         # While the fault lasts: no budget burned, no failure recorded.
         while time.monotonic() - started < FAULT_SECONDS:
@@ -91,8 +92,8 @@ def test_a_full_disk_heals_without_an_operator(tmp_path):
         alias = client.put("/api/models/wind_power/aliases/production", headers={"x-functions-key": MASTER},
                            json={"version": 1, "reason": "after the fault"})
         assert alias.status_code == 200, alias.text
-        resp = client.post("/api/models/wind_power/feedback", headers={"x-functions-key": FKEY}, json=feedback)
-        assert resp.status_code == 202
+        resp = client.post("/api/models/wind_power/feedback", headers={"x-functions-key": FEEDBACK_KEY}, json=feedback)
+        assert resp.status_code == 202 and resp.json()["matched"] == 1, resp.text  # the kept log row was written
         audit = client.get("/api/models/wind_power", headers={"x-functions-key": FKEY}).json()["audit"]
         assert [a["reason"] for a in audit if a.get("actor") == "operator"] == ["after the fault"]
         # Nothing lost: every dataset is where it was dropped; no quarantine.
