@@ -166,8 +166,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, MlopsError):
         return not exc.permanent
-    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, ENOSPC, EIO...
-        return True
+    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, ENOSPC, EIO... but not EACCES/EPERM
+        return not isinstance(exc, PermissionError)
     for klass in type(exc).__mro__:  # the Azure SDKs, without importing them here
         if klass.__module__.startswith(("azure.core.exceptions", "azure.servicebus")):
             if klass.__name__ in ("ServiceRequestError", "ServiceResponseError", "ServiceBusConnectionError",

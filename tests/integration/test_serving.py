@@ -1,6 +1,8 @@
 """The session cache, the inference log and feedback, on real storage and real ONNX sessions."""
 from __future__ import annotations
 
+import errno
+
 import io
 import json
 import threading
@@ -185,8 +187,24 @@ def _zeros(rows: int):
 
 
 class _BrokenStorage:
-    def put(self, *a, **k):
-        raise OSError("disk on fire")
+    """Refuses writes: for good (a permission error), or for the first ``transient`` ones (a full disk)."""
+
+    def __init__(self, transient: int = 0) -> None:
+        self.transient, self.written = transient, []
+
+    def put(self, container, name, data, **k):
+        if self.transient:
+            self.transient -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+
+class _FullDisk(_BrokenStorage):
+    def put(self, container, name, data, **k):
+        if self.transient:
+            self.transient -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.written.append(name)
 
 
 def test_a_logging_failure_drops_and_counts_but_never_raises():
@@ -197,6 +215,16 @@ def test_a_logging_failure_drops_and_counts_but_never_raises():
     assert logger.record(rec)
     assert logger.flush() == 0
     assert logger.stats()["dropped_rows"] == 2 and logger.stats()["write_failures"] == 1
+
+
+def test_rows_a_full_disk_refused_are_written_by_the_next_flush():
+    import numpy as np
+
+    storage = _FullDisk(transient=1)
+    logger = InferenceLogger(storage, flush_seconds=60)
+    assert logger.record(LogRecord("m", 1, "r", time.time(), 0.1, _zeros(2), np.zeros(2), None, None, None))
+    assert logger.flush() == 0 and logger.unwritten_rows == 2 and logger.stats()["dropped_rows"] == 0
+    assert logger.flush() == 2 and logger.unwritten_rows == 0 and len(storage.written) == 1
 
 
 def test_feedback_is_validated_and_stored(ctx):
