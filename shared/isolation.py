@@ -7,10 +7,13 @@ several times over. So the train stage runs in a child process instead:
 * the child is started from a fork server whose process imported the training stack once
   (pandas, scikit-learn), so a start costs a fork, not seconds of imports, and nothing of
   the serving process (threads, sessions, sockets) is inherited;
-* the child lowers its own CPU priority to the floor: Linux's ``SCHED_IDLE`` class where there
-  is one (it runs only on a core nothing else wants, and a request thread that wakes up
-  preempts it at once: a lower nice value alone still let a waking request wait for the fit's
-  time slice, a few milliseconds of tail latency, measured), else nice 19;
+* the child lowers its own CPU priority (``MLOPS_FIT_PRIORITY``). ``idle``, the default, is
+  Linux's ``SCHED_IDLE`` class: the fit runs only on a core nothing else wants, and a request
+  thread that wakes up preempts it at once. Measured during a 1M-row fit (bench/isolation.py):
+  serving p99 0.96-1.23x of idle with it, 2.1x with ``low`` (nice 19, ``SCHED_BATCH``), 1.4-1.5x
+  with nice 10 alone. The price: on a machine whose every core is busy with other work the fit
+  waits, and its time budget may end it (it fails saying so); ``low`` trades some serving tail
+  for progress there, ``normal`` leaves the priority alone;
 * the parent waits at most the spec's ``[training] time_budget_seconds``; past it the child is
   killed (SIGKILL: its memory goes back at once) and ``BudgetExceeded`` says which budget;
 * an error in the child comes back as the same ``MlopsError`` (code, message, details,
@@ -34,8 +37,8 @@ from shared.errors import BudgetExceeded, MlopsError, WorkerCrashed
 
 log = logging.getLogger("mlops.isolation")
 
-#: The child's nice value (the lowest priority): serving, at the default 0, gets a contended core
-#: about 98% of the time (CFS weights 1024 against 15); an idle core still runs the fit at full speed.
+#: The child's nice value: serving, at the default 0, outweighs it 1024 to 15 on a contended
+#: core; an idle core still runs the fit at full speed.
 CHILD_NICENESS = 19
 #: Imported once by the fork server, inherited by every child.
 PRELOAD = ["shared.pipeline", "shared.train", "shared.data", "shared.profile", "sklearn.ensemble",
@@ -58,15 +61,19 @@ def _context():
         return _mp_context
 
 
-def lower_priority() -> None:
-    """Make the calling process yield every contended core to the rest of the machine."""
+def lower_priority(priority: str | None = None) -> None:
+    """Lower the calling process's CPU priority as ``priority`` (or ``MLOPS_FIT_PRIORITY``) says."""
+    priority = (priority or os.environ.get("MLOPS_FIT_PRIORITY", "") or "idle").strip().lower()
+    if priority == "normal":
+        return
     try:
         os.nice(CHILD_NICENESS)
     except OSError:
         pass
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+    policy = {"low": "SCHED_BATCH", "idle": "SCHED_IDLE"}.get(priority)
+    if policy and hasattr(os, "sched_setscheduler") and hasattr(os, policy):
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(0, getattr(os, policy), os.sched_param(0))
         except OSError:
             pass
 

@@ -28,7 +28,7 @@ from tests.conftest import ROOT, to_parquet
 
 def test_a_stage_runs_in_another_process_at_a_lower_priority():
     assert run_isolated("os:getpid", budget_seconds=60, what="a pid") != os.getpid()
-    assert run_isolated("os:nice", 0, budget_seconds=60, what="a nice value") >= os.nice(0) + 10
+    assert run_isolated("os:nice", 0, budget_seconds=60, what="a nice value") >= min(os.nice(0) + 10, 19)
 
 
 def test_an_error_in_the_child_comes_back_as_the_same_error():
