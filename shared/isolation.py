@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import BudgetExceeded, MlopsError, WorkerCrashed
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
