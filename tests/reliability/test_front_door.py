@@ -250,6 +250,7 @@ def test_every_http_log_line_has_its_status_and_no_secret(host):
     client = httpx.Client(base_url=host.url, timeout=10)
     client.get("/api/models", params={"code": MASTER, "format": "x"})
     client.get("/api/models", params={"code": FKEY})
+    client.get(f"/api/models?{WRONG_KEYS[0]}&x={MASTER}")  # a key as a bare token, a key under another name
     client.get("/api/models/nothing_here", headers={"x-functions-key": FKEY})
     wait_for(lambda: "nothing_here" in host.log(), 10, "the last log line", host)
     log = host.log()
@@ -258,6 +259,7 @@ def test_every_http_log_line_has_its_status_and_no_secret(host):
     lines = [line for line in log.splitlines() if "httpTrigger" in line]
     assert lines and all(("Succeeded (" in line or "Rejected (" in line or "Failed (" in line) for line in lines)
     assert any("GET /models?code=***&format=x" in line and "Succeeded (200)" in line for line in lines)
+    assert any("GET /models?*&*=***" in line for line in lines)
     assert any("nothing_here" in line and "Rejected (404)" in line for line in lines)
     assert any("Rejected (401)" in line for line in lines)
     assert not [line for line in log.splitlines() if " ERROR " in line], "no attack here is a server error"
