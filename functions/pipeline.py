@@ -27,13 +27,18 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
     run = _decode(msg, expect)
     if run is None:
         return
-    from shared import pipeline as stages
-    from shared.storage.retrying import patience
-
     ctx = context()
-    with patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
-        result = getattr(stages, f"handle_{stage}")(ctx, run)
-    log.info("%s %s/%s: %s", stage, run.model, run.run_id, result.detail)
+    if stage == "convert":  # the fitted model in memory and scikit-learn on the hold-out: its own process
+        from shared.isolation import convert_isolated
+
+        _, _, detail = convert_isolated(ctx, run)
+    else:
+        from shared import pipeline as stages
+        from shared.storage.retrying import patience
+
+        with patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
+            detail = getattr(stages, f"handle_{stage}")(ctx, run).detail
+    log.info("%s %s/%s: %s", stage, run.model, run.run_id, detail)
 
 
 @bp.function_name("convert")

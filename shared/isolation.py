@@ -171,6 +171,44 @@ def _train_child(settings, blob_name: str, etag: str | None) -> tuple[bool, str 
         ctx.close()
 
 
+def _stage_child(settings, stage: str, body: bytes) -> tuple[bool, str | None, str]:
+    """In the child: a queue-triggered stage (``convert``) on its message, with storage patience."""
+    from shared import pipeline
+    from shared.context import Context
+    from shared.messages import RunMessage
+    from shared.storage.retrying import patience
+
+    ctx = Context.from_settings(settings)
+    try:
+        with patience(settings.transient_retry_seconds):
+            result = getattr(pipeline, f"handle_{stage}")(ctx, RunMessage.parse(body))
+        return result.ok, result.run_id, result.detail
+    finally:
+        ctx.close()
+
+
+def convert_isolated(ctx, msg) -> tuple[bool, str | None, str]:
+    """The convert stage (unpickle the fitted pipeline, skl2onnx, parity on the hold-out) in its
+    own process: it holds the fit's model in memory and runs scikit-learn on the hold-out, which
+    is training's work, not serving's. Bounded by the spec's time budget like the fit."""
+    from shared import names
+    from shared.errors import InvalidName, ModelNotFound
+
+    budget = 540.0
+    try:
+        budget = ctx.specs.get(names.model_name(msg.model)).time_budget_seconds
+    except (InvalidName, ModelNotFound, MlopsError):
+        pass
+    try:
+        return run_isolated("shared.isolation:_stage_child", ctx.settings, "convert", msg.to_outgoing().body,
+                            budget_seconds=budget, what=f"converting run {msg.model}/{msg.run_id}")
+    except BudgetExceeded as exc:
+        ctx.runs.update_status(msg.model, msg.run_id, state="failed",
+                               error={"stage": "convert", "code": exc.code, "message": exc.message, **exc.details})
+        log.error("converting %s/%s stopped: %s", msg.model, msg.run_id, exc.message)
+        return False, msg.run_id, exc.message
+
+
 def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | None, str]:
     """The train stage for ``datasets/<blob_name>`` in its own process, within the spec's budget.
 
