@@ -78,8 +78,27 @@ def lower_priority(priority: str | None = None) -> None:
             pass
 
 
-def _child(conn, target: str, args: tuple) -> None:
+def _exit_with(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` is gone: a fit outlives no host (the fork server,
+    not the host, is its parent, so the kernel would not tell it)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _child(conn, target: str, args: tuple, parent_pid: int | None = None) -> None:
     """Child entry: lower the priority, run ``module:function(*args)``, send back the outcome."""
+    if parent_pid is not None:
+        _exit_with(parent_pid)
     lower_priority()
     try:
         module, _, name = target.partition(":")
@@ -119,7 +138,8 @@ def run_isolated(target: str, *args: Any, budget_seconds: float, what: str) -> A
         return getattr(importlib.import_module(module), name)(*args)
     ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child_conn, target, args), name=f"isolated {what}", daemon=True)
+    proc = ctx.Process(target=_child, args=(child_conn, target, args, os.getpid()), name=f"isolated {what}",
+                       daemon=True)
     started = time.monotonic()
     proc.start()
     child_conn.close()
