@@ -48,7 +48,7 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
-bench: bench-pipeline bench-serving bench-monitoring
+bench: bench-pipeline bench-serving bench-monitoring bench-isolation
 
 bench-pipeline: setup
 	$(PY) -m bench.pipeline

@@ -173,6 +173,8 @@ def run(rows: int, seconds: float, inline: bool, rounds: int = 5) -> dict:
                     print(f"round {i + 1}: p99 idle {idle_r.pct(99):.2f} ms, during the fit {fit_r.pct(99):.2f} ms",
                           flush=True)
             still_fitting = (ctx.runs.status("wind_power", big_run) or {}).get("state") == "training"
+            if any(r.errors for r in [*before, *idle_rounds, *fit_rounds]):
+                print(f"errors during the load; the host's log ends:\n{log_path.read_text()[-3000:]}", flush=True)
         finally:
             host.send_signal(signal.SIGTERM)
             try:

@@ -38,6 +38,7 @@ BODY_TIMEOUT_SECONDS = 30.0
 _KEY_HEADER = b"x-functions-key"
 #: Query parameters whose values may be logged; every other value is written as ``***``.
 _LOGGABLE_PARAMS = frozenset({"format"})
+_KNOWN_PARAMS = frozenset({"code", "format"})
 
 
 @dataclass
@@ -84,21 +85,22 @@ def _error(status: int, code: str, message: str, *, close: bool = False) -> tupl
 
 
 def redact_query(query_string: bytes) -> str:
-    """The query string safe to log: every value but a few known-harmless ones is ``***``.
+    """The query string safe to log: values are ``***`` except a few known-harmless ones, and
+    a parameter name is shown only if it is one the API knows (``code``, ``format``).
 
-    Allow-listing what is shown (rather than blanking ``code``) also covers a key sent under
-    a misspelt name, or a signature some other client appends.
+    Allow-listing what is shown, rather than blanking ``code``, also covers a key sent under a
+    misspelt name, as a bare token (``?local-master-key``), or a signature some client appends.
     """
     if not query_string:
         return ""
     parts = []
     for pair in query_string.split(b"&")[:20]:
         raw_name, eq, raw_value = pair.partition(b"=")
-        name = unquote_to_bytes(raw_name).decode("utf-8", "replace")
-        shown = quote_from_bytes(name.encode()[:40], safe="")
+        name = unquote_to_bytes(raw_name).decode("utf-8", "replace").lower()
+        shown = name if name in _KNOWN_PARAMS else "*"
         if not eq:
             parts.append(shown)
-        elif name.lower() in _LOGGABLE_PARAMS:
+        elif name in _LOGGABLE_PARAMS:
             parts.append(f"{shown}={quote_from_bytes(unquote_to_bytes(raw_value)[:40], safe='')}")
         else:
             parts.append(f"{shown}=***")

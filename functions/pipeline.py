@@ -32,9 +32,14 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
 
     ctx = context()
     # A child of the span that sent the message: every stage of a run is one trace.
-    with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version), \
-            patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
-        result = stages.run_stage(ctx, stage, run)
+    with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version):
+        if stage == "convert":  # the fitted model in memory and scikit-learn on the hold-out: its own process
+            from shared.isolation import convert_isolated
+
+            result = stages.StageResult(*convert_isolated(ctx, run))
+        else:
+            with patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
+                result = stages.run_stage(ctx, stage, run)
     if ctx.telemetry.enabled:
         from shared.telemetry import record_outcome
 

@@ -38,15 +38,17 @@ def test_killed_at_a_stage_boundary_the_run_still_completes(tmp_path, point):
     data = tmp_path / "data"
     storage = LocalStorage(data / "blobs")
     crashing = HostProcess(data, env={**FAST_RECOVERY, "MLOPS_FAULT_KILL_AT": point}).start()
-    storage.put("datasets", "breast_cancer/b.csv", to_csv(cancer()))
-    if point.startswith("train:"):
-        # The train stage runs in a process of its own: the fault kills that process, and the
-        # host sees it die (WorkerCrashed). Then the machine goes too.
-        wait_for(lambda: "WorkerCrashed" in crashing.log(), 60, f"the fit process killed at {point}", crashing)
-        crashing.kill()
-    crashing.proc.wait(timeout=120)
-    assert crashing.proc.returncode == -9, crashing.log()[-3000:]
-    crashing.stop()
+    try:
+        storage.put("datasets", "breast_cancer/b.csv", to_csv(cancer()))
+        if point.startswith(("train:", "convert:")):
+            # The train and convert stages run in a process of their own: the fault kills that
+            # process, and the host sees it die (WorkerCrashed). Then the machine goes too.
+            wait_for(lambda: "WorkerCrashed" in crashing.log(), 60, f"the fit process killed at {point}", crashing)
+            crashing.kill()
+        crashing.proc.wait(timeout=120)
+        assert crashing.proc.returncode == -9, crashing.log()[-3000:]
+    finally:
+        crashing.stop()  # never leave a host behind, even when the test fails
 
     # Right after the crash: whatever is visible is whole.
     check_registry_invariants(storage, "breast_cancer")

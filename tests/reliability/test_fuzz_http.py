@@ -200,13 +200,16 @@ def host_requests(draw):
     key = draw(st.none() | keys)
     headers = [(n.encode(), draw(st.binary(max_size=20))) for n in
                draw(st.lists(st.sampled_from(["x-request-id", "content-type", "host", "x-other"]), max_size=3))]
-    query = draw(st.lists(st.tuples(st.sampled_from([b"format", b"code", b"x", b"%ff"]), st.binary(max_size=10)), max_size=2))
+    query = draw(st.lists(st.tuples(st.sampled_from([b"format", b"code", b"x", b"%ff", b"SECRET-name"]),
+                                    st.binary(max_size=10)), max_size=2))
     if key is not None:
         if draw(st.booleans()):
             headers.append((b"x-functions-key", _encoded(key)))
         else:
             query.append((b"code", _encoded(key)))
     raw_qs = b"&".join(n + b"=" + quote_from_bytes(v).encode() for n, v in query)
+    if draw(st.booleans()) and key is not None:
+        raw_qs += (b"&" if raw_qs else b"") + quote_from_bytes(_encoded(key)).encode()  # a bare token
     body = draw(bodies)
     if draw(st.booleans()):
         headers.append((b"content-length", draw(st.sampled_from([str(len(body)).encode(), b"abc", b"-1", b"99999999999"]))))
