@@ -141,6 +141,9 @@ var pipelineSettings = union(commonSettings, {
   MLOPS_DRIFT_SHARE: '0.5'
   MLOPS_CODE_VERSION: codeVersion
   MLOPS_TRANSIENT_RETRY_SECONDS: '120'
+  // This app serves no requests: its fits need not yield the CPU (the local host, which
+  // serves too, runs them at the idle priority).
+  MLOPS_FIT_PRIORITY: 'normal'
 })
 
 module servingApp 'modules/functionapp.bicep' = {

@@ -197,7 +197,7 @@ MLFLOW_PY = ROOT / ".venv-mlflow" / "bin" / "python"
 
 def mlflow_client(host, model: str, frame, tmp_path) -> dict:
     if not MLFLOW_PY.exists():
-        pytest.fail("MLflow's test environment is missing: run `make setup` (it creates .venv-mlflow)")
+        pytest.fail("MLflow's test environment is missing: run `make test` (it creates .venv-mlflow)")
     rows = tmp_path / f"{model}.json"
     rows.write_text(json.dumps({"model": model, "records": frame.to_dict(orient="records")}))
     done = subprocess.run([str(MLFLOW_PY), str(ROOT / "tests" / "e2e" / "mlflow_client.py"), host.url, FKEY, str(rows)],

@@ -64,13 +64,15 @@ def test_messages_are_base64_on_the_wire_as_the_functions_host_writes_them(azuri
 
 def failing_runner(ctx: Context, calls: list[str]) -> BlobTriggerRunner:
     def train(blob) -> None:
-        if blob.name != "datasets/wind_power/bad.csv":
+        if blob.name != "datasets/wind_power/poison-me.csv":
             return  # another test's dataset in the shared Azurite: not this test's subject
         calls.append(blob.name)
         if len(calls) <= 5:
             raise RuntimeError("cannot read this dataset")
 
-    container, pattern = compile_path("datasets/{model}/{file}")
+    # Only this test's blob: the shared Azurite holds other tests' datasets, which would take
+    # the runner's one slot per poll.
+    container, pattern = compile_path("datasets/{model}/poison-me.csv")
     fn = BlobFunction("train", "blob", container, pattern, train)
     # No backoff between tries here: the test polls as fast as it likes.
     return BlobTriggerRunner(ctx.storage, ctx.storage_queues, [fn], Invoker(), host_id="mlops-pipeline",
@@ -81,30 +83,30 @@ def test_a_blob_failing_five_times_goes_to_the_storage_poison_queue_and_replays(
     monkeypatch.setattr(blobs, "SETTLE_SECONDS", 0.0)
     calls: list[str] = []
     runner = failing_runner(actx, calls)
-    info = actx.storage.put("datasets", "wind_power/bad.csv", b"x,y\n1,2\n")
+    info = actx.storage.put("datasets", "wind_power/poison-me.csv", b"x,y\n1,2\n")
     for _ in range(7):
         runner.poll_once(wait=True)
     assert len(calls) == 5  # five tries, then no more
 
     # The platform's receipt layout (keyed by host id) and poison message.
     etag = info.etag.strip('"')
-    receipt = f"blobreceipts/mlops-pipeline/Host.Functions.train/{etag}/datasets/wind_power/bad.csv"
+    receipt = f"blobreceipts/mlops-pipeline/Host.Functions.train/{etag}/datasets/wind_power/poison-me.csv"
     assert json.loads(actx.storage.get("azure-webjobs-hosts", receipt).data)["state"] == "poisoned"
     [poison] = actx.storage_queues.peek(POISON_QUEUE)
     body = json.loads(poison.text)
     assert {k: body[k] for k in ("Type", "FunctionId", "BlobType", "ContainerName", "BlobName", "ETag")} == {
         "Type": "BlobTrigger", "FunctionId": "Host.Functions.train", "BlobType": "BlockBlob",
-        "ContainerName": "datasets", "BlobName": "wind_power/bad.csv", "ETag": info.etag}
+        "ContainerName": "datasets", "BlobName": "wind_power/poison-me.csv", "ETag": info.etag}
     assert actx.bus.peek(POISON_QUEUE) == []  # not on the bus
 
     [entry] = list_entries(actx)
     assert entry.kind == "poison" and entry.id == poison.id
-    assert "datasets/wind_power/bad.csv failed 5 times: cannot read this dataset" in entry.reason
+    assert "datasets/wind_power/poison-me.csv failed 5 times: cannot read this dataset" in entry.reason
     assert "rewritten" in replay(actx, "poison", POISON_QUEUE, entry.id)
     assert list_entries(actx) == []
-    after = actx.storage.head("datasets", "wind_power/bad.csv")
+    after = actx.storage.head("datasets", "wind_power/poison-me.csv")
     assert after.etag != info.etag  # a new ETag is a new blob to the trigger
-    assert actx.storage.get("datasets", "wind_power/bad.csv").data == b"x,y\n1,2\n"  # same bytes
+    assert actx.storage.get("datasets", "wind_power/poison-me.csv").data == b"x,y\n1,2\n"  # same bytes
     runner.poll_once(wait=True)
     assert len(calls) == 6  # triggered again, and this time it succeeds
     runner.poll_once(wait=True)
