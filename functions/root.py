@@ -7,6 +7,7 @@ with ``use()``.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 
 from shared.context import Context
@@ -23,7 +24,16 @@ def context() -> Context:
         with _lock:
             if _context is None:
                 _context = Context.from_settings(Settings.from_env())
+                # Stop the background threads (alias checks, the inference log's writer) and
+                # flush the log before the interpreter tears down: a daemon thread killed inside
+                # a C++ call (pyarrow, ONNX Runtime) aborts the process ("exception not rethrown").
+                atexit.register(_close_at_exit)
     return _context
+
+
+def _close_at_exit() -> None:
+    if _context is not None:
+        _context.close()
 
 
 def use(ctx: Context | None) -> None:

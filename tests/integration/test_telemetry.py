@@ -186,6 +186,7 @@ from tests.adapter_run import predict, run_to_production
 run_to_production(ctx)
 assert predict(3).status_code == 200
 print(json.dumps(sorted(m for m in sys.modules if m.startswith(("opentelemetry", "azure.monitor")))))
+ctx.close()  # stop the background threads before the interpreter does
 """
 
 
