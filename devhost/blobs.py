@@ -209,7 +209,6 @@ class BlobTriggerRunner:
             blob = self.storage.get(RECEIPTS, receipt)
         except NotFound:
             return None
-        assert blob is not None
         current = json.loads(blob.data)
         if current["state"] in ("done", "poisoned"):
             return None
@@ -244,7 +243,6 @@ class BlobTriggerRunner:
         except NotFound:
             self.storage.delete(RECEIPTS, receipt)
             return False
-        assert blob is not None
         if blob.info.etag != etag:
             # Changed since the listing: the next poll sees the new ETag.
             self.storage.delete(RECEIPTS, receipt)

@@ -140,7 +140,6 @@ class Host:
         if container != fn.container:
             raise NotFound(f"{fn.name} watches {fn.container}/, not {container}/")
         blob = self.storage.get(container, blob_name)
-        assert blob is not None
         stream = func.blob.InputStream(
             data=blob.data, name=path, uri=self.storage.uri(container, blob_name), length=len(blob.data),
             blob_properties={"ETag": blob.info.etag, "Length": len(blob.data)}, metadata={},

@@ -83,7 +83,6 @@ def get(storage: Storage, model: str, version: int) -> ExamVersion:
 def load(storage: Storage, model: str, ref: dict[str, Any]) -> pd.DataFrame:
     """The rows of the exam version ``ref`` names, refused unless they match its SHA-256."""
     blob = storage.get(CONTAINER, _rows_name(model, int(ref["version"]), ref["sha256"]))
-    assert blob is not None
     if hashlib.sha256(blob.data).hexdigest() != ref["sha256"]:
         raise IntegrityError(f"exam (model={model}, version={ref['version']}) does not match its recorded SHA-256")
     return pd.read_parquet(io.BytesIO(blob.data))

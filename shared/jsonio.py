@@ -30,7 +30,6 @@ def get_json(storage: Storage, container: str, name: str) -> tuple[Any, str] | N
         blob = storage.get(container, name)
     except NotFound:
         return None
-    assert blob is not None
     return json.loads(blob.data), blob.info.etag
 
 

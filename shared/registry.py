@@ -89,7 +89,6 @@ class Registry:
         """The version's ONNX bytes, refused unless their SHA-256 matches the manifest."""
         manifest = manifest or self.manifest(model, version)
         blob = self.storage.get(CONTAINER, self._v(model, version, MODEL_FILE))
-        assert blob is not None
         digest = hashlib.sha256(blob.data).hexdigest()
         if digest != manifest["onnx"]["sha256"]:
             raise IntegrityError(
@@ -105,7 +104,6 @@ class Registry:
         if not entry:
             raise NotFound(f"Model Version (name={model}, version={version}) has no reference profile")
         blob = self.storage.get(CONTAINER, self._v(model, version, entry["file"]))
-        assert blob is not None
         if hashlib.sha256(blob.data).hexdigest() != entry["sha256"]:
             raise IntegrityError(f"Model Version (name={model}, version={version}): profile.json does not match its manifest")
         return json.loads(blob.data)
@@ -190,7 +188,7 @@ class Registry:
         """A cheap conditional read: ``(False, None)`` while the alias still has ``etag``."""
         name = f"{names.model_name(model)}/aliases/{names.alias_name(alias)}.json"
         try:
-            blob = self.storage.get(CONTAINER, name, if_none_match=etag)
+            blob = self.storage.get_if_changed(CONTAINER, name, etag) if etag else self.storage.get(CONTAINER, name)
         except NotFound:
             return etag is not None, None
         if blob is None:

@@ -82,10 +82,7 @@ class RunStore:
         self.storage.put(CONTAINER, self._name(model, run_id, artifact), data)
 
     def get(self, model: str, run_id: str, artifact: str) -> bytes:
-        blob = self.storage.get(CONTAINER, self._name(model, run_id, artifact))
-        if blob is None:
-            raise NotFound(f"run (model={model}, run_id={run_id}) has no {artifact}")
-        return blob.data
+        return self.storage.get(CONTAINER, self._name(model, run_id, artifact)).data
 
     def exists(self, model: str, run_id: str, artifact: str) -> bool:
         return self.storage.head(CONTAINER, self._name(model, run_id, artifact)) is not None

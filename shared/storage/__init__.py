@@ -39,8 +39,13 @@ class Blob:
 class Storage(Protocol):
     """Get/put with ETag conditions, list by prefix, delete."""
 
-    def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
-        """Read a blob. Raises ``NotFound``; returns None when ``if_none_match`` still matches."""
+    def get(self, container: str, name: str) -> Blob:
+        """Read a blob. Raises ``NotFound``."""
+        ...
+
+    def get_if_changed(self, container: str, name: str, etag: str) -> Blob | None:
+        """Read a blob unless its ETag is still ``etag`` (then None: a conditional read, as
+        If-None-Match). Raises ``NotFound``."""
         ...
 
     def head(self, container: str, name: str) -> BlobInfo | None:

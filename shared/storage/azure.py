@@ -121,8 +121,16 @@ class AzureBlobStorage:
                 self._created.add(container)
         return client
 
+    def get(self, container: str, name: str) -> Blob:
+        blob = self._read(container, name, None)
+        assert blob is not None  # no ETag to match: always read
+        return blob
+
+    def get_if_changed(self, container: str, name: str, etag: str) -> Blob | None:
+        return self._read(container, name, etag)
+
     @_transient_answers
-    def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
+    def _read(self, container: str, name: str, if_none_match: str | None) -> Blob | None:
         blob = self._container(container, create=False).get_blob_client(check_blob_name(name))
         try:
             if if_none_match is not None:

@@ -79,7 +79,16 @@ class LocalStorage:
 
     # -- the port ----------------------------------------------------------------------
     @_transient_os_errors
-    def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
+    def get(self, container: str, name: str) -> Blob:
+        blob = self._read(container, name, None)
+        assert blob is not None  # no ETag to match: always read
+        return blob
+
+    @_transient_os_errors
+    def get_if_changed(self, container: str, name: str, etag: str) -> Blob | None:
+        return self._read(container, name, etag)
+
+    def _read(self, container: str, name: str, if_none_match: str | None) -> Blob | None:
         path = self._path(container, name)
         try:
             with open(path, "rb") as fh:

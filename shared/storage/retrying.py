@@ -75,8 +75,11 @@ class RetryingStorage:
                 self._sleep(wait)
                 delay = min(delay * 2, MAX_DELAY_SECONDS)
 
-    def get(self, container: str, name: str, *, if_none_match: str | None = None) -> Blob | None:
-        return self._retry("get", container, name, if_none_match=if_none_match)
+    def get(self, container: str, name: str) -> Blob:
+        return self._retry("get", container, name)
+
+    def get_if_changed(self, container: str, name: str, etag: str) -> Blob | None:
+        return self._retry("get_if_changed", container, name, etag)
 
     def head(self, container: str, name: str) -> BlobInfo | None:
         return self._retry("head", container, name)

@@ -55,11 +55,11 @@ def test_if_match_on_a_missing_blob_fails(storage, container):
         storage.put(container, "nothing", b"v", if_match='"0x1"')
 
 
-def test_if_none_match_returns_none_while_unchanged(storage, container):
+def test_a_conditional_read_returns_none_while_unchanged(storage, container):
     info = storage.put(container, "alias", b"v1")
-    assert storage.get(container, "alias", if_none_match=info.etag) is None
+    assert storage.get_if_changed(container, "alias", info.etag) is None
     storage.put(container, "alias", b"v2")
-    changed = storage.get(container, "alias", if_none_match=info.etag)
+    changed = storage.get_if_changed(container, "alias", info.etag)
     assert changed is not None and changed.data == b"v2"
 
 
