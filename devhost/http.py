@@ -263,7 +263,9 @@ class HttpApp:
                 return _error(404, "NOT_FOUND", f"no function serves /api/{sub[:200]}", close=True)
             if not self._authorized(target.auth_level, key, target.name):
                 self._refused(target.name, method, shown, 401)
-                level = "the master key" if target.auth_level == "ADMIN" else "a function key"
+                level = ("the master key" if target.auth_level == "ADMIN"
+                         else f"a key of the {target.name} function" if target.name in self.per_function_keys
+                         else "a function key")
                 return _error(401, "UNAUTHORIZED",
                               f"{target.name} needs {level} in the x-functions-key header or the code query parameter",
                               close=True)

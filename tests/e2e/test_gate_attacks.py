@@ -145,6 +145,7 @@ def test_fake_feedback_cannot_move_production(site):
         # The predict key does not open the feedback function.
         refused = site.client.post("/api/models/wind_power/feedback", json={"feedback": feedback})
         assert refused.status_code == 401, refused.text
+        assert "a key of the feedback function" in refused.json()["error"]["message"]
         # With the feedback key (leaked, or an insider): only rows matching a logged prediction count.
         r = site.client.post("/api/models/wind_power/feedback", json={"feedback": feedback + forged},
                              headers={"x-functions-key": FEEDBACK_KEY})
