@@ -81,13 +81,9 @@ def _raw(req: func.HttpRequest) -> bytes:
 
 
 def _body(req: func.HttpRequest) -> Any:
-    raw = _raw(req)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if not raw.strip():
-            raise InvalidRequest("the request body is empty; send a JSON object", field="body") from None
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+    from shared.protocols import json_body
+
+    return json_body(_raw(req))
 
 
 # Request ids need to be unique, not secret: 128 bits from a generator seeded by the OS once,
@@ -380,24 +376,9 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
     """Ground truth for earlier predictions: ``{"feedback": [{"request_id", "row"?, "label"|"value"}]}``."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.feedback import match_logged, parse_feedback, store_feedback
+        from shared.feedback import accept_feedback
 
-        ctx = context()
-        model = _model(req)
-        items = parse_feedback(_body(req), ctx.specs.get(model))
-        from shared.limits import check_string
-
-        for i, item in enumerate(items):
-            check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
-        ctx.inference_log.flush()  # this worker's buffered predictions count as logged
-        if ctx.inference_log.unwritten_rows:  # storage refuses writes for now: matching would miss them
-            raise TransientError("the inference log cannot be written right now; send the feedback again shortly")
-        hits = match_logged(ctx.storage, model, items)
-        matched = [it for it, hit in zip(items, hits) if hit]
-        where = store_feedback(ctx.storage, model, matched) if matched else None
-        unmatched = [{"request_id": it["request_id"], "row": it["row"]} for it, hit in zip(items, hits) if not hit]
-        return {"model": model, "received": len(items), "matched": len(matched), "unmatched": len(unmatched),
-                "unmatched_examples": unmatched[:5], "stored": where}, 202
+        return accept_feedback(context(), _model(req), _body(req)), 202
 
     return _handle(req, run)
 

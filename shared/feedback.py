@@ -101,3 +101,27 @@ def read_feedback(storage: Storage, model: str, since: float, until: float):
                 frames.append(pd.read_parquet(io.BytesIO(storage.get(CONTAINER, blob.name).data)))
         day += timedelta(days=1)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def accept_feedback(ctx, model: str, payload: Any) -> dict[str, Any]:
+    """Validate feedback, store the items that match a logged prediction, say how many did.
+
+    This worker's buffered predictions are flushed first so they count as logged; while storage
+    refuses the log's writes (a full disk), matching would miss them, so the caller is told to
+    send again (a transient error: 503 with Retry-After).
+    """
+    from shared.errors import TransientError
+    from shared.limits import check_string
+
+    items = parse_feedback(payload, ctx.specs.get(model))
+    for i, item in enumerate(items):
+        check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
+    ctx.inference_log.flush()
+    if ctx.inference_log.unwritten_rows:
+        raise TransientError("the inference log cannot be written right now; send the feedback again shortly")
+    hits = match_logged(ctx.storage, model, items)
+    matched = [it for it, hit in zip(items, hits) if hit]
+    where = store_feedback(ctx.storage, model, matched) if matched else None
+    unmatched = [{"request_id": it["request_id"], "row": it["row"]} for it, hit in zip(items, hits) if not hit]
+    return {"model": model, "received": len(items), "matched": len(matched), "unmatched": len(unmatched),
+            "unmatched_examples": unmatched[:5], "stored": where}

@@ -214,18 +214,23 @@ def _stage_child(settings, stage: str, body: bytes, traceparent: str | None = No
         ctx.close()
 
 
+def _budget(ctx, model: str) -> float:
+    """The spec's ``training.time_budget_seconds``; the default for a name or spec the stage
+    itself will refuse (with the reason, in its process)."""
+    from shared import names
+    from shared.spec import DEFAULT_TIME_BUDGET_SECONDS
+
+    try:
+        return ctx.specs.get(names.model_name(model)).time_budget_seconds
+    except MlopsError:
+        return DEFAULT_TIME_BUDGET_SECONDS
+
+
 def convert_isolated(ctx, msg) -> tuple[bool, str | None, str]:
     """The convert stage (unpickle the fitted pipeline, skl2onnx, parity on the hold-out) in its
     own process: it holds the fit's model in memory and runs scikit-learn on the hold-out, which
     is training's work, not serving's. Bounded by the spec's time budget like the fit."""
-    from shared import names
-    from shared.errors import InvalidName, ModelNotFound
-
-    budget = 540.0
-    try:
-        budget = ctx.specs.get(names.model_name(msg.model)).time_budget_seconds
-    except (InvalidName, ModelNotFound, MlopsError):
-        pass
+    budget = _budget(ctx, msg.model)
     try:
         from shared.telemetry import current_traceparent
 
@@ -245,15 +250,7 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     Over budget, the run is recorded as failed with the reason (status and quarantine
     record: a permanent refusal, not retried, since the same data would run over again).
     """
-    from shared import names
-    from shared.errors import InvalidName, ModelNotFound
-
-    budget = 540.0
-    model = blob_name.split("/", 1)[0]
-    try:
-        budget = ctx.specs.get(names.model_name(model)).time_budget_seconds
-    except (InvalidName, ModelNotFound, MlopsError):
-        pass  # the stage itself refuses the dataset, with the reason, in its process
+    budget = _budget(ctx, blob_name.split("/", 1)[0])
     try:
         from shared.telemetry import current_traceparent
 

@@ -4,7 +4,6 @@ monitoring) and writes nothing.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from shared import quarantine
@@ -73,14 +72,17 @@ def version_lineage(ctx: Context, model: str, version: int) -> dict[str, Any]:
 
 
 def _last_monitoring(ctx: Context, model: str) -> dict[str, Any] | None:
-    from shared.monitoring import latest_report
+    """The newest run of the monitoring history (the committed state: one read, no report)."""
+    from shared.monitoring import report_history
 
     try:
-        report = json.loads(latest_report(ctx, model, "json"))
+        [last] = report_history(ctx, model, 1)["reports"] or [None]
     except NotFound:
         return None
-    return {"verdict": report.get("verdict"), "at": report.get("generated_at"), "rows": report.get("rows"),
-            "drift_share": (report.get("dataset_drift") or {}).get("share")}
+    if last is None:
+        return None
+    return {"verdict": last["verdict"], "at": last["generated_at"], "rows": last["rows"],
+            "drift_share": last["drift_share"]}
 
 
 def overview(ctx: Context) -> list[dict[str, Any]]:

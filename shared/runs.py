@@ -22,14 +22,14 @@ SCHEMA_VERSION = 1
 
 #: Every way a run can end (or not yet): what ``GET /api/models/{name}/runs?outcome=`` filters on.
 OUTCOMES = ("promoted", "rejected", "failed", "quarantined", "duplicate", "running")
-_FINAL_STATES = {"promoted": "promoted", "rejected": "rejected", "duplicate": "duplicate", "quarantined": "quarantined"}
+_FINAL_STATES = frozenset({"promoted", "rejected", "duplicate", "quarantined"})
 
 
 def outcome_of(status: RunStatus) -> str:
     """The outcome a status document stands for."""
     state = status.get("state", "")
     if state in _FINAL_STATES:
-        return _FINAL_STATES[state]
+        return state
     if state == "failed":
         return "quarantined" if status.get("quarantine") else "failed"
     return "running"

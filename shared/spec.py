@@ -18,6 +18,8 @@ from shared import names
 from shared.errors import ModelNotFound, SpecError
 
 TASKS = ("regression", "binary", "multiclass")
+#: Seconds a fit (or conversion) may run in its process: under the platform's 10-minute function timeout.
+DEFAULT_TIME_BUDGET_SECONDS = 540.0
 
 #: Estimators a spec may name: class name -> (module, tasks, wants scaled inputs).
 ESTIMATORS: dict[str, tuple[str, tuple[str, ...], bool]] = {
@@ -78,7 +80,7 @@ class ModelSpec:
     #: Wall-clock seconds the train stage (read, validate, fit, evaluate) may take in its own
     #: process; over it, the process is ended and the run fails saying so. Under the
     #: platform's 10-minute function timeout by default.
-    time_budget_seconds: float = 540.0
+    time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS
     monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
     description: str = ""
     source: str = ""
@@ -235,7 +237,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     min_rows = r.get("training.min_rows", int, 50)
     if min_rows < 10:
         raise r.fail("training.min_rows", "must be at least 10")
-    budget = r.get("training.time_budget_seconds", float, 540.0)
+    budget = r.get("training.time_budget_seconds", float, DEFAULT_TIME_BUDGET_SECONDS)
     if not 0 < budget <= 3600:
         raise r.fail("training.time_budget_seconds", f"must be in (0, 3600], not {budget}")
     metric = r.get("promotion.metric", str)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidRequest, UnsupportedMediaType
+from shared.protocols import json_body
 from shared.serving import Batch, Prediction, _schema_parts, parse_payload
 
 JSON = "application/json"
@@ -109,12 +110,7 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
         return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows), predict_fn
     if mime == PARQUET:
         return parse_payload({"inputs": _parquet_columns(body)}, schema, max_rows), predict_fn
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if not body.strip():
-            raise InvalidRequest("the request body is empty; send a JSON object", field="body") from None
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+    payload = json_body(body)
     if isinstance(payload, dict) and "params" in payload:
         params = payload["params"]
         if not isinstance(params, dict):

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from shared.errors import InvalidRequest
+from shared.protocols import json_body
 from shared.serving import _F32_MAX, Batch, LoadedModel, Prediction, _numeric_block, _Parsed, _schema_parts, parse_payload
 
 HEADER = "inference-header-content-length"
@@ -136,12 +137,7 @@ def decode(body: bytes, header_length: str | None, schema: tuple[tuple[str, str]
     """The rows of an ``infer`` request (JSON, or JSON header and binary tensors)."""
     n = _header_length(header_length, len(body))
     head, binary = (body, b"") if n is None else (body[:n], memoryview(body)[n:])
-    try:
-        payload = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        if not head.strip():
-            raise InvalidRequest("the request body is empty; send a JSON object", field="body") from None
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+    payload = json_body(head)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InvalidRequest("the body must be an object with an 'inputs' list of tensors", field="inputs")
     req_id = payload.get("id")

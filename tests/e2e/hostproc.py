@@ -80,3 +80,28 @@ def wait_for(predicate, timeout: float, what: str, host: HostProcess | None = No
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n--- host log ---\n{host.log()[-6000:]}" if host else ""))
+
+
+#: Settings for a host whose monitor the test runs: a short log flush, and the timer once a year.
+MONITOR_FLUSH_SECONDS = 0.3
+MONITOR_ENV = {
+    "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": str(MONITOR_FLUSH_SECONDS),
+    "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the tests run it through the admin API
+}
+
+
+def run_monitor(host: HostProcess, storage, models: list[str]) -> None:
+    """Run the monitor timer now through the admin API and wait until each model's report moved.
+
+    First wait out the monitor's settling window (it ends two log flushes and a second before
+    the run starts), so the rows a test has just sent fall inside it.
+    """
+    time.sleep(2 * MONITOR_FLUSH_SECONDS + 1.2)
+    latest = {m: f"{m}/latest.json" for m in models}
+    before = {m: (b[0].etag if (b := storage.list("monitoring", name)) else None) for m, name in latest.items()}
+    resp = httpx.post(f"{host.url}/admin/functions/monitor", headers={"x-functions-key": MASTER},
+                      json={"input": ""}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    for m, name in latest.items():
+        wait_for(lambda name=name, m=m: (b := storage.list("monitoring", name)) and b[0].etag != before[m],
+                 60, f"{m}'s monitoring report", host)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from models.wind_power_data import generate as wind
 from shared.registry import Registry
 from shared.storage.local import LocalStorage
 from tests.conftest import ROOT, to_parquet
-from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
+from tests.e2e.hostproc import FKEY, MASTER, MONITOR_ENV, HostProcess, run_monitor, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -54,8 +53,7 @@ def host(tmp_path_factory):
     data = root / "data"
     server = HostProcess(data, env={
         "MLOPS_MODELS_DIR": str(specs),
-        "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.3",
-        "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the test runs it through the admin API
+        **MONITOR_ENV,
     }, args=["--drop-examples"]).start()
     storage = LocalStorage(data / "blobs")
     storage.put("datasets", "wind_hgb/w.parquet", to_parquet(wind(3000, seed=7)))
@@ -74,10 +72,8 @@ def host(tmp_path_factory):
     for seed in (1, 2):
         sample = rows.sample(150, random_state=seed, replace=True).to_dict("records")
         assert client.post("/api/models/breast_cancer/predict", json={"instances": sample}).status_code == 200
-        time.sleep(2 * 0.3 + 1.2)  # the monitor's window ends that long before it starts (log flushes)
-        assert httpx.post(f"{server.url}/admin/functions/monitor", headers={"x-functions-key": MASTER},
-                          json={"input": ""}).status_code == 202
-        wait_for(lambda: _reports(client) >= seed, 60, f"monitoring report {seed}", server)
+        run_monitor(server, storage, ["breast_cancer"])
+        assert _reports(client) == seed
     yield server, storage
     server.stop()
 

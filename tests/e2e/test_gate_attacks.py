@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import httpx
 import pandas as pd
@@ -20,7 +19,7 @@ from shared.pipeline import run_id_for
 from shared.registry import Registry
 from shared.storage.local import LocalStorage
 from tests.conftest import to_csv, to_parquet
-from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MASTER, HostProcess, wait_for
+from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +33,6 @@ class Site:
         self.storage = LocalStorage(data_dir / "blobs")
         self.registry = Registry(self.storage)
         self.client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30)
-        self.admin = httpx.Client(base_url=host.url, headers={"x-functions-key": MASTER}, timeout=30)
 
     def t03(self) -> float:
         r = self.client.post("/api/models/wind_power/predict", json={"instances": [T03]})
@@ -59,8 +57,7 @@ class Site:
 def site(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gate") / "data"
     host = HostProcess(data_dir, env={
-        "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.3",
-        "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the tests run it through the admin API
+        **MONITOR_ENV,
     }).start()
     try:
         s = Site(host, data_dir)
@@ -154,19 +151,14 @@ def test_fake_feedback_cannot_move_production(site):
         assert (body["received"], body["matched"], body["unmatched"]) == (len(feedback) + 50, len(feedback), 50)
         return len(feedback)
 
-    def run_monitor() -> dict:
-        time.sleep(2 * 0.3 + 1.2)  # the monitor's window ends that long before it starts (log flushes)
-        before = site.storage.list("monitoring", "wind_power/latest.json")
-        etag = before[0].etag if before else None
-        assert site.admin.post("/admin/functions/monitor", json={"input": ""}).status_code == 202
-        wait_for(lambda: (b := site.storage.list("monitoring", "wind_power/latest.json")) and b[0].etag != etag,
-                 60, "a monitoring report", site.host)
+    def monitor() -> dict:
+        run_monitor(site.host, site.storage, ["wind_power"])
         return site.client.get("/api/models/wind_power/monitoring/latest").json()
 
     sent = forge(0)
-    assert run_monitor()["verdict"] == "degraded"
+    assert monitor()["verdict"] == "degraded"
     sent += forge(1)
-    assert run_monitor()["retraining"]["requested"] is True
+    assert monitor()["retraining"]["requested"] is True
     retrain = wait_for(lambda: [b for b in site.storage.list("datasets", "wind_power/") if "retrain-" in b.name], 60,
                        "the retraining dataset", site.host)
     assert len(retrain) == 1

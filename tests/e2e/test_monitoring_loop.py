@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -10,20 +9,16 @@ import pytest
 from models.wind_power_data import generate as wind
 from shared.storage.local import LocalStorage
 from tests.conftest import to_parquet
-from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MASTER, HostProcess, wait_for
+from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def test_drift_is_reported_and_retraining_produces_a_decided_version(tmp_path):
-    host = HostProcess(tmp_path / "data", env={
-        "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.3",
-        "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the test runs it through the admin API
-    }).start()
+    host = HostProcess(tmp_path / "data", env=MONITOR_ENV).start()
     try:
         storage = LocalStorage(tmp_path / "data" / "blobs")
         client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30)
-        admin = httpx.Client(base_url=host.url, headers={"x-functions-key": MASTER}, timeout=30)
         storage.put("datasets", "wind_power/summer.parquet", to_parquet(wind(5000, seed=1)))
         wait_for(lambda: storage.list("registry", "wind_power/decisions/"), 120, "the first version", host)
         assert client.get("/api/models/wind_power/monitoring/latest").status_code == 404
@@ -42,19 +37,14 @@ def test_drift_is_reported_and_retraining_produces_a_decided_version(tmp_path):
                             headers={"x-functions-key": FEEDBACK_KEY})
             assert r.status_code == 202 and r.json()["matched"] == len(feedback), r.text
 
-        def run_monitor() -> dict:
-            time.sleep(2 * 0.3 + 1.2)  # the monitor's window ends that long before it starts (log flushes)
-            before = storage.list("monitoring", "wind_power/latest.json")
-            etag = before[0].etag if before else None
-            assert admin.post("/admin/functions/monitor", json={"input": ""}).status_code == 202
-            wait_for(lambda: (b := storage.list("monitoring", "wind_power/latest.json")) and b[0].etag != etag,
-                     60, "a monitoring report", host)
+        def monitor() -> dict:
+            run_monitor(host, storage, ["wind_power"])
             return client.get("/api/models/wind_power/monitoring/latest").json()
 
         winter_traffic(seed=21)
         wait_for(lambda: client.get("/api/health").json()["inference_log"]["written_rows"] >= 1500, 30,
                  "the inference log", host)
-        first = run_monitor()
+        first = monitor()
         assert first["verdict"] in ("drift", "degraded"), first["dataset_drift"]
         assert "wind_speed" in first["dataset_drift"]["drifted_features"]
         assert first["performance"]["rows"] == 1500
@@ -62,7 +52,7 @@ def test_drift_is_reported_and_retraining_produces_a_decided_version(tmp_path):
         winter_traffic(seed=22)
         wait_for(lambda: client.get("/api/health").json()["inference_log"]["written_rows"] >= 3000, 30,
                  "the inference log", host)
-        second = run_monitor()
+        second = monitor()
         assert second["retraining"]["requested"] is True, second["retraining"]
 
         retrain = wait_for(lambda: [b for b in storage.list("datasets", "wind_power/") if "retrain-" in b.name], 60,

@@ -4,7 +4,6 @@ function (run through the admin API). Then a 0.5 std shift of one feature is fla
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -12,14 +11,13 @@ import pytest
 from shared.storage.local import LocalStorage
 from tests.conftest import to_parquet
 from tests.datasets import resample, sklearn_frame
-from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
+from tests.e2e.hostproc import FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for
 
 pytestmark = pytest.mark.e2e
 
 MODELS = {"iris": "petal_width_cm", "wine": "alcohol"}  # model -> the feature shifted at the end
 ROUNDS = 3
 ROWS = 300
-FLUSH = 0.3
 
 
 def spec(name: str, target: str, numeric: list[str], categorical: list[str]) -> str:
@@ -60,13 +58,11 @@ def test_resampled_training_rows_through_the_host_raise_no_drift_and_a_shift_is_
         (models / f"{name}.toml").write_text(spec(name, target, numeric, categorical))
     host = HostProcess(tmp_path / "data", env={
         "MLOPS_MODELS_DIR": str(models),
-        "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": str(FLUSH),
-        "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *",  # once a year: the test runs it through the admin API
+        **MONITOR_ENV,
     }).start()
     try:
         storage = LocalStorage(tmp_path / "data" / "blobs")
         client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30)
-        admin = httpx.Client(base_url=host.url, headers={"x-functions-key": MASTER}, timeout=30)
         for name, (frame, _) in frames.items():
             storage.put("datasets", f"{name}/{name}.parquet", to_parquet(frame))
         for name in MODELS:
@@ -83,14 +79,9 @@ def test_resampled_training_rows_through_the_host_raise_no_drift_and_a_shift_is_
                 sent += len(rows)
             wait_for(lambda: client.get("/api/health").json()["inference_log"]["written_rows"] >= sent, 30,
                      "the inference log", host)
-            time.sleep(2 * FLUSH + 1.2)  # the monitor's window ends that long before it starts
 
         def monitor() -> dict[str, dict]:
-            before = {n: (b[0].etag if (b := storage.list("monitoring", f"{n}/latest.json")) else None) for n in MODELS}
-            assert admin.post("/admin/functions/monitor", json={"input": ""}).status_code == 202
-            for n in MODELS:
-                wait_for(lambda n=n: (b := storage.list("monitoring", f"{n}/latest.json")) and b[0].etag != before[n],
-                         60, f"{n}'s monitoring report", host)
+            run_monitor(host, storage, list(MODELS))
             return {n: client.get(f"/api/models/{n}/monitoring/latest").json() for n in MODELS}
 
         flagged = checks = 0
