@@ -21,6 +21,7 @@ from functions.root import context
 from shared import names
 from shared.errors import (InvalidRequest, MlopsError, ModelNotFound, NoProductionVersion, PayloadTooLarge,
                            TransientError)
+from shared.protocols import json_body
 from shared.registry import PRODUCTION
 
 bp = func.Blueprint()
@@ -81,8 +82,6 @@ def _raw(req: func.HttpRequest) -> bytes:
 
 
 def _body(req: func.HttpRequest) -> Any:
-    from shared.protocols import json_body
-
     return json_body(_raw(req))
 
 
