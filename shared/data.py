@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import DatasetError
-from shared.spec import ModelSpec
+from shared.spec import MISSING_CATEGORY, ModelSpec
 
 SUPPORTED_EXTENSIONS = (".csv", ".parquet")
 #: A column retraining writes into the datasets it assembles: "dataset" for rows of a dropped
@@ -26,7 +26,6 @@ ARROW_TYPES = "arrow_types"  # DataFrame.attrs key: Parquet column -> type kind
 #: would train as epoch nanoseconds and bytes would become "b'T03'", neither as served.
 NUMERIC_KINDS = frozenset({"int", "float", "decimal", "bool", "null"})
 CATEGORICAL_KINDS = frozenset({"string", "int", "bool", "null"})
-MISSING_CATEGORY = ""  # categorical missing values become the empty string, in training and serving
 
 
 @dataclass
@@ -37,6 +36,16 @@ class Dataset:
     rows: int
     extra_columns: list[str] = field(default_factory=list)
     missing_rates: dict[str, float] = field(default_factory=dict)
+    #: Rows of each categorical feature that were missing before they became ``MISSING_CATEGORY``
+    #: (only columns with any): the profile counts them apart from a real empty string.
+    missing: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def with_missing(self) -> pd.DataFrame:
+        """The typed frame with its missing categories null again, as a dataset file holds them."""
+        frame = self.frame.copy()
+        for column, rows in self.missing.items():
+            frame[column] = frame[column].where(~rows, None)
+        return frame
 
     def report(self) -> dict[str, Any]:
         return {
@@ -265,12 +274,17 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
     check_types(df, spec, filename)
     out: dict[str, pd.Series] = {}
     missing_rates: dict[str, float] = {}
+    missing: dict[str, np.ndarray] = {}
     for column in required:
         series = df[column]
-        if series.isna().all() or (series.dtype == object and (series.astype(str).str.strip() == "").all()):
+        absent = series.isna().to_numpy()
+        textual = series.dtype == object or pd.api.types.is_string_dtype(series)
+        if absent.all() or (textual and (series[~absent].astype(str).str.strip() == "").all()):
             raise DatasetError(f"{filename}: column {column!r} is entirely empty", column=column)
-        missing_rates[column] = round(float(series.isna().mean()), 6)
+        missing_rates[column] = round(float(absent.mean()), 6)
         if column in spec.categorical:
+            if absent.any():
+                missing[column] = absent
             out[column] = coerce_categorical(series)
         elif column in spec.numeric:
             out[column] = coerce_numeric(series, column, filename)
@@ -283,7 +297,7 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
         extra = [c for c in extra if c != spec.split_key]
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
     check_cardinality(frame, spec, filename)
-    return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates)
+    return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates, missing=missing)
 
 
 def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:

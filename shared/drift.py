@@ -360,25 +360,25 @@ def numeric_drift(profile: dict[str, Any], values: np.ndarray, th: Thresholds) -
 
 def categorical_drift(profile: dict[str, Any], values: np.ndarray, th: Thresholds) -> dict[str, Any]:
     """Chi-square (reference counts vs current counts) and Jensen-Shannon for one column."""
-    from shared.profile import category_counts
+    from shared.profile import MISSING, category_counts
 
     cats = list(profile["counts"])
-    ref = np.array([profile["counts"][c] for c in cats] + [0], dtype=np.float64)
-    # Hash-based counting (and code counting for dictionary-encoded columns): no sort.
-    # Missing values and the empty string are counted apart.
-    lookup = category_counts(values)
-    cur = np.array([lookup.pop(c, 0) for c in cats] + [sum(lookup.values())], dtype=np.float64)
+    # Missing values and the empty string are counted apart: missing has a cell of its own,
+    # after every category and before the unseen ones. Hash-based counting: no sort.
+    ref = np.array([profile["counts"][c] for c in cats] + [profile.get("missing", 0), 0], dtype=np.float64)
+    lookup, absent = category_counts(values)
+    cur = np.array([lookup.pop(c, 0) for c in cats] + [absent, sum(lookup.values())], dtype=np.float64)
     stat, p = chi2_contingency(ref, cur)
     js = js_distance(ref, cur)
     ref_freqs = ref / max(ref.sum(), 1)
     cur_freqs = cur / max(cur.sum(), 1)
-    shown = cats + ["(unseen)"]
+    shown = cats + [MISSING, "(unseen)"]
     if len(cats) > SHOWN_CATEGORIES:  # the report shows the largest; the test used them all
-        top = np.argsort(-ref[:-1], kind="stable")[:SHOWN_CATEGORIES]
+        top = np.argsort(-ref[:-2], kind="stable")[:SHOWN_CATEGORIES]
         rest = np.setdiff1d(np.arange(len(cats)), top)
-        shown = [cats[i] for i in top] + [f"({len(rest)} other categories)", "(unseen)"]
-        ref_freqs = np.r_[ref_freqs[top], ref_freqs[rest].sum(), ref_freqs[-1]]
-        cur_freqs = np.r_[cur_freqs[top], cur_freqs[rest].sum(), cur_freqs[-1]]
+        shown = [cats[i] for i in top] + [f"({len(rest)} other categories)", MISSING, "(unseen)"]
+        ref_freqs = np.r_[ref_freqs[top], ref_freqs[rest].sum(), ref_freqs[-2:]]
+        cur_freqs = np.r_[cur_freqs[top], cur_freqs[rest].sum(), cur_freqs[-2:]]
     return {
         "type": "categorical",
         "test": "chi_square",
@@ -388,6 +388,7 @@ def categorical_drift(profile: dict[str, Any], values: np.ndarray, th: Threshold
         "chi2_p_value": p,
         "js_distance": js,
         "psi": psi(np.maximum(ref / max(ref.sum(), 1), EPS), cur),
+        "missing_share": float(cur[-2] / max(cur.sum(), 1)),
         "unseen_share": float(cur[-1] / max(cur.sum(), 1)),
         "categories": shown,
         "reference_freqs": ref_freqs.tolist(),

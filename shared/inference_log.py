@@ -78,8 +78,12 @@ class _Columns:
         i, j = self.rows, self.rows + rec.batch.rows
         if self.numeric is not None:
             self.numeric[i:j] = rec.batch.numeric
+        missing = rec.batch.missing
         for name, column in self.strings.items():
-            column.extend(rec.batch.strings[name].ravel().tolist())
+            values = rec.batch.strings[name].ravel().tolist()
+            if missing and name in missing:  # a null the request sent is logged as null, not as the "" fed
+                values = [None if m else v for v, m in zip(values, missing[name].tolist())]
+            column.extend(values)
         if self.values is not None:
             self.values[i:j] = rec.values
         else:

@@ -384,7 +384,8 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     source = datasets.relative(manifest["dataset"]["name"])
     from shared.data import ORIGIN_COLUMN, read_table, validate
 
-    base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source).frame
+    # Typed as training types it, with missing categories still null: apart from '' for its profile.
+    base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source).with_missing()
     since = now - lookback_days * 86400
     joined = labelled_rows(read_log(ctx, model, since, now), read_feedback(ctx, model, since, now))
     fresh = pd.DataFrame()

@@ -192,7 +192,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
 
     predictions = result.pipeline.predict(result.holdout[list(spec.features)])
     profile_bytes = dumps(build_profile(dataset.frame, spec.numeric, spec.categorical, predictions,
-                                        spec.is_classifier, seed=spec.seed))
+                                        spec.is_classifier, seed=spec.seed, missing=dataset.missing))
     ctx.runs.put(model, run_id, PROFILE_JSON, profile_bytes)
     faults.point("train:after_artifacts")
     t_exam = time.perf_counter()

@@ -23,8 +23,12 @@ reads back to the same float32; drift casts both sides to float32 before compari
 * ``kind``: ``discrete`` (few distinct values, or integers and values on a decimal grid
   with a moderate number of distinct values) or ``continuous``; drift picks its tests by it.
 
-**Categorical features** keep category counts; missing values (``None``/NaN) are counted
-under ``MISSING`` apart from the empty string.
+**Categorical features** keep category counts, and the count of missing values (``None``/NaN)
+in a field of its own: apart from the empty string and from any category, even one spelled
+like ``MISSING``, the label a report shows them under. Training feeds the model a missing
+category as the empty string, and so does the server; the profile is built before that
+conversion (``shared.data.Dataset.missing``), and the inference log records a null where the
+request held one (``shared.serving.Batch.missing``), so both sides still tell them apart.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SCHEMA = 2
+SCHEMA = 3  # 3: categorical missing values in their own field ('missing'), not among the counts
 BINS = 10
 POINTS = 1024
 #: At most this many distinct values: a discrete feature whatever its values.
@@ -113,37 +117,48 @@ def numeric_profile(values: Any, *, bins: int = BINS, points: int = POINTS, seed
     }
 
 
-def category_counts(values: Any) -> dict[str, int]:
-    """Counts of each category as text; missing values (None, NaN) under ``MISSING``, apart from ''."""
+def category_counts(values: Any, missing: np.ndarray | None = None) -> tuple[dict[str, int], int]:
+    """Counts of each category as text, and the number of missing values (None, NaN, or
+    ``True`` in the ``missing`` mask), which no category's count includes."""
     series = pd.Series(values, copy=False)
-    counted = series.value_counts(dropna=False)
+    if missing is not None and missing.any():
+        series = series[~np.asarray(missing, dtype=bool)]
+        absent = int(np.count_nonzero(missing))
+    else:
+        absent = 0
     out: dict[str, int] = {}
-    for key, n in counted.items():
-        name = MISSING if key is None or (isinstance(key, float) and key != key) or key is pd.NA else str(key)
-        out[name] = out.get(name, 0) + int(n)
-    return out
+    for key, n in series.value_counts(dropna=False).items():
+        if key is None or (isinstance(key, float) and key != key) or key is pd.NA:
+            absent += int(n)
+        else:
+            out[str(key)] = out.get(str(key), 0) + int(n)
+    return out, absent
 
 
-def categorical_profile(values: pd.Series | np.ndarray) -> dict[str, Any]:
-    counts = category_counts(values)
-    total = sum(counts.values())
+def categorical_profile(values: pd.Series | np.ndarray, missing: np.ndarray | None = None) -> dict[str, Any]:
+    counts, absent = category_counts(values, missing)
+    total = sum(counts.values()) + absent
     return {
         "type": "categorical",
         "count": int(total),
-        "missing_rate": float(counts.get(MISSING, 0) / max(total, 1)),
+        "missing": absent,
+        "missing_rate": float(absent / max(total, 1)),
         "empty_rate": float(counts.get("", 0) / max(total, 1)),
         "counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
     }
 
 
 def build_profile(frame: pd.DataFrame, numeric: tuple[str, ...], categorical: tuple[str, ...],
-                  predictions: np.ndarray, is_classifier: bool, *, seed: int = 0) -> dict[str, Any]:
-    """The profile of the features in ``frame`` (as served) and of ``predictions``."""
+                  predictions: np.ndarray, is_classifier: bool, *, seed: int = 0,
+                  missing: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The profile of the features in ``frame`` (as served) and of ``predictions``;
+    ``missing`` marks the rows of categorical columns that were missing before they were
+    filled with the empty string."""
     features: dict[str, Any] = {}
     for col in numeric:
         features[col] = numeric_profile(frame[col].to_numpy())
     for col in categorical:
-        features[col] = categorical_profile(frame[col])
+        features[col] = categorical_profile(frame[col], (missing or {}).get(col))
     # Predictions are logged as the session returns them: labels as text, values as float32.
     prediction = categorical_profile(np.asarray(predictions).astype(str)) if is_classifier \
         else numeric_profile(np.asarray(predictions, dtype=np.float64))

@@ -25,7 +25,7 @@ from shared.errors import IntegrityError, InvalidRequest, ModelNotFound, NoProdu
 from shared.onnx_model import new_session, with_column_names, with_numeric_block
 from shared.registry import Registry
 from shared.settings import Settings
-from shared.spec import SpecCatalog
+from shared.spec import MISSING_CATEGORY, SpecCatalog
 
 log = logging.getLogger("mlops.serving")
 
@@ -66,6 +66,9 @@ class Batch:
     numeric: np.ndarray | None
     strings: dict[str, np.ndarray]
     rows: int
+    #: String columns that held nulls: a boolean mask each, true where the request had null.
+    #: The model is fed ``""`` there (as in training); the inference log records the null.
+    missing: dict[str, np.ndarray] | None = None
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every column as a 1-D array, numeric first, in schema order."""
@@ -515,12 +518,16 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
         )
     block = _numeric_block(parsed, numeric) if numeric else None
     texts: dict[str, np.ndarray] = {}
+    missing: dict[str, np.ndarray] | None = None
     for name, values in parsed.strings.items():
-        if not set(map(type, values)) <= _STR:
+        if not set(map(type, values)) <= _STR:  # the slow path, for nulls and errors only
             for i, v in enumerate(values):
                 if v is not None and type(v) is not str:
                     raise InvalidRequest(f"row {i}: field '{name}' must be a string, not {type(v).__name__}",
                                          field=name, row=i)
-            values = ["" if v is None else v for v in values]
+            nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            if nulls.any():
+                missing = {**(missing or {}), name: nulls}
+            values = [MISSING_CATEGORY if v is None else v for v in values]
         texts[name] = np.array(values, dtype=object).reshape(-1, 1)
-    return Batch(numeric, block, texts, rows)
+    return Batch(numeric, block, texts, rows, missing)

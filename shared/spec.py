@@ -18,6 +18,9 @@ from shared import names
 from shared.errors import ModelNotFound, SpecError
 
 TASKS = ("regression", "binary", "multiclass")
+#: What a missing categorical value is fed to the model as, in training and serving alike.
+#: Monitoring still tells the two apart (``shared.data.Dataset.missing``, ``shared.serving.Batch.missing``).
+MISSING_CATEGORY = ""
 #: Seconds a fit (or conversion) may run in its process: under the platform's 10-minute function timeout.
 DEFAULT_TIME_BUDGET_SECONDS = 540.0
 

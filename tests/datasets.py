@@ -1,7 +1,8 @@
 """Real training data for the monitoring tests: scikit-learn's bundled datasets and the examples.
 
 Column names are made safe for ONNX inputs (wine's ``od280/od315_of_diluted_wines`` has a
-``/``); iris gets a derived categorical column, as a new user would add one.
+``/``); iris gets a derived categorical column, as a new user would add one, and a
+categorical column with both empty ("") and missing (null) values.
 """
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ def sklearn_frame(name: str) -> tuple[pd.DataFrame, str, list[str], list[str]]:
     if name == "iris":
         frame["petal_size"] = pd.cut(frame["petal_length_cm"], [0, 2, 5, 10], labels=["small", "medium", "large"]
                                      ).astype(str)
-        categorical = ["petal_size"]
+        # Who measured the flower, as a survey sheet has it: some left blank ("") and some never
+        # filled in (null). The model sees both as "", monitoring counts them apart.
+        rng = np.random.default_rng(0)
+        frame["collector"] = pd.Series(rng.choice(np.array(["anderson", "fisher", "", None], dtype=object),
+                                                  len(frame), p=[0.4, 0.3, 0.15, 0.15]), dtype=object)
+        categorical = ["petal_size", "collector"]
     numeric = [c for c in frame.columns if c not in (target, *categorical)]
     return frame, target, numeric, categorical
 
@@ -53,6 +59,11 @@ REAL = [("sklearn", n) for n in ("iris", "wine", "diabetes", "breast_cancer", "d
 
 def load(kind: str, name: str) -> tuple[pd.DataFrame, str, list[str], list[str]]:
     return sklearn_frame(name) if kind == "sklearn" else example_frame(name)
+
+
+def as_records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON objects: a missing value is null (NaN is no JSON)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def resample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:

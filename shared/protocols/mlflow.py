@@ -52,7 +52,8 @@ def _predict_fn(value: Any, field: str) -> str:
 
 
 def _csv_columns(text: str, schema: tuple[tuple[str, str], ...]) -> dict[str, list]:
-    """The CSV's columns, numbers parsed for the model's numeric inputs; an empty cell is missing."""
+    """The CSV's columns, numbers parsed for the model's numeric inputs; an empty cell is missing
+    (null), in a string column too."""
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header:
@@ -75,8 +76,8 @@ def _csv_columns(text: str, schema: tuple[tuple[str, str], ...]) -> dict[str, li
                     except ValueError:
                         raise InvalidRequest(f"row {i}: field '{name}' must be a number, not {cell[:20]!r}",
                                              field=name, row=i) from None
-            else:
-                value = cell
+            else:  # as pandas reads a CSV (MLflow's server, and training): an empty cell is missing
+                value = cell if cell else None
             columns[name].append(value)
     return columns
 

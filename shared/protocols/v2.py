@@ -213,15 +213,17 @@ def decode(body: bytes, header_length: str | None, schema: tuple[tuple[str, str]
         else:
             block[:, j] = _numeric_block(_Parsed(rows, _flat(name, t["data"]), False, {}), (name,))[:, 0]
     texts: dict[str, np.ndarray] = {}
+    missing: dict[str, np.ndarray] | None = None
     for name in strings:
         if name in offsets:
             lo, hi = offsets[name]
-            values = _bytes_elements(name, bytes(binary[lo:hi]), rows)
-        else:
-            values = parse_payload({"inputs": {name: _flat(name, tensors[name]["data"])}}, ((name, "string"),),
-                                   max_rows).strings[name].ravel().tolist()
-        texts[name] = np.array(values, dtype=object).reshape(-1, 1)
-    return Request(Batch(numeric, block, texts, rows), req_id, outputs, binary_output)
+            texts[name] = np.array(_bytes_elements(name, bytes(binary[lo:hi]), rows), dtype=object).reshape(-1, 1)
+        else:  # JSON data: the shared parser's checks, and its record of nulls
+            one = parse_payload({"inputs": {name: _flat(name, tensors[name]["data"])}}, ((name, "string"),), max_rows)
+            texts[name] = one.strings[name]
+            if one.missing:
+                missing = {**(missing or {}), **one.missing}
+    return Request(Batch(numeric, block, texts, rows, missing), req_id, outputs, binary_output)
 
 
 def _requested_outputs(outputs: Any) -> list[tuple[str, bool]] | None:

@@ -1,6 +1,7 @@
 """No false drift through the real path: iris and wine trained by the host, traffic resampled
 from their training rows sent over HTTP, logged by the server (float32), monitored by the timer
-function (run through the admin API). Then a 0.5 std shift of one feature is flagged."""
+function (run through the admin API). Then a 0.5 std shift of one feature is flagged, and
+iris' nulls sent as empty strings are flagged as a change of that column alone."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pytest
 
 from shared.storage.local import LocalStorage
 from tests.conftest import to_parquet
-from tests.datasets import resample, sklearn_frame
+from tests.datasets import as_records, resample, sklearn_frame
 from tests.e2e.hostproc import FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +87,7 @@ def test_resampled_training_rows_through_the_host_raise_no_drift_and_a_shift_is_
 
         flagged = checks = 0
         for seed in range(ROUNDS):
-            send({n: resample(f.drop(columns=t), ROWS, seed).to_dict("records") for n, (f, t) in frames.items()})
+            send({n: as_records(resample(f.drop(columns=t), ROWS, seed)) for n, (f, t) in frames.items()})
             for name, report in monitor().items():
                 assert report["rows"] == ROWS, (name, report["rows"])
                 assert not report["dataset_drift"]["drifted"], (name, report["dataset_drift"])
@@ -99,15 +100,26 @@ def test_resampled_training_rows_through_the_host_raise_no_drift_and_a_shift_is_
             rows = resample(frame.drop(columns=target), ROWS, seed=42)
             col = MODELS[name]
             rows[col] = rows[col] + 0.5 * frame[col].std()
-            traffic[name] = rows.to_dict("records")
+            traffic[name] = as_records(rows)
         send(traffic)
         for name, report in monitor().items():
             assert MODELS[name] in report["dataset_drift"]["drifted_features"], (name, report["dataset_drift"])
             assert report["features"][MODELS[name]]["test"]  # the test used is named
 
+        # Iris' collector column: null sent as "" is the same input to the model, and still a
+        # change in the data (a form that now fills blanks in): flagged, and nothing else is.
+        frame, target = frames["iris"]
+        rows = resample(frame.drop(columns=target), ROWS, seed=7)
+        assert rows["collector"].isna().sum() > 20 and (rows["collector"] == "").sum() > 20
+        send({"iris": as_records(rows.fillna({"collector": ""}))})
+        run_monitor(host, storage, ["iris"])
+        report = client.get("/api/models/iris/monitoring/latest").json()
+        assert report["dataset_drift"]["drifted_features"] == ["collector"], report["features"]["collector"]
+        assert report["features"]["collector"]["missing_share"] == 0.0
+
         listed = client.get("/api/models/iris/monitoring/reports").json()
         times = [r["generated_at"] for r in listed["reports"]]
-        assert len(times) == ROUNDS + 1 and times == sorted(times, reverse=True)  # newest first
+        assert len(times) == ROUNDS + 2 and times == sorted(times, reverse=True)  # newest first
         page = client.get("/api/models/iris/monitoring/latest?format=html")
         assert page.status_code == 200 and "/api/monitoring/plotly.min.js" in page.text
         script = httpx.get(f"{host.url}/api/monitoring/plotly.min.js")  # anonymous, from the app itself

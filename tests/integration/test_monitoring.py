@@ -108,3 +108,19 @@ def test_same_season_is_ok_and_a_new_season_drifts_then_retrains(ctx):
     assert "plotly.min.js" in html and "Reference (training) against current" in html
     assert "https://" not in html and "http://" not in html  # nothing from the internet
     assert json.loads(latest_report(ctx, "wind_power"))["generated_at"] == third["generated_at"]
+
+
+def test_missing_and_empty_categories_stay_apart_from_training_to_the_retraining_dataset(ctx):
+    frame = wind(3000, seed=1)
+    frame["turbine_id"] = frame["turbine_id"].astype(object)
+    frame.loc[frame.index % 10 == 0, "turbine_id"] = None  # never filled in
+    frame.loc[frame.index % 10 == 5, "turbine_id"] = ""  # filled in as blank
+    drop(ctx, "wind_power", "blanks.parquet", to_parquet(frame))
+    drain(ctx)
+    turbine = ctx.registry.profile("wind_power", 1)["features"]["turbine_id"]
+    assert turbine["missing"] == 300 and turbine["counts"][""] == 300  # the model saw 600 ''
+    assert turbine["missing_rate"] == 0.1 and turbine["empty_rate"] == 0.1
+
+    where = handle_retrain(ctx, RunMessage("retrain_requested", "wind_power", "retrain-blanks", "retrain-blanks"))
+    data = pd.read_parquet(io.BytesIO(ctx.storage.get("datasets", where.split("/", 1)[1]).data))
+    assert data["turbine_id"].isna().sum() == 300 and (data["turbine_id"] == "").sum() == 300

@@ -138,6 +138,21 @@ def test_inference_log_writes_sampled_batches_as_parquet(ctx):
     assert logger.stats()["written_rows"] == 6 and logger.stats()["dropped_rows"] == 0
 
 
+def test_inference_log_records_a_null_category_as_null_and_an_empty_one_as_empty(ctx):
+    import numpy as np
+
+    logger = InferenceLogger(ctx.storage, flush_seconds=60)
+    schema = (("speed", "float"), ("turbine", "string"))
+    for turbines in (["a", None, ""], ["", "b", "c"]):  # the second request has no null at all
+        batch = parse_payload({"inputs": {"speed": [1.0, 2.0, 3.0], "turbine": turbines}}, schema, 10)
+        logger.record(LogRecord("wind_power", 1, "r", time.time(), 0.5, batch, np.zeros(3), None, None, None))
+    assert logger.flush() == 6
+    [part] = ctx.storage.list("inference-logs", "wind_power/")
+    table = pd.read_parquet(io.BytesIO(ctx.storage.get("inference-logs", part.name).data))
+    assert table["turbine"].isna().tolist() == [False, True, False, False, False, False]
+    assert table["turbine"].fillna("<null>").tolist() == ["a", "<null>", "", "", "b", "c"]
+
+
 def test_inference_log_rolls_buffers_over_and_splits_files_by_hour(ctx):
     import numpy as np
 

@@ -187,11 +187,40 @@ def test_discrete_values_the_reference_never_had_do_not_raise_a_false_alarm_alon
 
 
 def test_missing_and_empty_string_categories_are_counted_apart():
-    prof = categorical_profile(pd.Series(["a", "", None, "a", np.nan], dtype=object))
-    assert prof["counts"] == {"a": 2, MISSING: 2, "": 1}
+    prof = categorical_profile(pd.Series(["a", "", None, "a", np.nan, MISSING], dtype=object))
+    # Missing values have a field of their own: apart from '' and from a category spelled like its label.
+    assert prof["counts"] == {"a": 2, "": 1, MISSING: 1} and prof["missing"] == 2
+    assert prof["missing_rate"] == pytest.approx(2 / 6) and prof["empty_rate"] == pytest.approx(1 / 6)
     result = categorical_drift(prof, pd.Series(["a", "", "", None], dtype=object), Thresholds())
-    freqs = dict(zip(result["categories"], result["current_freqs"]))
-    assert freqs[""] == 0.5 and freqs[MISSING] == 0.25 and freqs["(unseen)"] == 0.0
+    assert result["categories"][-2:] == [MISSING, "(unseen)"]
+    assert result["current_freqs"][-2:] == [0.25, 0.0] and result["missing_share"] == 0.25
+    freqs = dict(zip(result["categories"][:-2], result["current_freqs"]))
+    assert freqs == {"a": 0.25, "": 0.5, MISSING: 0.0}
+
+
+def test_a_mask_marks_the_missing_rows_of_a_filled_column():
+    # Training fills missing categories with '' before the fit; the mask keeps them apart.
+    filled = pd.Series(["a", "", "", "b"], dtype=object)
+    prof = categorical_profile(filled, np.array([False, True, False, False]))
+    assert prof["counts"] == {"a": 1, "": 1, "b": 1} and prof["missing"] == 1
+
+
+def test_missing_replaced_by_empty_strings_is_drift_though_the_model_sees_no_change():
+    # The reference has 20% missing and 5% ''; traffic sends '' for every one of them.
+    rng = np.random.default_rng(3)
+    ref = pd.Series(rng.choice(np.array(["a", "b", "", None], dtype=object), 5000, p=[0.45, 0.3, 0.05, 0.2]))
+    prof = categorical_profile(ref)
+    same = pd.Series(rng.choice(np.array(["a", "b", "", None], dtype=object), 2000, p=[0.45, 0.3, 0.05, 0.2]))
+    assert not categorical_drift(prof, same, Thresholds())["drifted"]
+    emptied = same.where(same.notna(), "")
+    result = categorical_drift(prof, emptied, Thresholds())
+    assert result["drifted"] and result["missing_share"] == 0.0
+
+
+def test_a_profile_from_before_the_missing_field_reads_as_none_missing():
+    prof = categorical_profile(pd.Series(["a", "b"] * 100, dtype=object))
+    del prof["missing"]
+    assert not categorical_drift(prof, pd.Series(["a", "b"] * 50, dtype=object), Thresholds())["drifted"]
 
 
 def test_a_tenth_std_shift_at_5000_rows_is_flagged_and_unshifted_500_row_windows_rarely_are():

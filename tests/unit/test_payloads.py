@@ -61,6 +61,21 @@ def test_null_means_missing():
     assert math.isnan(columns["speed"][0]) and columns["temp"][0] == 1 and columns["turbine"][0] == ""
 
 
+@pytest.mark.parametrize("decode", [
+    lambda rows: parse_payload({"instances": rows}, SCHEMA, 10),
+    lambda rows: parse_payload({"inputs": {k: [r[k] for r in rows] for k in rows[0]}}, SCHEMA, 10),
+    lambda rows: parse_v2({"inputs": [
+        {"name": k, "shape": [len(rows)], "datatype": "BYTES" if k == "turbine" else "FP32",
+         "data": [r[k] for r in rows]} for k in rows[0]]}, SCHEMA, 10)[0],
+])
+def test_a_null_string_is_fed_as_empty_and_marked_missing_unlike_an_empty_string(decode):
+    batch = decode([{"speed": 1, "temp": 1, "turbine": None}, {"speed": 2, "temp": 2, "turbine": ""},
+                    {"speed": 3, "temp": 3, "turbine": "T"}])
+    assert batch.strings["turbine"].ravel().tolist() == ["", "", "T"]  # what the model is fed
+    assert batch.missing["turbine"].tolist() == [True, False, False]
+    assert parse_payload({"instances": ROWS}, SCHEMA, 10).missing is None  # no nulls: nothing to mark
+
+
 @pytest.mark.parametrize(
     "payload,field,row,fragment",
     [
@@ -190,6 +205,7 @@ def test_mlflow_csv_and_content_types():
     assert fn == "predict" and same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
     batch, _ = mlflow.decode(b"speed,temp,turbine\n,1,\n", "text/csv", None, SCHEMA, 100)
     assert math.isnan(batch.columns()["speed"][0]) and batch.columns()["turbine"][0] == ""
+    assert batch.missing["turbine"].tolist() == [True]  # an empty CSV cell is missing, as pandas reads it
     with pytest.raises(InvalidRequest) as err:
         mlflow.decode(b"speed,temp,turbine\n1,x,T\n", "text/csv", None, SCHEMA, 100)
     assert err.value.details == {"field": "temp", "row": 0}
