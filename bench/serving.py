@@ -295,19 +295,37 @@ def old_against_new(data_dir: str, port: int, baseline: Path, seconds: float, ro
     return out
 
 
+def print_old_against_new(baseline: Path, ab: dict) -> None:
+    print(f"\nold ({baseline}) against new, single rows, alternating rounds:")
+    for point, r in ab.items():
+        print(f"  {point:<26} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:.2f} ms | "
+              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:.2f} ms | new/old {r['new_over_old_rps']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0,
                         help="measured seconds per load point (host and bare: 3 rounds each of a third)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serving.json")
     parser.add_argument("--baseline", type=Path, help="another checkout: single rows, old against new")
+    parser.add_argument("--only-baseline", action="store_true",
+                        help="with --baseline: measure old against new only (a change's check on a busy machine)")
     args = parser.parse_args(argv)
+    if args.only_baseline and not args.baseline:
+        parser.error("--only-baseline needs --baseline DIR")
     with tempfile.TemporaryDirectory() as data_dir:
         ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
         port = free_port()
         host = spawn(["-m", "devhost", "--port", str(port), "--quiet-http"], host_env(data_dir), port)
         train_examples(ctx, port, host)
         ab = old_against_new(data_dir, port, args.baseline, args.seconds) if args.baseline else None
+        if args.only_baseline:
+            stop(host)
+            ctx.close()
+            print_old_against_new(args.baseline, ab)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"baseline": str(args.baseline), "old_against_new": ab}, indent=2))
+            return
         local = in_process(ctx)
         http = over_http(ctx, data_dir, port, host, args.seconds)
         cold = cold_start(data_dir)
@@ -335,10 +353,7 @@ def main(argv: list[str] | None = None) -> None:
               f"over binary v2: {max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
               f"(goal >= 150,000 for breast_cancer)")
     if ab:
-        print(f"\nold ({args.baseline}) against new, single rows, alternating rounds:")
-        for point, r in ab.items():
-            print(f"  {point:<26} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:.2f} ms | "
-                  f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:.2f} ms | new/old {r['new_over_old_rps']:.2f}")
+        print_old_against_new(args.baseline, ab)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"in_process": local, "http": http, "cold_start_s": cold, "old_against_new": ab},
                                    indent=2))
