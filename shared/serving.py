@@ -422,7 +422,8 @@ def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings
 
 
 def _check_number(name: str, i: int, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    # A boolean is 1 or 0, as training reads a boolean column of a dataset.
+    if not isinstance(v, (int, float)):
         raise InvalidRequest(f"row {i}: field '{name}' must be a number, not {type(v).__name__}", field=name, row=i)
     if not math.isfinite(v):
         raise InvalidRequest(f"row {i}: field '{name}' must be finite", field=name, row=i)
@@ -435,6 +436,9 @@ def _check_number(name: str, i: int, v: Any) -> None:
 _CHECK_IN_PYTHON = 256
 _PLAIN_NUMBERS = {float, int}
 _STR = {str}
+#: What a categorical field takes besides text: integers and booleans, as the text training
+#: made of them. Not floats: 20.0 would be "20.0", never the "20" an integer column trained as.
+_AS_CATEGORY = {str, int, bool}
 _DICT = {dict}
 
 
@@ -520,14 +524,15 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
     texts: dict[str, np.ndarray] = {}
     missing: dict[str, np.ndarray] | None = None
     for name, values in parsed.strings.items():
-        if not set(map(type, values)) <= _STR:  # the slow path, for nulls and errors only
+        if not set(map(type, values)) <= _STR:  # the slow path: nulls, integers, booleans, errors
             for i, v in enumerate(values):
-                if v is not None and type(v) is not str:
-                    raise InvalidRequest(f"row {i}: field '{name}' must be a string, not {type(v).__name__}",
-                                         field=name, row=i)
+                if v is not None and type(v) not in _AS_CATEGORY:
+                    raise InvalidRequest(f"row {i}: field '{name}' must be a string (or an integer or boolean), "
+                                         f"not {type(v).__name__}", field=name, row=i)
             nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
             if nulls.any():
                 missing = {**(missing or {}), name: nulls}
-            values = [MISSING_CATEGORY if v is None else v for v in values]
+            # As training reads an integer or boolean category: its text ("20", "True").
+            values = [MISSING_CATEGORY if v is None else v if type(v) is str else str(v) for v in values]
         texts[name] = np.array(values, dtype=object).reshape(-1, 1)
     return Batch(numeric, block, texts, rows, missing)

@@ -15,13 +15,20 @@ from shared.serving import _F32_MAX
 FORMS = ("instances", "inputs", "dataframe_records", "dataframe_split")
 
 
+_NUMBER = {"type": "number", "minimum": -_F32_MAX, "maximum": _F32_MAX}
+_BOOLEAN = {"type": "boolean"}
+_INTEGER = {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1}  # what the JSON decoder reads
+
+
 def value(kind: str | None) -> dict[str, Any]:
-    """One cell: a number in float32's range or a string; null means missing."""
+    """One cell; null means missing. A numeric field takes a number in float32's range or a
+    boolean (1 or 0); a categorical one takes text, or an integer or boolean as its text: as
+    training reads such columns of a dataset."""
     if kind == "float":
-        return {"type": "number", "nullable": True, "minimum": -_F32_MAX, "maximum": _F32_MAX}
+        return {"nullable": True, "anyOf": [_NUMBER, _BOOLEAN]}
     if kind == "string":
-        return {"type": "string", "nullable": True}
-    return {"nullable": True, "oneOf": [value("float"), value("string")]}
+        return {"nullable": True, "anyOf": [{"type": "string"}, _INTEGER, _BOOLEAN]}
+    return {"nullable": True, "anyOf": [_NUMBER, {"type": "string"}, _BOOLEAN]}
 
 
 def _rows(max_rows: int, items: dict[str, Any]) -> dict[str, Any]:

@@ -279,3 +279,71 @@ def test_concurrent_requests_during_swaps_always_get_a_whole_version(two_version
         t.join()
     assert errors == [] and seen == {1, 2} and server.swaps == 10
     server.close()
+
+
+ODD_SPEC = """[model]
+name = "odd"
+task = "binary"
+target = "label"
+[features]
+numeric = ["x float", "ünï/code", "flag", "nullable_int"]
+categorical = ["cat_dtype", "str_dtype", "int_cat", "bool_cat"]
+[estimator]
+class = "LogisticRegression"
+[training]
+seed = 1
+min_rows = 50
+[promotion]
+metric = "accuracy"
+floor = 0.6
+"""
+
+
+def odd_frame(n: int = 600) -> pd.DataFrame:
+    """The column types a data scientist's Parquet holds: bools, nullable integers, pandas
+    categoricals, the string dtype with NA and '', integer and boolean categories."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "x float": rng.normal(size=n),
+        "ünï/code": rng.integers(0, 5, n),
+        "flag": rng.random(n) > 0.5,
+        "nullable_int": pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 100, n)), dtype="Int64"),
+        "cat_dtype": pd.Categorical(rng.choice(["red", "green", "blue"], n)),
+        "str_dtype": pd.array(np.where(rng.random(n) < 0.1, None, rng.choice(["a", "b", ""], n)), dtype="string"),
+        "int_cat": rng.choice([10, 20, 30], n),
+        "bool_cat": rng.random(n) > 0.3,
+    })
+    signal = frame["x float"] + frame["flag"] + (frame["int_cat"] == 20) - (frame["bool_cat"] & (frame["cat_dtype"] == "red"))
+    frame["label"] = np.where(signal > 0.5, "yes", "no")
+    return frame
+
+
+def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_path):
+    """Clients send what their data holds (true, 20, null); the server reads it as training read
+    the dataset, so each row answers as its training twin does."""
+    import numpy as np
+
+    from shared.data import read_table, validate
+    from shared.onnx_model import feeds_from_frame, new_session, run_session
+    from shared.spec import SpecCatalog
+    from tests.conftest import to_parquet
+
+    (tmp_path / "odd.toml").write_text(ODD_SPEC)
+    ctx.specs = SpecCatalog(tmp_path)
+    frame = odd_frame()
+    data = to_parquet(frame)
+    assert drop(ctx, "odd", "odd.parquet", data).ok
+    drain(ctx)
+    manifest = ctx.registry.manifest("odd", 1)
+    typed = validate(read_table(data, "odd.parquet"), ctx.specs.get("odd"), "odd.parquet").frame.head(60)
+    twin = run_session(new_session(ctx.registry.model_bytes("odd", 1)), feeds_from_frame(typed, manifest["input_schema"]), True)
+
+    raw = frame.drop(columns="label").head(60)
+    rows = json.loads(raw.astype(object).where(raw.notna(), None).to_json(orient="records"))  # a client's JSON
+    assert {type(rows[0][c]) for c in ("flag", "bool_cat")} == {bool} and type(rows[0]["int_cat"]) is int
+    served = ModelServer(ctx.registry, ctx.specs, ctx.settings).predict("odd", {"instances": rows})
+    assert [p["label"] for p in served["predictions"]] == twin.labels.tolist()
+    probabilities = np.array([list(p["probabilities"].values()) for p in served["predictions"]])
+    assert np.allclose(probabilities, twin.probabilities, rtol=1e-6, atol=1e-7)

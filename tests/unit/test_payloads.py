@@ -61,6 +61,15 @@ def test_null_means_missing():
     assert math.isnan(columns["speed"][0]) and columns["temp"][0] == 1 and columns["turbine"][0] == ""
 
 
+def test_booleans_and_integers_are_read_as_training_reads_such_columns():
+    # A boolean column trains as 1/0 when numeric and as "True"/"False" when categorical;
+    # an integer category as its digits. Clients send what their data holds.
+    batch = parse_payload({"instances": [{"speed": True, "temp": False, "turbine": 20},
+                                         {"speed": 2.5, "temp": 1, "turbine": True}]}, SCHEMA, 10)
+    assert batch.numeric.tolist() == [[1.0, 0.0], [2.5, 1.0]]
+    assert batch.strings["turbine"].ravel().tolist() == ["20", "True"] and batch.missing is None
+
+
 @pytest.mark.parametrize("decode", [
     lambda rows: parse_payload({"instances": rows}, SCHEMA, 10),
     lambda rows: parse_payload({"inputs": {k: [r[k] for r in rows] for k in rows[0]}}, SCHEMA, 10),
@@ -82,10 +91,11 @@ def test_a_null_string_is_fed_as_empty_and_marked_missing_unlike_an_empty_string
         ({"instances": [ROWS[0], {"speed": 1, "turbine": "T"}]}, "temp", 1, "missing field 'temp'"),
         ({"instances": [{**ROWS[0], "colour": "red"}]}, "colour", 0, "unexpected field 'colour'"),
         ({"instances": [ROWS[0], {**ROWS[0], "speed": "fast"}]}, "speed", 1, "must be a number"),
-        ({"instances": [{**ROWS[0], "speed": True}]}, "speed", 0, "must be a number"),
+        ({"instances": [{**ROWS[0], "speed": [1]}]}, "speed", 0, "must be a number"),
+        ({"instances": [{**ROWS[0], "turbine": 3.0}]}, "turbine", 0, "must be a string (or an integer or boolean)"),
+        ({"instances": [{**ROWS[0], "turbine": {"a": 1}}]}, "turbine", 0, "not dict"),
         ({"instances": [{**ROWS[0], "speed": float("nan")}]}, "speed", 0, "must be finite"),
         ({"instances": [{**ROWS[0], "temp": 1e300}]}, "temp", 0, "out of float range"),
-        ({"instances": [{**ROWS[0], "turbine": 7}]}, "turbine", 0, "must be a string"),
         ({"inputs": {"speed": [1, 2], "temp": [1], "turbine": ["a", "b"]}}, "temp", None, "has 1 values"),
         ({"dataframe_split": {"columns": ["speed"], "data": [[1, 2]]}}, "dataframe_split.data[0]", 0, "list of 1 values"),
     ],
