@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import DatasetError
+from shared.limits import MAX_STRING_CHARS
 from shared.spec import MISSING_CATEGORY, ModelSpec
 
 SUPPORTED_EXTENSIONS = (".csv", ".parquet")
@@ -75,29 +76,76 @@ def read_table(data: bytes, filename: str, *, max_bytes: int | None = None) -> p
     if not data.strip():
         raise DatasetError(f"{filename} is empty")
     if ext == ".parquet":
-        return _read_parquet(data, filename)
+        return _read_parquet(data, filename, max_bytes)
     return _read_csv(data, filename)
 
 
-def _read_parquet(data: bytes, filename: str) -> pd.DataFrame:
+#: Rows decoded at a time from a Parquet file, each batch's size checked before the next.
+PARQUET_BATCH_ROWS = 65_536
+
+
+def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> pd.DataFrame:
+    """A Parquet file as a frame, its decoded size bounded by ``max_bytes`` as the file's is.
+
+    Parquet compresses: a few hundred KB of zeros or of one repeated string can decode to
+    gigabytes. The footer's uncompressed sizes are checked first; then the rows are decoded a
+    batch at a time, text read as dictionaries (one copy of each distinct value) and measured
+    as it would decode, so a footer that understates its data is caught within one batch.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def unreadable(exc: Exception) -> DatasetError:
+        return DatasetError(f"{filename} is not a readable Parquet file: {str(exc)[:300]}")
+
     try:
-        table = pq.read_table(io.BytesIO(data))
+        footer = pq.ParquetFile(io.BytesIO(data))
+        meta, schema = footer.metadata, footer.schema_arrow
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DatasetError(f"{filename} is not a readable Parquet file: {exc}") from None
-    names = table.column_names
+        raise unreadable(exc) from None
+    names = schema.names
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DatasetError(f"{filename} has duplicate column names: {', '.join(dupes)}")
-    if table.num_rows == 0:
+    if meta.num_rows == 0:
         raise DatasetError(f"{filename} has a schema but no rows")
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if max_bytes is not None and declared > max_bytes:
+        raise DatasetError(f"{filename} holds {declared:,} bytes of data once decompressed ({meta.num_rows:,} rows), "
+                           f"over the limit of {max_bytes:,} bytes (setting MLOPS_MAX_DATASET_BYTES)")
+    text = [f.name for f in schema if _arrow_kind(f.type) in ("string", "binary") and not pa.types.is_dictionary(f.type)]
+    batches, decoded = [], 0
+    try:
+        source = pq.ParquetFile(io.BytesIO(data), read_dictionary=text)
+        for batch in source.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            decoded += _decoded_bytes(batch)
+            if max_bytes is not None and decoded > max_bytes:
+                raise DatasetError(f"{filename} decodes to more than {max_bytes:,} bytes of data (its footer "
+                                   f"declared {declared:,}); the limit is setting MLOPS_MAX_DATASET_BYTES")
+            batches.append(batch)
+        table = pa.Table.from_batches(batches).cast(schema)  # text back to plain strings, within the bound
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise unreadable(exc) from None
     frame = table.to_pandas()
     # Parquet columns are typed: keep each column's type for validation, which refuses a
     # type the spec cannot take instead of coercing it.
     frame.attrs[ARROW_TYPES] = {f.name: _arrow_kind(f.type) for f in table.schema}
     return frame
+
+
+def _decoded_bytes(batch) -> int:
+    """The bytes ``batch`` takes with its dictionaries decoded: each text value counted per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type) and _arrow_kind(column.type) in ("string", "binary"):
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+            total += int(pc.sum(lengths).as_py() or 0) + 8 * len(column)  # the values and their offsets
+        else:
+            total += column.nbytes
+    return total
 
 
 def _arrow_kind(arrow_type) -> str:
@@ -254,8 +302,22 @@ def check_cardinality(frame: pd.DataFrame, spec: ModelSpec, filename: str) -> No
             )
 
 
-def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
-    """Check ``df`` against ``spec`` and return typed features and target."""
+def check_category_length(frame: pd.DataFrame, spec: ModelSpec, filename: str, max_chars: int) -> None:
+    """Refuse a category longer than a request may send (``MLOPS_MAX_STRING_CHARS``): the model
+    could never be asked about it. Runs after the cardinality bound, on the distinct values."""
+    for column in spec.categorical:
+        for value in frame[column].unique():
+            if len(value) > max_chars:
+                row = int(np.argmax((frame[column] == value).to_numpy())) + 1
+                raise DatasetError(
+                    f"{filename}: categorical feature {column!r} holds a value of {len(value):,} characters at row "
+                    f"{row}, over the {max_chars} a request may send (setting MLOPS_MAX_STRING_CHARS): no "
+                    f"request could ever carry it", column=column, row=row, chars=len(value), max_chars=max_chars)
+
+
+def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int = MAX_STRING_CHARS) -> Dataset:
+    """Check ``df`` against ``spec`` and return typed features and target; ``max_chars`` is the
+    longest string a request may send (``MLOPS_MAX_STRING_CHARS``)."""
     required = [*spec.features, spec.target]
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -297,6 +359,7 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str) -> Dataset:
         extra = [c for c in extra if c != spec.split_key]
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
     check_cardinality(frame, spec, filename)
+    check_category_length(frame, spec, filename, max_chars)
     return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates, missing=missing)
 
 

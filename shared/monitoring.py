@@ -385,7 +385,8 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     from shared.data import ORIGIN_COLUMN, read_table, validate
 
     # Typed as training types it, with missing categories still null: apart from '' for its profile.
-    base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source).with_missing()
+    base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source,
+                    max_chars=ctx.settings.max_string_chars).with_missing()
     since = now - lookback_days * 86400
     joined = labelled_rows(read_log(ctx, model, since, now), read_feedback(ctx, model, since, now))
     fresh = pd.DataFrame()

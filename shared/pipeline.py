@@ -162,7 +162,7 @@ def handle_dataset(ctx: Context, blob_name: str, data: bytes | None = None, etag
     try:
         t0 = time.perf_counter()
         frame = read_table(data, file, max_bytes=ctx.settings.max_dataset_bytes)
-        dataset = validate(frame, spec, file)
+        dataset = validate(frame, spec, file, max_chars=ctx.settings.max_string_chars)
         validate_s = time.perf_counter() - t0
         from shared.train import SPLIT_METHOD, fit, split_columns
 

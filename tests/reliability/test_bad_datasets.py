@@ -47,6 +47,16 @@ def _single_class():
     return to_csv(df)
 
 
+def _parquet_bomb(frame: pd.DataFrame, **options) -> bytes:
+    """A small Parquet file of data many times its size: what write access to datasets/ could drop."""
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, compression="zstd", **options)
+    assert len(buf.getvalue()) < 100_000  # under the 500,000-byte file limit by far
+    return buf.getvalue()
+
+
 CASES = {
     # id: (model, file name, bytes, fragment of the reason)
     "empty file": ("wind_power", "a.csv", b"", "is empty"),
@@ -71,6 +81,16 @@ CASES = {
     "folder without a spec": ("solar_power", "a.csv", to_csv(wind(300)), "no spec for model 'solar_power'"),
     "parquet with the wrong schema": ("wind_power", "a.parquet", to_parquet(pd.DataFrame({"x": range(300)})), "missing"),
     "binary garbage named .csv": ("wind_power", "a.csv", bytes(range(256)) * 20, "not a text CSV"),
+    "Parquet of zeros, its size declared": ("wind_power", "a.parquet", _parquet_bomb(
+        pd.DataFrame(0.0, index=range(400_000), columns=[*wind(1).columns]).astype({"turbine_id": str}),
+        use_dictionary=False), "bytes of data once decompressed"),
+    "Parquet of repeated rows, dictionary-encoded": ("wind_power", "a.parquet", _parquet_bomb(
+        pd.concat([wind(300, seed=3)] * 400, ignore_index=True)), "bytes of data once decompressed"),
+    "a category no request could carry": ("wind_power", "a.csv", to_csv(_wind(turbine_id="T" * 300)),
+                                          "holds a value of 300 characters at row 1, over the 256 a request may send"),
+    # Its footer declares one copy of the string: caught while decoding, within a batch.
+    "Parquet of one long string": ("wind_power", "a.parquet", _parquet_bomb(_wind(turbine_id="T" * 100_000)),
+                                   "decodes to more than 500,000 bytes"),
 }
 
 
