@@ -177,7 +177,10 @@ def _read_csv(data: bytes, filename: str) -> pd.DataFrame:
             f"{exc.start}); save it as UTF-8"
         ) from None
     first_line = text.splitlines()[0] if text else ""
-    header = next(csv.reader([first_line]), [])
+    try:
+        header = next(csv.reader([first_line]), [])
+    except csv.Error as exc:  # e.g. a header field over the csv module's 131,072 characters
+        raise DatasetError(f"{filename} has an unreadable header row: {exc}") from None
     header = [h.strip() for h in header]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:

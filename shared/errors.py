@@ -17,6 +17,12 @@ class MlopsError(Exception):
     permanent = True
 
     def __init__(self, message: str, **details: Any) -> None:
+        from shared.limits import MAX_MESSAGE_CHARS, clip
+
+        # Messages quote what they refuse (a column name, a value, a library's text), which a
+        # dataset or request can make megabytes long; every record and log line of an error is
+        # bounded here.
+        message, details = clip(message, MAX_MESSAGE_CHARS), clip(details)
         super().__init__(message)
         self.message = message
         self.details = details

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 MAX_STRING_CHARS = 256
 #: How much of a client's own text an error message may quote back.
 MAX_ECHO_CHARS = 200
+#: The longest message an error keeps (``shared.errors.MlopsError``), whoever reads it.
+MAX_MESSAGE_CHARS = 2000
 
 
 def check_batch_strings(batch: Batch, max_chars: int) -> None:

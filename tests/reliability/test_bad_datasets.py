@@ -86,6 +86,8 @@ CASES = {
         use_dictionary=False), "bytes of data once decompressed"),
     "Parquet of repeated rows, dictionary-encoded": ("wind_power", "a.parquet", _parquet_bomb(
         pd.concat([wind(300, seed=3)] * 400, ignore_index=True)), "bytes of data once decompressed"),
+    "a header field over the csv module's limit": ("wind_power", "a.csv", b"c" * 200_000 + b",b\n1,2\n",
+                                                   "unreadable header row"),
     "a category no request could carry": ("wind_power", "a.csv", to_csv(_wind(turbine_id="T" * 300)),
                                           "holds a value of 300 characters at row 1, over the 256 a request may send"),
     # Its footer declares one copy of the string: caught while decoding, within a batch.
@@ -137,3 +139,16 @@ def test_extra_columns_are_ignored_and_reported(small_limit_ctx):
     [status] = [b for b in ctx.storage.list("runs", "wind_power/") if b.name.endswith("/train.json")]
     record = json.loads(ctx.storage.get("runs", status.name).data)
     assert record["dataset"]["validation"]["extra_columns_ignored"] == ["operator", "site_notes"]
+
+
+def test_a_reason_quoting_megabytes_of_column_names_is_recorded_bounded(small_limit_ctx):
+    # Write access to datasets/ is not a way to fill the quarantine, the run records or the log
+    # (each writes the error's message, bounded where the error is made: shared.errors).
+    ctx = small_limit_ctx
+    name = "c" * 100_000
+    drop_through_the_function(ctx, "wind_power", "a.csv", f"{name},{name}x,{name}y\n1,2,3\n".encode())
+    blob = ctx.storage.get("quarantine", "wind_power/a.csv.json")
+    assert len(blob.data) < 5_000, len(blob.data)
+    assert "missing column(s) 'wind_speed'" in json.loads(blob.data)["reason"]
+    [run] = [b for b in ctx.storage.list("runs", "wind_power/") if b.name.endswith("/status.json")]
+    assert len(ctx.storage.get("runs", run.name).data) < 10_000
