@@ -27,7 +27,8 @@ from shared.serving import _F32_MAX, Batch, LoadedModel, Prediction, _numeric_bl
 HEADER = "inference-header-content-length"
 #: The numeric datatypes a numeric input accepts, and their little-endian layouts.
 NUMERIC: dict[str, str] = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "<i1", "INT16": "<i2", "INT32": "<i4",
-                           "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+                           "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+                           "BOOL": "<u1"}  # a boolean column, as training reads one: 1 or 0
 SERVER_NAME = "mlops-onnx"
 SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data"]
@@ -114,6 +115,9 @@ def _binary_numeric(name: str, raw: bytes, dtype: str, rows: int) -> np.ndarray:
         raise InvalidRequest(f"tensor '{name}': {dtype} data of {rows} rows is {rows * layout.itemsize} bytes, "
                              f"not {len(raw)}", field=name)
     values = np.frombuffer(raw, dtype=layout)
+    if dtype == "BOOL" and values.size and values.max() > 1:
+        i = int(np.argmax(values > 1))
+        raise InvalidRequest(f"row {i}: field '{name}' is BOOL, so each byte must be 0 or 1", field=name, row=i)
     if layout.kind == "f":
         # NaN is how a binary tensor says "missing"; infinities and values beyond float32 are refused.
         bad = np.isinf(values) | (np.abs(values) > _F32_MAX)

@@ -175,6 +175,21 @@ def test_binary_tensors_yield_the_same_rows_and_nan_means_missing():
     assert math.isnan(columns["speed"][0]) and columns["temp"][0] == 4.0
 
 
+def test_bool_tensors_feed_numeric_columns_as_1_and_0():
+    body, n = binary_request([("speed", "BOOL", np.array([True, False]).tobytes(), 2),
+                              ("temp", "FP32", np.array([1, 2], "<f4").tobytes(), 2),
+                              ("turbine", "BYTES", bytes_tensor(["T01", "T02"]), 2)])
+    assert v2.decode(body, n, SCHEMA, 100).batch.numeric.tolist() == [[1.0, 1.0], [0.0, 2.0]]
+    batch, _ = parse_v2({"inputs": [{"name": "speed", "shape": [1], "datatype": "BOOL", "data": [True]},
+                                    {"name": "temp", "shape": [1], "datatype": "FP32", "data": [3]},
+                                    {"name": "turbine", "shape": [1], "datatype": "BYTES", "data": ["T"]}]}, SCHEMA, 10)
+    assert batch.numeric.tolist() == [[1.0, 3.0]]
+    body, n = binary_request([("speed", "BOOL", b"\x01\x02", 2), ("temp", "FP32", np.zeros(2, "<f4").tobytes(), 2),
+                              ("turbine", "BYTES", bytes_tensor(["a", "b"]), 2)])
+    with pytest.raises(InvalidRequest, match="row 1: field 'speed' is BOOL"):
+        v2.decode(body, n, SCHEMA, 100)
+
+
 @pytest.mark.parametrize("tensors,header,fragment,field", [
     ([("speed", "FP32", b"\0" * 7, 2)], None, "is 8 bytes, not 7", "speed"),
     ([("speed", "FP32", np.array([np.inf, 1], "<f4").tobytes(), 2)], None, "must be finite", "speed"),
