@@ -124,7 +124,7 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
                                    f"declared {declared:,}); the limit is setting MLOPS_MAX_DATASET_BYTES")
             batches.append(batch)
         table = pa.Table.from_batches(batches).cast(schema)  # text back to plain strings, within the bound
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:  # ValueError: no batch
         raise unreadable(exc) from None
     frame = table.to_pandas()
     # Parquet columns are typed: keep each column's type for validation, which refuses a
