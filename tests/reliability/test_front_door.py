@@ -280,6 +280,43 @@ def test_long_strings_are_refused_and_memory_stays_bounded(host):
     assert health["inference_log"]["buffered_bytes"] <= health["inference_log"]["max_buffered_bytes"]
 
 
+def test_concurrent_bodies_wait_for_room_in_the_host_budget(host):
+    """Two 8 MiB uploads in progress spend the host's 16 MiB body budget: a chunked request is
+    refused at once (503, Retry-After), a small one waits unread and is served once they end."""
+    head = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (FKEY.encode(), 8 * MiB))
+    holders = [socket.create_connection(("127.0.0.1", host.port), timeout=10) for _ in range(2)]
+    try:
+        for s in holders:
+            s.sendall(head + b" " * MiB)  # the rest follows below
+        chunked = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n" % FKEY.encode())
+        deadline = time.monotonic() + 3
+        while True:  # until the host has read into both uploads (then they hold the budget)
+            status, headers, body = raw_request(host, chunked)
+            if status == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert_json_error(status, body, 503, "TRANSIENT")
+        assert headers.get("retry-after") and headers.get("connection") == "close"
+        answer: list[int] = []
+        waiter = threading.Thread(target=lambda: answer.append(httpx.post(
+            f"{host.url}/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
+            json={"instances": [WIND_ROW]}, timeout=10).status_code))
+        waiter.start()
+        waiter.join(0.5)
+        assert not answer, "a small body was read while the budget was spent"
+        for s in holders:
+            s.sendall(b" " * (7 * MiB))
+        for s in holders:
+            assert s.recv(65536).startswith(b"HTTP/1.1 413")  # over the app's own 4 MiB limit, once read
+        waiter.join(10)
+        assert answer == [200]
+    finally:
+        for s in holders:
+            s.close()
+
+
 def test_every_http_log_line_has_its_status_and_no_secret(host):
     """Runs last: greps every line the host wrote during this module's attacks."""
     client = httpx.Client(base_url=host.url, timeout=10)
