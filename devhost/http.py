@@ -271,12 +271,9 @@ class HttpApp:
                 return declared, None
         return None, None
 
-    async def _room_for(self, size: int) -> None:
-        """Wait, in arrival order, until the body budget has ``size`` bytes for this request;
+    async def _wait_for_room(self, granted: asyncio.Future[None], size: int) -> None:
+        """Wait, in arrival order, until the body budget grants this request's ``size`` bytes;
         ``HostBusy`` if that takes longer than a body may take to arrive."""
-        granted = self.body_budget.take(size)
-        if granted is None:
-            return
         try:
             async with asyncio.timeout(self.body_timeout_seconds):
                 await granted
@@ -371,8 +368,8 @@ class HttpApp:
             return refused
         # 3. room in the body budget, then the body, with the limit enforced as it streams in
         try:
-            if declared:
-                await self._room_for(declared)
+            if declared and (granted := self.body_budget.take(declared)) is not None:
+                await self._wait_for_room(granted, declared)  # a coroutine only when the budget is spent
             body, held = await self._read_body(receive, declared or 0)
         except HostBusy:
             self._refused(target.name if target else "admin", method, shown, 503)
