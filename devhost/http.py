@@ -6,10 +6,11 @@ the ``code`` query parameter. ``POST /admin/functions/{name}`` with the master k
 non-HTTP function now (body ``{"input": "..."}``), as the real host offers.
 
 The front door works in this order, so that a caller without a key costs next to nothing:
-route, key, declared size, a share of the host's budget of body bytes, and only then the
-body, read with the limit enforced while it streams in. Every refusal is the JSON error shape, and a refusal sent before the body was
-read closes the connection (nothing waits for, or buffers, the rest of the upload). Query
-strings are redacted before anything is logged: a key in ``?code=`` never reaches a log.
+route, key, declared size, room in the host's budget of body bytes held at once, and only
+then the body, read with the limit enforced while it streams in. Every refusal is the JSON
+error shape, and a refusal sent before the body was read closes the connection (nothing waits
+for, or buffers, the rest of the upload). Query strings are redacted before anything is
+logged: a key in ``?code=`` never reaches a log.
 """
 from __future__ import annotations
 
