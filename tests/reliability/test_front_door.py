@@ -38,7 +38,9 @@ def host(tmp_path_factory):
     ctx.close()
     proc = HostProcess(data, env={"MLOPS_HOST_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
                                   "MLOPS_HOST_BODY_TIMEOUT_SECONDS": "5",
-                                  "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.5"}).start()  # see _settled
+                                  # see _settled: no start-up work, and no monitor run, inside a memory test
+                                  "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.5",
+                                  "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *"}).start()
     ok = httpx.post(f"{proc.url}/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
                     json={"instances": [WIND_ROW]}, timeout=30)
     assert ok.status_code == 200, ok.text
