@@ -59,6 +59,8 @@ class HostConfig:
     max_body_bytes: int = 100 * 1024 * 1024
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
+    #: Bytes of request bodies held at once across connections (see ``devhost.http.BodyBudget``).
+    body_budget_bytes: int = 16 * 1024 * 1024
     #: From host.json, as the platform reads them: concurrent blob-triggered invocations and
     #: concurrent calls per Service Bus-triggered function.
     blob_parallelism: int = 2
@@ -83,6 +85,7 @@ class HostConfig:
             max_body_bytes=int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip() or 100 * 1024 * 1024),
             header_timeout_seconds=float(os.environ.get("MLOPS_HOST_HEADER_TIMEOUT_SECONDS", "").strip() or 10),
             body_timeout_seconds=float(os.environ.get("MLOPS_HOST_BODY_TIMEOUT_SECONDS", "").strip() or 30),
+            body_budget_bytes=int(os.environ.get("MLOPS_HOST_BODY_BUDGET_BYTES", "").strip() or 16 * 1024 * 1024),
             blob_parallelism=blobs,
             queue_concurrency=bus,
             blob_retry_base_seconds=float(os.environ.get("MLOPS_HOST_BLOB_RETRY_SECONDS", "").strip() or 2),

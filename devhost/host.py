@@ -95,7 +95,8 @@ class Host:
                             function_keys=config.function_keys, admin_invoke=self.invoke_now,
                             per_function_keys=config.per_function_keys,
                             threads=config.http_threads, log_requests=log_http,
-                            max_body_bytes=config.max_body_bytes, body_timeout_seconds=config.body_timeout_seconds)
+                            max_body_bytes=config.max_body_bytes, body_timeout_seconds=config.body_timeout_seconds,
+                            body_budget_bytes=config.body_budget_bytes)
 
     def start_triggers(self) -> None:
         self.blobs.start()

@@ -6,10 +6,11 @@ the ``code`` query parameter. ``POST /admin/functions/{name}`` with the master k
 non-HTTP function now (body ``{"input": "..."}``), as the real host offers.
 
 The front door works in this order, so that a caller without a key costs next to nothing:
-route, key, declared size, and only then the body, read with the limit enforced while it
-streams in. Every refusal is the JSON error shape, and a refusal sent before the body was
-read closes the connection (nothing waits for, or buffers, the rest of the upload). Query
-strings are redacted before anything is logged: a key in ``?code=`` never reaches a log.
+route, key, declared size, room in the host's budget of body bytes held at once, and only
+then the body, read with the limit enforced while it streams in. Every refusal is the JSON
+error shape, and a refusal sent before the body was read closes the connection (nothing waits
+for, or buffers, the rest of the upload). Query strings are redacted before anything is
+logged: a key in ``?code=`` never reaches a log.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import logging
 import re
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -35,6 +37,8 @@ log = logging.getLogger("devhost.http")
 MAX_BODY_BYTES = 100 * 1024 * 1024
 #: A caller must deliver its whole body within this many seconds (a slow upload holds a slot).
 BODY_TIMEOUT_SECONDS = 30.0
+#: Bytes of request bodies the host holds at once, across connections (see ``BodyBudget``).
+BODY_BUDGET_BYTES = 16 * 1024 * 1024
 _KEY_HEADER = b"x-functions-key"
 #: Query parameters whose values may be logged; every other value is written as ``***``.
 _LOGGABLE_PARAMS = frozenset({"format"})
@@ -135,13 +139,70 @@ class BodyTooLarge(Exception):
     """The body grew past the limit while it streamed in."""
 
 
+class HostBusy(Exception):
+    """The host's budget of body bytes stayed spent for longer than a caller may wait."""
+
+
+class BodyBudget:
+    """How many bytes of request bodies the host holds at once, across all connections.
+
+    The size limit bounds one body; this bounds their sum. Without it, memory grows with the
+    number of authenticated callers that upload at once: each body is held while it streams
+    in, then again while it is joined and parsed (16 clients posting 4 MB bodies grew the
+    host by 68 MB, 4 clients by 24 MB). A request takes its share before a byte of its body
+    is read and gives it back when its answer is ready.
+
+    A request with a ``Content-Length`` takes it whole, and waits in arrival order while the
+    budget is spent; it holds nothing while it waits, and its upload waits in the client's
+    socket. A chunked request takes each chunk as it comes and never waits (it would hold
+    bytes while waiting, and two such waits can block each other): a chunk that does not fit
+    refuses the request. One request always fits when it is alone, so a body up to the size
+    limit still goes through.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def take(self, size: int) -> asyncio.Future[None] | None:
+        """Reserve ``size`` bytes: None when they are granted now, else a future done once they are."""
+        if not self._waiting and (self.used == 0 or self.used + size <= self.limit):
+            self.used += size
+            return None
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((size, granted))
+        return granted
+
+    def try_take(self, size: int, held: int) -> bool:
+        """Reserve ``size`` more bytes for a request holding ``held``, only if they fit now."""
+        if self.used + size <= self.limit or self.used == held:
+            self.used += size
+            return True
+        return False
+
+    def give_back(self, size: int) -> None:
+        """Return ``size`` bytes and grant waiting requests, in order, as far as they fit."""
+        self.used -= size
+        while self._waiting:
+            want, granted = self._waiting[0]
+            if granted.done():  # its caller stopped waiting
+                self._waiting.popleft()
+                continue
+            if self.used and self.used + want > self.limit:
+                break
+            self._waiting.popleft()
+            self.used += want
+            granted.set_result(None)
+
+
 class HttpApp:
     """A minimal ASGI application serving the app's HTTP functions."""
 
     def __init__(self, functions: list[HttpFunction], invoker: Invoker, *, master_key: str,
                  function_keys: tuple[str, ...], admin_invoke: Callable[[str, str], bool] | None = None,
                  threads: int = 16, log_requests: bool = True, max_body_bytes: int = MAX_BODY_BYTES,
-                 body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+                 body_timeout_seconds: float = BODY_TIMEOUT_SECONDS, body_budget_bytes: int = BODY_BUDGET_BYTES,
                  per_function_keys: dict[str, tuple[str, ...]] | None = None) -> None:
         self.functions = functions
         self.invoker = invoker
@@ -153,6 +214,7 @@ class HttpApp:
         self.log_requests = log_requests
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
+        self.body_budget = BodyBudget(body_budget_bytes)
         self._route_cache: dict[str, list[tuple[HttpFunction, dict[str, str]]]] = {}
 
     # -- keys ----------------------------------------------------------------------------
@@ -195,36 +257,67 @@ class HttpApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _declared_too_large(self, raw_headers: list[tuple[bytes, bytes]]):
-        """A 413 for a declared ``Content-Length`` over the limit (or an unreadable one), else None."""
+    def _declared(self, raw_headers: list[tuple[bytes, bytes]]):
+        """``(declared Content-Length or None, None)``, or ``(None, refusal)``: a 413 for a
+        length over the limit, a 400 for an unreadable one."""
         for name, value in raw_headers:
             if name.lower() == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    return _error(400, "INVALID_REQUEST", "the Content-Length header is not a number", close=True)
+                    return None, _error(400, "INVALID_REQUEST", "the Content-Length header is not a number", close=True)
                 if declared > self.max_body_bytes:
-                    return _error(413, "PAYLOAD_TOO_LARGE", f"request body of {declared} bytes is over the host "
-                                  f"limit of {self.max_body_bytes} bytes", close=True)
-        return None
+                    return None, _error(413, "PAYLOAD_TOO_LARGE", f"request body of {declared} bytes is over the host "
+                                        f"limit of {self.max_body_bytes} bytes", close=True)
+                return declared, None
+        return None, None
 
-    async def _read_body(self, receive: Callable) -> bytes:
-        """The body, refused with ``BodyTooLarge`` as soon as it passes the limit (chunked
-        uploads have no length to check up front), and with ``TimeoutError`` if it is slow."""
+    async def _wait_for_room(self, granted: asyncio.Future[None], size: int) -> None:
+        """Wait, in arrival order, until the body budget grants this request's ``size`` bytes;
+        ``HostBusy`` if that takes longer than a body may take to arrive."""
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                await granted
+        except BaseException as exc:
+            if granted.done() and not granted.cancelled():
+                self.body_budget.give_back(size)  # granted just as the wait ended
+            else:
+                granted.cancel()  # give_back skips it
+            if isinstance(exc, TimeoutError):
+                raise HostBusy from None
+            raise
+
+    async def _read_body(self, receive: Callable, held: int) -> tuple[bytes, int]:
+        """The body and the bytes of the budget it holds, ``held`` (its declared length, taken
+        already) or more as a chunked one streams in; the caller gives them back.
+
+        Refused with ``BodyTooLarge`` as soon as it passes the limit (chunked uploads have no
+        length to check up front), ``HostBusy`` when a chunk does not fit in the budget, and
+        ``TimeoutError`` if it is slow. Whatever it holds is given back if it raises.
+        """
         chunks = []
         size = 0
-        async with asyncio.timeout(self.body_timeout_seconds):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ConnectionError("client went away")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-                if not message.get("more_body"):
-                    return b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ConnectionError("client went away")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise BodyTooLarge
+                    if size > held:  # chunked: each chunk takes its room as it comes
+                        if not self.body_budget.try_take(size - held, held):
+                            raise HostBusy
+                        held = size
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        return b"".join(chunks), held
+        except BaseException:
+            if held:
+                self.body_budget.give_back(held)
+            raise
 
     async def _handle(self, scope: dict, receive: Callable):
         path: str = scope["path"]
@@ -270,13 +363,20 @@ class HttpApp:
                               f"{target.name} needs {level} in the x-functions-key header or the code query parameter",
                               close=True)
         # 2. the declared size, before a byte of the body is read
-        refused = self._declared_too_large(raw_headers)
+        declared, refused = self._declared(raw_headers)
         if refused is not None:
             self._refused(target.name if target else "admin", method, shown, refused[0])
             return refused
-        # 3. the body, with the limit enforced as it streams in
+        # 3. room in the body budget, then the body, with the limit enforced as it streams in
         try:
-            body = await self._read_body(receive)
+            if declared and (granted := self.body_budget.take(declared)) is not None:
+                await self._wait_for_room(granted, declared)  # a coroutine only when the budget is spent
+            body, held = await self._read_body(receive, declared or 0)
+        except HostBusy:
+            self._refused(target.name if target else "admin", method, shown, 503)
+            status, out_headers, out = _error(503, "TRANSIENT", "the host is holding too many request bodies; "
+                                              "retry shortly", close=True)
+            return status, [*out_headers, (b"retry-after", b"1")], out
         except BodyTooLarge:
             self._refused(target.name if target else "admin", method, shown, 413)
             return _error(413, "PAYLOAD_TOO_LARGE", f"request body over the host limit of {self.max_body_bytes} bytes",
@@ -287,20 +387,24 @@ class HttpApp:
                           close=True)
         except ConnectionError:
             return _error(400, "INVALID_REQUEST", "the client disconnected", close=True)
-        if target is None:
-            return self._admin(path[len("/admin/functions/"):], body)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
-        qs = raw_qs.decode("latin-1")
-        host = headers.get("host", "localhost")
-        request = func.HttpRequest(
-            method=method,
-            url=f"http://{host}{path}" + (f"?{qs}" if qs else ""),
-            headers=headers,
-            params=dict(parse_qsl(qs, keep_blank_values=True)) if qs else {},
-            route_params=route_params,
-            body=body,
-        )
-        return await self._invoke(target, request, f"{method} {shown.removeprefix('/api')}")
+        try:
+            if target is None:
+                return self._admin(path[len("/admin/functions/"):], body)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+            qs = raw_qs.decode("latin-1")
+            host = headers.get("host", "localhost")
+            request = func.HttpRequest(
+                method=method,
+                url=f"http://{host}{path}" + (f"?{qs}" if qs else ""),
+                headers=headers,
+                params=dict(parse_qsl(qs, keep_blank_values=True)) if qs else {},
+                route_params=route_params,
+                body=body,
+            )
+            return await self._invoke(target, request, f"{method} {shown.removeprefix('/api')}")
+        finally:
+            if held:  # the body, and what the function made of it, go with the answer
+                self.body_budget.give_back(held)
 
     def _refused(self, name: str, method: str, shown: str, status: int) -> None:
         if self.log_requests:

@@ -4,6 +4,7 @@ the last test greps everything it logged."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -36,7 +37,10 @@ def host(tmp_path_factory):
     drain(ctx)
     ctx.close()
     proc = HostProcess(data, env={"MLOPS_HOST_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
-                                  "MLOPS_HOST_BODY_TIMEOUT_SECONDS": "5"}).start()
+                                  "MLOPS_HOST_BODY_TIMEOUT_SECONDS": "5",
+                                  # see _settled: no start-up work, and no monitor run, inside a memory test
+                                  "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": "0.5",
+                                  "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *"}).start()
     ok = httpx.post(f"{proc.url}/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
                     json={"instances": [WIND_ROW]}, timeout=30)
     assert ok.status_code == 200, ok.text
@@ -207,14 +211,33 @@ def test_hostile_payloads_get_4xx_naming_the_field(host):
     assert resp.status_code == 400
 
 
-def _peak_growth(host, threads) -> float:
+def _settled(host: HostProcess) -> None:
+    """Wait out the host's one-time start-up work, so that a memory test measures its own load.
+
+    Two things grow the host by about 100 MB each, in background threads, in the first seconds
+    (measured: they ran inside the strings test's window and were the whole of its old 105-150 MB):
+    its triggers re-run the pipeline the fixture trained outside the host (no receipts of its
+    own; registering imports scikit-learn and skl2onnx), and the inference log's writer warms
+    pyarrow and pandas after the first request. Both are done once the promote stage has run and
+    the log has written its first file.
+    """
+    wait_for(lambda: re.search(r"promote\s+serviceBusTrigger.*Succeeded", host.log()), 60,
+             "the host's start-up run of the pipeline", host)
+    wait_for(lambda: httpx.get(f"{host.url}/api/health", timeout=10).json()["inference_log"]["files_written"] >= 1,
+             60, "the inference log's first file", host)
+
+
+def _peak_growth(host, threads) -> tuple[float, float]:
+    """RSS growth of the host while ``threads`` run: at the peak, and one second after."""
+    _settled(host)
     before = peak = rss_mb(host.proc.pid)
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
         peak = max(peak, rss_mb(host.proc.pid))
         time.sleep(0.05)
-    return peak - before
+    time.sleep(1)
+    return peak - before, rss_mb(host.proc.pid) - before
 
 
 def _upload(host) -> None:
@@ -232,32 +255,68 @@ def _upload(host) -> None:
 def test_unauthenticated_99_mib_uploads_leave_memory_flat(host):
     """Ten unauthenticated 99 MiB uploads at once: the host's RSS grows by less than 100 MB
     (the old host read every body first: 546 MB to 1.65 GB)."""
-    grown = _peak_growth(host, [threading.Thread(target=_upload, args=(host,)) for _ in range(10)])
+    grown, kept = _peak_growth(host, [threading.Thread(target=_upload, args=(host,)) for _ in range(10)])
     assert grown < 100, f"RSS grew by {grown:.0f} MB"
+    assert kept < 50, f"RSS stayed {kept:.0f} MB above where it was"
 
 
 def test_long_strings_are_refused_and_memory_stays_bounded(host):
-    """Four clients posting 4 MB strings for 4 s: every request 400, nothing buffered.
-
-    Known gap: the issue's goal is growth under 100 MB; measured here 105-150 MB at the peak
-    (each in-flight 4 MB request holds its body several times over while it is read and
-    parsed, before the string cap refuses it). The bound below is what holds today; the old
-    host grew by 2 GB here.
-    """
+    """Four clients posting 4 MB strings for 4 s: every request 400, nothing buffered, and the
+    host's RSS grows by less than 100 MB (the old host grew by 2 GB here) and comes back down."""
     statuses: list[int] = []
 
-    def strings(deadline: float) -> None:
-        body = json.dumps({"instances": [{**WIND_ROW, "turbine_id": "T" * 4_000_000}]}).encode()
+    body = json.dumps({"instances": [{**WIND_ROW, "turbine_id": "T" * 4_000_000}]}).encode()
+
+    def strings() -> None:
+        deadline = time.monotonic() + 4
         with httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=30) as c:
             while time.monotonic() < deadline:
                 statuses.append(c.post("/api/models/wind_power/predict", content=body).status_code)
 
-    deadline = time.monotonic() + 4
-    grown = _peak_growth(host, [threading.Thread(target=strings, args=(deadline,)) for _ in range(4)])
+    grown, kept = _peak_growth(host, [threading.Thread(target=strings) for _ in range(4)])
     assert statuses and set(statuses) == {400}
-    assert grown < 250, f"RSS grew by {grown:.0f} MB"
+    assert grown < 100, f"RSS grew by {grown:.0f} MB"
+    assert kept < 50, f"RSS stayed {kept:.0f} MB above where it was"
+    print(f"4 MB strings: {len(statuses)} requests, RSS peak growth {grown:.1f} MB, {kept:.1f} MB kept")  # shown with -s
     health = httpx.get(f"{host.url}/api/health").json()
     assert health["inference_log"]["buffered_bytes"] <= health["inference_log"]["max_buffered_bytes"]
+
+
+def test_concurrent_bodies_wait_for_room_in_the_host_budget(host):
+    """Two 8 MiB uploads in progress spend the host's 16 MiB body budget: a chunked request is
+    refused at once (503, Retry-After), a small one waits unread and is served once they end."""
+    head = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (FKEY.encode(), 8 * MiB))
+    holders = [socket.create_connection(("127.0.0.1", host.port), timeout=10) for _ in range(2)]
+    try:
+        for s in holders:
+            s.sendall(head + b" " * MiB)  # the rest follows below
+        chunked = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n" % FKEY.encode())
+        deadline = time.monotonic() + 3
+        while True:  # until the host has read into both uploads (then they hold the budget)
+            status, headers, body = raw_request(host, chunked)
+            if status == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert_json_error(status, body, 503, "TRANSIENT")
+        assert headers.get("retry-after") and headers.get("connection") == "close"
+        answer: list[int] = []
+        waiter = threading.Thread(target=lambda: answer.append(httpx.post(
+            f"{host.url}/api/models/wind_power/predict", headers={"x-functions-key": FKEY},
+            json={"instances": [WIND_ROW]}, timeout=10).status_code))
+        waiter.start()
+        waiter.join(0.5)
+        assert not answer, "a small body was read while the budget was spent"
+        for s in holders:
+            s.sendall(b" " * (7 * MiB))
+        for s in holders:
+            assert s.recv(65536).startswith(b"HTTP/1.1 413")  # over the app's own 4 MiB limit, once read
+        waiter.join(10)
+        assert answer == [200]
+    finally:
+        for s in holders:
+            s.close()
 
 
 def test_every_http_log_line_has_its_status_and_no_secret(host):
