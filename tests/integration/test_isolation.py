@@ -238,3 +238,65 @@ def test_a_promote_ended_after_the_alias_moved_is_finished_on_redelivery(registe
     result = run_queue_stage(ctx, "promote", msg)
     assert result.ok and ctx.registry.is_decided("breast_cancer", msg.version)
     assert ctx.runs.status("breast_cancer", msg.run_id)["state"] == "promoted"
+
+
+def _spin_process(cpu: int, idle: bool):
+    """A busy loop pinned to ``cpu``: at SCHED_IDLE when ``idle`` (a fit), else busy 4 ms of
+    every 5 (serving under load: the fit gets the gaps, and is preempted when they end)."""
+    import subprocess
+    import sys
+
+    loop = ("while True: pass\n" if idle else
+            "import time\nwhile True:\n    t = time.perf_counter()\n"
+            "    while time.perf_counter() - t < 0.004: pass\n    time.sleep(0.001)\n")
+    code = ("import os\n"
+            f"os.sched_setaffinity(0, {{{cpu}}})\n"
+            + ("os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n" if idle else "")
+            + loop)
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_the_pacer_holds_a_stage_back_while_other_work_wants_its_cpu_and_leaves_it_running():
+    """A SCHED_IDLE busy loop sharing its CPU with a busier normal one waits for that CPU:
+    the pacer holds it stopped most of the time; stopped, the pacer leaves it running."""
+    from shared.isolation import Pacer
+
+    cpu = max(os.sched_getaffinity(0))
+    stage, competitor = _spin_process(cpu, idle=True), _spin_process(cpu, idle=False)
+    try:
+        time.sleep(0.3)
+        pacer = Pacer(stage.pid, 0.75)
+        pacer.start()
+        time.sleep(2.0)
+        pacer.stop()
+        assert pacer.held_seconds > 0.8  # of 2 s; 1.5 s if it waited in every window
+        time.sleep(0.1)
+        assert _state(stage.pid) in ("R", "S")  # not left stopped
+    finally:
+        for p in (stage, competitor):
+            p.kill()
+            p.wait()
+
+
+def test_the_pacer_never_holds_a_process_that_does_not_wait_for_a_cpu():
+    import subprocess
+    import sys
+
+    from shared.isolation import Pacer
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        pacer = Pacer(sleeper.pid, 0.75)
+        pacer.start()
+        time.sleep(1.0)
+        pacer.stop()
+        assert pacer.held_seconds == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
