@@ -12,7 +12,7 @@ promote), run in a child process instead:
   Linux's ``SCHED_IDLE`` class: the fit runs only on a core nothing else wants, and a request
   thread that wakes up preempts it at once. Measured during a 1M-row fit (bench/isolation.py):
   serving p99 0.96-1.23x of idle with it, 2.1x with ``low`` (nice 19, ``SCHED_BATCH``), 1.4-1.5x
-  with nice 10 alone (on a busy machine; on a quiet one the idle class alone gave 1.5-1.7x: see
+  with nice 10 alone (in some runs; in others the idle class alone gave up to 1.8x: see
   ``Pacer``). The price: on a machine whose every core is busy with other work the fit
   waits, and its time budget may end it (it fails saying so); ``low`` trades some serving tail
   for progress there, ``normal`` leaves the priority alone;
@@ -110,11 +110,13 @@ class Pacer(threading.Thread):
 
     Why, when the process already runs at ``SCHED_IDLE``: an idle-class process is preempted
     at once, but it still occupies every gap between requests, and on a virtual machine that
-    is not free. Measured here (a 2-vCPU KVM guest whose idle vCPUs poll, ``cpuidle-haltpoll``),
-    a pure-Python busy loop at ``SCHED_IDLE`` with no memory traffic raised serving p99 at c=8
-    as much as the 1M-row fit did (1.85 -> 3.8 ms), and in proportion to the CPU it got: a
-    request thread woken onto a polling idle vCPU starts at once, one woken onto a vCPU busy
-    with the fit waits for a reschedule interrupt, a VM exit, and cold caches. So the pacer
+    is not always free. Measured here (a 2-vCPU KVM guest), at times a pure-Python busy loop at
+    ``SCHED_IDLE`` with no memory traffic raised serving p99 at c=8 as much as the 1M-row fit
+    did (1.85 -> 3.8 ms), and the fit paced as below did not (2.85 ms idle, 5.33 the fit, 2.75
+    paced, in the same rounds); at other times, with the machine doing two cores' worth of work,
+    neither the loop nor the fit at 68% of a core changed anything. Most likely the hypervisor
+    then gives the machine less than its vCPUs, and a fit's CPU time comes out of serving's
+    whatever the guest's priorities say (bench/isolation.py, README). So the pacer
     reads the child's run-queue wait (``/proc/<pid>/task/*/schedstat``) every
     ``PACE_WINDOW_SECONDS``; when the child waited for a CPU more than ``CONTENDED_SHARE`` of
     the window, something else (serving) wanted it, and the child is stopped for
