@@ -36,6 +36,17 @@ def test_an_error_in_the_child_comes_back_as_the_same_error():
     assert "../etc" in caught.value.message and caught.value.permanent
 
 
+def test_an_unavailable_service_in_the_child_stays_a_transient_error():
+    """A refused connection in the child (an OSError, as a storage or bus outage raises) comes
+    back transient, so the platform retries the message, as it would in the host's process."""
+    from shared.errors import TransientError
+    from tests.conftest import free_port
+
+    with pytest.raises(TransientError, match="ConnectionRefusedError") as caught:
+        run_isolated("socket:create_connection", ("127.0.0.1", free_port()), budget_seconds=60, what="a connection")
+    assert not caught.value.permanent
+
+
 @pytest.fixture
 def slow_spec_ctx(tmp_path):
     """wind_power with 400 trees (a fit of many seconds) and a 1 s time budget."""
