@@ -23,23 +23,16 @@ def _decode(msg: func.ServiceBusMessage, expect: str) -> RunMessage | None:
 
 
 def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
-    """Decode, run the stage (imported on first use: training code stays off the serving path), log."""
+    """Decode, run the stage (in a process of its own: training's work stays off the serving path), log."""
     run = _decode(msg, expect)
     if run is None:
         return
-    from shared import pipeline as stages
-    from shared.storage.retrying import patience
+    from shared.isolation import run_queue_stage
 
     ctx = context()
     # A child of the span that sent the message: every stage of a run is one trace.
     with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version):
-        if stage == "convert":  # the fitted model in memory and scikit-learn on the hold-out: its own process
-            from shared.isolation import convert_isolated
-
-            result = stages.StageResult(*convert_isolated(ctx, run))
-        else:
-            with patience(ctx.settings.transient_retry_seconds):  # wait out a full disk, not burn deliveries
-                result = stages.run_stage(ctx, stage, run)
+        result = run_queue_stage(ctx, stage, run)
     if ctx.telemetry.enabled:
         from shared.telemetry import record_outcome
 

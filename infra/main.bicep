@@ -144,6 +144,7 @@ var pipelineSettings = union(commonSettings, {
   // This app serves no requests: its fits need not yield the CPU (the local host, which
   // serves too, runs them at the idle priority).
   MLOPS_FIT_PRIORITY: 'normal'
+  MLOPS_FIT_YIELD: '0'
 })
 
 module servingApp 'modules/functionapp.bicep' = {

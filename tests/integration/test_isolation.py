@@ -36,6 +36,17 @@ def test_an_error_in_the_child_comes_back_as_the_same_error():
     assert "../etc" in caught.value.message and caught.value.permanent
 
 
+def test_an_unavailable_service_in_the_child_stays_a_transient_error():
+    """A refused connection in the child (an OSError, as a storage or bus outage raises) comes
+    back transient, so the platform retries the message, as it would in the host's process."""
+    from shared.errors import TransientError
+    from tests.conftest import free_port
+
+    with pytest.raises(TransientError, match="ConnectionRefusedError") as caught:
+        run_isolated("socket:create_connection", ("127.0.0.1", free_port()), budget_seconds=60, what="a connection")
+    assert not caught.value.permanent
+
+
 @pytest.fixture
 def slow_spec_ctx(tmp_path):
     """wind_power with 400 trees (a fit of many seconds) and a 1 s time budget."""
@@ -109,8 +120,10 @@ def test_a_long_blob_run_does_not_hold_back_the_next_one(tmp_path):
     assert spans["inbox/small"][1] < spans["inbox/big"][1] - 1  # done while the big one still ran
 
 
-def test_a_fit_does_not_outlive_the_process_that_started_it(tmp_path):
-    """The host killed mid-fit: the fit's process (a child of the fork server) ends too."""
+@pytest.mark.parametrize("held", [False, True], ids=["running", "held by the pacer"])
+def test_a_fit_does_not_outlive_the_process_that_started_it(tmp_path, held):
+    """The host killed mid-fit: the fit's process (a child of the fork server) ends too, also
+    when the host's pacer held it stopped at that moment."""
     import signal
     import subprocess
     import sys
@@ -127,6 +140,8 @@ def test_a_fit_does_not_outlive_the_process_that_started_it(tmp_path):
                           if "forkserver" in _cmdline(pid) and _ppid(pid) != parent.pid), None)
             time.sleep(0.2)
         assert child is not None, "the fit process did not start"
+        if held:
+            os.kill(child, signal.SIGSTOP)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
@@ -166,3 +181,136 @@ def _alive(pid: int) -> bool:
         return state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.fixture
+def registered(tmp_path):
+    """A breast_cancer run trained, converted and registered; its promote message at hand."""
+    from models.breast_cancer_data import generate as cancer
+    from shared import pipeline as P
+    from shared.messages import RunMessage
+    from tests.conftest import to_csv
+    from tests.helpers import drop
+
+    models = tmp_path / "models"
+    models.mkdir()
+    spec = models / "breast_cancer.toml"
+    spec.write_text((ROOT / "models" / "breast_cancer.toml").read_text())
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(models)}))
+    assert drop(ctx, "breast_cancer", "b.csv", to_csv(cancer())).ok
+    for queue, stage in ((ctx.settings.queue_convert, "convert"), (ctx.settings.queue_register, "register")):
+        [m] = ctx.bus.receive(queue)
+        assert P.run_stage(ctx, stage, RunMessage.parse(m.body)).ok
+        ctx.bus.complete(m)
+    [m] = ctx.bus.receive(ctx.settings.queue_promote)
+    yield ctx, RunMessage.parse(m.body), spec
+    ctx.close()
+
+
+def _budget(spec: Path, seconds: float) -> None:
+    """Set the spec's time budget (its cache key is the file's mtime: make it move)."""
+    text = "\n".join(line for line in spec.read_text().splitlines() if not line.startswith("time_budget_seconds"))
+    spec.write_text(text.replace("[training]\n", f"[training]\ntime_budget_seconds = {seconds}\n", 1))
+    later = spec.stat().st_mtime + 1 + seconds
+    os.utime(spec, (later, later))
+
+
+def test_promote_runs_in_its_own_process_and_is_ended_past_its_budget(registered):
+    """Promote scores through ONNX Runtime on the whole hold-out and exam: a child's work,
+    within the spec's budget; no child can fork, read and score in 10 ms, so it is ended."""
+    from shared.isolation import run_queue_stage
+
+    ctx, msg, spec = registered
+    _budget(spec, 0.01)
+    result = run_queue_stage(ctx, "promote", msg)
+    assert not result.ok and "time budget of 0.01 s" in result.detail
+    status = ctx.runs.status("breast_cancer", msg.run_id)
+    assert status["state"] == "failed"
+    assert status["error"]["stage"] == "promote" and status["error"]["code"] == "TIME_BUDGET_EXCEEDED"
+    assert ctx.registry.alias("breast_cancer") is None and not ctx.registry.is_decided("breast_cancer", msg.version)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_promote_ended_after_the_alias_moved_is_finished_on_redelivery(registered):
+    """Ended between the alias move and the decision: not a failure (production already moved)
+    but a transient error; the redelivery records the decision without scoring again."""
+    from shared.errors import TransientError
+    from shared.isolation import run_queue_stage
+    from shared.registry import PRODUCTION
+
+    ctx, msg, spec = registered
+    ctx.registry.move_alias("breast_cancer", PRODUCTION, msg.version, expected=None, event="promote",
+                            reason="moved by the killed promote", actor="pipeline")
+    _budget(spec, 0.01)
+    with pytest.raises(TransientError, match="after moving the production alias"):
+        run_queue_stage(ctx, "promote", msg)
+    assert (ctx.runs.status("breast_cancer", msg.run_id) or {}).get("state") != "failed"
+    _budget(spec, 60)
+    result = run_queue_stage(ctx, "promote", msg)
+    assert result.ok and ctx.registry.is_decided("breast_cancer", msg.version)
+    assert ctx.runs.status("breast_cancer", msg.run_id)["state"] == "promoted"
+
+
+def _spin_process(cpu: int, idle: bool):
+    """A busy loop pinned to ``cpu``: at SCHED_IDLE when ``idle`` (a fit), else busy 4 ms of
+    every 5 (serving under load: the fit gets the gaps, and is preempted when they end)."""
+    import subprocess
+    import sys
+
+    loop = ("while True: pass\n" if idle else
+            "import time\nwhile True:\n    t = time.perf_counter()\n"
+            "    while time.perf_counter() - t < 0.004: pass\n    time.sleep(0.001)\n")
+    code = ("import os\n"
+            f"os.sched_setaffinity(0, {{{cpu}}})\n"
+            + ("os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n" if idle else "")
+            + loop)
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_the_pacer_holds_a_stage_back_while_other_work_wants_its_cpu_and_leaves_it_running():
+    """A SCHED_IDLE busy loop sharing its CPU with a busier normal one waits for that CPU:
+    the pacer holds it stopped most of the time; stopped, the pacer leaves it running."""
+    from shared.isolation import Pacer
+
+    cpu = max(os.sched_getaffinity(0))
+    stage, competitor = _spin_process(cpu, idle=True), _spin_process(cpu, idle=False)
+    try:
+        time.sleep(0.3)
+        pacer = Pacer(stage.pid, 0.75)
+        pacer.start()
+        started = time.monotonic()
+        deadline = started + 8
+        while pacer.held_seconds < 0.85 and time.monotonic() < deadline:  # three holds of 0.3 s
+            time.sleep(0.05)
+        pacer.stop()
+        assert pacer.held_seconds >= 0.85, f"held {pacer.held_seconds:.2f} s in {time.monotonic() - started:.1f} s"
+        time.sleep(0.1)
+        assert _state(stage.pid) in ("R", "S")  # not left stopped
+    finally:
+        for p in (stage, competitor):
+            p.kill()
+            p.wait()
+
+
+def test_the_pacer_never_holds_a_process_that_does_not_wait_for_a_cpu():
+    import subprocess
+    import sys
+
+    from shared.isolation import Pacer
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        pacer = Pacer(sleeper.pid, 0.75)
+        pacer.start()
+        time.sleep(1.0)
+        pacer.stop()
+        assert pacer.held_seconds == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -40,11 +40,10 @@ def test_killed_at_a_stage_boundary_the_run_still_completes(tmp_path, point):
     crashing = HostProcess(data, env={**FAST_RECOVERY, "MLOPS_FAULT_KILL_AT": point}).start()
     try:
         storage.put("datasets", "breast_cancer/b.csv", to_csv(cancer()))
-        if point.startswith(("train:", "convert:")):
-            # The train and convert stages run in a process of their own: the fault kills that
-            # process, and the host sees it die (WorkerCrashed). Then the machine goes too.
-            wait_for(lambda: "WorkerCrashed" in crashing.log(), 60, f"the fit process killed at {point}", crashing)
-            crashing.kill()
+        # Every stage (train, convert, register, promote) runs in a process of its own: the
+        # fault kills that process, and the host sees it die (WorkerCrashed). Then the machine goes too.
+        wait_for(lambda: "WorkerCrashed" in crashing.log(), 60, f"the stage's process killed at {point}", crashing)
+        crashing.kill()
         crashing.proc.wait(timeout=120)
         assert crashing.proc.returncode == -9, crashing.log()[-3000:]
     finally:
