@@ -439,7 +439,7 @@ class HttpApp:
             if self.log_requests:
                 self.invoker.http_done(fn.name, detail, started, 500, exc)
             else:
-                log.error("%s raised %s", fn.name, type(exc).__name__)
+                log.error("%s raised %s", fn.name, type(exc).__name__, exc_info=exc)
             return _error(500, "INTERNAL_ERROR", f"function {fn.name} failed: {type(exc).__name__}")
         if self.log_requests:
             self.invoker.http_done(fn.name, detail, started, response.status_code)

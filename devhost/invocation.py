@@ -38,7 +38,9 @@ class Invoker:
             outcome, level = f"Failed ({status}{why})", logging.WARNING if status == 503 else logging.ERROR
         stats = self.counts.setdefault(name, {"succeeded": 0, "failed": 0})
         stats["succeeded" if status < 500 else "failed"] += 1
-        log.log(level, "%-12s %-18s %-48s %9.1f ms  %s", name, "httpTrigger", detail[:48], elapsed * 1000, outcome)
+        # An unhandled exception is a bug: its traceback goes with it, as the Functions host logs one.
+        log.log(level, "%-12s %-18s %-48s %9.1f ms  %s", name, "httpTrigger", detail[:48], elapsed * 1000, outcome,
+                exc_info=exc if status >= 500 and status != 503 else None)
 
     def call(self, name: str, trigger: str, detail: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
