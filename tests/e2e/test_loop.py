@@ -38,7 +38,7 @@ def run_loop(host: HostProcess, storage) -> None:
     # Without a key: refused; unknown model: 404; bad payload: 400 naming the field.
     assert httpx.post(f"{host.url}/api/models/wind_power/predict", json={}).status_code == 401
     assert client.post("/api/models/solar/predict", json={"instances": [WIND_ROW]}).status_code == 404
-    bad = client.post("/api/models/wind_power/predict", json={"instances": [{**WIND_ROW, "turbine_id": 3}]})
+    bad = client.post("/api/models/wind_power/predict", json={"instances": [{**WIND_ROW, "turbine_id": 3.5}]})
     assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "turbine_id"
 
     # A new dataset while the host runs starts a new run and a decision on it.
