@@ -1,6 +1,7 @@
 """The composition of ports and stores the stages work with, built once per worker."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,10 @@ class Context:
     _inference_log: InferenceLogger | None = field(default=None, init=False, repr=False)
     _storage_queues: StorageQueues | None = field(default=None, init=False, repr=False)
     _telemetry: Telemetry | Off | None = field(default=None, init=False, repr=False)
+    #: Guards the first creation of the parts above: the first requests of a worker arrive on
+    #: several threads at once, and two session caches or two inference logs (each with its own
+    #: buffer and writer thread) would split, and lose, what they hold.
+    _create: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.storage)
@@ -50,10 +55,12 @@ class Context:
     def server(self) -> ModelServer:
         """The session cache, created on first use (only serving needs ONNX Runtime)."""
         if self._server is None:
-            from shared.serving import ModelServer
+            with self._create:
+                if self._server is None:
+                    from shared.serving import ModelServer
 
-            self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert,
-                                       explain=self.runs.explain_latest)
+                    self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert,
+                                               explain=self.runs.explain_latest)
         return self._server
 
     def alert(self, model: str, kind: str, detail: dict[str, Any]) -> None:
@@ -80,9 +87,11 @@ class Context:
     def telemetry(self) -> Telemetry | Off:
         """OpenTelemetry when Application Insights is configured, else a no-op (``enabled`` False)."""
         if self._telemetry is None:
-            from shared.telemetry import open_telemetry
+            with self._create:
+                if self._telemetry is None:
+                    from shared.telemetry import open_telemetry
 
-            self._telemetry = open_telemetry(self.settings)
+                    self._telemetry = open_telemetry(self.settings)
         return self._telemetry
 
     def use_telemetry(self, telemetry: Telemetry | Off) -> None:
@@ -93,23 +102,27 @@ class Context:
     def storage_queues(self) -> StorageQueues:
         """The Storage queues of the storage account (the platform's poison queue), opened on first use."""
         if self._storage_queues is None:
-            from shared.storagequeue import open_storage_queues
+            with self._create:
+                if self._storage_queues is None:
+                    from shared.storagequeue import open_storage_queues
 
-            self._storage_queues = open_storage_queues(self.settings)
+                    self._storage_queues = open_storage_queues(self.settings)
         return self._storage_queues
 
     @property
     def inference_log(self) -> InferenceLogger:
         """The sampled, batched inference log, created on first use."""
         if self._inference_log is None:
-            from shared.inference_log import InferenceLogger
+            with self._create:
+                if self._inference_log is None:
+                    from shared.inference_log import InferenceLogger
 
-            self._inference_log = InferenceLogger(
-                self.storage,
-                sample_rate=self.settings.inference_log_sample,
-                flush_seconds=self.settings.inference_log_flush_seconds,
-                max_buffered_bytes=self.settings.inference_log_max_bytes,
-            )
+                    self._inference_log = InferenceLogger(
+                        self.storage,
+                        sample_rate=self.settings.inference_log_sample,
+                        flush_seconds=self.settings.inference_log_flush_seconds,
+                        max_buffered_bytes=self.settings.inference_log_max_bytes,
+                    )
         return self._inference_log
 
     def close(self) -> None:
