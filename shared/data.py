@@ -96,7 +96,7 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
     import pyarrow.parquet as pq
 
     def unreadable(exc: Exception) -> DatasetError:
-        return DatasetError(f"{filename} is not a readable Parquet file: {str(exc)[:300]}")
+        return DatasetError(f"{filename} is not a readable Parquet file: {exc}")
 
     try:
         footer = pq.ParquetFile(io.BytesIO(data))
@@ -123,8 +123,11 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
                 raise DatasetError(f"{filename} decodes to more than {max_bytes:,} bytes of data (its footer "
                                    f"declared {declared:,}); the limit is setting MLOPS_MAX_DATASET_BYTES")
             batches.append(batch)
+        if not batches:
+            raise DatasetError(f"{filename} is not a readable Parquet file: its footer declares "
+                               f"{meta.num_rows:,} rows, its pages hold none")
         table = pa.Table.from_batches(batches).cast(schema)  # text back to plain strings, within the bound
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:  # ValueError: no batch
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise unreadable(exc) from None
     frame = table.to_pandas()
     # Parquet columns are typed: keep each column's type for validation, which refuses a
@@ -287,29 +290,25 @@ def check_types(df: pd.DataFrame, spec: ModelSpec, filename: str) -> None:
             )
 
 
-def check_cardinality(frame: pd.DataFrame, spec: ModelSpec, filename: str) -> None:
-    """Refuse a categorical feature with more distinct values than ``features.max_categories``.
+def check_categories(frame: pd.DataFrame, spec: ModelSpec, filename: str, max_chars: int) -> None:
+    """Refuse a categorical feature with more distinct values than ``features.max_categories``,
+    or with a value longer than a request may send (``MLOPS_MAX_STRING_CHARS``).
 
     Each category becomes a one-hot column: 35,000 ids made a 55 s fit and a 12.8 MB model
     that knows each id from a handful of rows. Refusing keeps fit time and model size bounded.
+    A category no request could carry is one the model could never be asked about.
     """
     for column in spec.categorical:
-        distinct = int(frame[column].nunique())
-        if distinct > spec.max_categories:
+        values = frame[column].unique()
+        if len(values) > spec.max_categories:
             top = frame[column].value_counts().head(3)
             raise DatasetError(
-                f"{filename}: categorical feature {column!r} has {distinct:,} distinct values, over the "
+                f"{filename}: categorical feature {column!r} has {len(values):,} distinct values, over the "
                 f"spec's bound of {spec.max_categories} (features.max_categories); most frequent: "
                 + ", ".join(f"{k!r} ({v})" for k, v in top.items()),
-                column=column, distinct=distinct, max_categories=spec.max_categories,
+                column=column, distinct=len(values), max_categories=spec.max_categories,
             )
-
-
-def check_category_length(frame: pd.DataFrame, spec: ModelSpec, filename: str, max_chars: int) -> None:
-    """Refuse a category longer than a request may send (``MLOPS_MAX_STRING_CHARS``): the model
-    could never be asked about it. Runs after the cardinality bound, on the distinct values."""
-    for column in spec.categorical:
-        for value in frame[column].unique():
+        for value in values:
             if len(value) > max_chars:
                 row = int(np.argmax((frame[column] == value).to_numpy())) + 1
                 raise DatasetError(
@@ -361,8 +360,7 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
         out[spec.split_key] = coerce_categorical(df[spec.split_key])
         extra = [c for c in extra if c != spec.split_key]
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
-    check_cardinality(frame, spec, filename)
-    check_category_length(frame, spec, filename, max_chars)
+    check_categories(frame, spec, filename, max_chars)
     return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates, missing=missing)
 
 

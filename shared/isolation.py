@@ -388,7 +388,7 @@ def run_queue_stage(ctx, stage: str, msg):
 
         ok, run_id, detail = run_isolated("shared.isolation:_stage_child", ctx.settings, stage, msg.to_outgoing().body,
                                           current_traceparent(), budget_seconds=budget,
-                                          what=f"{_VERBS.get(stage, stage)} run {msg.model}/{msg.run_id}")
+                                          what=f"the {stage} stage of run {msg.model}/{msg.run_id}")
         return pipeline.StageResult(ok, run_id, detail)
     except BudgetExceeded as exc:
         if stage == "promote" and msg.version is not None:
@@ -402,9 +402,6 @@ def run_queue_stage(ctx, stage: str, msg):
                                error={"stage": stage, "code": exc.code, "message": exc.message, **exc.details})
         log.error("%s of %s/%s stopped: %s", stage, msg.model, msg.run_id, exc.message)
         return pipeline.StageResult(False, msg.run_id, exc.message)
-
-
-_VERBS = {"convert": "converting", "register": "registering", "promote": "promoting"}
 
 
 def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | None, str]:

@@ -531,7 +531,8 @@ def parse_payload(payload: Any, schema: tuple[tuple[str, str], ...], max_rows: i
                                          f"not {type(v).__name__}", field=name, row=i)
             nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
             if nulls.any():
-                missing = {**(missing or {}), name: nulls}
+                missing = missing or {}
+                missing[name] = nulls
             # As training reads an integer or boolean category: its text ("20", "True").
             values = [MISSING_CATEGORY if v is None else v if type(v) is str else str(v) for v in values]
         texts[name] = np.array(values, dtype=object).reshape(-1, 1)

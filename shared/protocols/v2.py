@@ -226,7 +226,8 @@ def decode(body: bytes, header_length: str | None, schema: tuple[tuple[str, str]
             one = parse_payload({"inputs": {name: _flat(name, tensors[name]["data"])}}, ((name, "string"),), max_rows)
             texts[name] = one.strings[name]
             if one.missing:
-                missing = {**(missing or {}), **one.missing}
+                missing = missing or {}
+                missing.update(one.missing)
     return Request(Batch(numeric, block, texts, rows, missing), req_id, outputs, binary_output)
 
 

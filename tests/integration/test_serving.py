@@ -329,6 +329,7 @@ def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_pa
     from shared.onnx_model import feeds_from_frame, new_session, run_session
     from shared.spec import SpecCatalog
     from tests.conftest import to_parquet
+    from tests.datasets import as_records
 
     (tmp_path / "odd.toml").write_text(ODD_SPEC)
     ctx.specs = SpecCatalog(tmp_path)
@@ -341,7 +342,7 @@ def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_pa
     twin = run_session(new_session(ctx.registry.model_bytes("odd", 1)), feeds_from_frame(typed, manifest["input_schema"]), True)
 
     raw = frame.drop(columns="label").head(60)
-    rows = json.loads(raw.astype(object).where(raw.notna(), None).to_json(orient="records"))  # a client's JSON
+    rows = as_records(raw)  # a client's JSON: Python bools, ints and None
     assert {type(rows[0][c]) for c in ("flag", "bool_cat")} == {bool} and type(rows[0]["int_cat"]) is int
     served = ModelServer(ctx.registry, ctx.specs, ctx.settings).predict("odd", {"instances": rows})
     assert [p["label"] for p in served["predictions"]] == twin.labels.tolist()
