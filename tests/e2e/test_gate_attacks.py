@@ -63,8 +63,10 @@ def site(tmp_path_factory):
         s = Site(host, data_dir)
         s.storage.put("datasets", "wind_power/summer.parquet", to_parquet(wind(4000, seed=1)))
         s.storage.put("datasets", "breast_cancer/cancer.csv", to_csv(cancer()))
-        wait_for(lambda: s.registry.alias("wind_power") and s.registry.alias("breast_cancer"), 120,
-                 "both examples in production", host)
+        # The decision record is the promote stage's last write (after the alias moves): wait for it.
+        wait_for(lambda: s.registry.is_decided("wind_power", 1) and s.registry.is_decided("breast_cancer", 1),
+                 120, "both examples decided", host)
+        assert s.registry.alias("wind_power") and s.registry.alias("breast_cancer")
         yield s
     finally:
         host.stop()
