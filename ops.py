@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except Exception as exc:  # an operator gets one line naming the problem, not a traceback
-        from shared.errors import MlopsError
+        from shared.core.errors import MlopsError
 
         message = exc.message if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         print(f"ops: {message}", file=sys.stderr)
@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
     ctx = context()
     if args.command == "list":
-        from shared.quarantine import records
+        from shared.registry.quarantine import records
 
         entries = list_entries(ctx)
         refused = [r for r in records(ctx.storage) if not r.get("superseded_by")]

@@ -14,7 +14,7 @@ import orjson
 
 
 def make_app(model_path: str, feeds_path: str):
-    from shared.onnx_model import new_session
+    from shared.serving.graph import new_session
 
     session = new_session(open(model_path, "rb").read())
     loaded = np.load(feeds_path, allow_pickle=True)

@@ -44,10 +44,10 @@ import orjson
 from bench.loadgen import build_request, run_load
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared import datasets
-from shared import pipeline as P
 from shared.context import Context
-from shared.settings import PROJECT_ROOT, Settings
+from shared.core.settings import PROJECT_ROOT, Settings
+from shared.pipeline import stages as P
+from shared.registry import datasets
 from tests.helpers import drain
 
 KEY = "bench-function-key"

@@ -2,7 +2,7 @@
 
     python -m bench.monitoring [--rows 1000000] [--features 20] [--trials 1000]
 
-**Speed.** Per feature, our drift (``shared.drift``, from the stored profile) against a
+**Speed.** Per feature, our drift (``shared.monitoring.drift``, from the stored profile) against a
 straightforward pandas/scipy version on the raw reference: ``pd.cut`` + ``value_counts``
 for PSI, ``scipy.stats.ks_2samp`` and ``scipy.stats.mannwhitneyu`` on the 16 numeric
 features, ``scipy.stats.chi2_contingency`` on the 4 categorical ones; same data, same
@@ -27,8 +27,8 @@ import pandas as pd
 from scipy import stats
 
 from bench.synthetic import GOALS, columns, speed_data, trial
-from shared.drift import Thresholds, categorical_drift, numeric_drift
-from shared.profile import categorical_profile, numeric_profile
+from shared.core.profile import categorical_profile, numeric_profile
+from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.rows:,} rows x {args.features} features ({len(numeric)} numeric, {len(categorical)} categorical), "
           "one core")
     print(f"  straightforward pandas/scipy: {t_base:7.3f} s")
-    print(f"  shared.drift:                 {t_ours:7.3f} s   ({speedup:.1f}x faster, median of {args.repeats} "
+    print(f"  shared.monitoring.drift:                 {t_ours:7.3f} s   ({speedup:.1f}x faster, median of {args.repeats} "
           "alternating rounds; results agree)")
     evidently = json.loads((RESULTS / "evidently.json").read_text()) if (RESULTS / "evidently.json").exists() else None
     if evidently:

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from models.wind_power_data import generate
-from shared import pipeline as P
 from shared.context import Context
-from shared.messages import RunMessage
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.pipeline import stages as P
+from shared.pipeline.messages import RunMessage
 
 ROW = {"wind_speed": 9.0, "wind_direction": 230.0, "air_temperature": 14.0, "air_density": 1.22, "turbine_id": "T05"}
 STAGES = ["validate", "fit", "save", "exam_update", "convert", "parity", "register", "promote", "first_load"]

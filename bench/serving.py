@@ -39,11 +39,11 @@ import orjson
 from bench.loadgen import build_request, run_load
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared import pipeline as P
 from shared.context import Context
-from shared.onnx_model import new_session
-from shared.serving import parse_payload, serving_graph
-from shared.settings import PROJECT_ROOT, Settings
+from shared.core.settings import PROJECT_ROOT, Settings
+from shared.pipeline import stages as P
+from shared.serving.graph import new_session
+from shared.serving.runtime import parse_payload, serving_graph
 
 KEY = "bench-function-key"
 MODELS = ("wind_power", "breast_cancer")

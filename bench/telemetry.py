@@ -30,7 +30,7 @@ import orjson
 from bench.loadgen import build_request, run_load
 from bench.serving import KEY, free_port, host_env, sample_rows, spawn, stop, train_examples, wait_ready
 from shared.context import Context
-from shared.settings import PROJECT_ROOT, Settings
+from shared.core.settings import PROJECT_ROOT, Settings
 
 ON = {"APPLICATIONINSIGHTS_CONNECTION_STRING":
       "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/"}

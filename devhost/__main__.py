@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("functions:\n%s", "\n".join(host.index.describe()))
     if args.drop_examples:
         from models.examples import example_datasets
-        from shared import datasets
+        from shared.registry import datasets
 
         for model, (file, data) in example_datasets().items():
             if not datasets.has_any(ctx.storage, model):

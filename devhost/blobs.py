@@ -33,10 +33,10 @@ import azure.functions as func
 
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
-from shared.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
-from shared.storage import Storage
-from shared.storage.retrying import patience
-from shared.storagequeue import POISON_QUEUE, StorageQueues
+from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
+from shared.ports.storage import Storage
+from shared.ports.storage.retrying import patience
+from shared.ports.storagequeue import POISON_QUEUE, StorageQueues
 
 log = logging.getLogger("devhost.blobs")
 

@@ -19,10 +19,10 @@ from devhost.http import HttpApp, HttpFunction
 from devhost.invocation import Invoker
 from devhost.queues import QueueFunction, QueueTriggerRunner
 from devhost.timers import TimerFunction, TimerRunner
-from shared.bus import Bus
-from shared.errors import NotFound
-from shared.storage import Storage
-from shared.storagequeue import StorageQueues
+from shared.core.errors import NotFound
+from shared.ports.bus import Bus
+from shared.ports.storage import Storage
+from shared.ports.storagequeue import StorageQueues
 
 log = logging.getLogger("devhost")
 

@@ -19,7 +19,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
-from shared.bus import Bus, ReceivedMessage
+from shared.ports.bus import Bus, ReceivedMessage
 
 log = logging.getLogger("devhost.queues")
 

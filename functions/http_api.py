@@ -10,116 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any
 
 import azure.functions as func
-import orjson
 
+from functions.edge import (
+    JSON,
+    STATUS,
+    error_response,
+    handle,
+    handle_async,
+    json_request,
+    json_response,
+    model_arg,
+    raw_body,
+    request_id_of,
+    version_arg,
+)
 from functions.root import context
-from shared import names
-from shared.errors import (InvalidRequest, MlopsError, ModelNotFound, NoProductionVersion, PayloadTooLarge,
-                           TransientError)
-from shared.protocols import json_body
-from shared.registry import PRODUCTION
+from shared.core import names
+from shared.core.errors import (
+    InvalidRequest,
+    MlopsError,
+    ModelNotFound,
+    NoProductionVersion,
+    TransientError,
+)
+from shared.registry.store import PRODUCTION
 
 bp = func.Blueprint()
 log = logging.getLogger("mlops.functions.http")
 
-STATUS: dict[str, int] = {
-    "INVALID_NAME": 400,
-    "INVALID_REQUEST": 400,
-    "INVALID_SPEC": 500,
-    "PAYLOAD_TOO_LARGE": 413,
-    "UNAUTHORIZED": 401,
-    "NOT_FOUND": 404,
-    "MODEL_NOT_FOUND": 404,
-    "NO_PRODUCTION_VERSION": 503,
-    "CONFLICT": 409,
-    "PRECONDITION_FAILED": 409,
-    "ALREADY_EXISTS": 409,
-    "INTEGRITY_ERROR": 500,
-    "TRANSIENT": 503,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
-}
-_JSON = "application/json"
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype=_JSON, headers=headers)
-
-
-#: Seconds a client is told to wait after a 503 (a transient fault, or no version yet).
-RETRY_AFTER_SECONDS = "5"
-
-
-def _error(exc: MlopsError, request_id: str) -> func.HttpResponse:
-    from shared.limits import clip
-
-    status = STATUS.get(exc.code, 500)
-    if context().telemetry.enabled:
-        context().telemetry.request_failed(exc.code, status)
-    headers = {"x-request-id": request_id}
-    exc.message, exc.details = clip(exc.message), clip(exc.details)  # a 4 MB field name is not echoed back
-    if status == 503:  # expected while a dependency heals or before a first promotion
-        log.warning("request %s: %s %s", request_id, exc.code, exc.message)
-        headers["retry-after"] = RETRY_AFTER_SECONDS
-    elif status >= 500:
-        log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
-    return _json(exc.to_dict(), status, headers)
-
-
-def _raw(req: func.HttpRequest) -> bytes:
-    """The request body, refused before any parsing when it is over the size limit."""
-    raw = req.get_body() or b""
-    limit = context().settings.max_request_bytes
-    if len(raw) > limit:
-        raise PayloadTooLarge(
-            f"request body is {len(raw):,} bytes, over the limit of {limit:,} (setting MLOPS_MAX_REQUEST_BYTES)"
-        )
-    return raw
-
-
-def _body(req: func.HttpRequest) -> Any:
-    return json_body(_raw(req))
-
-
-# Request ids need to be unique, not secret: 128 bits from a generator seeded by the OS once,
-# instead of a system call per request.
-_ids = random.Random()
-
-
-def _request_id(req: func.HttpRequest) -> str:
-    if "x-request-id" in req.headers:
-        given = req.headers["x-request-id"]
-        if 0 < len(given) <= 128 and given.isprintable():
-            return given
-    return f"{_ids.getrandbits(128):032x}"
-
-
-def _respond(body: Any, status: int, request_id: str) -> func.HttpResponse:
-    if isinstance(body, dict):
-        body.setdefault("request_id", request_id)
-    return _json(body, status, {"x-request-id": request_id})
-
-
-def _handle(req: func.HttpRequest, handler) -> func.HttpResponse:
-    request_id = _request_id(req)
-    try:
-        body, status = handler(req, request_id)
-    except MlopsError as exc:
-        return _error(exc, request_id)
-    return _respond(body, status, request_id)
-
-
-async def _handle_async(req: func.HttpRequest, handler) -> func.HttpResponse:
-    request_id = _request_id(req)
-    try:
-        body, status = await handler(req, request_id)
-    except MlopsError as exc:
-        return _error(exc, request_id)
-    return _respond(body, status, request_id)
 
 
 #: Batches of at least this many rows run in a worker thread: ONNX Runtime releases the GIL,
@@ -130,9 +52,8 @@ OFFLOAD_ROWS = 64
 
 async def _serve(loaded, batch, request_id: str, started: float):
     """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
-    from shared.inference_log import LogRecord  # here, not at import: it brings numpy (0.12 s of start-up)
-
-    from shared.limits import check_batch_strings
+    from shared.serving.inference_log import LogRecord  # here, not at import: it brings numpy (0.12 s of start-up)
+    from shared.serving.runtime import check_batch_strings
 
     ctx = context()
     check_batch_strings(batch, ctx.settings.max_string_chars)
@@ -151,10 +72,6 @@ async def _serve(loaded, batch, request_id: str, started: float):
     return pred, latency_ms
 
 
-def _model(req: func.HttpRequest) -> str:
-    return names.model_name(req.route_params.get("name", ""))
-
-
 # predict and infer are coroutines so the worker runs them on its event loop: for a few rows
 # their work is a fraction of a millisecond of CPU, less than a thread hop costs.
 @bp.function_name("predict")
@@ -163,61 +80,50 @@ async def predict(req: func.HttpRequest) -> func.HttpResponse:
     """Predictions from the production version; the response names the version."""
 
     async def run(req: func.HttpRequest, request_id: str):
-        from shared.serving import parse_payload
+        from shared.serving.runtime import parse_payload
 
         started = time.perf_counter()
-        loaded = context().server.get(_model(req))  # this request's version, start to end
-        batch = parse_payload(_body(req), loaded.schema, context().settings.max_batch_rows)
+        loaded = context().server.get(model_arg(req))  # this request's version, start to end
+        batch = parse_payload(json_request(req), loaded.schema, context().settings.max_batch_rows)
         pred, latency_ms = await _serve(loaded, batch, request_id, started)
         out = pred.to_json()
         out["latency_ms"] = round(latency_ms, 3)
         return out, 200
 
-    return await _handle_async(req, run)
-
-
-# -- Open Inference Protocol v2 ------------------------------------------------------------
-def _version(req: func.HttpRequest) -> int | None:
-    """The route's ``{version}``, if the route has one: a positive integer."""
-    given = req.route_params.get("version")
-    if given is None:
-        return None
-    if not (given.isascii() and given.isdigit()) or not 0 < int(given) < 2**31:
-        raise InvalidRequest(f"version must be a positive integer, not {given[:20]!r}", field="version")
-    return int(given)
+    return await handle_async(req, run)
 
 
 def _loaded(req: func.HttpRequest):
     """The version a v2 or MLflow request names: production, or ``{version}`` loaded on demand."""
-    model, version = _model(req), _version(req)
+    model, version = model_arg(req), version_arg(req)
     server = context().server
     return server.get(model) if version is None else server.get_version(model, version)
 
 
 def _v2_error(exc: MlopsError, request_id: str) -> func.HttpResponse:
-    from shared.protocols.v2 import error_body
+    from shared.serving.protocols.v2 import error_body
 
     status = STATUS.get(exc.code, 500)
     if status >= 500:
         log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
-    return func.HttpResponse(error_body(exc.message), status_code=status, mimetype=_JSON,
+    return func.HttpResponse(error_body(exc.message), status_code=status, mimetype=JSON,
                              headers={"x-request-id": request_id})
 
 
 def _v2(req: func.HttpRequest, handler) -> func.HttpResponse:
-    request_id = _request_id(req)
+    request_id = request_id_of(req)
     try:
         body = handler(req)
     except MlopsError as exc:
         return _v2_error(exc, request_id)
-    return _json(body, 200, {"x-request-id": request_id})
+    return json_response(body, 200, {"x-request-id": request_id})
 
 
 @bp.function_name("v2_server_metadata")
 @bp.route(route="v2", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def v2_server_metadata(req: func.HttpRequest) -> func.HttpResponse:
     """Open Inference Protocol v2 server metadata."""
-    from shared.protocols.v2 import server_metadata
+    from shared.serving.protocols.v2 import server_metadata
 
     return _v2(req, lambda req: server_metadata())
 
@@ -265,10 +171,10 @@ def v2_version_ready(req: func.HttpRequest) -> func.HttpResponse:
 
 def _metadata(req: func.HttpRequest) -> func.HttpResponse:
     def run(req: func.HttpRequest):
-        from shared.protocols.v2 import metadata
+        from shared.serving.protocols.v2 import metadata
 
         loaded = _loaded(req)
-        versions = [loaded.version] if _version(req) is not None else context().registry.versions(loaded.model)
+        versions = [loaded.version] if version_arg(req) is not None else context().registry.versions(loaded.model)
         return metadata(loaded, versions)
 
     return _v2(req, run)
@@ -289,19 +195,19 @@ def v2_version_metadata(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def _infer(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.protocols import v2
+    from shared.serving.protocols import v2
 
-    request_id = _request_id(req)
+    request_id = request_id_of(req)
     try:
         started = time.perf_counter()
         loaded = _loaded(req)  # this request's version, start to end
-        request = v2.decode(_raw(req), req.headers.get(v2.HEADER), loaded.schema, context().settings.max_batch_rows)
+        request = v2.decode(raw_body(req), req.headers.get(v2.HEADER), loaded.schema, context().settings.max_batch_rows)
         pred, _ = await _serve(loaded, request.batch, request_id, started)
         body, header_length = v2.encode(pred, request, request_id)
     except MlopsError as exc:
         return _v2_error(exc, request_id)
     if header_length is None:
-        return func.HttpResponse(body, mimetype=_JSON, headers={"x-request-id": request_id})
+        return func.HttpResponse(body, mimetype=JSON, headers={"x-request-id": request_id})
     return func.HttpResponse(body, mimetype="application/octet-stream", headers={
         "x-request-id": request_id, "Inference-Header-Content-Length": str(header_length)})
 
@@ -327,32 +233,32 @@ _MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_R
 
 
 def _mlflow_error(exc: MlopsError, request_id: str) -> func.HttpResponse:
-    from shared.protocols.mlflow import error_body
+    from shared.serving.protocols.mlflow import error_body
 
     status = STATUS.get(exc.code, 500)
     if status >= 500:
         log.error("request %s failed: %s %s", request_id, exc.code, exc.message)
     return func.HttpResponse(error_body(_MLFLOW_CODES.get(status, "INTERNAL_ERROR"), exc.message), status_code=status,
-                             mimetype=_JSON, headers={"x-request-id": request_id})
+                             mimetype=JSON, headers={"x-request-id": request_id})
 
 
 @bp.function_name("invocations")
 @bp.route(route="models/{name}/invocations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def invocations(req: func.HttpRequest) -> func.HttpResponse:
     """MLflow's ``/invocations`` on the production version: JSON (four forms) or CSV."""
-    from shared.protocols import mlflow
+    from shared.serving.protocols import mlflow
 
-    request_id = _request_id(req)
+    request_id = request_id_of(req)
     try:
         started = time.perf_counter()
-        loaded = context().server.get(_model(req))
-        batch, predict_fn = mlflow.decode(_raw(req), req.headers.get("content-type"), req.params.get("predict_fn"),
+        loaded = context().server.get(model_arg(req))
+        batch, predict_fn = mlflow.decode(raw_body(req), req.headers.get("content-type"), req.params.get("predict_fn"),
                                           loaded.schema, context().settings.max_batch_rows)
         pred, _ = await _serve(loaded, batch, request_id, started)
         body = mlflow.encode(pred, predict_fn)
     except MlopsError as exc:
         return _mlflow_error(exc, request_id)
-    return func.HttpResponse(body, mimetype=_JSON, headers={"x-request-id": request_id,
+    return func.HttpResponse(body, mimetype=JSON, headers={"x-request-id": request_id,
                                                             "x-model-version": str(loaded.version)})
 
 
@@ -360,12 +266,12 @@ async def invocations(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/{name}/ping", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def ping(req: func.HttpRequest) -> func.HttpResponse:
     """MLflow's ``/ping``: 200 once the production version is loaded (loading it if needed)."""
-    request_id = _request_id(req)
+    request_id = request_id_of(req)
     try:
-        loaded = context().server.get(_model(req))
+        loaded = context().server.get(model_arg(req))
     except MlopsError as exc:
         return _mlflow_error(exc, request_id)
-    return func.HttpResponse("\n", mimetype=_JSON, headers={"x-request-id": request_id,
+    return func.HttpResponse("\n", mimetype=JSON, headers={"x-request-id": request_id,
                                                             "x-model-version": str(loaded.version)})
 
 
@@ -375,11 +281,11 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
     """Ground truth for earlier predictions: ``{"feedback": [{"request_id", "row"?, "label"|"value"}]}``."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.feedback import accept_feedback
+        from shared.serving.feedback import accept_feedback
 
-        return accept_feedback(context(), _model(req), _body(req)), 202
+        return accept_feedback(context(), model_arg(req), json_request(req)), 202
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("list_models")
@@ -396,7 +302,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
             out.append({"name": m, "production": alias.version if alias else None})
         return {"models": out}, 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("get_model")
@@ -406,7 +312,7 @@ def get_model(req: func.HttpRequest) -> func.HttpResponse:
 
     def run(req: func.HttpRequest, request_id: str):
         ctx = context()
-        model = _model(req)
+        model = model_arg(req)
         versions = ctx.registry.versions(model)
         try:
             spec = ctx.specs.get(model)
@@ -425,7 +331,7 @@ def get_model(req: func.HttpRequest) -> func.HttpResponse:
         return {"name": model, "spec": spec_view, "aliases": ctx.registry.aliases(model),
                 "versions": listed, "audit": ctx.registry.audit_log(model, limit=20)}, 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("set_alias")
@@ -435,9 +341,9 @@ def set_alias(req: func.HttpRequest) -> func.HttpResponse:
 
     def run(req: func.HttpRequest, request_id: str):
         ctx = context()
-        model = _model(req)
+        model = model_arg(req)
         alias = names.alias_name(req.route_params.get("alias", ""))
-        body = _body(req)
+        body = json_request(req)
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise InvalidRequest("field 'version' must be a positive integer", field="version")
@@ -451,30 +357,30 @@ def set_alias(req: func.HttpRequest) -> func.HttpResponse:
         return {"model": model, "alias": alias, "version": moved.version,
                 "previous": current.version if current else None}, 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("monitoring_latest")
 @bp.route(route="models/{name}/monitoring/latest", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
     """The latest monitoring report: JSON, or the HTML page with ``?format=html``."""
-    from shared.monitoring import latest_report
+    from shared.monitoring.monitor import latest_report
 
     return _report_response(req, lambda model, fmt: latest_report(context(), model, fmt))
 
 
 def _report_response(req: func.HttpRequest, load) -> func.HttpResponse:
     """A monitoring report as JSON, or as its page with ``?format=html``: ``load(model, fmt)`` reads it."""
-    request_id = _request_id(req)
+    request_id = request_id_of(req)
     fmt = req.params.get("format", "json")
     try:
-        model = _model(req)
+        model = model_arg(req)
         if fmt not in ("json", "html"):
             raise InvalidRequest("query parameter 'format' must be 'json' or 'html'", field="format")
         data = load(model, fmt)
     except MlopsError as exc:
-        return _error(exc, request_id)
-    mimetype = "text/html" if fmt == "html" else _JSON
+        return error_response(exc, request_id)
+    mimetype = "text/html" if fmt == "html" else JSON
     return func.HttpResponse(data, mimetype=mimetype, headers={"x-request-id": request_id})
 
 
@@ -484,21 +390,21 @@ def monitoring_reports(req: func.HttpRequest) -> func.HttpResponse:
     """The monitoring history, newest first, with the latest and the last conclusive verdict."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.monitoring import HISTORY, report_history
+        from shared.monitoring.monitor import HISTORY, report_history
 
         raw = req.params.get("limit", str(HISTORY))
         if not raw.isdigit() or not 1 <= int(raw) <= HISTORY:
             raise InvalidRequest(f"query parameter 'limit' must be an integer from 1 to {HISTORY}", field="limit")
-        return report_history(context(), _model(req), int(raw)), 200
+        return report_history(context(), model_arg(req), int(raw)), 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("monitoring_report")
 @bp.route(route="models/{name}/monitoring/reports/{report_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def monitoring_report(req: func.HttpRequest) -> func.HttpResponse:
     """One report of the history (its ``id`` from the listing): JSON, or HTML with ``?format=html``."""
-    from shared.monitoring import report_by_id
+    from shared.monitoring.monitor import report_by_id
 
     rid = req.route_params.get("report_id", "")
     return _report_response(req, lambda model, fmt: report_by_id(context(), model, rid, fmt))
@@ -508,7 +414,7 @@ def monitoring_report(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="monitoring/plotly.min.js", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def monitoring_plotly(req: func.HttpRequest) -> func.HttpResponse:
     """plotly.js for the report pages, from the installed package: they work with no internet."""
-    from shared.report_html import plotly_js
+    from shared.monitoring.report_html import plotly_js
 
     return func.HttpResponse(plotly_js(), mimetype="text/javascript",
                              headers={"cache-control": "public, max-age=86400"})
@@ -557,9 +463,8 @@ API: dict[str, dict[str, Any]] = {
 def api_routes() -> list:
     """Every HTTP function of this blueprint as the API document sees it: route, methods, auth
     and summary from its decorator and docstring, the rest from ``API``."""
-    from shared.openapi import Route
-
     from functions import runs_api  # here: it imports this module's helpers
+    from shared.serving.openapi import Route
 
     table = {**API, **runs_api.API}
     routes = []
@@ -584,8 +489,8 @@ def api_routes() -> list:
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI document of this API, derived from its routes, parsers and models."""
-    from shared.openapi import ModelView, document
-    from shared.onnx_model import input_schema
+    from shared.pipeline.convert import input_schema
+    from shared.serving.openapi import ModelView, document
 
     ctx = context()
     models = {}
@@ -595,7 +500,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
         except MlopsError:  # a broken spec is reported where it is used; the document leaves it out
             continue
         models[name] = ModelView(tuple((c["name"], c["type"]) for c in input_schema(spec)), spec.is_classifier)
-    return _json(document(api_routes(), models, ctx.settings.max_batch_rows))
+    return json_response(document(api_routes(), models, ctx.settings.max_batch_rows))
 
 
 @bp.function_name("health")
@@ -609,4 +514,4 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
                 "serving": ctx.server.loaded_versions(), "swaps": ctx.server.swaps,
                 "inference_log": ctx.inference_log.stats()}, 200
 
-    return _handle(req, run)
+    return handle(req, run)

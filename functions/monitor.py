@@ -6,8 +6,8 @@ import logging
 import azure.functions as func
 
 from functions.root import context
-from shared.errors import InvalidMessage
-from shared.messages import RunMessage
+from shared.core.errors import InvalidMessage
+from shared.pipeline.messages import RunMessage
 
 bp = func.Blueprint()
 log = logging.getLogger("mlops.functions.monitor")
@@ -17,15 +17,11 @@ log = logging.getLogger("mlops.functions.monitor")
 @bp.timer_trigger(arg_name="timer", schedule="%MLOPS_MONITOR_SCHEDULE%", run_on_startup=False)
 def monitor(timer: func.TimerRequest) -> None:
     """Drift and live performance of every production model; reports; retraining requests."""
-    from shared.monitoring import monitor_all
+    from shared.monitoring.monitor import monitor_all
 
     ctx = context()
     with ctx.telemetry.stage("monitor"):
         verdicts = monitor_all(ctx)
-    if ctx.telemetry.enabled:
-        from shared.telemetry import record_drift
-
-        record_drift(ctx, verdicts)
     log.info("monitor%s: %s", " (past due)" if timer.past_due else "", verdicts)
 
 
@@ -33,7 +29,7 @@ def monitor(timer: func.TimerRequest) -> None:
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLOPS_QUEUE_RETRAIN%", connection="ServiceBusConnection")
 def retrain(msg: func.ServiceBusMessage) -> None:
     """Assemble the retraining dataset and drop it into datasets/, which starts a run."""
-    from shared.monitoring import handle_retrain
+    from shared.monitoring.monitor import handle_retrain
 
     try:
         run = RunMessage.parse(msg.get_body(), expect="retrain_requested")

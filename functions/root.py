@@ -11,7 +11,7 @@ import atexit
 import threading
 
 from shared.context import Context
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 _context: Context | None = None
 _lock = threading.Lock()

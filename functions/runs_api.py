@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.http_api import _handle, _model, _version
+from functions.edge import handle, model_arg, version_arg
 from functions.root import context
-from shared import names
-from shared.errors import InvalidRequest
+from shared.core import names
+from shared.core.errors import InvalidRequest
 
 bp = func.Blueprint()
 
@@ -51,10 +51,10 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
         outcome = req.params.get("outcome")
         if outcome is not None and outcome not in OUTCOMES:
             raise InvalidRequest(f"query parameter 'outcome' must be one of {', '.join(OUTCOMES)}", field="outcome")
-        model = _model(req)
+        model = model_arg(req)
         return {"model": model, "runs": runs_of(context(), model, outcome=outcome, limit=_limit(req))}, 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("get_run")
@@ -63,11 +63,11 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """One run: dataset, spec hash, parameters, timings, metrics, parity, decision, failure."""
 
     def run(req: func.HttpRequest, request_id: str):
-        model = _model(req)
+        model = model_arg(req)
         run_id = names.run_id(req.route_params.get("run_id", ""))
         return context().runs.describe(model, run_id), 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("get_version")
@@ -78,9 +78,9 @@ def get_version(req: func.HttpRequest) -> func.HttpResponse:
     def run(req: func.HttpRequest, request_id: str):
         from shared.lineage import version_lineage
 
-        return version_lineage(context(), _model(req), _version(req)), 200
+        return version_lineage(context(), model_arg(req), version_arg(req)), 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("console_overview")
@@ -93,14 +93,14 @@ def console_overview(req: func.HttpRequest) -> func.HttpResponse:
 
         return {"models": overview(context())}, 200
 
-    return _handle(req, run)
+    return handle(req, run)
 
 
 @bp.function_name("console")
 @bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def console(req: func.HttpRequest) -> func.HttpResponse:
     """The model console: a self-contained page (no data in it; it asks for a key)."""
-    from shared.console import page
+    from shared.serving.console import page
 
     return func.HttpResponse(page(), mimetype="text/html", headers={
         "cache-control": "no-store",

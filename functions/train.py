@@ -26,11 +26,11 @@ def train(blob: func.InputStream) -> None:
     """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried.
 
     The stage runs in a process of its own within the spec's time budget
-    (``shared.isolation``): the fit's CPU and memory never touch this worker's request path.
+    (``shared.pipeline.isolation``): the fit's CPU and memory never touch this worker's request path.
     It reads the blob itself, so lineage records the version it trained on.
     """
-    from shared import datasets
-    from shared.isolation import train_isolated
+    from shared.pipeline.isolation import train_isolated
+    from shared.registry import datasets
 
     relative = datasets.relative(blob.name or "")
     ctx = context()

@@ -5,18 +5,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.bus import Bus, open_bus
-from shared.registry import Registry
-from shared.runs import RunStore
-from shared.settings import Settings
-from shared.spec import SpecCatalog
-from shared.storage import Storage, open_storage
+from shared.core.settings import Settings
+from shared.core.spec import SpecCatalog
+from shared.ports.bus import Bus, open_bus
+from shared.ports.storage import Storage, open_storage
+from shared.registry.runs import RunStore
+from shared.registry.store import Registry
 
 if TYPE_CHECKING:
-    from shared.inference_log import InferenceLogger
-    from shared.serving import ModelServer
-    from shared.storagequeue import StorageQueues
-    from shared.telemetry import Off, Telemetry
+    from shared.core.telemetry import Off, Telemetry
+    from shared.ports.storagequeue import StorageQueues
+    from shared.serving.inference_log import InferenceLogger
+    from shared.serving.runtime import ModelServer
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Context:
         if self._server is None:
             with self._create:
                 if self._server is None:
-                    from shared.serving import ModelServer
+                    from shared.serving.runtime import ModelServer
 
                     self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert,
                                                explain=self.runs.explain_latest)
@@ -69,8 +69,8 @@ class Context:
         import logging
         import time
 
-        from shared.bus import OutgoingMessage
-        from shared.jsonio import dumps
+        from shared.ports.bus import OutgoingMessage
+        from shared.registry.jsonio import dumps
 
         event = {"alert": kind, "model": model, "at": time.time(), **detail}
         # A warning-level record: with telemetry on, it reaches Application Insights as such.
@@ -89,7 +89,7 @@ class Context:
         if self._telemetry is None:
             with self._create:
                 if self._telemetry is None:
-                    from shared.telemetry import open_telemetry
+                    from shared.core.telemetry import open_telemetry
 
                     self._telemetry = open_telemetry(self.settings)
         return self._telemetry
@@ -104,7 +104,7 @@ class Context:
         if self._storage_queues is None:
             with self._create:
                 if self._storage_queues is None:
-                    from shared.storagequeue import open_storage_queues
+                    from shared.ports.storagequeue import open_storage_queues
 
                     self._storage_queues = open_storage_queues(self.settings)
         return self._storage_queues
@@ -115,7 +115,7 @@ class Context:
         if self._inference_log is None:
             with self._create:
                 if self._inference_log is None:
-                    from shared.inference_log import InferenceLogger
+                    from shared.serving.inference_log import InferenceLogger
 
                     self._inference_log = InferenceLogger(
                         self.storage,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import quarantine
 from shared.context import Context
-from shared.errors import NotFound
-from shared.registry import PRODUCTION
-from shared.runs import OUTCOMES, outcome_of
+from shared.core.errors import NotFound
+from shared.registry import quarantine
+from shared.registry.runs import OUTCOMES, outcome_of
+from shared.registry.store import PRODUCTION
 
 __all__ = ["OUTCOMES", "runs_of", "version_lineage", "overview"]
 
@@ -73,7 +73,7 @@ def version_lineage(ctx: Context, model: str, version: int) -> dict[str, Any]:
 
 def _last_monitoring(ctx: Context, model: str) -> dict[str, Any] | None:
     """The newest run of the monitoring history (the committed state: one read, no report)."""
-    from shared.monitoring import report_history
+    from shared.monitoring.monitor import report_history
 
     try:
         [last] = report_history(ctx, model, 1)["reports"] or [None]

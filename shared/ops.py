@@ -19,10 +19,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.bus import Bus, OutgoingMessage, ReceivedMessage, dead_letter_queue
 from shared.context import Context
-from shared.errors import MlopsError, NotFound, PreconditionFailed
-from shared.storagequeue import POISON_QUEUE
+from shared.core.errors import MlopsError, NotFound, PreconditionFailed
+from shared.ports.bus import Bus, OutgoingMessage, ReceivedMessage, dead_letter_queue
+from shared.ports.storagequeue import POISON_QUEUE
 
 __all__ = ["POISON_QUEUE", "Entry", "OpsError", "app_queues", "list_entries", "replay"]
 

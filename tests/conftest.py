@@ -17,8 +17,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shared.context import Context  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.storage.local import LocalStorage  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
+from shared.ports.storage.local import LocalStorage  # noqa: E402
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -114,7 +114,7 @@ def storage(request, tmp_path):
     """The storage contract runs against both backends."""
     if request.param == "local":
         return LocalStorage(tmp_path / "blobs")
-    from shared.storage.azure import AzureBlobStorage
+    from shared.ports.storage.azure import AzureBlobStorage
 
     server = request.getfixturevalue("azurite")
     return AzureBlobStorage.from_connection_string(server.connection_string)

@@ -1,10 +1,10 @@
 """Test helpers: driving the pipeline stages in-process, as the queue triggers would."""
 from __future__ import annotations
 
-from shared import datasets
-from shared import pipeline as P
 from shared.context import Context
-from shared.messages import RunMessage
+from shared.pipeline import stages as P
+from shared.pipeline.messages import RunMessage
+from shared.registry import datasets
 
 
 def drain(ctx: Context, *, max_rounds: int = 20) -> list[P.StageResult]:

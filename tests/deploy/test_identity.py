@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-from shared.bus.azure import ServiceBusBus
-from shared.settings import Settings
-from shared.storage.azure import AzureBlobStorage
-from shared.storagequeue.azure import AzureStorageQueues
-from shared.telemetry import _credential
+from shared.core.settings import Settings
+from shared.core.telemetry import _credential
+from shared.ports.bus.azure import ServiceBusBus
+from shared.ports.storage.azure import AzureBlobStorage
+from shared.ports.storagequeue.azure import AzureStorageQueues
 
 ENV = {
     "MLOPS_STORAGE_BACKEND": "azure",

@@ -15,7 +15,7 @@ import azure.functions as func
 import pytest
 
 from functions.composition import ROLES, blueprints
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import ROOT
 from tests.deploy import bicep
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from shared.settings import Settings
-from shared.storage.azure import AzureBlobStorage
-from shared.storagequeue.azure import AzureStorageQueues
+from shared.core.settings import Settings
+from shared.ports.storage.azure import AzureBlobStorage
+from shared.ports.storagequeue.azure import AzureStorageQueues
 from tests.conftest import ROOT
 from tests.e2e.hostproc import HostProcess
 

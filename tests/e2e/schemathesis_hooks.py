@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import schemathesis
 
-from shared.settings import PROJECT_ROOT
-from shared.spec import SpecCatalog
+from shared.core.settings import PROJECT_ROOT
+from shared.core.spec import SpecCatalog
 
 _SPECS = SpecCatalog(PROJECT_ROOT / "models")
 _KINDS = {name: {**{c: "float" for c in _SPECS.get(name).numeric}, **{c: "string" for c in _SPECS.get(name).categorical}}

@@ -11,8 +11,8 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.registry import Registry
-from shared.storage.local import LocalStorage
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import Registry
 from tests.conftest import ROOT, to_parquet
 from tests.e2e.hostproc import FKEY, MASTER, MONITOR_ENV, HostProcess, run_monitor, wait_for
 

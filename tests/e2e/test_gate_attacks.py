@@ -15,9 +15,9 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.pipeline import run_id_for
-from shared.registry import Registry
-from shared.storage.local import LocalStorage
+from shared.pipeline.stages import run_id_for
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import Registry
 from tests.conftest import to_csv, to_parquet
 from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.bus import dead_letter_queue
-from shared.bus.local import LocalBus
-from shared.storage.local import LocalStorage
-from shared.storagequeue.local import LocalStorageQueues
+from shared.ports.bus import dead_letter_queue
+from shared.ports.bus.local import LocalBus
+from shared.ports.storage.local import LocalStorage
+from shared.ports.storagequeue.local import LocalStorageQueues
 from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def test_a_failing_blob_is_tried_five_times_then_poisoned(env):
 
 def test_a_failing_message_is_dead_lettered_after_max_delivery(env):
     host, _, bus = env
-    from shared.bus import OutgoingMessage
+    from shared.ports.bus import OutgoingMessage
 
     bus.send("fails", OutgoingMessage(body=b"payload", message_id="doomed"))
     [dead] = wait_for(lambda: bus.peek(dead_letter_queue("fails")), 30, "the dead letter", host)
@@ -72,7 +72,7 @@ def test_a_failing_message_is_dead_lettered_after_max_delivery(env):
 
 def test_a_queue_message_is_delivered_with_its_properties(env):
     host, storage, bus = env
-    from shared.bus import OutgoingMessage
+    from shared.ports.bus import OutgoingMessage
 
     bus.send("echo", OutgoingMessage(body=b"hello", message_id="m-42"))
     found = wait_for(lambda: [json.loads(m) for m in marks(storage, "queue")], 20, "the echo", host)

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from models.breast_cancer_data import generate as cancer
-from shared.registry import Registry
-from shared.storage.local import LocalStorage
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import Registry
 from tests.conftest import to_csv
 from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 

@@ -6,8 +6,8 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.registry import Registry
-from shared.storage.local import LocalStorage
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import Registry
 from tests.conftest import AZURITE_KEY, to_csv, to_parquet
 from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 
@@ -59,7 +59,7 @@ def test_loop_on_the_embedded_backends(tmp_path):
 
 @pytest.mark.azurite
 def test_loop_on_azurite(tmp_path, azurite):
-    from shared.storage.azure import AzureBlobStorage
+    from shared.ports.storage.azure import AzureBlobStorage
 
     host = HostProcess(tmp_path / "data", env={"MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string}).start()
     try:

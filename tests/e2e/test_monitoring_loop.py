@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from models.wind_power_data import generate as wind
-from shared.storage.local import LocalStorage
+from shared.ports.storage.local import LocalStorage
 from tests.conftest import to_parquet
 from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for
 

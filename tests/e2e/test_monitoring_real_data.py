@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from shared.storage.local import LocalStorage
+from shared.ports.storage.local import LocalStorage
 from tests.conftest import to_parquet
 from tests.datasets import as_records, resample, sklearn_frame
 from tests.e2e.hostproc import FKEY, MONITOR_ENV, HostProcess, run_monitor, wait_for

@@ -13,9 +13,9 @@ import pytest
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.context import Context
-from shared.onnx_model import new_session
-from shared.registry import PRODUCTION
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.registry.store import PRODUCTION
+from shared.serving.graph import new_session
 from tests.conftest import ROOT, to_csv, to_parquet
 from tests.e2e.hostproc import FKEY, HostProcess
 from tests.helpers import drain, drop
@@ -153,7 +153,7 @@ def test_tritonclient_errors_are_the_protocols_shape(served):
 def test_versions_are_loaded_on_demand_and_evicted_by_a_bounded_cache(served):
     from dataclasses import replace
 
-    from shared.serving import ModelServer
+    from shared.serving.runtime import ModelServer
 
     host, ctx = served
     server = ModelServer(ctx.registry, ctx.specs, replace(ctx.settings), version_cache_size=1)
@@ -173,10 +173,10 @@ def test_versions_are_loaded_on_demand_and_evicted_by_a_bounded_cache(served):
 
 
 def test_a_tampered_version_is_refused_on_demand(served, tmp_path):
-    from shared.errors import IntegrityError
-    from shared.serving import ModelServer
-    from shared.storage.local import LocalStorage
-    from shared.registry import Registry
+    from shared.core.errors import IntegrityError
+    from shared.ports.storage.local import LocalStorage
+    from shared.registry.store import Registry
+    from shared.serving.runtime import ModelServer
 
     host, ctx = served
     storage = LocalStorage(tmp_path / "blobs")

@@ -11,7 +11,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from functions import http_api, pipeline, root, train
 from models.breast_cancer_data import generate as cancer
-from shared.messages import RunMessage
+from shared.pipeline.messages import RunMessage
 from tests.conftest import to_csv
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from models.wind_power_data import generate as wind
-from shared import exam
-from shared.spec import SpecCatalog
+from shared.core.spec import SpecCatalog
+from shared.pipeline import exam
 from tests.conftest import ROOT, to_parquet
 from tests.helpers import drain, drop
 

@@ -15,13 +15,13 @@ from devhost.blobs import BlobFunction, BlobTriggerRunner, compile_path
 from devhost.config import host_concurrency
 from devhost.invocation import Invoker
 from models.wind_power_data import generate as wind
-from shared.bus.local import LocalBus
 from shared.context import Context
-from shared.errors import InvalidName, SpecError
-from shared.isolation import run_isolated, train_isolated
-from shared.settings import Settings
-from shared.spec import parse_spec
-from shared.storage.local import LocalStorage
+from shared.core.errors import InvalidName, SpecError
+from shared.core.settings import Settings
+from shared.core.spec import parse_spec
+from shared.pipeline.isolation import run_isolated, train_isolated
+from shared.ports.bus.local import LocalBus
+from shared.ports.storage.local import LocalStorage
 from tests.conftest import ROOT, to_parquet
 
 
@@ -32,14 +32,14 @@ def test_a_stage_runs_in_another_process_at_a_lower_priority():
 
 def test_an_error_in_the_child_comes_back_as_the_same_error():
     with pytest.raises(InvalidName) as caught:
-        run_isolated("shared.names:model_name", "../etc", budget_seconds=60, what="a name check")
+        run_isolated("shared.core.names:model_name", "../etc", budget_seconds=60, what="a name check")
     assert "../etc" in caught.value.message and caught.value.permanent
 
 
 def test_an_unavailable_service_in_the_child_stays_a_transient_error():
     """A refused connection in the child (an OSError, as a storage or bus outage raises) comes
     back transient, so the platform retries the message, as it would in the host's process."""
-    from shared.errors import TransientError
+    from shared.core.errors import TransientError
     from tests.conftest import free_port
 
     with pytest.raises(TransientError, match="ConnectionRefusedError") as caught:
@@ -128,7 +128,7 @@ def test_a_fit_does_not_outlive_the_process_that_started_it(tmp_path, held):
     import subprocess
     import sys
 
-    script = ("import sys; sys.path.insert(0, '.'); from shared.isolation import run_isolated; "
+    script = ("import sys; sys.path.insert(0, '.'); from shared.pipeline.isolation import run_isolated; "
               "run_isolated('time:sleep', 120, budget_seconds=300, what='a long fit')")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
@@ -187,8 +187,8 @@ def _alive(pid: int) -> bool:
 def registered(tmp_path):
     """A breast_cancer run trained, converted and registered; its promote message at hand."""
     from models.breast_cancer_data import generate as cancer
-    from shared import pipeline as P
-    from shared.messages import RunMessage
+    from shared.pipeline import stages as P
+    from shared.pipeline.messages import RunMessage
     from tests.conftest import to_csv
     from tests.helpers import drop
 
@@ -218,7 +218,7 @@ def _budget(spec: Path, seconds: float) -> None:
 def test_promote_runs_in_its_own_process_and_is_ended_past_its_budget(registered):
     """Promote scores through ONNX Runtime on the whole hold-out and exam: a child's work,
     within the spec's budget; no child can fork, read and score in 10 ms, so it is ended."""
-    from shared.isolation import run_queue_stage
+    from shared.pipeline.isolation import run_queue_stage
 
     ctx, msg, spec = registered
     _budget(spec, 0.01)
@@ -234,9 +234,9 @@ def test_promote_runs_in_its_own_process_and_is_ended_past_its_budget(registered
 def test_a_promote_ended_after_the_alias_moved_is_finished_on_redelivery(registered):
     """Ended between the alias move and the decision: not a failure (production already moved)
     but a transient error; the redelivery records the decision without scoring again."""
-    from shared.errors import TransientError
-    from shared.isolation import run_queue_stage
-    from shared.registry import PRODUCTION
+    from shared.core.errors import TransientError
+    from shared.pipeline.isolation import run_queue_stage
+    from shared.registry.store import PRODUCTION
 
     ctx, msg, spec = registered
     ctx.registry.move_alias("breast_cancer", PRODUCTION, msg.version, expected=None, event="promote",
@@ -275,7 +275,7 @@ def _state(pid: int) -> str:
 def test_the_pacer_holds_a_stage_back_while_other_work_wants_its_cpu_and_leaves_it_running():
     """A SCHED_IDLE busy loop sharing its CPU with a busier normal one waits for that CPU:
     the pacer holds it stopped most of the time; stopped, the pacer leaves it running."""
-    from shared.isolation import Pacer
+    from shared.pipeline.isolation import Pacer
 
     cpu = max(os.sched_getaffinity(0))
     stage, competitor = _spin_process(cpu, idle=True), _spin_process(cpu, idle=False)
@@ -301,7 +301,7 @@ def test_the_pacer_never_holds_a_process_that_does_not_wait_for_a_cpu():
     import subprocess
     import sys
 
-    from shared.isolation import Pacer
+    from shared.pipeline.isolation import Pacer
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

@@ -8,11 +8,11 @@ import time
 import pandas as pd
 
 from models.wind_power_data import generate as wind
-from shared.feedback import store_feedback
-from shared.inference_log import LogRecord
-from shared.messages import RunMessage
-from shared.monitoring import handle_retrain, latest_report, monitor_model
-from shared.serving import parse_payload
+from shared.monitoring.monitor import handle_retrain, latest_report, monitor_model
+from shared.pipeline.messages import RunMessage
+from shared.serving.feedback import store_feedback
+from shared.serving.inference_log import LogRecord
+from shared.serving.runtime import parse_payload
 from tests.conftest import to_parquet
 from tests.helpers import drain, drop
 

@@ -9,7 +9,7 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.monitoring import latest_report, monitor_model, report_history
+from shared.monitoring.monitor import latest_report, monitor_model, report_history
 from tests.conftest import to_csv, to_parquet
 from tests.helpers import drain, drop
 from tests.integration.test_monitoring import Clock, serve
@@ -104,8 +104,8 @@ def test_a_report_of_a_30_feature_model_is_its_json_and_well_under_200_kb(ctx):
     clock = Clock()
     loaded = ctx.server.get("breast_cancer")
     rng = np.random.default_rng(0)
-    from shared.inference_log import LogRecord
-    from shared.serving import parse_payload
+    from shared.serving.inference_log import LogRecord
+    from shared.serving.runtime import parse_payload
 
     for k in range(3):
         rows = frame.drop(columns="target").iloc[rng.integers(0, len(frame), 600)].to_dict("records")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.drift import Thresholds, categorical_drift, numeric_drift
-from shared.profile import build_profile
+from shared.core.profile import build_profile
+from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift
 from tests.datasets import REAL, load, resample
 
 SEEDS = 20

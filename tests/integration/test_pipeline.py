@@ -9,11 +9,11 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared import pipeline as P
-from shared.errors import IntegrityError
-from shared.messages import RunMessage
-from shared.registry import PRODUCTION
-from shared.spec import SpecCatalog
+from shared.core.errors import IntegrityError
+from shared.core.spec import SpecCatalog
+from shared.pipeline import stages as P
+from shared.pipeline.messages import RunMessage
+from shared.registry.store import PRODUCTION
 from tests.conftest import ROOT, to_csv, to_parquet
 from tests.helpers import drain, drop
 

@@ -16,9 +16,9 @@ from devhost import blobs
 from devhost.blobs import BlobFunction, BlobTriggerRunner, compile_path
 from devhost.invocation import Invoker
 from shared.context import Context
+from shared.core.settings import Settings
 from shared.ops import list_entries, replay
-from shared.settings import Settings
-from shared.storagequeue import POISON_QUEUE
+from shared.ports.storagequeue import POISON_QUEUE
 from tests.conftest import ROOT
 
 

@@ -18,14 +18,14 @@ from sklearn.datasets import load_wine
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared import pipeline as P
-from shared import quarantine
 from shared.context import Context
-from shared.errors import NoProductionVersion, TransientError, is_transient
+from shared.core.errors import NoProductionVersion, TransientError, is_transient
+from shared.core.settings import Settings
+from shared.core.spec import SpecCatalog
 from shared.lineage import runs_of, version_lineage
-from shared.registry import PRODUCTION
-from shared.settings import Settings
-from shared.spec import SpecCatalog
+from shared.pipeline import stages as P
+from shared.registry import quarantine
+from shared.registry.store import PRODUCTION
 from tests.conftest import ROOT, to_csv, to_parquet
 from tests.helpers import drain, drop
 
@@ -294,8 +294,8 @@ def test_retraining_the_same_dataset_with_the_same_spec_gives_the_same_onnx_byte
 
 
 def test_every_allowed_estimator_draws_its_randomness_from_the_spec(ctx):
-    from shared.spec import ESTIMATORS
-    from shared.train import build_pipeline
+    from shared.core.spec import ESTIMATORS
+    from shared.pipeline.train import build_pipeline
 
     base = ctx.specs.get("wind_power")
     for name, (_, tasks, _) in ESTIMATORS.items():
@@ -305,9 +305,9 @@ def test_every_allowed_estimator_draws_its_randomness_from_the_spec(ctx):
 
 
 def test_every_allowed_estimator_converts_to_the_same_bytes_twice(ctx):
-    from shared.onnx_model import convert
-    from shared.spec import ESTIMATORS
-    from shared.train import fit
+    from shared.core.spec import ESTIMATORS
+    from shared.pipeline.convert import convert
+    from shared.pipeline.train import fit
 
     frames = {"regression": wind(400, seed=8), "binary": cancer().head(300)}
     for name, (_, tasks, _) in ESTIMATORS.items():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-
 import io
 import json
 import threading
@@ -12,12 +11,12 @@ import pandas as pd
 import pytest
 
 from models.breast_cancer_data import generate as cancer
-from shared.errors import InvalidRequest
-from shared.feedback import parse_feedback, store_feedback
-from shared.inference_log import InferenceLogger, LogRecord
-from shared.registry import PRODUCTION
-from shared.serving import ModelServer, parse_payload
-from shared.settings import PROJECT_ROOT as ROOT
+from shared.core.errors import InvalidRequest
+from shared.core.settings import PROJECT_ROOT as ROOT
+from shared.registry.store import PRODUCTION
+from shared.serving.feedback import parse_feedback, store_feedback
+from shared.serving.inference_log import InferenceLogger, LogRecord
+from shared.serving.runtime import ModelServer, parse_payload
 from tests.conftest import to_csv
 from tests.helpers import drain, drop
 
@@ -96,8 +95,8 @@ def test_the_served_graph_answers_exactly_what_the_registered_graph_answers(ctx,
     import numpy as np
 
     from models.wind_power_data import generate as wind
-    from shared.onnx_model import new_session
-    from shared.spec import SpecCatalog
+    from shared.core.spec import SpecCatalog
+    from shared.serving.graph import new_session
     from tests.conftest import to_parquet
 
     text = (ROOT / "models" / "wind_power.toml").read_text().replace("floor = 250.0", "floor = 5000.0")
@@ -325,9 +324,10 @@ def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_pa
     the dataset, so each row answers as its training twin does."""
     import numpy as np
 
-    from shared.data import read_table, validate
-    from shared.onnx_model import feeds_from_frame, new_session, run_session
-    from shared.spec import SpecCatalog
+    from shared.core.spec import SpecCatalog
+    from shared.pipeline.convert import feeds_from_frame
+    from shared.pipeline.data import read_table, validate
+    from shared.serving.graph import new_session, run_session
     from tests.conftest import to_parquet
     from tests.datasets import as_records
 

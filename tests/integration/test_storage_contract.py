@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from shared.errors import AlreadyExists, InvalidName, NotFound, PreconditionFailed
+from shared.core.errors import AlreadyExists, InvalidName, NotFound, PreconditionFailed
 
 
 @pytest.fixture

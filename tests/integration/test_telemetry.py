@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from functions import http_api, monitor, root, train
-from shared import telemetry
-from shared.messages import RunMessage
-from shared.monitoring import settle_seconds
-from shared.settings import Settings
-from shared.telemetry import OFF, Telemetry, open_telemetry
+from shared.core import telemetry
+from shared.core.settings import Settings
+from shared.core.telemetry import OFF, Telemetry, open_telemetry
+from shared.monitoring.monitor import settle_seconds
+from shared.pipeline.messages import RunMessage
 from tests.adapter_run import predict, run_to_production
 from tests.conftest import ROOT
 from tests.functions.test_adapters import http, sb_message, user
@@ -150,9 +150,9 @@ def test_without_a_connection_string_telemetry_is_off():
 
 _CONFIGURED = """
 import json, sys
-from shared.monitoring import settle_seconds
-from shared.settings import Settings
-from shared.telemetry import open_telemetry
+from shared.monitoring.monitor import settle_seconds
+from shared.core.settings import Settings
+from shared.core.telemetry import open_telemetry
 from opentelemetry import trace
 tel = open_telemetry(Settings.from_env({
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/",
@@ -178,8 +178,8 @@ _OFF = """
 import json, sys
 from functions import root
 from shared.context import Context
-from shared.monitoring import settle_seconds
-from shared.settings import Settings
+from shared.monitoring.monitor import settle_seconds
+from shared.core.settings import Settings
 ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": sys.argv[1]}))
 root.use(ctx)
 from tests.adapter_run import predict, run_to_production

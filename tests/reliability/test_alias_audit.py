@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from models.breast_cancer_data import generate as cancer
-from shared.errors import TransientError
-from shared.registry import PRODUCTION, Registry
-from shared.storage.local import LocalStorage
+from shared.core.errors import TransientError
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import PRODUCTION, Registry
 from tests.conftest import ROOT, to_csv
 from tests.helpers import drain, drop
 
@@ -106,8 +106,8 @@ def test_a_failed_alias_write_records_nothing(two_versions):
 
 MOVE = """
 import sys
-from shared.registry import PRODUCTION, Registry
-from shared.storage.local import LocalStorage
+from shared.registry.store import PRODUCTION, Registry
+from shared.ports.storage.local import LocalStorage
 registry = Registry(LocalStorage(sys.argv[1]))
 current = registry.alias("breast_cancer", PRODUCTION)
 registry.move_alias("breast_cancer", PRODUCTION, int(sys.argv[2]), expected=current, event="rollback",

@@ -143,7 +143,7 @@ def test_extra_columns_are_ignored_and_reported(small_limit_ctx):
 
 def test_a_reason_quoting_megabytes_of_column_names_is_recorded_bounded(small_limit_ctx):
     # Write access to datasets/ is not a way to fill the quarantine, the run records or the log
-    # (each writes the error's message, bounded where the error is made: shared.errors).
+    # (each writes the error's message, bounded where the error is made: shared.core.errors).
     ctx = small_limit_ctx
     name = "c" * 100_000
     drop_through_the_function(ctx, "wind_power", "a.csv", f"{name},{name}x,{name}y\n1,2,3\n".encode())

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from models.breast_cancer_data import generate as cancer
-from shared.faults import POINTS
-from shared.registry import Registry
-from shared.storage.local import LocalStorage
+from shared.core.faults import POINTS
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import Registry
 from tests.conftest import to_csv
 from tests.e2e.hostproc import HostProcess, wait_for
 

@@ -15,12 +15,12 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.bus import dead_letter_queue
-from shared.bus.local import LocalBus
 from shared.context import Context
+from shared.core.settings import Settings
 from shared.ops import POISON_QUEUE
-from shared.pipeline import handle_dataset, run_id_for
-from shared.settings import Settings
+from shared.pipeline.stages import handle_dataset, run_id_for
+from shared.ports.bus import dead_letter_queue
+from shared.ports.bus.local import LocalBus
 from tests.conftest import ROOT, to_csv, to_parquet
 from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MASTER, HostProcess, wait_for
 from tests.helpers import drain, drop

@@ -15,7 +15,7 @@ import pytest
 
 from models.wind_power_data import generate as wind
 from shared.context import Context
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import ROOT, to_parquet
 from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 from tests.helpers import drain, drop

@@ -19,7 +19,7 @@ from functions import http_api, root, runs_api
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.context import Context
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import ROOT, to_csv, to_parquet
 from tests.helpers import drain, drop
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from models.wind_power_data import generate as wind
-from shared.registry import Registry
-from shared.storage.azure import AzureBlobStorage
+from shared.ports.storage.azure import AzureBlobStorage
+from shared.registry.store import Registry
 from tests.conftest import Azurite, to_parquet
 from tests.e2e.hostproc import HostProcess, wait_for
 

@@ -6,9 +6,9 @@ import threading
 import pytest
 
 from models.breast_cancer_data import generate as cancer
-from shared.errors import PreconditionFailed
-from shared.registry import Registry
-from shared.storage.local import LocalStorage
+from shared.core.errors import PreconditionFailed
+from shared.ports.storage.local import LocalStorage
+from shared.registry.store import Registry
 from tests.conftest import to_csv
 from tests.e2e.hostproc import HostProcess, wait_for
 from tests.helpers import drain, drop

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 from models.breast_cancer_data import generate as cancer
-from shared.bus import OutgoingMessage, dead_letter_queue
-from shared.messages import RunMessage
 from shared.ops import list_entries, replay
+from shared.pipeline.messages import RunMessage
+from shared.ports.bus import OutgoingMessage, dead_letter_queue
 from tests.conftest import ROOT, to_csv
 from tests.helpers import drain, drop
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from shared.errors import TransientError
-from shared.storage.local import LocalStorage
-from shared.storage.retrying import RetryingStorage, patience
+from shared.core.errors import TransientError
+from shared.ports.storage.local import LocalStorage
+from shared.ports.storage.retrying import RetryingStorage, patience
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_other_transient_errnos_map_and_permanent_ones_do_not(tmp_path, monkeypa
         def failing_write(*a, code=code, **k):
             raise OSError(code, "injected")
 
-        monkeypatch.setattr("shared.faults.disk_full", failing_write)
+        monkeypatch.setattr("shared.core.faults.disk_full", failing_write)
         if transient:
             with pytest.raises(TransientError):
                 storage.put("runs", "x", b"1")
@@ -108,7 +108,7 @@ def test_throttling_and_server_faults_from_azure_storage_are_transient(status):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from shared.storage.azure import AzureBlobStorage
+        from shared.ports.storage.azure import AzureBlobStorage
 
         storage = AzureBlobStorage.from_connection_string(azurite_connection_string(server.server_address[1]), retries=1)
         storage._created.add("runs")  # skip the create-container call: go straight to the blob

@@ -5,9 +5,9 @@ import json
 
 from azure.servicebus import ServiceBusMessage
 
-from shared.bus import OutgoingMessage
-from shared.bus.azure import ServiceBusBus, to_sdk_message
-from shared.messages import RunMessage
+from shared.pipeline.messages import RunMessage
+from shared.ports.bus import OutgoingMessage
+from shared.ports.bus.azure import ServiceBusBus, to_sdk_message
 
 
 def test_sdk_message_keeps_body_ids_and_properties():
@@ -66,7 +66,7 @@ class _RecordingReceiverClient:
 def test_dead_letters_are_read_from_the_sdk_dead_letter_sub_queue():
     from azure.servicebus import ServiceBusSubQueue
 
-    from shared.bus import dead_letter_queue
+    from shared.ports.bus import dead_letter_queue
 
     client = _RecordingReceiverClient()
     bus = ServiceBusBus(client)

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from shared.bus import OutgoingMessage, dead_letter_queue
-from shared.bus.local import LocalBus, MessageLockLost
+from shared.ports.bus import OutgoingMessage, dead_letter_queue
+from shared.ports.bus.local import LocalBus, MessageLockLost
 
 
 def msg(i: int = 1, **props) -> OutgoingMessage:

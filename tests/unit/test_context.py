@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 from shared.context import Context
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 def test_the_first_requests_on_many_threads_share_one_session_cache_and_one_inference_log(tmp_path):

@@ -7,9 +7,9 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.data import read_table, validate
-from shared.errors import DatasetError
-from shared.spec import SpecCatalog
+from shared.core.errors import DatasetError
+from shared.core.spec import SpecCatalog
+from shared.pipeline.data import read_table, validate
 from tests.conftest import ROOT, to_csv, to_parquet
 
 SPECS = SpecCatalog(ROOT / "models")

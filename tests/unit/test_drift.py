@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 from scipy.special import rel_entr
 
-from shared.drift import (
+from shared.core.profile import MISSING, categorical_profile, numeric_profile
+from shared.monitoring.drift import (
     Reference,
     Thresholds,
     _against,
@@ -22,7 +23,6 @@ from shared.drift import (
     numeric_drift,
     psi,
 )
-from shared.profile import MISSING, categorical_profile, numeric_profile
 
 
 def test_psi_equals_the_symmetric_kl_divergence():
@@ -90,7 +90,7 @@ def test_false_alarms_stay_at_or_under_five_percent_over_100_seeds():
 
 
 def test_float32_counts_equal_float64_counts_at_every_point():
-    from shared.drift import count_below
+    from shared.monitoring.drift import count_below
 
     rng = np.random.default_rng(9)
     values = np.sort(rng.normal(size=10_000).astype(np.float32))
@@ -245,7 +245,7 @@ def test_a_version_registered_with_a_schema_1_profile_is_still_monitored():
 
 
 def test_predictions_one_ulp_off_a_trees_leaf_values_are_judged_as_those_values():
-    from shared.drift import snap_to_reference
+    from shared.monitoring.drift import snap_to_reference
 
     rng = np.random.default_rng(12)
     leaves = np.array([12.5, 130.25, 880.125, 1500.0625])

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
-from shared.fast_trees import (  # noqa: E402
+from shared.pipeline.fast_trees import (  # noqa: E402
     fast_tree_converters_registered,
     register_fast_tree_converters,
     stock_tree_converters,
@@ -62,7 +62,7 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
 
 
 def fitted(estimator, target: str, train: pd.DataFrame) -> Pipeline:
-    """The project's pipeline shape (shared.train.build_pipeline for trees)."""
+    """The project's pipeline shape (shared.pipeline.train.build_pipeline for trees)."""
     pre = ColumnTransformer(
         [
             ("numeric", Pipeline([("impute", SimpleImputer(strategy="median"))]), NUMERIC),

@@ -12,10 +12,10 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
-from shared.data import read_table, validate
-from shared.errors import DatasetError, SpecError
-from shared.spec import SpecCatalog, parse_spec
-from shared.train import split
+from shared.core.errors import DatasetError, SpecError
+from shared.core.spec import SpecCatalog, parse_spec
+from shared.pipeline.data import read_table, validate
+from shared.pipeline.train import split
 from tests.conftest import ROOT, to_csv, to_parquet
 
 SPECS = SpecCatalog(ROOT / "models")

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from shared.errors import InvalidRequest
-from shared.inference_log import InferenceLogger, LogRecord
-from shared.limits import batch_bytes, check_batch_strings, check_string, clip
-from shared.serving import parse_payload
-from shared.storage.local import LocalStorage
+from shared.core.errors import InvalidRequest, clip
+from shared.core.limits import check_string
+from shared.ports.storage.local import LocalStorage
+from shared.serving.inference_log import InferenceLogger, LogRecord
+from shared.serving.runtime import batch_bytes, check_batch_strings, parse_payload
 
 SCHEMA = (("speed", "float"), ("turbine", "string"))
 

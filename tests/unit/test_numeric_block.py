@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from shared.onnx_model import NUMERIC_BLOCK, new_session, with_numeric_block
+from shared.serving.graph import NUMERIC_BLOCK, new_session, with_numeric_block
 
 
 def _model(names: list[str], opset: int) -> bytes:

@@ -4,13 +4,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 import pytest
 
-from shared.errors import InvalidRequest
-import orjson
-
-from shared.protocols import v2
-from shared.serving import parse_payload
+from shared.core.errors import InvalidRequest
+from shared.serving.protocols import v2
+from shared.serving.runtime import parse_payload
 
 
 def parse_v2(payload, schema, max_rows):
@@ -222,8 +221,8 @@ def test_trailing_bytes_after_the_binary_tensors_are_refused():
 
 
 def test_mlflow_csv_and_content_types():
-    from shared.errors import UnsupportedMediaType
-    from shared.protocols import mlflow
+    from shared.core.errors import UnsupportedMediaType
+    from shared.serving.protocols import mlflow
 
     csv = b"turbine,speed,temp\nT01,3.5,10\nT02,7.0,-2.5\n"
     batch, fn = mlflow.decode(csv, "text/csv; charset=utf-8", None, SCHEMA, 100)
@@ -250,7 +249,7 @@ def test_mlflow_parquet_yields_the_same_rows(index):
 
     import pandas as pd
 
-    from shared.protocols import mlflow
+    from shared.serving.protocols import mlflow
 
     frame = pd.DataFrame(ROWS)
     if index is not None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.drift import Thresholds, categorical_drift, numeric_drift
-from shared.profile import categorical_profile, numeric_profile
-from shared.report_html import PLOTLY_ROUTE, _figures, render
+from shared.core.profile import categorical_profile, numeric_profile
+from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift
+from shared.monitoring.report_html import PLOTLY_ROUTE, _figures, render
 
 T0 = 1_795_700_000.0
 

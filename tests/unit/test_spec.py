@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import ModelNotFound, SpecError
-from shared.spec import SpecCatalog, parse_spec
+from shared.core.errors import ModelNotFound, SpecError
+from shared.core.spec import SpecCatalog, parse_spec
 
 GOOD = """
 [model]

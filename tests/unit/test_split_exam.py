@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from models.wind_power_data import generate as wind
-from shared import exam
-from shared.data import read_table, validate
-from shared.errors import DatasetError
-from shared.spec import SpecCatalog
-from shared.storage.local import LocalStorage
-from shared.train import ROW_KEY, split
+from shared.core.errors import DatasetError
+from shared.core.spec import SpecCatalog
+from shared.pipeline import exam
+from shared.pipeline.data import read_table, validate
+from shared.pipeline.train import ROW_KEY, split
+from shared.ports.storage.local import LocalStorage
 from tests.conftest import ROOT, to_csv, to_parquet
 
 SPEC = SpecCatalog(ROOT / "models").get("wind_power")
@@ -117,7 +117,7 @@ def test_the_exam_keeps_the_recent_datasets_deduplicated_and_versioned(tmp_path)
 def test_a_tampered_exam_is_refused(tmp_path):
     import pytest
 
-    from shared.errors import IntegrityError
+    from shared.core.errors import IntegrityError
 
     storage = LocalStorage(tmp_path)
     v = exam.add_holdout(storage, SPEC, _holdout(1), {"dataset": "a", "sha256": "a", "run_id": "ra"})

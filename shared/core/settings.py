@@ -1,0 +1,128 @@
+"""Settings, read once from the environment into a frozen object.
+
+Nothing here runs at import time: ``Settings.from_env()`` is called by the composition
+root (``functions/root.py``) or by a test, which passes the result on explicitly.
+Every setting is listed, with a working local value, in ``local.settings.example.json``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"setting {key}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {key}={raw!r} is not a number") from None
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(key, "").strip().lower() or default
+    if value not in allowed:
+        raise ValueError(f"setting {key}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the system; built by :meth:`from_env`, passed in explicitly."""
+
+    data_dir: Path = PROJECT_ROOT / ".data"
+    models_dir: Path = PROJECT_ROOT / "models"
+    storage_backend: str = "local"  # local | azure
+    storage_connection_string: str = ""
+    storage_account_url: str = ""
+    storage_queue_url: str = ""  # the poison queue's service (identity-based connections)
+    storage_client_id: str = ""  # a user-assigned managed identity's client id
+    bus_backend: str = "local"  # local | azure
+    bus_connection_string: str = ""
+    bus_namespace: str = ""
+    bus_client_id: str = ""  # a user-assigned managed identity's client id
+    queue_convert: str = "model-convert"
+    queue_register: str = "model-register"
+    queue_promote: str = "model-promote"
+    queue_retrain: str = "model-retrain"
+    bus_max_delivery_count: int = 10
+    bus_lock_seconds: float = 60.0
+    max_dataset_bytes: int = 200 * 1024 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_batch_rows: int = 10_000
+    max_string_chars: int = 256
+    alias_check_seconds: float = 2.0
+    inference_log_sample: float = 1.0
+    inference_log_flush_seconds: float = 5.0
+    inference_log_max_bytes: int = 64 * 1024 * 1024
+    monitor_window_minutes: float = 60.0
+    drift_share: float = 0.5
+    queue_alerts: str = "model-alerts"
+    appinsights_connection_string: str = ""  # telemetry is on only when this is set
+    appinsights_authentication: str = ""  # "ClientId=<id>;Authorization=AAD": the identity that sends it
+    trace_predict_sample: float = 0.01  # share of predict requests traced as spans
+    #: How long a pipeline stage waits out a transient storage fault (full disk, I/O error,
+    #: throttling) before failing its delivery; well under the 10-minute function timeout.
+    transient_retry_seconds: float = 120.0
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse the settings from ``env`` (default: ``os.environ``); fail loudly on nonsense."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("MLOPS_DATA_DIR", "").strip() or ".data")
+        if not data_dir.is_absolute():
+            data_dir = PROJECT_ROOT / data_dir
+        models_dir = Path(env.get("MLOPS_MODELS_DIR", "").strip() or "models")
+        if not models_dir.is_absolute():
+            models_dir = PROJECT_ROOT / models_dir
+        return cls(
+            data_dir=data_dir,
+            models_dir=models_dir,
+            storage_backend=_choice(env, "MLOPS_STORAGE_BACKEND", "local", ("local", "azure")),
+            storage_connection_string=env.get("MlopsStorage", "").strip(),
+            storage_account_url=env.get("MlopsStorage__blobServiceUri", "").strip(),
+            storage_queue_url=env.get("MlopsStorage__queueServiceUri", "").strip(),
+            storage_client_id=env.get("MlopsStorage__clientId", "").strip(),
+            bus_backend=_choice(env, "MLOPS_BUS_BACKEND", "local", ("local", "azure")),
+            bus_connection_string=env.get("ServiceBusConnection", "").strip(),
+            bus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace", "").strip(),
+            bus_client_id=env.get("ServiceBusConnection__clientId", "").strip(),
+            queue_convert=env.get("MLOPS_QUEUE_CONVERT", "").strip() or "model-convert",
+            queue_register=env.get("MLOPS_QUEUE_REGISTER", "").strip() or "model-register",
+            queue_promote=env.get("MLOPS_QUEUE_PROMOTE", "").strip() or "model-promote",
+            queue_retrain=env.get("MLOPS_QUEUE_RETRAIN", "").strip() or "model-retrain",
+            bus_max_delivery_count=_int(env, "MLOPS_BUS_MAX_DELIVERY_COUNT", 10),
+            bus_lock_seconds=_float(env, "MLOPS_BUS_LOCK_SECONDS", 60.0),
+            max_dataset_bytes=_int(env, "MLOPS_MAX_DATASET_BYTES", 200 * 1024 * 1024),
+            max_request_bytes=_int(env, "MLOPS_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
+            max_batch_rows=_int(env, "MLOPS_MAX_BATCH_ROWS", 10_000),
+            max_string_chars=_int(env, "MLOPS_MAX_STRING_CHARS", 256),
+            alias_check_seconds=_float(env, "MLOPS_ALIAS_CHECK_SECONDS", 2.0),
+            inference_log_sample=_float(env, "MLOPS_INFERENCE_LOG_SAMPLE", 1.0),
+            inference_log_flush_seconds=_float(env, "MLOPS_INFERENCE_LOG_FLUSH_SECONDS", 5.0),
+            inference_log_max_bytes=_int(env, "MLOPS_INFERENCE_LOG_MAX_BYTES", 64 * 1024 * 1024),
+            monitor_window_minutes=_float(env, "MLOPS_MONITOR_WINDOW_MINUTES", 60.0),
+            drift_share=_float(env, "MLOPS_DRIFT_SHARE", 0.5),
+            queue_alerts=env.get("MLOPS_QUEUE_ALERTS", "").strip() or "model-alerts",
+            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
+            appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
+            trace_predict_sample=_float(env, "MLOPS_TRACE_PREDICT_SAMPLE", 0.01),
+            transient_retry_seconds=_float(env, "MLOPS_TRANSIENT_RETRY_SECONDS", 120.0),
+            extra=dict(env),
+        )

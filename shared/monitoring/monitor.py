@@ -1,0 +1,420 @@
+"""Monitoring: drift and live performance of each production model, reports, retraining.
+
+``monitor_model`` reads the inference log since the model's last conclusive run (bounded
+by the window setting), compares it with the production version's reference profile, joins
+feedback by request id for live performance, writes ``report.json`` under
+``monitoring/<model>/<window end>-<id>/`` and commits the model's ``state.json`` (history,
+latest, last conclusive verdict, breach count) with an ETag condition, and requests
+retraining when a breach has persisted for the spec's number of runs and the last request
+is older than the cooldown. The HTML page is rendered from the JSON when asked for.
+``handle_retrain`` assembles the retraining dataset and drops it into ``datasets/``.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.context import Context
+from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.core.spec import ModelSpec
+from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
+from shared.pipeline.messages import RunMessage
+from shared.registry import datasets
+from shared.registry.jsonio import dumps, get_json, put_json
+
+log = logging.getLogger("mlops.monitoring")
+
+CONTAINER = "monitoring"
+REPORT_SCHEMA_VERSION = 2
+HISTORY = 100
+STATE = "state.json"
+REPORT = "report.json"
+SETTLE_MARGIN_SECONDS = 1.0
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def read_log(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
+    """Logged rows of ``model`` with a request time in [since, until)."""
+    from shared.serving.inference_log import read_rows
+
+    return read_rows(ctx.storage, model, since, until)
+
+
+def read_feedback(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
+    from shared.serving import feedback
+
+    return feedback.read_feedback(ctx.storage, model, since, until)
+
+
+def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Logged rows with their ground truth (``truth``), joined on request id and row."""
+    if logs.empty or feedback.empty:
+        return pd.DataFrame()
+    fb = feedback.drop_duplicates(["request_id", "row"], keep="last")[["request_id", "row", "truth"]]
+    return logs.merge(fb, on=["request_id", "row"], how="inner")
+
+
+def _performance(spec: ModelSpec, manifest: dict, joined: pd.DataFrame) -> dict[str, Any]:
+    from shared.pipeline.train import compute_metrics
+
+    reference = manifest["metrics"].get(spec.metric)
+    if joined.empty:
+        return {"rows": 0, "metric": spec.metric, "value": None, "reference": reference, "degraded": False}
+    if spec.is_classifier:
+        classes = [str(c) for c in manifest["classes"]]
+        proba_cols = [f"proba_{c}" for c in classes]
+        proba = joined[proba_cols].to_numpy() if all(c in joined for c in proba_cols) else None
+        y = joined["truth"].astype(str).to_numpy()
+        try:
+            metrics = compute_metrics(spec, y, joined["prediction"].astype(str).to_numpy(), proba, np.array(classes))
+        except ValueError:  # e.g. one class only among the labelled rows: ROC AUC undefined
+            metrics = compute_metrics(spec, y, joined["prediction"].astype(str).to_numpy(), None, np.array(classes))
+    else:
+        metrics = compute_metrics(spec, joined["truth"].to_numpy(float), joined["prediction"].to_numpy(float))
+    value = metrics.get(spec.metric)
+    degraded = False
+    if value is not None and reference is not None:
+        tol = spec.monitoring.performance_tolerance * abs(reference)
+        degraded = value < reference - tol if spec.higher_is_better else value > reference + tol
+    return {"rows": int(len(joined)), "metric": spec.metric, "value": value, "reference": reference,
+            "all": metrics, "degraded": bool(degraded)}
+
+
+def _state(ctx: Context, model: str) -> tuple[dict[str, Any], str | None]:
+    found = get_json(ctx.storage, CONTAINER, f"{model}/{STATE}")
+    return (found[0], found[1]) if found else ({"consecutive_breaches": 0, "history": []}, None)
+
+
+def _alert(ctx: Context, model: str, kind: str, detail: dict[str, Any]) -> None:
+    ctx.alert(model, kind, detail)
+
+
+def settle_seconds(ctx: Context) -> float:
+    """How far behind the run's start its window ends.
+
+    A server writes its buffered log rows every ``MLOPS_INFERENCE_LOG_FLUSH_SECONDS``; rows
+    younger than that may still be in its memory. A window ending at "now" would miss them,
+    and the next window starts where this one ended, so they would never be judged.
+    """
+    return 2 * ctx.settings.inference_log_flush_seconds + SETTLE_MARGIN_SECONDS
+
+
+def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict, profile: dict,
+              state: dict[str, Any], since: float, until: float, now: float) -> dict[str, Any]:
+    """The report of one window, with the breach count and retraining decision ``state`` implies."""
+    logs = read_log(ctx, model, since, until)
+    mon = spec.monitoring
+    th = Thresholds(psi=mon.psi, p_value=mon.p_value, js=mon.js)
+    features: dict[str, Any] = {}
+    prediction: dict[str, Any] = {}
+    dataset = {"drifted": False, "share": 0.0, "threshold": ctx.settings.drift_share, "drifted_features": []}
+    enough = len(logs) >= mon.min_rows
+    if enough:
+        for col, prof in profile["features"].items():
+            if col not in logs:
+                continue
+            features[col] = (numeric_drift(prof, logs[col].to_numpy(), th) if prof["type"] == "numeric"
+                             else categorical_drift(prof, logs[col], th))
+        drifted = [c for c, r in features.items() if r.get("drifted")]
+        share = len(drifted) / max(len(features), 1)
+        dataset = {"drifted": share >= ctx.settings.drift_share, "share": share,
+                   "threshold": ctx.settings.drift_share, "drifted_features": drifted}
+        own = logs[logs["version"] == version]
+        if len(own) >= mon.min_rows:
+            pprof = profile["prediction"]
+            if pprof["type"] == "numeric":
+                served = snap_to_reference(pprof, own["prediction"].to_numpy(float), spec.parity_rtol, spec.parity_atol)
+                prediction = numeric_drift(pprof, served, th)
+            else:
+                prediction = categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th)
+    # Ground truth comes after the prediction: whatever has arrived so far for the window's rows.
+    feedback = read_feedback(ctx, model, since, max(now, time.time()))
+    performance = _performance(spec, manifest, labelled_rows(logs, feedback))
+    breach = bool(dataset["drifted"] or prediction.get("drifted") or performance["degraded"])
+    if not enough and not performance["rows"]:
+        verdict = "insufficient_data"
+    elif performance["degraded"]:
+        verdict = "degraded"
+    elif breach:
+        verdict = "drift"
+    else:
+        verdict = "ok"
+    consecutive = state.get("consecutive_breaches", 0)
+    if verdict != "insufficient_data":
+        consecutive = consecutive + 1 if breach else 0
+
+    cooldown = mon.retrain_cooldown_minutes * 60
+    last_retrain = state.get("last_retrain_at", 0.0)
+    if not breach:
+        retrain = {"requested": False, "reason": "no breach"}
+    elif consecutive < mon.breaches_to_retrain:
+        retrain = {"requested": False, "reason": f"breach {consecutive} of {mon.breaches_to_retrain} needed"}
+    elif now - last_retrain < cooldown:
+        retrain = {"requested": False, "reason": f"cooldown: last retraining {int(now - last_retrain)} s ago "
+                                                 f"(cooldown {int(cooldown)} s)"}
+    else:
+        retrain = {"requested": True, "reason": f"breach persisted for {consecutive} runs"}
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "model": model,
+        "version": version,
+        "generated_at": now,
+        "generated_at_iso": _iso(now),
+        "window": {"from": since, "to": until, "from_iso": _iso(since), "to_iso": _iso(until)},
+        "rows": int(len(logs)),
+        "min_rows": mon.min_rows,
+        "verdict": verdict,
+        "thresholds": th.to_dict(),
+        "dataset_drift": dataset,
+        "features": features,
+        "prediction_drift": prediction,
+        "performance": performance,
+        "breach": breach,
+        "consecutive_breaches": consecutive,
+        "retraining": retrain,
+    }
+
+
+def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """A report's line in the history: enough for the over-time chart and the listing."""
+    conclusive = report["verdict"] != "insufficient_data"
+    return {"report": name, "generated_at": report["generated_at"], "generated_at_iso": report["generated_at_iso"],
+            "window": {"from": report["window"]["from"], "to": report["window"]["to"]},
+            "rows": report["rows"], "verdict": report["verdict"],
+            "drift_share": report["dataset_drift"]["share"] if report["features"] else None,
+            "drifted_features": report["dataset_drift"]["drifted_features"],
+            "performance": report["performance"]["value"], "retrain_requested": report["retraining"]["requested"],
+            "conclusive": conclusive}
+
+
+def monitor_model(ctx: Context, model: str, now: float | None = None, *,
+                  max_attempts: int = 8) -> dict[str, Any] | None:
+    """One monitoring run for ``model``; None if it has no production version.
+
+    The run judges the window from where the last conclusive run ended up to
+    ``settle_seconds`` before ``now`` (at most the window setting long). It writes its report
+    under a name of its own, then commits the model's state (window end, breach count,
+    history, latest) with an ETag condition. If another run committed first, this run's
+    report is deleted and the run starts again from the new state: windows never overlap
+    and no row falls between two. A run whose window ends before the latest committed one
+    (a slower run that started earlier) is superseded: nothing is written, and ``latest``
+    only moves forward in time. An ``insufficient_data`` run is recorded, but its rows stay
+    for the next window and the last conclusive verdict stays visible beside it.
+    """
+    now = time.time() if now is None else now
+    spec = ctx.specs.get(model)
+    alias = ctx.registry.alias(model)
+    if alias is None:
+        return None
+    version = alias.version
+    manifest = ctx.registry.manifest(model, version)
+    profile = ctx.registry.profile(model, version, manifest)
+    until = now - settle_seconds(ctx)
+    window = ctx.settings.monitor_window_minutes * 60
+    for _ in range(max_attempts):
+        state, state_etag = _state(ctx, model)
+        latest = state.get("latest") or {}
+        if until <= latest.get("to", float("-inf")):
+            log.info("monitoring %s: a run up to %s is already recorded; this run (up to %s) is superseded",
+                     model, latest.get("to_iso"), _iso(until))
+            return {"model": model, "verdict": "superseded", "generated_at": now, "window": {"to": until},
+                    "latest": latest}
+        since = min(max(state.get("last_to", 0.0), until - window), until)
+        report = _evaluate(ctx, spec, model, version, manifest, profile, state, since, until, now)
+        name = f"{model}/{_stamp(until)}-{uuid.uuid4().hex[:6]}/{REPORT}"
+        entry = _entry(report, name)
+        conclusive = entry["conclusive"]
+        last_conclusive = entry if conclusive else state.get("last_conclusive")
+        report["last_conclusive"] = last_conclusive
+        report["history"] = (state.get("history", []) + [entry])[-HISTORY:]
+        put_json(ctx.storage, CONTAINER, name, report, create_only=True)
+        new_state = {**state, "consecutive_breaches": report["consecutive_breaches"], "history": report["history"],
+                     "latest": {"report": name, "to": until, "to_iso": _iso(until), "at": now},
+                     "last_conclusive": last_conclusive}
+        if conclusive:  # an insufficient window's rows are judged with the next one
+            new_state["last_to"] = until
+        if report["retraining"]["requested"]:
+            new_state["last_retrain_at"] = now
+        try:
+            if state_etag is None:
+                put_json(ctx.storage, CONTAINER, f"{model}/{STATE}", new_state, create_only=True)
+            else:
+                put_json(ctx.storage, CONTAINER, f"{model}/{STATE}", new_state, if_match=state_etag)
+        except (PreconditionFailed, AlreadyExists):
+            # Another run committed first: it owns its window and any retraining request.
+            ctx.storage.delete(CONTAINER, name)
+            log.info("monitoring state of %s changed concurrently; judging again from the new state", model)
+            continue
+        break
+    else:
+        raise PreconditionFailed(f"monitoring state of {model} kept changing; gave up after {max_attempts} attempts")
+    _advance_latest(ctx, model, name, until)
+
+    stamp = _stamp(until)
+    verdict = report["verdict"]
+    if report["breach"]:
+        _alert(ctx, model, "breach", {"verdict": verdict, "report": f"{CONTAINER}/{name}",
+                                      "drifted_features": report["dataset_drift"]["drifted_features"],
+                                      "performance": report["performance"]["value"]})
+    if report["retraining"]["requested"]:
+        msg = RunMessage("retrain_requested", model, f"retrain-{stamp.lower().replace('.', '-')}"[:64],
+                         correlation_id=f"monitor-{stamp}", extra={"report": name})
+        ctx.bus.send(ctx.settings.queue_retrain, msg.to_outgoing())
+        _alert(ctx, model, "retrain_requested", {"run_id": msg.run_id, "reason": report["retraining"]["reason"]})
+    return report
+
+
+def _advance_latest(ctx: Context, model: str, name: str, until: float) -> None:
+    """Point ``latest.json`` at ``name`` unless it already points at a later window."""
+    for _ in range(8):
+        found = get_json(ctx.storage, CONTAINER, f"{model}/latest.json")
+        if found and found[0].get("to", found[0].get("at", 0.0)) >= until:
+            return
+        body = {"report": name, "to": until, "at": time.time()}
+        try:
+            if found is None:
+                put_json(ctx.storage, CONTAINER, f"{model}/latest.json", body, create_only=True)
+            else:
+                put_json(ctx.storage, CONTAINER, f"{model}/latest.json", body, if_match=found[1])
+            return
+        except (PreconditionFailed, AlreadyExists):
+            continue
+
+
+def monitor_all(ctx: Context, now: float | None = None) -> dict[str, str]:
+    """Monitor every model with a production version; one model's failure does not stop the rest."""
+    out = {}
+    for model in ctx.specs.names():
+        try:
+            report = monitor_model(ctx, model, now)
+            out[model] = report["verdict"] if report else "no production version"
+            share = ((report or {}).get("dataset_drift") or {}).get("share")
+            if ctx.telemetry.enabled and out[model] in ("ok", "drift", "degraded") and isinstance(share, int | float):
+                ctx.telemetry.drift_share(model, report.get("version"), float(share))
+        except Exception as exc:  # noqa: BLE001 - reported per model
+            log.exception("monitoring %s failed", model)
+            out[model] = f"failed: {exc}"
+    return out
+
+
+def _committed(ctx: Context, model: str) -> dict[str, Any]:
+    state, _ = _state(ctx, model)
+    if not state.get("latest"):
+        raise NotFound(f"no monitoring report for model {model!r} yet")
+    return state
+
+
+def _report(ctx: Context, name: str) -> dict[str, Any]:
+    found = get_json(ctx.storage, CONTAINER, name)
+    if found is None:
+        raise NotFound(f"monitoring report {name!r} not found")
+    return found[0]
+
+
+def latest_report(ctx: Context, model: str, fmt: str = "json") -> bytes:
+    """The latest committed report as JSON, or its HTML page rendered from it now.
+
+    Both carry ``last_conclusive``: the last verdict that was not ``insufficient_data``,
+    with its time, so a quiet window never hides the verdict before it.
+    """
+    state = _committed(ctx, model)
+    report = _report(ctx, state["latest"]["report"])
+    report["last_conclusive"] = state.get("last_conclusive")
+    if fmt == "html":
+        from shared.monitoring.report_html import render
+
+        return render(report).encode()
+    return dumps(report)
+
+
+def report_id(name: str) -> str:
+    """The id of a report the history names: its folder, ``<window end>-<suffix>``."""
+    return name.split("/")[-2]
+
+
+def report_by_id(ctx: Context, model: str, rid: str, fmt: str = "json") -> bytes:
+    """One report of the history, as JSON or as its HTML page rendered now."""
+    import re
+
+    from shared.core.errors import InvalidRequest
+
+    if not re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}", rid):
+        raise InvalidRequest(f"invalid report id {rid[:80]!r}", field="report_id")
+    report = _report(ctx, f"{model}/{rid}/{REPORT}")
+    if fmt == "html":
+        from shared.monitoring.report_html import render
+
+        return render(report).encode()
+    return dumps(report)
+
+
+def report_history(ctx: Context, model: str, limit: int = HISTORY) -> dict[str, Any]:
+    """The model's recorded runs, newest first, with the latest and the last conclusive one."""
+    state = _committed(ctx, model)
+    history = [{**e, "id": report_id(e["report"])} for e in state.get("history", [])[-limit:][::-1]]
+    return {"model": model, "latest": state["latest"], "last_conclusive": state.get("last_conclusive"),
+            "reports": history}
+
+
+# -- retraining ------------------------------------------------------------------------------
+def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, lookback_days: int = 7) -> str | None:
+    """Assemble a retraining dataset by the spec's policy and drop it into ``datasets/``."""
+    now = time.time() if now is None else now
+    model = msg.model
+    spec = ctx.specs.get(model)
+    file = f"{msg.run_id}.parquet"
+    name = datasets.blob_name(model, file)
+    if datasets.exists(ctx.storage, name):
+        return datasets.path(name)  # a redelivered request: the dataset is already there
+    versions = ctx.registry.versions(model)
+    if not versions:
+        return None
+    manifest = ctx.registry.manifest(model, versions[-1])
+    source = datasets.relative(manifest["dataset"]["name"])
+    from shared.pipeline.data import ORIGIN_COLUMN, read_table, validate
+
+    # Typed as training types it, with missing categories still null: apart from '' for its profile.
+    base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source,
+                    max_chars=ctx.settings.max_string_chars).with_missing()
+    since = now - lookback_days * 86400
+    joined = labelled_rows(read_log(ctx, model, since, now), read_feedback(ctx, model, since, now))
+    fresh = pd.DataFrame()
+    if not joined.empty:
+        fresh = joined[list(spec.features)].copy()
+        truth = joined["truth"]
+        if spec.is_classifier and pd.api.types.is_integer_dtype(base[spec.target]):
+            truth = pd.to_numeric(truth, errors="coerce")
+        fresh[spec.target] = truth.to_numpy()
+        fresh = fresh.dropna(subset=[spec.target])
+    # Mark where each row came from: a dataset carrying this column never adds to the exam.
+    base = base.assign(**{ORIGIN_COLUMN: "dataset"})
+    fresh = fresh.assign(**{ORIGIN_COLUMN: "feedback"}) if len(fresh) else fresh
+    mon = spec.monitoring
+    if mon.retrain_policy == "recent" and len(fresh) >= spec.min_rows:
+        frame = fresh
+    else:
+        frame = pd.concat([base, fresh], ignore_index=True)
+    frame = frame.tail(mon.retrain_max_rows)  # the newest rows win when over the cap
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    try:
+        datasets.drop(ctx.storage, model, file, buf.getvalue(), create_only=True)
+    except AlreadyExists:
+        pass
+    log.info("retraining %s: %d rows (%d labelled from live traffic) -> %s", model, len(frame), len(fresh),
+             datasets.path(name))
+    return datasets.path(name)

@@ -1,0 +1,127 @@
+"""Ground truth posted back for earlier predictions, stored for monitoring to join.
+
+Feedback is untrusted input: it needs a key of the feedback function (see the README), and
+only items that match a logged prediction by ``(request_id, row)`` are stored; the rest are
+counted in the response and dropped, so they can never reach a retraining dataset.
+"""
+from __future__ import annotations
+
+import io
+import math
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from shared.core.errors import InvalidRequest
+from shared.core.spec import ModelSpec
+from shared.ports.storage import Storage
+
+CONTAINER = "feedback"
+MAX_ITEMS = 10_000
+
+
+def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
+    """``{"feedback": [{"request_id": "...", "row": 0, "label": ...} | {"value": ...}]}``."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("feedback"), list):
+        raise InvalidRequest("the body must be {\"feedback\": [{\"request_id\": ..., \"label\" or \"value\": ...}]}", field="feedback")
+    items = payload["feedback"]
+    if not items:
+        raise InvalidRequest("'feedback' holds no items", field="feedback")
+    if len(items) > MAX_ITEMS:
+        raise InvalidRequest(f"'feedback' holds {len(items)} items, over the limit of {MAX_ITEMS}", field="feedback")
+    key = "label" if spec.is_classifier else "value"
+    out = []
+    for i, item in enumerate(items):
+        where = f"feedback[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{where}' must be an object", field=where, row=i)
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+            raise InvalidRequest(f"'{where}.request_id' must be a non-empty string", field=f"{where}.request_id", row=i)
+        row = item.get("row", 0)
+        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+            raise InvalidRequest(f"'{where}.row' must be a non-negative integer", field=f"{where}.row", row=i)
+        if key not in item:
+            raise InvalidRequest(f"'{where}' needs '{key}' for a {spec.task} model", field=f"{where}.{key}", row=i)
+        truth = item[key]
+        if spec.is_classifier:
+            if isinstance(truth, bool) or not isinstance(truth, (str, int)):
+                raise InvalidRequest(f"'{where}.label' must be a string or integer", field=f"{where}.label", row=i)
+            truth = str(truth)
+        else:
+            if isinstance(truth, bool) or not isinstance(truth, (int, float)) or not math.isfinite(truth):
+                raise InvalidRequest(f"'{where}.value' must be a finite number", field=f"{where}.value", row=i)
+            truth = float(truth)
+        extra = sorted(set(item) - {"request_id", "row", key})
+        if extra:
+            raise InvalidRequest(f"'{where}' has an unexpected field '{extra[0]}'", field=f"{where}.{extra[0]}", row=i)
+        out.append({"request_id": rid, "row": row, "truth": truth})
+    return out
+
+
+def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
+                 now: float | None = None) -> list[bool]:
+    """For each item, whether its ``(request_id, row)`` is in the inference log of ``model``."""
+    from shared.serving.inference_log import logged_keys
+
+    now = time.time() if now is None else now
+    found = logged_keys(storage, model, {(it["request_id"], it["row"]) for it in items},
+                        lookback_hours=lookback_hours, now=now)
+    return [(it["request_id"], it["row"]) in found for it in items]
+
+
+def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], now: float | None = None) -> str:
+    """Write one Parquet part under ``feedback/<model>/<date>/``; returns its name."""
+    import pandas as pd
+
+    now = time.time() if now is None else now
+    frame = pd.DataFrame(items)
+    frame["received_at"] = pd.Timestamp(now, unit="s", tz="UTC")
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+    name = f"{model}/{day}/{now:.3f}-{uuid.uuid4().hex[:8]}.parquet"
+    storage.put(CONTAINER, name, buf.getvalue())
+    return f"{CONTAINER}/{name}"
+
+
+def read_feedback(storage: Storage, model: str, since: float, until: float):
+    """Feedback parts of ``model`` received in [since, until + 5 s), as one DataFrame."""
+    import pandas as pd
+
+    from shared.serving.inference_log import written_at
+
+    frames = []
+    day = datetime.fromtimestamp(since, timezone.utc).date()
+    last = datetime.fromtimestamp(until, timezone.utc).date()
+    while day <= last:
+        for blob in storage.list(CONTAINER, f"{model}/{day.isoformat()}/"):
+            if since <= written_at(blob.name) < until + 5:
+                frames.append(pd.read_parquet(io.BytesIO(storage.get(CONTAINER, blob.name).data)))
+        day += timedelta(days=1)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def accept_feedback(ctx, model: str, payload: Any) -> dict[str, Any]:
+    """Validate feedback, store the items that match a logged prediction, say how many did.
+
+    This worker's buffered predictions are flushed first so they count as logged; while storage
+    refuses the log's writes (a full disk), matching would miss them, so the caller is told to
+    send again (a transient error: 503 with Retry-After).
+    """
+    from shared.core.errors import TransientError
+    from shared.core.limits import check_string
+
+    items = parse_feedback(payload, ctx.specs.get(model))
+    for i, item in enumerate(items):
+        check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
+    ctx.inference_log.flush()
+    if ctx.inference_log.unwritten_rows:
+        raise TransientError("the inference log cannot be written right now; send the feedback again shortly")
+    hits = match_logged(ctx.storage, model, items)
+    matched = [it for it, hit in zip(items, hits) if hit]
+    where = store_feedback(ctx.storage, model, matched) if matched else None
+    unmatched = [{"request_id": it["request_id"], "row": it["row"]} for it, hit in zip(items, hits) if not hit]
+    return {"model": model, "received": len(items), "matched": len(matched), "unmatched": len(unmatched),
+            "unmatched_examples": unmatched[:5], "stored": where}

@@ -1,0 +1,151 @@
+"""MLflow's scoring protocol (``mlflow models serve``'s ``/invocations``), for tabular models.
+
+Accepted, as MLflow's scoring server accepts them: ``application/json`` with exactly one of
+``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs`` (the last two as
+records or as columns) and an optional ``params`` object; ``text/csv`` with a header row;
+``application/vnd.apache.parquet`` (a table, as ``DataFrame.to_parquet`` writes it).
+
+Answers ``{"predictions": [...]}`` as MLflow's sklearn flavour does: a regressor's values; a
+classifier's labels, or, when asked, the per-class probabilities as one list per row in the
+order of the model's classes (``predict_proba``). Ask with ``"params": {"predict_fn":
+"predict_proba"}`` in JSON or ``?predict_fn=predict_proba`` (any content type).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import orjson
+
+from shared.core.errors import InvalidRequest, UnsupportedMediaType
+from shared.serving.protocols import json_body
+from shared.serving.runtime import Batch, Prediction, parse_payload, schema_parts
+
+JSON = "application/json"
+CSV = "text/csv"
+PARQUET = "application/vnd.apache.parquet"
+PREDICT_FNS = ("predict", "predict_proba")
+
+
+def _content_type(value: str | None) -> str:
+    if not value:
+        return JSON  # curl -d without -H, and most hand-written clients, mean JSON
+    mime, *params = (p.strip() for p in value.split(";"))
+    for p in params:
+        key, _, val = p.partition("=")
+        if key.strip().lower() != "charset":
+            raise UnsupportedMediaType(f"unrecognised content type parameter '{key.strip()}'", field="content-type")
+        if val.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType("only UTF-8 bodies are read", field="content-type")
+    mime = mime.lower()
+    if mime not in (JSON, CSV, PARQUET):
+        raise UnsupportedMediaType(f"content type '{mime}' is not read here; send {JSON}, {CSV} or {PARQUET}",
+                                   field="content-type")
+    return mime
+
+
+def _predict_fn(value: Any, field: str) -> str:
+    if value not in PREDICT_FNS:
+        raise InvalidRequest(f"'{field}' must be one of {', '.join(PREDICT_FNS)}", field=field)
+    return value
+
+
+def _csv_columns(text: str, schema: tuple[tuple[str, str], ...]) -> dict[str, list]:
+    """The CSV's columns, numbers parsed for the model's numeric inputs; an empty cell is missing
+    (null), in a string column too."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise InvalidRequest("the CSV body is empty; send a header row and one row per prediction", field="body")
+    _, numeric, _ = schema_parts(schema)
+    numeric_set = set(numeric)
+    columns: dict[str, list] = {name: [] for name in header}
+    if len(columns) != len(header):
+        raise InvalidRequest("the CSV header names a column twice", field="body")
+    for i, row in enumerate(reader):
+        if len(row) != len(header):
+            raise InvalidRequest(f"row {i}: the CSV row has {len(row)} cells, the header {len(header)}", field="body", row=i)
+        for name, cell in zip(header, row):
+            if name in numeric_set:
+                if cell == "":
+                    value: Any = None
+                else:
+                    try:
+                        value = float(cell)
+                    except ValueError:
+                        raise InvalidRequest(f"row {i}: field '{name}' must be a number, not {cell[:20]!r}",
+                                             field=name, row=i) from None
+            else:  # as pandas reads a CSV (MLflow's server, and training): an empty cell is missing
+                value = cell if cell else None
+            columns[name].append(value)
+    return columns
+
+
+def _parquet_columns(body: bytes) -> dict[str, list]:
+    """A Parquet table's columns as lists (pyarrow, imported here: only this content type needs it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(body))
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidRequest(f"the body is not a Parquet table: {str(exc)[:200]}", field="body") from None
+    # pandas writes its index as a column of its own when it is not a plain range.
+    # (A range index is metadata only: a dict there, no column.)
+    index = {c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    return {name: table.column(name).to_pylist() for name in table.column_names
+            if name not in index and not name.startswith("__index_level_")}
+
+
+def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: tuple[tuple[str, str], ...],
+           max_rows: int) -> tuple[Batch, str]:
+    """The rows of an ``invocations`` request and the predict function asked for."""
+    mime = _content_type(content_type)
+    predict_fn = _predict_fn(query_fn, "predict_fn") if query_fn is not None else "predict"
+    if mime == CSV:
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise InvalidRequest("the CSV body is not UTF-8 text", field="body") from None
+        return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows), predict_fn
+    if mime == PARQUET:
+        return parse_payload({"inputs": _parquet_columns(body)}, schema, max_rows), predict_fn
+    payload = json_body(body)
+    if isinstance(payload, dict) and "params" in payload:
+        params = payload["params"]
+        if not isinstance(params, dict):
+            raise InvalidRequest("'params' must be an object", field="params")
+        if "predict_fn" in params:  # checked even when the query's predict_fn wins
+            in_body = _predict_fn(params["predict_fn"], "params.predict_fn")
+            predict_fn = predict_fn if query_fn is not None else in_body
+    return parse_payload(payload, schema, max_rows), predict_fn
+
+
+def predictions(pred: Prediction, predict_fn: str) -> list:
+    """What MLflow's sklearn flavour answers: values, labels, or per-class probabilities."""
+    if pred.labels is None:
+        if predict_fn == "predict_proba":
+            raise InvalidRequest("'predict_proba' needs a classifier; this model is a regressor", field="predict_fn")
+        return pred.values.tolist()
+    if predict_fn == "predict_proba":
+        return pred.probabilities.tolist()
+    return pred.labels.tolist()
+
+
+def encode(pred: Prediction, predict_fn: str) -> bytes:
+    """``{"predictions": [...]}``, as ``mlflow.pyfunc.scoring_server.predictions_to_json``."""
+    return orjson.dumps({"predictions": predictions(pred, predict_fn)})
+
+
+def error_body(code: str, message: str) -> bytes:
+    """MLflow's error body: ``{"error_code", "message"}`` (``MlflowException.serialize_as_json``)."""
+    return orjson.dumps({"error_code": code, "message": message})
+
+
+def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int, classifier: bool | None) -> dict[str, Any]:
+    """The JSON body ``decode`` reads: the four tabular forms and ``params.predict_fn``."""
+    from shared.serving.protocols.tabular import body
+
+    fns = list(PREDICT_FNS) if classifier is not False else ["predict"]
+    return body(schema, max_rows, {"params": {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}})
