@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # MLflow's client for the invocations test, in its own environment (its pins are not ours).
 VENV_MLFLOW := .venv-mlflow
 
-.PHONY: setup lint run test bench bench-pipeline bench-serving bench-monitoring bench-evidently bench-isolation clean
+.PHONY: setup lint docs run test bench bench-pipeline bench-serving bench-monitoring bench-evidently bench-isolation clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -36,6 +36,19 @@ $(TOOLS)/.installed: requirements-tools.txt
 lint: $(TOOLS)/.installed
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
 	$(TOOLS)/bin/actionlint .github/workflows/*.yml
+
+## Build the documentation site into site/ (MkDocs Material, --strict: a warning or a broken
+## link fails). Its own venv: the hooks import the project to derive the HTTP API reference and
+## the settings table, so it holds the runtime requirements too.
+DOCS_VENV := .venv-docs
+$(DOCS_VENV)/.installed: requirements-docs.txt requirements.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install --quiet -r requirements-docs.txt
+	touch $@
+
+docs: $(DOCS_VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 
 ## Run the system: the local Functions host on http://localhost:7071 (embedded backends),
 ## with the two example datasets dropped so both example models get trained and served.
@@ -77,4 +90,4 @@ bench-isolation: setup
 	$(PY) -m bench.isolation
 
 clean:
-	rm -rf .data .pytest_cache
+	rm -rf .data .pytest_cache site

@@ -2,7 +2,7 @@
 //
 //   az deployment group create -g <group> -f infra/main.bicep -p namePrefix=<prefix>
 //
-// Then publish the code to both apps (README, "Deploying to Azure") and run the same command
+// Then publish the code to both apps (docs/deploying.md) and run the same command
 // with -p deployEventSubscription=true: Event Grid validates its webhook against the running
 // pipeline app, whose blobs_extension key exists only once the code is there.
 //

@@ -37,7 +37,7 @@ def azurite_connection_string(port: int, queue_port: int | None = None) -> str:
     )
 
 
-# The flags the README's Azurite command uses too. --skipApiVersionCheck: the newest Azurite
+# The flags the documented Azurite command (docs/operating.md) uses too. --skipApiVersionCheck: the newest Azurite
 # (3.37.0) knows storage API versions up to 2026-06-06, the pinned SDKs speak 2026-10-06.
 AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck", "--loose")
 

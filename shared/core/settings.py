@@ -45,33 +45,61 @@ def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, 
 class Settings:
     """Every knob of the system; built by :meth:`from_env`, passed in explicitly."""
 
+    #: The embedded backends' folder: ``blobs/<container>/<name>``, ``bus.sqlite3``, ``queues/``.
     data_dir: Path = PROJECT_ROOT / ".data"
+    #: Where the model specs (``<model>.toml``) are read from.
     models_dir: Path = PROJECT_ROOT / "models"
-    storage_backend: str = "local"  # local | azure
+    #: Blob storage: ``local`` (files under the data folder) or ``azure`` (Azure Blob Storage or Azurite).
+    storage_backend: str = "local"
+    #: A connection string (Azurite or Azure); it must name a queue endpoint too, for the poison queue.
     storage_connection_string: str = ""
+    #: The account's blob URL, used with a managed identity instead of a connection string.
     storage_account_url: str = ""
     storage_queue_url: str = ""  # the poison queue's service (identity-based connections)
     storage_client_id: str = ""  # a user-assigned managed identity's client id
-    bus_backend: str = "local"  # local | azure
+    #: The message bus: ``local`` (SQLite) or ``azure`` (Service Bus).
+    bus_backend: str = "local"
+    #: A Service Bus connection string.
     bus_connection_string: str = ""
+    #: The Service Bus namespace, used with a managed identity instead of a connection string.
     bus_namespace: str = ""
     bus_client_id: str = ""  # a user-assigned managed identity's client id
+    #: Queue of the convert stage.
     queue_convert: str = "model-convert"
+    #: Queue of the register stage.
     queue_register: str = "model-register"
+    #: Queue of the promote stage.
     queue_promote: str = "model-promote"
+    #: Queue of retraining requests (sent by the monitor).
     queue_retrain: str = "model-retrain"
+    #: Deliveries before a message is dead-lettered (local bus; in Azure the queue's own setting applies).
     bus_max_delivery_count: int = 10
+    #: Peek-lock duration (local bus; the host renews it while a function runs).
     bus_lock_seconds: float = 60.0
+    #: Larger datasets are quarantined, as file and as decoded data (a Parquet file whose footer
+    #: declares more, or whose rows decode to more, is refused before it is held).
     max_dataset_bytes: int = 200 * 1024 * 1024
+    #: Larger request bodies get 413.
     max_request_bytes: int = 4 * 1024 * 1024
+    #: Larger batches get 400; also the ``maxItems`` of the OpenAPI document.
     max_batch_rows: int = 10_000
+    #: Longer string values (features, feedback labels) get 400 naming the field; a dataset whose
+    #: categorical feature holds a longer value is quarantined.
     max_string_chars: int = 256
+    #: How often a worker checks the production alias (a conditional read, off the request path).
     alias_check_seconds: float = 2.0
+    #: Share of requests written to the inference log.
     inference_log_sample: float = 1.0
+    #: How often the inference log's buffer is written as Parquet.
     inference_log_flush_seconds: float = 5.0
+    #: The inference log buffer's bound in bytes (rows beyond it are dropped and counted in ``GET
+    #: /api/health``).
     inference_log_max_bytes: int = 64 * 1024 * 1024
+    #: The longest window a monitoring run looks back over.
     monitor_window_minutes: float = 60.0
+    #: Share of drifted features at which a monitoring run calls dataset drift.
     drift_share: float = 0.5
+    #: Where alerts go (breaches, retraining requests, integrity failures).
     queue_alerts: str = "model-alerts"
     appinsights_connection_string: str = ""  # telemetry is on only when this is set
     appinsights_authentication: str = ""  # "ClientId=<id>;Authorization=AAD": the identity that sends it

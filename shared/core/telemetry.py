@@ -15,8 +15,8 @@ Monitor distro (azure-monitor-opentelemetry) once per process and returns a
 
 Without it, ``open_telemetry`` returns :data:`OFF`, whose ``enabled`` is False: callers on
 the request path test that flag and do nothing else, and this module imports no
-OpenTelemetry code, so serving's start-up and latency do not change (measured in the
-README).
+OpenTelemetry code, so serving's start-up and latency do not change (measured in
+docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ class Pacer(threading.Thread):
     paced, in the same rounds); at other times, with the machine doing two cores' worth of work,
     neither the loop nor the fit at 68% of a core changed anything. Most likely the hypervisor
     then gives the machine less than its vCPUs, and a fit's CPU time comes out of serving's
-    whatever the guest's priorities say (bench/isolation.py, README). So the pacer
+    whatever the guest's priorities say (bench/isolation.py, docs/benchmarks.md). So the pacer
     reads the child's run-queue wait (``/proc/<pid>/task/*/schedstat``) every
     ``PACE_WINDOW_SECONDS``; when the child waited for a CPU more than ``CONTENDED_SHARE`` of
     the window, something else (serving) wanted it, and the child is stopped for

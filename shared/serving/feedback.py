@@ -1,6 +1,6 @@
 """Ground truth posted back for earlier predictions, stored for monitoring to join.
 
-Feedback is untrusted input: it needs a key of the feedback function (see the README), and
+Feedback is untrusted input: it needs a key of the feedback function (see docs/monitoring.md), and
 only items that match a logged prediction by ``(request_id, row)`` are stored; the rest are
 counted in the response and dropped, so they can never reach a retraining dataset.
 """

@@ -19,7 +19,7 @@ from tests.e2e.hostproc import FKEY, MASTER, MONITOR_ENV, HostProcess, run_monit
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path(os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium"))
-# Set MLOPS_CONSOLE_SCREENSHOTS=docs to refresh the screenshots the README shows.
+# Set MLOPS_CONSOLE_SCREENSHOTS=docs to refresh the screenshots the README and docs/ show.
 SHOTS = os.environ.get("MLOPS_CONSOLE_SCREENSHOTS")
 
 

@@ -1,4 +1,4 @@
-"""The README's Azurite command works as written: Azurite from it, the storage SDKs (blob and
+"""The documented Azurite command (docs/operating.md, "On Azurite") works as written: Azurite from it, the storage SDKs (blob and
 queue) through the settings it gives, and the local host started on them."""
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from tests.e2e.hostproc import HostProcess
 pytestmark = pytest.mark.azurite
 
 
-def readme_lines() -> tuple[list[str], dict[str, str]]:
-    """The README's Azurite command and the settings of the host command after it."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+def documented_lines() -> tuple[list[str], dict[str, str]]:
+    """The documented Azurite command and the settings of the host command after it."""
+    lines = (ROOT / "docs" / "operating.md").read_text().splitlines()
     [start] = [i for i, line in enumerate(lines) if line.startswith("node_modules/.bin/azurite ")]
     command = shlex.split(lines[start].rstrip("&").strip())
     env = dict(word.split("=", 1) for word in shlex.split(lines[start + 1]) if "=" in word.split("/")[0])
@@ -32,8 +32,8 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_the_readme_azurite_command_serves_the_pinned_sdks_and_the_host(tmp_path):
-    command, env = readme_lines()
+def test_the_documented_azurite_command_serves_the_pinned_sdks_and_the_host(tmp_path):
+    command, env = documented_lines()
     assert env == {"MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": "UseDevelopmentStorage=true"}
     if not all(port_free(p) for p in (10000, 10001, 10002)):
         pytest.skip("Azurite's default ports are taken on this machine")
