@@ -135,8 +135,10 @@ def elsewhere(table: list[Row]) -> list[str]:
 
 
 def _escape(text: str) -> str:
-    """A description for a table cell: no pipes to split it, no ``<id>`` taken for a tag."""
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """A description for a table cell: no pipes to split it, no ``<id>`` outside code taken for a tag."""
+    parts = text.replace("|", "\\|").split("`")
+    # Even parts are outside code spans; inside them Markdown shows < and > as they are.
+    return "`".join(p.replace("<", "&lt;").replace(">", "&gt;") if i % 2 == 0 else p for i, p in enumerate(parts))
 
 
 def render(table: list[Row]) -> str:
