@@ -84,7 +84,7 @@ class Settings:
     #: Larger batches get 400; also the ``maxItems`` of the OpenAPI document.
     max_batch_rows: int = 10_000
     #: Longer string values (features, feedback labels) get 400 naming the field; a dataset whose
-    #: categorical feature holds a longer value is quarantined.
+    #: categorical feature holds a longer value is quarantined (no request could carry it).
     max_string_chars: int = 256
     #: How often a worker checks the production alias (a conditional read, off the request path).
     alias_check_seconds: float = 2.0
