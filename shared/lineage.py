@@ -65,6 +65,7 @@ def version_lineage(ctx: Context, model: str, version: int) -> dict[str, Any]:
         "libraries": manifest.get("libraries"),
         "onnx": manifest.get("onnx"),
         "input_schema": manifest.get("input_schema"),
+        "classes": manifest.get("classes"),  # a classifier's labels in the order of its probabilities
         "committed_at": manifest.get("committed_at"),
         "decision": ctx.registry.decision(model, version) or status.get("decision"),
         "aliases": [a for a, v in ctx.registry.aliases(model).items() if v == version],
