@@ -380,7 +380,7 @@ def show(obj: Obj, model: str, which: str | None, as_json: bool) -> None:
                  v["dataset"], _when(v["committed_at"]), v["run_id"]] for v in data.get("versions", [])])
         _table("audit", ["when", "event", "version", "by", "reason"],
                [[_when(a.get("at")), a.get("event"), a.get("version"), a.get("actor"), a.get("reason")]
-                for a in data.get("audit", [])[:10]])
+                for a in data.get("audit", [])[-10:]])
         return
     rows = []
     for key, value in data.items():

@@ -10,7 +10,7 @@ What it decides, and why:
   column) is left out with the gate's own reason. A constant column is left out too: it
   carries nothing to learn from.
 * **task**: from the target: text or booleans are classes (two: ``binary``, more:
-  ``multiclass``); numbers with at most 20 distinct integer values are classes too; other
+  ``multiclass``); numbers with at most 20 distinct integer values, each in at least 5 rows, are classes too; other
   numbers are ``regression``.
 * **estimator**: a random forest of the task (robust to scale and mixed columns; its ONNX
   conversion keeps every split decision exact).
@@ -40,6 +40,8 @@ __all__ = ["Decision", "InitError", "InitResult", "build_spec"]
 
 #: An integer target with at most this many distinct values is a class label.
 MAX_CLASSES = 20
+#: ... and each value in at least this many rows (20 rows of body weights are not 18 classes).
+MIN_CLASS_ROWS = 5
 #: Rows the cross-validated baseline fits on at most (a sample beyond): init stays seconds.
 BASELINE_ROWS = 20_000
 SMALL_DATASET_ROWS = 5_000
@@ -130,10 +132,13 @@ def infer_task(target: pd.Series) -> tuple[str, str]:
         return kind, f"the target holds {distinct} labels"
     values = filled.to_numpy(dtype=float)
     integral = bool(np.all(values == np.round(values)))
-    if integral and distinct <= MAX_CLASSES:
+    smallest = int(filled.value_counts().min())
+    if integral and distinct <= MAX_CLASSES and smallest >= MIN_CLASS_ROWS:
         kind = "binary" if distinct == 2 else "multiclass"
-        return kind, f"the target holds {distinct} distinct integers (at most {MAX_CLASSES}: class labels)"
-    why = "non-integer numbers" if not integral else f"{distinct} distinct integers (over {MAX_CLASSES})"
+        return kind, (f"the target holds {distinct} distinct integers (at most {MAX_CLASSES}, each in at least "
+                      f"{MIN_CLASS_ROWS} rows: class labels)")
+    why = ("non-integer numbers" if not integral else f"{distinct} distinct integers (over {MAX_CLASSES})"
+           if distinct > MAX_CLASSES else f"{distinct} distinct integers, one in only {smallest} row(s): a quantity")
     return "regression", f"the target holds {why}"
 
 
