@@ -53,8 +53,8 @@ def wine_frame() -> pd.DataFrame:
     return load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
 
 
-def test_wine_goes_from_a_file_to_served_predictions_promotion_rollback_and_a_verdict(deployment):
-    host, env, root = deployment
+def test_wine_goes_from_a_file_to_served_predictions_promotion_rollback_and_a_verdict(deployment, diabetes_run):
+    host, env, root = deployment  # diabetes_run: started now, judged by its own test below
     frame = wine_frame()
     assert "od280/od315_of_diluted_wines" in frame.columns  # a real name, slash included
     frame.to_csv(root / "wine.csv", index=False)
@@ -142,15 +142,32 @@ def test_init_writes_a_spec_the_pipeline_accepts_for_each_bundled_tabular_datase
     assert spec.task == expected
 
 
-def test_diabetes_from_init_trains_and_promotes_through_the_host(deployment):
+@pytest.fixture(scope="module")
+def diabetes_run(deployment):
+    """``mlops init`` then ``mlops drop --watch`` of diabetes, started in the background: its fit
+    overlaps wine's (the host runs two blobs at once), which keeps this module's time down."""
     host, env, root = deployment
     from sklearn.datasets import load_diabetes
 
     load_diabetes(as_frame=True).frame.to_parquet(root / "diabetes.parquet")
-    assert mlops(env, "init", str(root / "diabetes.parquet"), "--target", "target").returncode == 0
-    out = mlops(env, "drop", str(root / "diabetes.parquet"), "--model", "diabetes", "--watch", "--json")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert json.loads(out.stdout)["outcome"] == "served"
+    init = mlops(env, "init", str(root / "diabetes.parquet"), "--target", "target")
+    proc = subprocess.Popen([sys.executable, "-m", "mlops", "drop", str(root / "diabetes.parquet"), "--model",
+                             "diabetes", "--watch", "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield init, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_diabetes_from_init_trains_and_promotes_through_the_host(diabetes_run):
+    init, proc = diabetes_run
+    assert init.returncode == 0, init.stderr
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert json.loads(out)["outcome"] == "served"
 
 
 def _bad_wine(root: Path, name: str) -> Path:
