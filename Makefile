@@ -9,10 +9,12 @@ VENV_MLFLOW := .venv-mlflow
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# the `mlops` command (its dependencies are in requirements-dev.txt)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV_MLFLOW)/.installed: requirements-mlflow.txt
