@@ -102,7 +102,7 @@ class Obj:
     def shared_context(self):
         """The deployment's storage and bus through shared's ports (operator verbs only)."""
         from shared.context import Context
-        from shared.settings import Settings
+        from shared.core.settings import Settings
 
         try:
             return Context.from_settings(Settings.from_env(self.target.storage_env()))
@@ -159,7 +159,7 @@ def init(obj: Obj, dataset: Path, target: str, model: str | None, task: str | No
          exclude: tuple[str, ...], categorical: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Write models/NAME.toml from a CSV or Parquet DATASET, and say what was decided and why."""
     from mlops.init import InitError, build_spec
-    from shared.errors import MlopsError
+    from shared.core.errors import MlopsError
 
     if not dataset.is_file():
         raise Failure(f"{dataset}: no such file")
@@ -188,11 +188,12 @@ def init(obj: Obj, dataset: Path, target: str, model: str | None, task: str | No
 # -- drop and watch --------------------------------------------------------------------------
 def _upload(obj: Obj, file: Path, model: str, name: str | None) -> tuple[str, str, float]:
     """Put ``file`` at ``datasets/<model>/<name>``; (blob path, ETag, time) of the write."""
-    from shared import datasets, names
-    from shared.data import SUPPORTED_EXTENSIONS
-    from shared.errors import MlopsError
-    from shared.settings import Settings
-    from shared.storage import open_storage
+    from shared.core import names
+    from shared.registry import datasets
+    from shared.pipeline.data import SUPPORTED_EXTENSIONS
+    from shared.core.errors import MlopsError
+    from shared.core.settings import Settings
+    from shared.ports.storage import open_storage
 
     target_name = name or file.name
     try:
@@ -395,8 +396,8 @@ def show(obj: Obj, model: str, which: str | None, as_json: bool) -> None:
 def _read_rows(path: Path):
     import pandas as pd
 
-    from shared.data import read_table
-    from shared.errors import MlopsError
+    from shared.pipeline.data import read_table
+    from shared.core.errors import MlopsError
 
     try:
         return read_table(path.read_bytes(), path.name)
@@ -627,7 +628,7 @@ def report(obj: Obj, model: str, report_id: str | None, out: Path | None, open_i
 @pass_obj
 def quarantine(obj: Obj, model: str | None, show_all: bool, as_json: bool) -> None:
     """Datasets refused before fitting, and why (read from the deployment's storage)."""
-    from shared.quarantine import records
+    from shared.registry.quarantine import records
 
     listed = [r for r in records(obj.shared_context().storage, model) if show_all or not r.get("superseded_by")]
     if as_json:
@@ -707,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("mlops: interrupted", err=True)
         return 130
     except Exception as exc:  # a user gets one line naming the problem, never a traceback
-        from shared.errors import MlopsError
+        from shared.core.errors import MlopsError
 
         message = exc.message if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
         click.echo(f"mlops: {message.splitlines()[0] if message else type(exc).__name__}", err=True)

@@ -85,7 +85,7 @@ def default_model_name(dataset: Path) -> str:
 
 
 def _read(dataset: Path, max_bytes: int) -> pd.DataFrame:
-    from shared.data import read_table
+    from shared.pipeline.data import read_table
 
     try:
         data = dataset.read_bytes()
@@ -184,7 +184,7 @@ def _baseline(frame: pd.DataFrame, spec, seed: int) -> dict[str, float]:
     from sklearn.dummy import DummyClassifier, DummyRegressor
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
-    from shared.train import build_pipeline
+    from shared.pipeline.train import build_pipeline
 
     if len(frame) > BASELINE_ROWS:
         frame = frame.sample(BASELINE_ROWS, random_state=seed)
@@ -212,11 +212,11 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
 
     Raises ``InitError`` (or the pipeline's own ``DatasetError``/``SpecError``) when no spec can be made.
     """
-    from shared import names
-    from shared.data import ARROW_TYPES, validate
-    from shared.errors import DatasetError, MlopsError
-    from shared.spec import METRICS, parse_spec
-    from shared.train import split
+    from shared.core import names
+    from shared.pipeline.data import ARROW_TYPES, validate
+    from shared.core.errors import DatasetError, MlopsError
+    from shared.core.spec import METRICS, parse_spec
+    from shared.pipeline.train import split
 
     name = model or default_model_name(dataset)
     try:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from mlops.client import MlopsClient
-from shared.spec import parse_spec
+from shared.core.spec import parse_spec
 from tests.conftest import ROOT
 from tests.e2e.hostproc import FKEY, MASTER, MONITOR_ENV, MONITOR_FLUSH_SECONDS, HostProcess
 
@@ -135,7 +135,7 @@ def test_init_writes_a_spec_the_pipeline_accepts_for_each_bundled_tabular_datase
     assert main(["--models-dir", str(tmp_path / "models"), "init", str(path), "--target", target, "--json"]) == 0
     text = (tmp_path / "models" / f"{name}.toml").read_text()
     spec = parse_spec(text, f"models/{name}.toml", expected_name=name)
-    from shared.data import read_table, validate
+    from shared.pipeline.data import read_table, validate
 
     validate(read_table(path.read_bytes(), path.name), spec, path.name)
     expected = {"diabetes": "regression", "linnerud": "regression", "breast_cancer": "binary"}.get(name, "multiclass")

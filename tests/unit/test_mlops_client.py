@@ -118,7 +118,7 @@ def test_flags_win_over_the_environment_which_wins_over_the_profile(tmp_path, mo
 
 def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
     from mlops.init import build_spec
-    from shared.spec import parse_spec
+    from shared.core.spec import parse_spec
 
     rng = np.random.default_rng(0)
     n = 400
