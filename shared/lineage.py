@@ -83,7 +83,7 @@ def _last_monitoring(ctx: Context, model: str) -> dict[str, Any] | None:
     if last is None:
         return None
     return {"verdict": last["verdict"], "at": last["generated_at"], "rows": last["rows"],
-            "drift_share": last["drift_share"]}
+            "drift_share": last["drift_share"], "headline": last.get("headline")}
 
 
 def overview(ctx: Context) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from shared.context import Context
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.core.spec import ModelSpec
 from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
+from shared.monitoring.headline import headline
 from shared.pipeline.messages import RunMessage
 from shared.registry import datasets
 from shared.registry.jsonio import dumps, get_json, put_json
@@ -168,7 +169,7 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
                                                  f"(cooldown {int(cooldown)} s)"}
     else:
         retrain = {"requested": True, "reason": f"breach persisted for {consecutive} runs"}
-    return {
+    report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
         "version": version,
@@ -187,6 +188,8 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
         "consecutive_breaches": consecutive,
         "retraining": retrain,
     }
+    report["headline"] = headline(report)
+    return report
 
 
 def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -194,7 +197,7 @@ def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
     conclusive = report["verdict"] != "insufficient_data"
     return {"report": name, "generated_at": report["generated_at"], "generated_at_iso": report["generated_at_iso"],
             "window": {"from": report["window"]["from"], "to": report["window"]["to"]},
-            "rows": report["rows"], "verdict": report["verdict"],
+            "rows": report["rows"], "verdict": report["verdict"], "headline": report["headline"],
             "drift_share": report["dataset_drift"]["share"] if report["features"] else None,
             "drifted_features": report["dataset_drift"]["drifted_features"],
             "performance": report["performance"]["value"], "retrain_requested": report["retraining"]["requested"],

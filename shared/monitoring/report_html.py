@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from shared.monitoring.headline import headline
+
 #: Where the app serves plotly.js (an anonymous route: it is a public library file).
 PLOTLY_ROUTE = "/api/monitoring/plotly.min.js"
 
@@ -50,7 +52,10 @@ def _figures(report: dict[str, Any]) -> list[Any]:
         colors = ["#d62728" if features[n].get("drifted") else "#2ca02c" for n in names]
         psis = [features[n].get("psi", 0.0) for n in names]
         fig = go.Figure(go.Bar(x=names, y=psis, marker_color=colors, name="PSI"))
-        fig.add_hline(y=th["psi"], line_dash="dash", annotation_text=f"PSI threshold {th['psi']}")
+        # A small window raises the threshold above the spec's (shared.monitoring.drift.psi_threshold).
+        limit = max([features[n]["psi_threshold"] for n in names if "psi_threshold" in features[n]], default=th["psi"])
+        fig.add_hline(y=limit, line_dash="dash", annotation_text=f"PSI threshold {th['psi']}" if limit <= th["psi"] else
+                      f"PSI threshold {limit:.3g} at {report.get('rows', 0):,} rows (spec {th['psi']})")
         fig.update_layout(title="Drift score (PSI) per feature; red = drifted", yaxis_title="PSI", height=380)
         figures.append(fig)
         fig = go.Figure(go.Bar(x=names, y=[max(_p_value(features[n]), 1e-300) for n in names], marker_color=colors,
@@ -112,7 +117,7 @@ def render(report: dict[str, Any], profile: dict[str, Any] | None = None) -> str
         ("model", f"{report['model']} version {report['version']}"),
         ("window", f"{report['window']['from_iso']} to {report['window']['to_iso']}"),
         ("rows", f"{report['rows']:,} (minimum {report['min_rows']})"),
-        ("verdict", verdict),
+        ("verdict", report.get("headline") or headline(report)),
         ("last conclusive verdict", f"{last['verdict']} at {last['generated_at_iso']}" if last else "none yet"),
         ("dataset drift", f"{report['dataset_drift'].get('share', 0):.0%} of features drifted "
                           f"(threshold {report['dataset_drift'].get('threshold', 0):.0%})"),
@@ -139,6 +144,7 @@ def render(report: dict[str, Any], profile: dict[str, Any] | None = None) -> str
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}th{{text-align:left;padding-right:1em}}
 td{{padding-right:1em}}.verdict{{color:#fff;background:{colour};padding:.2em .6em;border-radius:.3em}}</style></head>
 <body><h1>Monitoring report: {html.escape(report['model'])} <span class="verdict">{html.escape(verdict)}</span></h1>
+<p class="headline">{html.escape(report.get("headline") or headline(report))}</p>
 <table>{rows_html}</table>
 {tests_html}
 {body}
