@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,9 +100,36 @@ def azurite(tmp_path_factory) -> Iterator[Azurite]:
     server.stop()
 
 
+#: The example specs the repository ships. Tests read a copy of these alone, never ``models/``
+#: itself, so the specs a user adds there change no test.
+EXAMPLE_SPECS = ("breast_cancer", "wind_power")
+
+
+def copy_example_specs(folder: Path) -> Path:
+    """``folder`` with a copy of each shipped example spec in it (made if need be)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in EXAMPLE_SPECS:
+        shutil.copy(ROOT / "models" / f"{name}.toml", folder / f"{name}.toml")
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def example_models(tmp_path_factory) -> Iterator[Path]:
+    """The tests' models folder: the shipped example specs only.
+
+    Also ``MLOPS_MODELS_DIR`` for the session, so every host, schemathesis run or tool a test
+    starts in a subprocess reads this folder too, not the user's ``models/``.
+    """
+    folder = copy_example_specs(tmp_path_factory.mktemp("models"))
+    env = pytest.MonkeyPatch()
+    env.setenv("MLOPS_MODELS_DIR", str(folder))
+    yield folder
+    env.undo()
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(ROOT / "models")})
+def settings(tmp_path, example_models) -> Settings:
+    return Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(example_models)})
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ class HostProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"host-{self.port}.log"
         self.env = {
-            **os.environ,
+            **os.environ,  # with MLOPS_MODELS_DIR: the tests' copy of the example specs (tests/conftest.py)
             "MLOPS_DATA_DIR": str(data_dir),
             "MLOPS_HOST_MASTER_KEY": MASTER,
             "MLOPS_HOST_FUNCTION_KEYS": FKEY,

@@ -13,12 +13,15 @@ tests/unit/test_payloads.py; the document states each in words:
 """
 from __future__ import annotations
 
+import os
+
 import schemathesis
 
-from shared.core.settings import PROJECT_ROOT
+from shared.core.settings import Settings
 from shared.core.spec import SpecCatalog
 
-_SPECS = SpecCatalog(PROJECT_ROOT / "models")
+# The models folder the host under test reads (the tests' copy of the examples, by MLOPS_MODELS_DIR).
+_SPECS = SpecCatalog(Settings.from_env(os.environ).models_dir)
 _KINDS = {name: {**{c: "float" for c in _SPECS.get(name).numeric}, **{c: "string" for c in _SPECS.get(name).categorical}}
           for name in _SPECS.names()}
 

@@ -28,10 +28,10 @@ WIND_X = wind(200, seed=7).drop(columns="power_kw")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, example_models):
     """A host over a registry with wind_power v1 and breast_cancer v1 and v2 (production on 1)."""
     data = tmp_path_factory.mktemp("protocols") / "data"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(ROOT / "models")}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
     drop(ctx, "wind_power", "w.parquet", to_parquet(wind(2000, seed=1)))
     drop(ctx, "breast_cancer", "a.csv", to_csv(CANCER))
     drain(ctx)

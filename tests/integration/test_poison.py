@@ -23,9 +23,9 @@ from tests.conftest import ROOT
 
 
 @pytest.fixture(params=["local", "azure"])
-def actx(request, tmp_path) -> Context:
+def actx(request, tmp_path, example_models) -> Context:
     """A context on the embedded backends, or with its storage (blobs and queues) on Azurite."""
-    env = {"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(ROOT / "models")}
+    env = {"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(example_models)}
     if request.param == "azure":
         azurite = request.getfixturevalue("azurite")
         env |= {"MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string}

@@ -8,7 +8,6 @@ import dataclasses
 import errno
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import onnx
@@ -26,7 +25,7 @@ from shared.lineage import runs_of, version_lineage
 from shared.pipeline import stages as P
 from shared.registry import quarantine
 from shared.registry.store import PRODUCTION
-from tests.conftest import ROOT, to_csv, to_parquet
+from tests.conftest import ROOT, copy_example_specs, to_csv, to_parquet
 from tests.helpers import drain, drop
 
 SPEC_TAIL = """
@@ -74,8 +73,7 @@ def specs_ctx(ctx, tmp_path, wine_frame):
     """The context with the example specs plus wine (its real column names) and one of odd names."""
     folder = tmp_path / "specs"
     folder.mkdir()
-    for spec in (ROOT / "models").glob("*.toml"):
-        shutil.copy(spec, folder)
+    copy_example_specs(folder)
     features = [c for c in wine_frame.columns if c != "target"]
     (folder / "wine.toml").write_text(_spec("wine", "multiclass", "target", features, [], "RandomForestClassifier",
                                             "{ n_estimators = 30, random_state = 0, n_jobs = 1 }", "accuracy", 0.8))
@@ -281,10 +279,11 @@ def test_a_version_leads_back_to_its_run_dataset_spec_code_and_decision(ctx):
 
 
 @pytest.mark.parametrize("model, frame", [("wind_power", lambda: wind(1500, seed=5)), ("breast_cancer", cancer)])
-def test_retraining_the_same_dataset_with_the_same_spec_gives_the_same_onnx_bytes(ctx, tmp_path, model, frame):
+def test_retraining_the_same_dataset_with_the_same_spec_gives_the_same_onnx_bytes(ctx, tmp_path, model, frame,
+                                                                                  example_models):
     data = to_parquet(frame())
     elsewhere = Context.from_settings(Settings.from_env({
-        "MLOPS_DATA_DIR": str(tmp_path / "elsewhere"), "MLOPS_MODELS_DIR": str(ROOT / "models")}))
+        "MLOPS_DATA_DIR": str(tmp_path / "elsewhere"), "MLOPS_MODELS_DIR": str(example_models)}))
     shas = []
     for where in (ctx, elsewhere):  # two registries, so neither run can be taken for the other
         drop(where, model, "d.parquet", data)

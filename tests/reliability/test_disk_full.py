@@ -21,7 +21,7 @@ from shared.ops import POISON_QUEUE
 from shared.pipeline.stages import handle_dataset, run_id_for
 from shared.ports.bus import dead_letter_queue
 from shared.ports.bus.local import LocalBus
-from tests.conftest import ROOT, to_csv, to_parquet
+from tests.conftest import to_csv, to_parquet
 from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, MASTER, HostProcess, wait_for
 from tests.helpers import drain, drop
 
@@ -31,10 +31,10 @@ FAULT_SECONDS = 12  # the old host dead-lettered the convert message within 9 s
 QUEUES = ("model-convert", "model-register", "model-promote")
 
 
-def test_a_full_disk_heals_without_an_operator(tmp_path):
+def test_a_full_disk_heals_without_an_operator(tmp_path, example_models):
     data = tmp_path / "data"
     flag = tmp_path / "disk-full"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(ROOT / "models")}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
     drop(ctx, "wind_power", "w1.parquet", to_parquet(wind(1000, seed=1)))
     drop(ctx, "breast_cancer", "b1.csv", to_csv(cancer()))
     drain(ctx)

@@ -16,7 +16,7 @@ import pytest
 from models.wind_power_data import generate as wind
 from shared.context import Context
 from shared.core.settings import Settings
-from tests.conftest import ROOT, to_parquet
+from tests.conftest import to_parquet
 from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 from tests.helpers import drain, drop
 
@@ -30,9 +30,9 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
+def host(tmp_path_factory, example_models):
     data = tmp_path_factory.mktemp("front") / "data"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(ROOT / "models")}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
     drop(ctx, "wind_power", "w.parquet", to_parquet(wind(1000, seed=1)))
     drain(ctx)
     ctx.close()

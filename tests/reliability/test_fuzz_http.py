@@ -82,9 +82,9 @@ names = st.one_of(st.sampled_from(["wind_power", "breast_cancer", "solar", ""]),
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, example_models):
     data = tmp_path_factory.mktemp("fuzz")
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(ROOT / "models"),
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models),
                                                    "MLOPS_MAX_REQUEST_BYTES": "65536"}))
     drop(ctx, "wind_power", "w.parquet", to_parquet(wind(1000, seed=1)))
     drop(ctx, "breast_cancer", "b.csv", to_csv(cancer()))

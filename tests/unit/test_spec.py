@@ -5,6 +5,7 @@ import pytest
 
 from shared.core.errors import ModelNotFound, SpecError
 from shared.core.spec import SpecCatalog, parse_spec
+from tests.conftest import EXAMPLE_SPECS
 
 GOOD = """
 [model]
@@ -23,9 +24,9 @@ floor = 10
 """
 
 
-def test_the_shipped_examples_parse(tmp_path):
-    catalog = SpecCatalog(__import__("pathlib").Path(__file__).resolve().parents[2] / "models")
-    assert catalog.names() == ["breast_cancer", "wind_power"]
+def test_the_shipped_examples_parse(example_models):
+    catalog = SpecCatalog(example_models)  # a copy of the shipped specs, none a user added
+    assert catalog.names() == sorted(EXAMPLE_SPECS) == ["breast_cancer", "wind_power"]
     wind = catalog.get("wind_power")
     assert wind.task == "regression" and wind.categorical == ("turbine_id",)
     assert catalog.get("breast_cancer").is_classifier
