@@ -59,8 +59,10 @@ PORT ?= 7071
 run: setup
 	$(PY) -m devhost --drop-examples --port $(PORT)
 
-## Run every test (Azurite is started by the test fixtures; MLflow's client has its own venv).
+## Run every test (Azurite is started by the test fixtures; MLflow's client has its own venv;
+## .ci/chromium finds, or installs with apt-get, the browser the console test drives).
 test: setup $(VENV_MLFLOW)/.installed
+	.ci/chromium
 	$(PY) -m pytest
 
 bench: bench-pipeline bench-serving bench-monitoring bench-isolation

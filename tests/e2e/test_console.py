@@ -13,12 +13,13 @@ from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.ports.storage.local import LocalStorage
 from shared.registry.store import Registry
-from tests.conftest import ROOT, to_parquet
+from tests.conftest import ROOT, copy_example_specs, to_parquet
 from tests.e2e.hostproc import FKEY, MASTER, MONITOR_ENV, HostProcess, run_monitor, wait_for
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path(os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium"))
+# The browser .ci/chromium finds or installs (`make test` runs it): $MLOPS_CHROMIUM, else chromium on PATH.
+CHROMIUM = Path(os.environ.get("MLOPS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
 # Set MLOPS_CONSOLE_SCREENSHOTS=docs to refresh the screenshots the README and docs/ show.
 SHOTS = os.environ.get("MLOPS_CONSOLE_SCREENSHOTS")
 
@@ -26,7 +27,8 @@ SHOTS = os.environ.get("MLOPS_CONSOLE_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: run .ci/chromium (`make test` does) to install Debian's chromium, "
+                    "or set MLOPS_CHROMIUM to a Chromium binary")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -43,8 +45,7 @@ def host(tmp_path_factory):
     root = tmp_path_factory.mktemp("console")
     specs = root / "specs"
     specs.mkdir()
-    for spec in (ROOT / "models").glob("*.toml"):
-        shutil.copy(spec, specs)
+    copy_example_specs(specs)
     text = (ROOT / "models" / "wind_power.toml").read_text().replace('name = "wind_power"', 'name = "wind_hgb"')
     text = text.replace('class = "RandomForestRegressor"', 'class = "HistGradientBoostingRegressor"\nscale_numeric = true')
     text = text.replace("params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",
