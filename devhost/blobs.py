@@ -33,6 +33,7 @@ import azure.functions as func
 
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
+from devhost.outage import Outage
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
 from shared.ports.storage import Storage
 from shared.ports.storage.retrying import patience
@@ -99,6 +100,8 @@ class BlobTriggerRunner:
         self._in_flight: set[tuple[str, str, str]] = set()
         self._flight_lock = threading.Lock()
         self._last_transient_log = 0.0
+        self._polling = Outage("blob trigger polling", log)
+        self._running = Outage("blob trigger runs", log)
         self.storage = storage
         self.poison = poison
         self.app_host_id = host_id  # the app's, shared by its instances: receipts are keyed by it
@@ -125,8 +128,10 @@ class BlobTriggerRunner:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception:  # storage down: keep polling, the platform would too
-                log.exception("blob trigger poll failed; retrying")
+            except Exception as exc:  # storage down: keep polling, the platform would too
+                self._polling.failed(exc)
+            else:
+                self._polling.ok()
             self._stop.wait(self.poll_seconds)
 
     def poll_once(self, *, wait: bool = False) -> int:
@@ -177,13 +182,16 @@ class BlobTriggerRunner:
 
     def _run_slot(self, fn: BlobFunction, key: tuple[str, str, str], taken: tuple[str, dict, str]) -> bool:
         try:
-            return self._run(fn, key[1], key[2], taken)
+            ran = self._run(fn, key[1], key[2], taken)
         except TransientError as exc:  # storage down while settling the receipt: its lease runs out
             self._log_transient(fn, key[1], exc)
             return False
-        except Exception:  # the next poll retries
-            log.exception("blob trigger run of %s failed outside the function; retrying later", key[1])
+        except Exception as exc:  # outside the function (its receipt): the next poll retries
+            self._running.failed(exc)
             return False
+        else:
+            self._running.ok()
+            return ran
         finally:
             with self._flight_lock:
                 self._in_flight.discard(key)

@@ -19,6 +19,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from devhost.heartbeat import heartbeat
 from devhost.invocation import Invoker
+from devhost.outage import Outage
 from shared.ports.bus import Bus, ReceivedMessage
 
 log = logging.getLogger("devhost.queues")
@@ -65,6 +66,7 @@ class QueueTriggerRunner:
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._receiving = {fn.name: Outage(f"receiving from {fn.queue}", log) for fn in functions}
 
     def start(self) -> None:
         for fn in self.functions:
@@ -81,11 +83,14 @@ class QueueTriggerRunner:
     def _loop(self, fn: QueueFunction) -> None:
         wait = getattr(self.bus, "wait", None)
         while not self._stop.is_set():
+            outage = self._receiving[fn.name]
             try:
                 handled = self.run_once(fn)
-            except Exception:
-                log.exception("receiving from %s failed; retrying", fn.queue)
+            except Exception as exc:
+                outage.failed(exc)
                 handled = False
+            else:
+                outage.ok()
             if handled:
                 continue
             if wait is not None:
