@@ -105,19 +105,47 @@ def _alert(ctx: Context, model: str, kind: str, detail: dict[str, Any]) -> None:
 
 
 def settle_seconds(ctx: Context) -> float:
-    """How far behind the run's start its window ends.
+    """How long after its request time a logged row is surely in storage.
 
     A server writes its buffered log rows every ``MLOPS_INFERENCE_LOG_FLUSH_SECONDS``; rows
-    younger than that may still be in its memory. A window ending at "now" would miss them,
-    and the next window starts where this one ended, so they would never be judged.
+    younger than that may still be in its memory. A run judges every row written so far, up
+    to its start; the next run reads the last ``settle_seconds`` before that again, for the
+    rows that were still buffered, and skips the log parts this run has judged already.
     """
     return 2 * ctx.settings.inference_log_flush_seconds + SETTLE_MARGIN_SECONDS
 
 
+def _window_rows(ctx: Context, model: str, state: dict[str, Any], since: float, until: float,
+                 settled: float) -> tuple[pd.DataFrame, list[str], int]:
+    """The rows a run judges, the log parts it read with rows from ``settled`` on, and how
+    many rows came late.
+
+    ``state`` says what earlier runs judged: every row before ``settled_to``, and from there
+    to ``last_to`` the rows of the parts in ``judged_parts``. A part written since (rows that
+    were still in a server's buffer) adds its rows before ``last_to`` to this run, once.
+    """
+    from shared.serving.inference_log import read_parts, request_times
+
+    last_to = state.get("last_to", float("-inf"))
+    judged = set(state.get("judged_parts", ()))
+    frames, recent, late = [], [], 0
+    for name, rows in read_parts(ctx.storage, model, since, until).items():
+        t = request_times(rows)
+        if (t >= settled).any():  # the next run reads these rows again: it must know they were judged
+            recent.append(name)
+        before = t < last_to
+        if name in judged:
+            rows = rows[~before]
+        else:
+            late += int(before.sum())
+        frames.append(rows)
+    logs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return logs, sorted(recent), late
+
+
 def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict, profile: dict,
-              state: dict[str, Any], since: float, until: float, now: float) -> dict[str, Any]:
+              state: dict[str, Any], logs: pd.DataFrame, since: float, until: float, now: float) -> dict[str, Any]:
     """The report of one window, with the breach count and retraining decision ``state`` implies."""
-    logs = read_log(ctx, model, since, until)
     mon = spec.monitoring
     th = Thresholds(psi=mon.psi, p_value=mon.p_value, js=mon.js)
     features: dict[str, Any] = {}
@@ -208,8 +236,10 @@ def monitor_model(ctx: Context, model: str, now: float | None = None, *,
                   max_attempts: int = 8) -> dict[str, Any] | None:
     """One monitoring run for ``model``; None if it has no production version.
 
-    The run judges the window from where the last conclusive run ended up to
-    ``settle_seconds`` before ``now`` (at most the window setting long). It writes its report
+    The run judges the rows logged from where the last conclusive run ended up to ``now``
+    (at most the window setting long): traffic is judged as soon as a server has written it
+    (every ``MLOPS_INFERENCE_LOG_FLUSH_SECONDS``). Rows that were still in a server's buffer
+    then are judged by the next run, once (``_window_rows``). It writes its report
     under a name of its own, then commits the model's state (window end, breach count,
     history, latest) with an ETag condition. If another run committed first, this run's
     report is deleted and the run starts again from the new state: windows never overlap
@@ -226,7 +256,7 @@ def monitor_model(ctx: Context, model: str, now: float | None = None, *,
     version = alias.version
     manifest = ctx.registry.manifest(model, version)
     profile = ctx.registry.profile(model, version, manifest)
-    until = now - settle_seconds(ctx)
+    until = now
     window = ctx.settings.monitor_window_minutes * 60
     for _ in range(max_attempts):
         state, state_etag = _state(ctx, model)
@@ -236,8 +266,13 @@ def monitor_model(ctx: Context, model: str, now: float | None = None, *,
                      model, latest.get("to_iso"), _iso(until))
             return {"model": model, "verdict": "superseded", "generated_at": now, "window": {"to": until},
                     "latest": latest}
-        since = min(max(state.get("last_to", 0.0), until - window), until)
-        report = _evaluate(ctx, spec, model, version, manifest, profile, state, since, until, now)
+        start = state.get("settled_to", state.get("last_to", 0.0))  # (a state from before settled_to: last_to)
+        since = min(max(start, until - window), until)
+        settled = min(until, max(since, now - settle_seconds(ctx)))
+        logs, recent_parts, late = _window_rows(ctx, model, state, since, until, settled)
+        shown_from = min(max(since, state.get("last_to", since)), until)  # late rows aside, windows do not overlap
+        report = _evaluate(ctx, spec, model, version, manifest, profile, state, logs, shown_from, until, now)
+        report["late_rows"] = late
         name = f"{model}/{_stamp(until)}-{uuid.uuid4().hex[:6]}/{REPORT}"
         entry = _entry(report, name)
         conclusive = entry["conclusive"]
@@ -249,7 +284,7 @@ def monitor_model(ctx: Context, model: str, now: float | None = None, *,
                      "latest": {"report": name, "to": until, "to_iso": _iso(until), "at": now},
                      "last_conclusive": last_conclusive}
         if conclusive:  # an insufficient window's rows are judged with the next one
-            new_state["last_to"] = until
+            new_state.update(last_to=until, settled_to=settled, judged_parts=recent_parts)
         if report["retraining"]["requested"]:
             new_state["last_retrain_at"] = now
         try:

@@ -338,26 +338,42 @@ def hours_between(since: float, until: float) -> list[str]:
     return [hour_folder(h * 3600) for h in range(first, last + 1)]
 
 
-def read_rows(storage: Storage, model: str, since: float, until: float):
-    """Logged rows of ``model`` with a request time in [since, until), as a DataFrame.
+def request_times(table):
+    """The ``time`` column of logged rows in epoch seconds, whatever its unit."""
+    import pandas as pd
+
+    t = table["time"]
+    if not pd.api.types.is_numeric_dtype(t):  # a timestamp column, whatever its unit
+        t = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return t
+
+
+def read_parts(storage: Storage, model: str, since: float, until: float) -> dict:
+    """``{part name: its rows with a request time in [since, until)}`` (parts with none left out).
 
     A part written before ``since`` holds no row of the window; one written after ``until``
     still may (rows wait in a server's buffer up to a flush interval).
     """
     import pandas as pd
 
-    frames = []
+    out = {}
     for hour in hours_between(since, until):
         for blob in storage.list(CONTAINER, f"{model}/{hour}/"):
             if since <= written_at(blob.name):
-                frames.append(pd.read_parquet(io.BytesIO(storage.get(CONTAINER, blob.name).data)))
-    if not frames:
-        return pd.DataFrame()
-    table = pd.concat(frames, ignore_index=True)
-    t = table["time"]
-    if not pd.api.types.is_numeric_dtype(t):  # a timestamp column, whatever its unit
-        t = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return table[(t >= since) & (t < until)].reset_index(drop=True)
+                table = pd.read_parquet(io.BytesIO(storage.get(CONTAINER, blob.name).data))
+                t = request_times(table)
+                rows = table[(t >= since) & (t < until)]
+                if len(rows):
+                    out[blob.name] = rows
+    return out
+
+
+def read_rows(storage: Storage, model: str, since: float, until: float):
+    """Logged rows of ``model`` with a request time in [since, until), as a DataFrame."""
+    import pandas as pd
+
+    parts = read_parts(storage, model, since, until)
+    return pd.concat(parts.values(), ignore_index=True) if parts else pd.DataFrame()
 
 
 def logged_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], *, lookback_hours: int,
