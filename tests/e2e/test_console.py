@@ -120,8 +120,13 @@ def test_the_console_shows_models_failures_and_performs_a_rollback(browser, host
 
     # The monitoring history: a chart in wall-clock time with a line, and each report one click away.
     page.click("#models tr[data-model='breast_cancer']")
-    page.wait_for_selector("#drift-chart polyline")
+    # attached, not visible: two runs with no drifted feature draw a flat line, which has no height
+    line = page.wait_for_selector("#drift-chart polyline", state="attached")
+    assert len(line.get_attribute("points").split()) == 2
     assert page.locator("#reports tbody tr").count() == 2
+    # Each run's headline beside its verdict: how many features drifted, of how many.
+    assert "features drifted" in page.inner_text("#reports tbody tr:first-child")
+    assert "features drifted" in page.inner_text("#models tr[data-model='breast_cancer']")
     page.click("#reports tbody tr:first-child a.report-link")
     frame = page.frame_locator("#report-frame")
     frame.locator("text=breast_cancer").first.wait_for()
