@@ -12,7 +12,6 @@ import functools
 import hashlib
 import io
 import logging
-import os
 import pickle
 import platform
 import time
@@ -90,19 +89,23 @@ def library_versions() -> dict[str, str]:
     }
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> dict[str, str]:
+def code_version(commit: str = "") -> dict[str, str]:
     """Which code trained a version: a digest of the app's Python sources, and the commit when
-    the deployment sets ``MLOPS_CODE_VERSION``."""
+    the deployment names it (``Settings.code_version``)."""
+    out = {"sources_sha256": _sources_sha256()}
+    if commit:
+        out["commit"] = commit[:64]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _sources_sha256() -> str:
     root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for path in sorted([*root.glob("shared/**/*.py"), *root.glob("functions/*.py"), root / "function_app.py"]):
         if path.is_file():
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    out = {"sources_sha256": digest.hexdigest()}
-    if os.environ.get("MLOPS_CODE_VERSION"):
-        out["commit"] = os.environ["MLOPS_CODE_VERSION"][:64]
-    return out
+    return digest.hexdigest()
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -383,7 +386,7 @@ def handle_register(ctx: Context, msg: RunMessage) -> StageResult:
         "holdout": {"uri": f"runs/{model}/{run_id}/{HOLDOUT}", "sha256": train["holdout_sha256"]},
         "spec": train["spec"],
         "libraries": library_versions(),
-        "code": code_version(),
+        "code": code_version(ctx.settings.code_version),
         "onnx": {"file": MODEL_ONNX, "sha256": conv["onnx_sha256"], "bytes": conv["onnx_bytes"], "opsets": conv["opsets"]},
         "profile": {"file": PROFILE_JSON, "sha256": train["profile_sha256"]},
         "input_schema": input_schema(spec, onnx_bytes),
