@@ -384,7 +384,7 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     if not versions:
         return None
     manifest = ctx.registry.manifest(model, versions[-1])
-    source = datasets.relative(manifest["dataset"]["name"])
+    source = datasets.DatasetRef.parse(manifest["dataset"]["name"]).name
     from shared.pipeline.data import ORIGIN_COLUMN, read_table, validate
 
     # Typed as training types it, with missing categories still null: apart from '' for its profile.

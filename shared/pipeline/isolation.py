@@ -369,7 +369,7 @@ def run_queue_stage(ctx, stage: str, msg):
     already moved the production alias (then the error is transient: the redelivery records
     the decision without scoring again).
     """
-    from shared.pipeline import stages as pipeline
+    from shared.pipeline.plumbing import StageResult, record_failure
     from shared.registry.store import PRODUCTION
 
     budget = _budget(ctx, msg.model)
@@ -379,7 +379,7 @@ def run_queue_stage(ctx, stage: str, msg):
         ok, run_id, detail = run_isolated("shared.pipeline.isolation:_stage_child", ctx.settings, stage, msg.to_outgoing().body,
                                           current_traceparent(), budget_seconds=budget, settings=ctx.settings,
                                           what=f"the {stage} stage of run {msg.model}/{msg.run_id}")
-        return pipeline.StageResult(ok, run_id, detail)
+        return StageResult(ok, run_id, detail)
     except BudgetExceeded as exc:
         if stage == "promote" and msg.version is not None:
             current = ctx.registry.alias(msg.model, PRODUCTION)
@@ -388,10 +388,7 @@ def run_queue_stage(ctx, stage: str, msg):
                 # Killed between the alias move and the decision record: finish on redelivery.
                 raise TransientError(f"{exc.message}, after moving the production alias; the decision is "
                                      "recorded on redelivery", **exc.details) from None
-        ctx.runs.update_status(msg.model, msg.run_id, state="failed",
-                               error={"stage": stage, "code": exc.code, "message": exc.message, **exc.details})
-        log.error("%s of %s/%s stopped: %s", stage, msg.model, msg.run_id, exc.message)
-        return pipeline.StageResult(False, msg.run_id, exc.message)
+        return record_failure(ctx, msg.model, msg.run_id, stage, exc)
 
 
 def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | None, str]:
@@ -400,7 +397,9 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     Over budget, the run is recorded as failed with the reason (status and quarantine
     record: a permanent refusal, not retried, since the same data would run over again).
     """
-    budget = _budget(ctx, blob_name.split("/", 1)[0])
+    from shared.registry import datasets
+
+    budget = _budget(ctx, datasets.folders(blob_name)[0])
     try:
         from shared.core.telemetry import current_traceparent
 
@@ -411,17 +410,22 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
 
 
 def _record_over_budget(ctx, blob_name: str, exc: BudgetExceeded) -> tuple[str | None, str]:
+    from shared.core.errors import InvalidName
+    from shared.pipeline.plumbing import record_failure
     from shared.pipeline.stages import run_id_for
     from shared.registry import datasets
     from shared.registry.quarantine import quarantine
 
     run_id = None
     head = ctx.storage.head(datasets.CONTAINER, blob_name)
-    if head is not None and blob_name.count("/") == 1:
-        model, file = blob_name.split("/")
-        run_id = run_id_for(model, file, head.etag)
-        ctx.runs.update_status(model, run_id, state="failed",
-                               error={"stage": "train", "code": exc.code, "message": exc.message, **exc.details})
+    try:
+        ref = datasets.DatasetRef.parse(blob_name)
+    except InvalidName:
+        ref = None
+    if head is not None and ref is not None:
+        run_id = run_id_for(ref.model, ref.file, head.etag)
+        # The run fails (the same data would run over again); its dataset is quarantined with the reason.
+        record_failure(ctx, ref.model, run_id, "train", exc)
     where = quarantine(ctx.storage, blob_name, exc.message, code=exc.code, details={**exc.details, "run_id": run_id})
     log.error("training on %s stopped: %s", datasets.path(blob_name), exc.message)
     return run_id, where
