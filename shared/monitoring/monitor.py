@@ -23,6 +23,7 @@ import pandas as pd
 
 from shared.context import Context
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.core.records import Manifest, MonitoringReport
 from shared.core.spec import ModelSpec
 from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
 from shared.pipeline.messages import RunMessage
@@ -68,7 +69,7 @@ def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     return logs.merge(fb, on=["request_id", "row"], how="inner")
 
 
-def _performance(spec: ModelSpec, manifest: dict, joined: pd.DataFrame) -> dict[str, Any]:
+def _performance(spec: ModelSpec, manifest: Manifest, joined: pd.DataFrame) -> dict[str, Any]:
     from shared.pipeline.train import compute_metrics
 
     reference = manifest["metrics"].get(spec.metric)
@@ -113,8 +114,8 @@ def settle_seconds(ctx: Context) -> float:
     return 2 * ctx.settings.inference_log_flush_seconds + SETTLE_MARGIN_SECONDS
 
 
-def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict, profile: dict,
-              state: dict[str, Any], since: float, until: float, now: float) -> dict[str, Any]:
+def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: Manifest, profile: dict,
+              state: dict[str, Any], since: float, until: float, now: float) -> MonitoringReport:
     """The report of one window, with the breach count and retraining decision ``state`` implies."""
     logs = read_log(ctx, model, since, until)
     mon = spec.monitoring
@@ -189,7 +190,7 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     }
 
 
-def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+def _entry(report: MonitoringReport, name: str) -> dict[str, Any]:
     """A report's line in the history: enough for the over-time chart and the listing."""
     conclusive = report["verdict"] != "insufficient_data"
     return {"report": name, "generated_at": report["generated_at"], "generated_at_iso": report["generated_at_iso"],
@@ -318,7 +319,7 @@ def _committed(ctx: Context, model: str) -> dict[str, Any]:
     return state
 
 
-def _report(ctx: Context, name: str) -> dict[str, Any]:
+def _report(ctx: Context, name: str) -> MonitoringReport:
     found = get_json(ctx.storage, CONTAINER, name)
     if found is None:
         raise NotFound(f"monitoring report {name!r} not found")
