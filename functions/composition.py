@@ -2,8 +2,8 @@
 
 Both are app settings read when the worker indexes ``function_app.py``: the platform
 indexes the decorators at import time, so these two choices cannot wait for the
-composition root's ``Settings`` (which is built on first use). Everything else is read
-there.
+composition root's ``Settings`` (which is built on first use): they are read through a
+``Settings`` of their own here.
 
 * ``MLOPS_APP_ROLE``: ``serving`` (the HTTP functions), ``pipeline`` (blob, queue and timer
   functions) or ``all`` (both; the default, and what the local host runs). Deployed as two
@@ -15,10 +15,11 @@ there.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Mapping
 
 import azure.functions as func
+
+from shared.core.settings import Settings
 
 #: the blueprint modules of each role, in registration order
 ROLES: dict[str, tuple[str, ...]] = {
@@ -34,22 +35,14 @@ BLOB_SOURCES: dict[str, func.BlobSource | None] = {
 }
 
 
-def _choice(env: Mapping[str, str], key: str, default: str, allowed) -> str:
-    value = env.get(key, "").strip().lower() or default
-    if value not in allowed:
-        raise ValueError(f"app setting {key}={value!r} must be one of {', '.join(allowed)}")
-    return value
-
-
 def app_role(env: Mapping[str, str] | None = None) -> str:
-    """The role named by ``MLOPS_APP_ROLE`` (default ``all``)."""
-    return _choice(os.environ if env is None else env, "MLOPS_APP_ROLE", "all", tuple(ROLES))
+    """The role named by ``MLOPS_APP_ROLE`` (default ``all``), read through ``Settings``."""
+    return Settings.from_env(env).app_role
 
 
 def blob_source(env: Mapping[str, str] | None = None) -> func.BlobSource | None:
     """The blob trigger's ``source`` named by ``MLOPS_BLOB_TRIGGER_SOURCE`` (default polling)."""
-    name = _choice(os.environ if env is None else env, "MLOPS_BLOB_TRIGGER_SOURCE", "polling", tuple(BLOB_SOURCES))
-    return BLOB_SOURCES[name]
+    return BLOB_SOURCES[Settings.from_env(env).blob_trigger_source]
 
 
 def blueprints(role: str | None = None) -> list[func.Blueprint]:

@@ -34,7 +34,7 @@ def train(blob: func.InputStream) -> None:
 
     relative = datasets.relative(blob.name or "")
     ctx = context()
-    model = relative.split("/", 1)[0]
+    model = datasets.folders(relative)[0]  # a misplaced blob's folder: telemetry names it all the same
     with ctx.telemetry.stage("train", model, dataset=relative):  # the root of the run's trace
         ok, _, detail = train_isolated(ctx, relative, _etag(blob))
     if not ok:

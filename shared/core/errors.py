@@ -54,6 +54,12 @@ class InvalidName(MlopsError):
     code = "INVALID_NAME"
 
 
+class MisplacedDataset(InvalidName):
+    """A blob in the ``datasets`` container that is not ``<model>/<file>``."""
+
+    code = "INVALID_PATH"
+
+
 class SpecError(MlopsError):
     """A model spec is missing, unreadable or declares something unsupported."""
 

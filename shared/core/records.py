@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 
-class DatasetRef(TypedDict, total=False):
-    """A dataset as lineage names it."""
+class DatasetRecord(TypedDict, total=False):
+    """A dataset as lineage names it (``shared.registry.datasets.DatasetRef`` is the parsed name)."""
 
     name: str  # datasets/<model>/<file>
     etag: str
@@ -19,6 +19,7 @@ class DatasetRef(TypedDict, total=False):
     bytes: int
     rows: int
     uri: str
+    validation: dict[str, Any]  # the validation report (train record and manifest)
 
 
 class StageError(TypedDict, total=False):
@@ -27,6 +28,7 @@ class StageError(TypedDict, total=False):
     stage: str  # validate | train | convert | register | promote
     code: str
     message: str
+    parity: dict[str, Any]  # a parity refusal's figures (and any other detail of the error)
 
 
 class RunStatus(TypedDict, total=False):
@@ -36,7 +38,7 @@ class RunStatus(TypedDict, total=False):
     model: str
     run_id: str
     state: str  # training | trained | converted | registered | promoted | rejected | failed | quarantined | duplicate
-    dataset: DatasetRef
+    dataset: DatasetRecord
     spec: dict[str, str]  # source, sha256
     created_at: float
     started_at: float
@@ -51,10 +53,35 @@ class RunStatus(TypedDict, total=False):
     reason: str
 
 
-class Decision(TypedDict, total=False):
-    """``registry/<model>/decisions/<version>.json``, owned by ``shared.registry.store.Registry``."""
+class SchemaField(TypedDict, total=False):
+    """One input of a version's contract: the user's column, its type, the graph's input."""
 
-    schema_version: int
+    name: str
+    type: str  # double | string | ...
+    input: str
+
+
+class DecisionSet(TypedDict, total=False):
+    """Both versions' metrics on one set of rows neither trained on, and the verdict on it."""
+
+    rows: int
+    rows_total: int
+    candidate: dict[str, float] | None
+    production: dict[str, float] | None
+    passed: bool | None  # None: the set could not be scored
+    reason: str
+    sources: int  # the exam: how many datasets its rows came from
+    # the exam's identity (on the exam set of a decision record)
+    version: int
+    sha256: str
+    exam_rows: int
+
+
+class Decision(TypedDict, total=False):
+    """``registry/<model>/decisions/<version>.json``, owned by ``shared.registry.store.Registry``;
+    written by the promote stage from ``shared.policies.promotion.Decision``."""
+
+    schema_version: int  # 2: per-set results, the exam and the unseen fraction; 3: contract changes
     model: str
     version: int
     run_id: str
@@ -64,9 +91,41 @@ class Decision(TypedDict, total=False):
     candidate_metrics: dict[str, float] | None
     champion_version: int | None
     champion_metrics: dict[str, float] | None
-    holdout: dict[str, Any] | None  # rows, candidate, production, passed, reason
-    exam: dict[str, Any] | None  # the same on the exam, with its version and SHA-256
+    holdout: DecisionSet | None
+    exam: DecisionSet | None  # the same on the exam, with its version and SHA-256
+    unseen_fraction: float | None
+    contract_changes: list[str]  # how the input contract differs from production's
+    dataset: str  # datasets/<model>/<file>
+    exam_source: bool | None
     decided_at: float
+
+
+class TrainRecord(TypedDict, total=False):
+    """``runs/<model>/<run_id>/train.json``, written by the train stage, read by convert and register."""
+
+    model: str
+    run_id: str
+    dataset: DatasetRecord
+    split: dict[str, Any]  # train_rows, holdout_rows, method, key, holdout_fraction
+    exam: dict[str, Any] | None  # the exam's reference: version, sha256, rows
+    exam_source: bool
+    holdout_sha256: str
+    pipeline_sha256: str
+    profile_sha256: str
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    estimator: str
+    spec: dict[str, str]
+    classes: list[Any] | None
+
+
+class ConvertRecord(TypedDict, total=False):
+    """``runs/<model>/<run_id>/convert.json``, written by the convert stage, read by register."""
+
+    onnx_sha256: str
+    onnx_bytes: int
+    opsets: dict[str, int]
+    parity: dict[str, Any]
 
 
 class Manifest(TypedDict, total=False):
@@ -75,13 +134,14 @@ class Manifest(TypedDict, total=False):
 
     schema_version: int
     run_id: str
+    correlation_id: str
     version: int
     committed_at: float
     task: str
     estimator: str
     metrics: dict[str, float]
     params: dict[str, Any]
-    dataset: DatasetRef
+    dataset: DatasetRecord
     split: dict[str, Any]
     holdout: dict[str, str]
     exam: dict[str, Any] | None
@@ -90,15 +150,19 @@ class Manifest(TypedDict, total=False):
     code: dict[str, str]
     onnx: dict[str, Any]  # file, sha256, bytes, opsets
     profile: dict[str, str]
-    input_schema: list[dict[str, str]]  # name (the user's column), type, input (the graph's)
+    input_schema: list[SchemaField]
     target: str
     classes: list[Any] | None
     parity: dict[str, Any]
     stage_seconds: dict[str, float]
+    exam_source: bool | None
 
 
 class AuditEntry(TypedDict, total=False):
-    """``registry/<model>/audit/<time>-<id>-<event>.json``, owned by ``shared.registry.store.Registry``."""
+    """``registry/<model>/audit/<time>-<id>-<event>.json``, owned by ``shared.registry.store.Registry``.
+
+    An alias move's entry holds the alias record's fields and the move's details; a rejection's
+    holds the decision (``Decision``'s fields)."""
 
     schema_version: int
     event: str  # promote | reject | rollback | set_alias
@@ -107,6 +171,7 @@ class AuditEntry(TypedDict, total=False):
     version: int
     actor: str
     reason: str
+    pending: bool  # shown from the alias record: the entry's own write has not succeeded yet
 
 
 class QuarantineRecord(TypedDict, total=False):
@@ -119,3 +184,28 @@ class QuarantineRecord(TypedDict, total=False):
     details: dict[str, Any]
     quarantined_at: float
     superseded_by: dict[str, Any]  # run_id, at: a later valid write of the same blob
+
+
+class MonitoringReport(TypedDict, total=False):
+    """``monitoring/<model>/<window end>-<id>/report.json``, owned by ``shared.monitoring.monitor``."""
+
+    schema_version: int
+    model: str
+    version: int | None
+    generated_at: float
+    generated_at_iso: str
+    window: dict[str, Any]  # from, to, and their ISO forms
+    rows: int
+    min_rows: int
+    verdict: str  # drift | no_drift | insufficient_data | ...
+    thresholds: dict[str, Any]
+    dataset_drift: dict[str, Any]  # drifted, share, threshold, drifted_features
+    features: dict[str, Any]  # per feature: its drift test and verdict
+    prediction_drift: dict[str, Any]
+    performance: dict[str, Any]
+    breach: bool
+    consecutive_breaches: int
+    retraining: dict[str, Any]  # requested, reason
+    headline: str  # the verdict in words, naming drifted features whatever the verdict
+    late_rows: int  # rows of log parts written after an earlier run's window, judged now
+    last_conclusive: dict[str, Any] | None  # added when served: the last report that judged drift

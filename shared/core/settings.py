@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +41,18 @@ def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, 
     return value
 
 
+def _share(env: Mapping[str, str], key: str, default: float, most: float) -> float:
+    """A share in [0, ``most``]; out-of-range values are clamped (a pacing knob, not a contract)."""
+    return min(max(_float(env, key, default), 0.0), most)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the system; built by :meth:`from_env`, passed in explicitly."""
+    """Every knob of the system; built by :meth:`from_env`, passed in explicitly.
+
+    Each field's description is the ``#:`` comment block above it (or the ``#`` comment after
+    it), which ``docs/hooks/settings_md.py`` turns into the settings table.
+    """
 
     #: The embedded backends' folder: ``blobs/<container>/<name>``, ``bus.sqlite3``, ``queues/``.
     data_dir: Path = PROJECT_ROOT / ".data"
@@ -107,7 +116,21 @@ class Settings:
     #: How long a pipeline stage waits out a transient storage fault (full disk, I/O error,
     #: throttling) before failing its delivery; well under the 10-minute function timeout.
     transient_retry_seconds: float = 120.0
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: ``process`` runs each pipeline stage in a child process within its time budget; ``inline``
+    #: in the calling process (for debugging only).
+    fit_isolation: str = "process"
+    #: CPU priority of a stage's process: ``idle`` (runs only on a core nothing else wants), ``low``
+    #: (nice 19) or ``normal``.
+    fit_priority: str = "idle"
+    #: While serving wants the CPU, the share of the time a stage's process is held stopped
+    #: (0-0.95; 0 leaves it to the priority).
+    fit_yield: float = 0.75
+    #: The deployed commit, recorded in each version's manifest beside the digest of the sources.
+    code_version: str = ""
+    #: Which functions this app runs: ``serving`` (HTTP), ``pipeline`` (blob, queue, timer) or ``all``.
+    app_role: str = "all"
+    #: Where the blob trigger's events come from: ``eventgrid`` (Azure) or ``polling`` (local).
+    blob_trigger_source: str = "polling"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,5 +175,10 @@ class Settings:
             appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
             trace_predict_sample=_float(env, "MLOPS_TRACE_PREDICT_SAMPLE", 0.01),
             transient_retry_seconds=_float(env, "MLOPS_TRANSIENT_RETRY_SECONDS", 120.0),
-            extra=dict(env),
+            fit_isolation=_choice(env, "MLOPS_FIT_ISOLATION", "process", ("process", "inline")),
+            fit_priority=_choice(env, "MLOPS_FIT_PRIORITY", "idle", ("idle", "low", "normal")),
+            fit_yield=_share(env, "MLOPS_FIT_YIELD", 0.75, 0.95),
+            code_version=env.get("MLOPS_CODE_VERSION", "").strip()[:64],
+            app_role=_choice(env, "MLOPS_APP_ROLE", "all", ("serving", "pipeline", "all")),
+            blob_trigger_source=_choice(env, "MLOPS_BLOB_TRIGGER_SOURCE", "polling", ("polling", "eventgrid")),
         )

@@ -23,6 +23,7 @@ import pandas as pd
 
 from shared.context import Context
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.core.records import Manifest, MonitoringReport
 from shared.core.spec import ModelSpec
 from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
 from shared.monitoring.headline import headline
@@ -69,7 +70,7 @@ def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     return logs.merge(fb, on=["request_id", "row"], how="inner")
 
 
-def _performance(spec: ModelSpec, manifest: dict, joined: pd.DataFrame) -> dict[str, Any]:
+def _performance(spec: ModelSpec, manifest: Manifest, joined: pd.DataFrame) -> dict[str, Any]:
     from shared.pipeline.train import compute_metrics
 
     reference = manifest["metrics"].get(spec.metric)
@@ -143,8 +144,8 @@ def _window_rows(ctx: Context, model: str, state: dict[str, Any], since: float, 
     return logs, sorted(recent), late
 
 
-def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: dict, profile: dict,
-              state: dict[str, Any], logs: pd.DataFrame, since: float, until: float, now: float) -> dict[str, Any]:
+def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: Manifest, profile: dict,
+              state: dict[str, Any], logs: pd.DataFrame, since: float, until: float, now: float) -> MonitoringReport:
     """The report of one window, with the breach count and retraining decision ``state`` implies."""
     mon = spec.monitoring
     th = Thresholds(psi=mon.psi, p_value=mon.p_value, js=mon.js)
@@ -220,7 +221,7 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     return report
 
 
-def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+def _entry(report: MonitoringReport, name: str) -> dict[str, Any]:
     """A report's line in the history: enough for the over-time chart and the listing."""
     conclusive = report["verdict"] != "insufficient_data"
     return {"report": name, "generated_at": report["generated_at"], "generated_at_iso": report["generated_at_iso"],
@@ -356,7 +357,7 @@ def _committed(ctx: Context, model: str) -> dict[str, Any]:
     return state
 
 
-def _report(ctx: Context, name: str) -> dict[str, Any]:
+def _report(ctx: Context, name: str) -> MonitoringReport:
     found = get_json(ctx.storage, CONTAINER, name)
     if found is None:
         raise NotFound(f"monitoring report {name!r} not found")
@@ -422,7 +423,7 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     if not versions:
         return None
     manifest = ctx.registry.manifest(model, versions[-1])
-    source = datasets.relative(manifest["dataset"]["name"])
+    source = datasets.DatasetRef.parse(manifest["dataset"]["name"]).name
     from shared.pipeline.data import ORIGIN_COLUMN, read_table, validate
 
     # Typed as training types it, with missing categories still null: apart from '' for its profile.

@@ -6,6 +6,7 @@ the column, the row (1-based, counting data rows) and the value where there is o
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -413,3 +414,15 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
             column=col,
         )
     return labels
+
+
+def table_sha256(frame: pd.DataFrame, filename: str) -> str:
+    """A digest of a table's content that ignores the order of its columns: the format, then each
+    column, sorted by name, with its name, type and values. Two drops of the same table whose
+    columns come in another order are the same training (a duplicate run)."""
+    digest = hashlib.sha256(extension(filename).encode() + b"\0")
+    for name in sorted(frame.columns, key=str):
+        column = frame[name]
+        digest.update(f"{name}\0{column.dtype}\0".encode())
+        digest.update(pd.util.hash_pandas_object(column, index=False).to_numpy().tobytes())
+    return digest.hexdigest()

@@ -8,7 +8,7 @@ promote), run in a child process instead:
 * the child is started from a fork server whose process imported the training stack once
   (pandas, scikit-learn), so a start costs a fork, not seconds of imports, and nothing of
   the serving process (threads, sessions, sockets) is inherited;
-* the child lowers its own CPU priority (``MLOPS_FIT_PRIORITY``). ``idle``, the default, is
+* the child lowers its own CPU priority (``Settings.fit_priority``, ``MLOPS_FIT_PRIORITY``). ``idle``, the default, is
   Linux's ``SCHED_IDLE`` class: the fit runs only on a core nothing else wants, and a request
   thread that wakes up preempts it at once. Measured during a 1M-row fit (bench/isolation.py):
   serving p99 0.96-1.23x of idle with it, 2.1x with ``low`` (nice 19, ``SCHED_BATCH``), 1.4-1.5x
@@ -17,14 +17,14 @@ promote), run in a child process instead:
   waits, and its time budget may end it (it fails saying so); ``low`` trades some serving tail
   for progress there, ``normal`` leaves the priority alone;
 * while the child waits for a CPU (serving wants it), the parent holds it stopped for a while
-  (``Pacer``, ``MLOPS_FIT_YIELD``); a held child still dies with its host;
+  (``Pacer``, ``Settings.fit_yield``); a held child still dies with its host;
 * the parent waits at most the spec's ``[training] time_budget_seconds``; past it the child is
   killed (SIGKILL: its memory goes back at once) and ``BudgetExceeded`` says which budget;
 * an error in the child comes back as the same ``MlopsError`` (code, message, details,
   permanence), so the caller's permanent/transient handling does not change; a child that
   dies without an answer (killed, out of memory) is ``WorkerCrashed``, a transient error.
 
-``MLOPS_FIT_ISOLATION=inline`` runs the stage in the calling process (for debugging).
+``Settings.fit_isolation`` ``inline`` (``MLOPS_FIT_ISOLATION=inline``) runs the stage in the calling process (for debugging).
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ import traceback
 from typing import Any
 
 from shared.core.errors import BudgetExceeded, MlopsError, TransientError, WorkerCrashed, is_transient
+from shared.core.settings import Settings
 
 log = logging.getLogger("mlops.isolation")
 
@@ -68,9 +69,8 @@ def _context():
         return _mp_context
 
 
-def lower_priority(priority: str | None = None) -> None:
-    """Lower the calling process's CPU priority as ``priority`` (or ``MLOPS_FIT_PRIORITY``) says."""
-    priority = (priority or os.environ.get("MLOPS_FIT_PRIORITY", "") or "idle").strip().lower()
+def lower_priority(priority: str = "idle") -> None:
+    """Lower the calling process's CPU priority as ``priority`` (``Settings.fit_priority``) says."""
     if priority == "normal":
         return
     try:
@@ -85,24 +85,12 @@ def lower_priority(priority: str | None = None) -> None:
             pass
 
 
-#: While other work wants the CPU, the share of the time a stage's process is held stopped
-#: (``MLOPS_FIT_YIELD``); 0 leaves it to the CPU priority alone.
-DEFAULT_YIELD = 0.75
+# While other work wants the CPU, the share of the time a stage's process is held stopped is
+# ``Settings.fit_yield`` (``MLOPS_FIT_YIELD``, default 0.75); 0 leaves it to the CPU priority alone.
 #: How often the pacer looks at the child's scheduling statistics.
 PACE_WINDOW_SECONDS = 0.1
 #: Run-queue wait over this share of a window: something else wanted the child's core.
 CONTENDED_SHARE = 0.1
-
-
-def fit_yield(value: str | None = None) -> float:
-    """The ``MLOPS_FIT_YIELD`` setting as a share in [0, 0.95]."""
-    raw = (value if value is not None else os.environ.get("MLOPS_FIT_YIELD", "")).strip()
-    try:
-        share = float(raw) if raw else DEFAULT_YIELD
-    except ValueError:
-        log.warning("MLOPS_FIT_YIELD=%r is not a number; using %g", raw, DEFAULT_YIELD)
-        share = DEFAULT_YIELD
-    return min(max(share, 0.0), 0.95)
 
 
 class Pacer(threading.Thread):
@@ -219,12 +207,12 @@ def _die_with_fork_server() -> None:
         server._forkserver_alive_fd = None
 
 
-def _child(conn, target: str, args: tuple, parent_pid: int | None = None) -> None:
+def _child(conn, target: str, args: tuple, parent_pid: int | None = None, priority: str = "idle") -> None:
     """Child entry: lower the priority, run ``module:function(*args)``, send back the outcome."""
     if parent_pid is not None:
         _exit_with(parent_pid)
         _die_with_fork_server()
-    lower_priority()
+    lower_priority(priority)
     try:
         module, _, name = target.partition(":")
         result = getattr(importlib.import_module(module), name)(*args)
@@ -255,24 +243,26 @@ def _rebuild(module: str, qualname: str, message: str, details: dict, code: str,
     return exc
 
 
-def run_isolated(target: str, *args: Any, budget_seconds: float, what: str) -> Any:
+def run_isolated(target: str, *args: Any, budget_seconds: float, what: str, settings: Settings | None = None) -> Any:
     """Run ``module:function(*args)`` in a child process and return its result.
 
-    ``args`` and the result are pickled across; ``what`` names the work in errors and logs.
+    ``args`` and the result are pickled across; ``what`` names the work in errors and logs;
+    ``settings`` (default: the defaults) choose isolation, priority and pacing.
     Raises the child's ``MlopsError``, ``BudgetExceeded`` past ``budget_seconds`` (the child
     is killed), or ``WorkerCrashed`` if the child died without an answer.
     """
-    if os.environ.get("MLOPS_FIT_ISOLATION", "process").strip().lower() == "inline":
+    settings = settings or Settings()
+    if settings.fit_isolation == "inline":
         module, _, name = target.partition(":")
         return getattr(importlib.import_module(module), name)(*args)
     ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child_conn, target, args, os.getpid()), name=f"isolated {what}",
+    proc = ctx.Process(target=_child, args=(child_conn, target, args, os.getpid(), settings.fit_priority), name=f"isolated {what}",
                        daemon=True)
     started = time.monotonic()
     proc.start()
     child_conn.close()
-    share = fit_yield()
+    share = settings.fit_yield
     pacer = Pacer(proc.pid, share) if share > 0 and os.path.isdir(f"/proc/{proc.pid}") else None
     if pacer is not None:
         pacer.start()
@@ -379,7 +369,7 @@ def run_queue_stage(ctx, stage: str, msg):
     already moved the production alias (then the error is transient: the redelivery records
     the decision without scoring again).
     """
-    from shared.pipeline import stages as pipeline
+    from shared.pipeline.plumbing import StageResult, record_failure
     from shared.registry.store import PRODUCTION
 
     budget = _budget(ctx, msg.model)
@@ -387,9 +377,9 @@ def run_queue_stage(ctx, stage: str, msg):
         from shared.core.telemetry import current_traceparent
 
         ok, run_id, detail = run_isolated("shared.pipeline.isolation:_stage_child", ctx.settings, stage, msg.to_outgoing().body,
-                                          current_traceparent(), budget_seconds=budget,
+                                          current_traceparent(), budget_seconds=budget, settings=ctx.settings,
                                           what=f"the {stage} stage of run {msg.model}/{msg.run_id}")
-        return pipeline.StageResult(ok, run_id, detail)
+        return StageResult(ok, run_id, detail)
     except BudgetExceeded as exc:
         if stage == "promote" and msg.version is not None:
             current = ctx.registry.alias(msg.model, PRODUCTION)
@@ -398,10 +388,7 @@ def run_queue_stage(ctx, stage: str, msg):
                 # Killed between the alias move and the decision record: finish on redelivery.
                 raise TransientError(f"{exc.message}, after moving the production alias; the decision is "
                                      "recorded on redelivery", **exc.details) from None
-        ctx.runs.update_status(msg.model, msg.run_id, state="failed",
-                               error={"stage": stage, "code": exc.code, "message": exc.message, **exc.details})
-        log.error("%s of %s/%s stopped: %s", stage, msg.model, msg.run_id, exc.message)
-        return pipeline.StageResult(False, msg.run_id, exc.message)
+        return record_failure(ctx, msg.model, msg.run_id, stage, exc)
 
 
 def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | None, str]:
@@ -410,28 +397,35 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     Over budget, the run is recorded as failed with the reason (status and quarantine
     record: a permanent refusal, not retried, since the same data would run over again).
     """
-    budget = _budget(ctx, blob_name.split("/", 1)[0])
+    from shared.registry import datasets
+
+    budget = _budget(ctx, datasets.folders(blob_name)[0])
     try:
         from shared.core.telemetry import current_traceparent
 
         return run_isolated("shared.pipeline.isolation:_train_child", ctx.settings, blob_name, etag, current_traceparent(),
-                            budget_seconds=budget, what=f"training on datasets/{blob_name}")
+                            budget_seconds=budget, what=f"training on datasets/{blob_name}", settings=ctx.settings)
     except BudgetExceeded as exc:
         return False, *_record_over_budget(ctx, blob_name, exc)
 
 
 def _record_over_budget(ctx, blob_name: str, exc: BudgetExceeded) -> tuple[str | None, str]:
+    from shared.core.errors import InvalidName
+    from shared.pipeline.plumbing import record_failure
     from shared.pipeline.stages import run_id_for
     from shared.registry import datasets
     from shared.registry.quarantine import quarantine
 
     run_id = None
     head = ctx.storage.head(datasets.CONTAINER, blob_name)
-    if head is not None and blob_name.count("/") == 1:
-        model, file = blob_name.split("/")
-        run_id = run_id_for(model, file, head.etag)
-        ctx.runs.update_status(model, run_id, state="failed",
-                               error={"stage": "train", "code": exc.code, "message": exc.message, **exc.details})
+    try:
+        ref = datasets.DatasetRef.parse(blob_name)
+    except InvalidName:
+        ref = None
+    if head is not None and ref is not None:
+        run_id = run_id_for(ref.model, ref.file, head.etag)
+        # The run fails (the same data would run over again); its dataset is quarantined with the reason.
+        record_failure(ctx, ref.model, run_id, "train", exc)
     where = quarantine(ctx.storage, blob_name, exc.message, code=exc.code, details={**exc.details, "run_id": run_id})
     log.error("training on %s stopped: %s", datasets.path(blob_name), exc.message)
     return run_id, where

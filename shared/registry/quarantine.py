@@ -24,7 +24,12 @@ SCHEMA_VERSION = 1
 
 def record_name(blob_name: str) -> str:
     """Where the record of ``datasets/<blob_name>`` lives: under its model, or ``_invalid/``."""
-    parts = datasets.parts(blob_name)
+    try:
+        return f"{datasets.DatasetRef.parse(blob_name).name}.json"
+    except InvalidName:
+        pass
+    # A misplaced blob or a bad name: filed under its folder when that is a model's name.
+    parts = datasets.folders(blob_name)
     folder = parts[0] if len(parts) > 1 else ""
     try:
         names.model_name(folder)
@@ -33,11 +38,6 @@ def record_name(blob_name: str) -> str:
     leaf = hashlib.sha256(blob_name.encode()).hexdigest()[:8] + "-" + "".join(
         c if c.isalnum() or c in "._-" else "_" for c in parts[-1]
     )[:150]
-    if len(parts) == 2 and folder != "_invalid":
-        try:
-            leaf = names.file_name(parts[1])
-        except InvalidName:
-            pass
     return f"{folder}/{leaf}.json"
 
 

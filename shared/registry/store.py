@@ -20,12 +20,14 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from shared.core import faults, names
 from shared.core.errors import AlreadyExists, IntegrityError, NotFound, PreconditionFailed
+from shared.core.records import AuditEntry, Decision, Manifest
 from shared.ports.storage import Storage
 from shared.registry.jsonio import get_json, put_json
 
@@ -79,13 +81,13 @@ class Registry:
         """Models that have at least one blob in the registry."""
         return sorted({b.name.split("/", 1)[0] for b in self.storage.list(CONTAINER, "")})
 
-    def manifest(self, model: str, version: int) -> dict[str, Any]:
+    def manifest(self, model: str, version: int) -> Manifest:
         found = get_json(self.storage, CONTAINER, self._v(model, version, MANIFEST))
         if found is None:
             raise NotFound(f"Model Version (name={model}, version={version}) not found")
         return found[0]
 
-    def model_bytes(self, model: str, version: int, manifest: dict[str, Any] | None = None) -> bytes:
+    def model_bytes(self, model: str, version: int, manifest: Manifest | None = None) -> bytes:
         """The version's ONNX bytes, refused unless their SHA-256 matches the manifest."""
         manifest = manifest or self.manifest(model, version)
         blob = self.storage.get(CONTAINER, self._v(model, version, MODEL_FILE))
@@ -97,7 +99,7 @@ class Registry:
             )
         return blob.data
 
-    def profile(self, model: str, version: int, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    def profile(self, model: str, version: int, manifest: Manifest | None = None) -> dict[str, Any]:
         """The version's reference profile, refused unless its SHA-256 matches the manifest."""
         manifest = manifest or self.manifest(model, version)
         entry = manifest.get("profile")
@@ -154,8 +156,8 @@ class Registry:
         put_json(self.storage, CONTAINER, f"{model}/runs/{run_id}.json", {"version": version})
         return version
 
-    def commit(self, model: str, version: int, onnx_bytes: bytes, manifest: dict[str, Any],
-               extra: dict[str, bytes] | None = None) -> dict[str, Any]:
+    def commit(self, model: str, version: int, onnx_bytes: bytes, manifest: Manifest,
+               extra: dict[str, bytes] | None = None) -> Manifest:
         """Write the model file (and ``extra`` files), then the manifest (create-only) that
         makes the version visible.
 
@@ -263,7 +265,7 @@ class Registry:
     def _decision(model: str, version: int) -> str:
         return f"{names.model_name(model)}/decisions/{int(version)}.json"
 
-    def decision(self, model: str, version: int) -> dict[str, Any] | None:
+    def decision(self, model: str, version: int) -> Decision | None:
         """The promotion decision taken on ``version``, or None before it was decided."""
         found = get_json(self.storage, CONTAINER, self._decision(model, version))
         return found[0] if found else None
@@ -271,7 +273,7 @@ class Registry:
     def is_decided(self, model: str, version: int) -> bool:
         return self.storage.head(CONTAINER, self._decision(model, version)) is not None
 
-    def record_decision(self, model: str, version: int, decision: dict[str, Any]) -> None:
+    def record_decision(self, model: str, version: int, decision: Decision) -> None:
         """Write the decision once; raises ``AlreadyExists`` if it was taken already."""
         put_json(self.storage, CONTAINER, self._decision(model, version),
                  {"schema_version": 1, **decision}, create_only=True)
@@ -283,7 +285,7 @@ class Registry:
         return f"{model}/audit/{_utc_stamp(at)}-{uuid.uuid4().hex[:6]}-{event}.json"
 
     @staticmethod
-    def _entry_of(record: dict[str, Any]) -> dict[str, Any]:
+    def _entry_of(record: dict[str, Any]) -> AuditEntry:
         """The audit entry an alias record carries, as it is stored."""
         audit = record["audit"]
         plain = {k: v for k, v in record.items() if k != "audit"}
@@ -302,7 +304,7 @@ class Registry:
             return False
         return True
 
-    def audit(self, model: str, event: str, record: dict[str, Any]) -> str:
+    def audit(self, model: str, event: str, record: Mapping[str, Any]) -> str:
         """Append an audit record (for events that move no alias, such as a rejection)."""
         now = time.time()
         name = self._audit_name(model, event, now)
@@ -310,7 +312,7 @@ class Registry:
                  create_only=True)
         return name
 
-    def audit_log(self, model: str, limit: int = 100) -> list[dict[str, Any]]:
+    def audit_log(self, model: str, limit: int = 100) -> list[AuditEntry]:
         """The last ``limit`` audit entries, oldest first, the current aliases' moves included.
 
         An alias whose entry is missing (the writer failed after the move) gets it written
@@ -328,7 +330,7 @@ class Registry:
             except Exception as exc:
                 log.warning("could not write the pending audit entry of %s: %s", blob.name, exc)
                 pending.append((found[0]["audit"]["name"], {**self._entry_of(found[0]), "pending": True}))
-        entries = []
+        entries: list[tuple[str, AuditEntry]] = []
         for blob in self.storage.list(CONTAINER, f"{model}/audit/")[-limit:]:
             found = get_json(self.storage, CONTAINER, blob.name)
             if found:

@@ -62,6 +62,8 @@ def test_killed_at_a_stage_boundary_the_run_still_completes(tmp_path, point):
         assert registry.alias("breast_cancer").version == 1
         check_registry_invariants(storage, "breast_cancer")
         [run] = [b for b in storage.list("runs", "breast_cancer/") if b.name.endswith("/status.json")]
-        assert json.loads(storage.get("runs", run.name).data)["state"] == "promoted"
+        # The status is the promote stage's last write, just after the decision: wait for it, bounded.
+        wait_for(lambda: json.loads(storage.get("runs", run.name).data)["state"] == "promoted", 30,
+                 f"the run's status after {point}", host)
     finally:
         host.stop()
