@@ -16,10 +16,9 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from shared.context import Context
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
@@ -30,6 +29,9 @@ from shared.monitoring.headline import headline
 from shared.pipeline.messages import RunMessage
 from shared.registry import datasets
 from shared.registry.jsonio import dumps, get_json, put_json
+
+if TYPE_CHECKING:  # imported where used: the serving app reads reports here and carries no pandas
+    import pandas as pd
 
 log = logging.getLogger("mlops.monitoring")
 
@@ -64,6 +66,8 @@ def read_feedback(ctx: Context, model: str, since: float, until: float) -> pd.Da
 
 def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     """Logged rows with their ground truth (``truth``), joined on request id and row."""
+    import pandas as pd
+
     if logs.empty or feedback.empty:
         return pd.DataFrame()
     fb = feedback.drop_duplicates(["request_id", "row"], keep="last")[["request_id", "row", "truth"]]
@@ -125,6 +129,8 @@ def _window_rows(ctx: Context, model: str, state: dict[str, Any], since: float, 
     to ``last_to`` the rows of the parts in ``judged_parts``. A part written since (rows that
     were still in a server's buffer) adds its rows before ``last_to`` to this run, once.
     """
+    import pandas as pd
+
     from shared.serving.inference_log import read_parts, request_times
 
     last_to = state.get("last_to", float("-inf"))
@@ -424,6 +430,8 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
         return None
     manifest = ctx.registry.manifest(model, versions[-1])
     source = datasets.DatasetRef.parse(manifest["dataset"]["name"]).name
+    import pandas as pd
+
     from shared.pipeline.data import ORIGIN_COLUMN, read_table, validate
 
     # Typed as training types it, with missing categories still null: apart from '' for its profile.

@@ -73,13 +73,15 @@ def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, l
 
 def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], now: float | None = None) -> str:
     """Write one Parquet part under ``feedback/<model>/<date>/``; returns its name."""
-    import pandas as pd
+    # pyarrow, not pandas: the serving app, which stores feedback, carries no pandas.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     now = time.time() if now is None else now
-    frame = pd.DataFrame(items)
-    frame["received_at"] = pd.Timestamp(now, unit="s", tz="UTC")
+    table = pa.Table.from_pylist(items)
+    table = table.append_column("received_at", pa.array([int(now * 1e6)] * len(items), pa.timestamp("us", tz="UTC")))
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    pq.write_table(table, buf)
     day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
     name = f"{model}/{day}/{now:.3f}-{uuid.uuid4().hex[:8]}.parquet"
     storage.put(CONTAINER, name, buf.getvalue())

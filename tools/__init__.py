@@ -1,0 +1,1 @@
+"""Build and release tools: the two function-app packages (``python -m tools.package``)."""

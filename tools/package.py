@@ -1,0 +1,210 @@
+"""Build a function app's deployment package: the app's files and its dependencies, zipped.
+
+    python -m tools.package serving app-serving.zip
+    python -m tools.package pipeline app-pipeline.zip
+
+Both apps run the same source folder (``function_app.py`` picks its blueprints from
+``MLOPS_APP_ROLE``); they differ in what they carry beside it:
+
+* ``pipeline`` installs ``requirements.txt``: the training stack (scikit-learn, skl2onnx,
+  pandas, scipy) with everything serving needs.
+* ``serving`` installs ``requirements-serving.txt`` (no scikit-learn, skl2onnx, pandas or
+  scipy) and drops files of it that nothing on the serving path loads (``SERVING_PRUNE``).
+  ``tests/deploy/test_serving_package.py`` builds exactly this tree and answers every
+  serving route from it, so a prune that removed something needed fails there.
+
+The dependencies go into ``.python_packages/lib/site-packages`` inside the zip, where the
+Functions Python worker looks, so the app starts without a remote build. Pip installs for
+the interpreter running this script: run it on Linux x86-64 with Python 3.11, what Flex
+Consumption runs (the workflow does).
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ".python_packages/lib/site-packages"
+REQUIREMENTS = {"serving": "requirements-serving.txt", "pipeline": "requirements.txt"}
+
+#: Paths under site-packages (glob patterns) the serving package leaves out, each with why
+#: nothing on the serving path loads it.
+SERVING_PRUNE: dict[str, str] = {
+    "pyarrow/include": "C++ headers, for building extensions",
+    "pyarrow/src": "C++ sources, for building extensions",
+    "pyarrow/tests": "pyarrow's own test suite",
+    "pyarrow/**/*.pyx": "Cython sources of modules shipped compiled",
+    "pyarrow/**/*.pxd": "Cython declarations, for building extensions",
+    "pyarrow/**/*.pxi": "Cython includes, for building extensions",
+    "pyarrow/_pyarrow_cpp_tests*": "pyarrow's C++ test module",
+    # Arrow Flight (RPC) and the S3 file system: only pyarrow.flight and pyarrow._s3fs link
+    # them (checked with ldd); pyarrow.fs imports _s3fs in a try block and carries on without.
+    "pyarrow/libarrow_flight.so*": "Arrow Flight RPC, loaded only by pyarrow.flight",
+    "pyarrow/libarrow_python_flight.so*": "Arrow Flight's Python glue, loaded only by pyarrow.flight",
+    "pyarrow/_flight.*": "pyarrow.flight's extension module",
+    "pyarrow/libarrow_s3.so*": "the S3 file system, loaded only by pyarrow._s3fs",
+    "pyarrow/_s3fs.*": "the S3 file system's extension module",
+    "numpy/_core/tests": "numpy's own test suite",
+    "numpy/*/tests": "numpy's own test suites",
+    "numpy/_core/include": "C headers, for building extensions",
+    "onnx/backend/test": "ONNX's conformance test data (thousands of small files)",
+    "onnx/test": "ONNX's own tests",
+    "onnxruntime/tools": "model conversion tools, not the runtime",
+    "onnxruntime/transformers": "transformer-model optimisation tools, not the runtime",
+    "onnxruntime/quantization": "quantisation tools, not the runtime",
+    "plotly/labextension": "the JupyterLab extension; the app serves plotly.min.js itself",
+    "share/jupyter": "Jupyter's copy of the same extension",
+    "plotly/package_data/datasets": "plotly.express's sample datasets",
+    "plotly/package_data/widgetbundle.js": "the Jupyter widget's bundle (FigureWidget)",
+    "*/__pycache__": "compiled at install for this machine's paths; the worker compiles its own",
+}
+
+
+@dataclass(frozen=True)
+class PackageStats:
+    """What a built package weighs."""
+
+    role: str
+    zip_bytes: int
+    files: int
+    unpacked_bytes: int
+
+
+def requirements_digest(role: str) -> str:
+    """A digest of the role's requirements file and of the prune list: the install's cache key."""
+    h = hashlib.sha256((ROOT / REQUIREMENTS[role]).read_bytes())
+    if role == "serving":
+        h.update(repr(sorted(SERVING_PRUNE)).encode())
+    return h.hexdigest()
+
+
+def install(role: str, site: Path) -> None:
+    """Install the role's requirements into ``site`` (a fresh folder) and prune the serving set."""
+    site.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--no-compile", "--target", str(site), "-r", str(ROOT / REQUIREMENTS[role])],
+                          capture_output=True, text=True)
+    if done.returncode:  # pip's own words: what could not be installed and why
+        raise RuntimeError(f"pip install -r {REQUIREMENTS[role]} failed:\n{done.stdout}{done.stderr}")
+    if role == "serving":
+        prune(site)
+
+
+def prune(site: Path) -> list[str]:
+    """Remove ``SERVING_PRUNE``'s paths from ``site``; returns what was removed (relative paths)."""
+    removed = []
+    for pattern in SERVING_PRUNE:
+        for path in sorted(site.glob(pattern), key=lambda p: len(p.parts), reverse=True):
+            if not path.exists() and not path.is_symlink():
+                continue  # inside a folder removed just before
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(str(path.relative_to(site)))
+    return removed
+
+
+def ensure_site(role: str, site: Path) -> Path:
+    """``site`` holding the role's installed requirements, rebuilt only when they changed.
+
+    The stamp ``<site>/.requirements`` holds ``requirements_digest``; a build goes to a
+    temporary folder renamed into place, so an interrupted one never looks complete.
+    """
+    stamp = site / ".requirements"
+    digest = requirements_digest(role)
+    if stamp.exists() and stamp.read_text() == digest:
+        return site
+    site.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{site.name}-", dir=site.parent))
+    try:
+        install(role, staging)
+        (staging / ".requirements").write_text(digest)
+        if site.exists():
+            shutil.rmtree(site)
+        staging.rename(site)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return site
+
+
+def _ignored(root: Path) -> list[str]:
+    lines = (root / ".funcignore").read_text().splitlines()
+    return [p.strip().rstrip("/") for p in lines if p.strip() and not p.startswith("#")]
+
+
+def app_files(root: Path = ROOT) -> list[Path]:
+    """The app's own files, as ``func`` publishes them: everything but ``.funcignore``'s
+    top-level patterns, caches and the dependency folder."""
+    patterns = _ignored(root) + [".python_packages", "*.zip"]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        keep = []
+        for d in dirnames:
+            top = rel / d
+            if d == "__pycache__" or any(fnmatch.fnmatch(str(top), p) for p in patterns):
+                continue
+            keep.append(d)
+        dirnames[:] = sorted(keep)
+        for f in sorted(filenames):
+            path = rel / f
+            if any(fnmatch.fnmatch(str(path), p) for p in patterns) or f.endswith(".pyc"):
+                continue
+            out.append(path)
+    return out
+
+
+def write_zip(out: Path, site: Path, root: Path = ROOT) -> PackageStats:
+    """Zip the app's files and ``site`` (as ``.python_packages/lib/site-packages``) into ``out``."""
+    files = unpacked = 0
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as z:
+        for rel in app_files(root):
+            z.write(root / rel, str(rel))
+            files += 1
+            unpacked += (root / rel).stat().st_size
+        for dirpath, dirnames, filenames in os.walk(site):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for f in sorted(filenames):
+                path = Path(dirpath) / f
+                if f == ".requirements" and Path(dirpath) == site:
+                    continue
+                z.write(path, f"{SITE}/{path.relative_to(site)}")
+                files += 1
+                unpacked += path.stat().st_size
+    return PackageStats(role="", zip_bytes=out.stat().st_size, files=files, unpacked_bytes=unpacked)
+
+
+def build(role: str, out: Path, *, site: Path | None = None) -> PackageStats:
+    """Build ``role``'s package at ``out``; ``site`` reuses (or caches) the installed requirements."""
+    if role not in REQUIREMENTS:
+        raise ValueError(f"role must be one of {', '.join(REQUIREMENTS)}, not {role!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        site = ensure_site(role, site) if site else (install(role, Path(tmp) / "site") or Path(tmp) / "site")
+        stats = write_zip(out, site)
+    return PackageStats(role, stats.zip_bytes, stats.files, stats.unpacked_bytes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.package", description=__doc__.splitlines()[0])
+    parser.add_argument("role", choices=sorted(REQUIREMENTS))
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--site", type=Path, help="a folder to cache the installed requirements in")
+    args = parser.parse_args(argv)
+    s = build(args.role, args.out.resolve(), site=args.site)
+    print(f"{args.out}: {s.role}, {s.zip_bytes / 2**20:.1f} MB zipped, {s.files} files, "
+          f"{s.unpacked_bytes / 2**20:.1f} MB unpacked")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
