@@ -3,10 +3,11 @@
     python -m ops list                         dead-lettered messages, poisoned blobs, quarantined datasets
     python -m ops replay dead-letter QUEUE SEQ send a dead letter back to its queue
     python -m ops replay poison ID             make a poisoned blob trigger again
+    python -m ops replay event NAME            make the dataset of a dead-lettered Event Grid event trigger again
 
 They run against the local backends or, with MLOPS_STORAGE_BACKEND=azure and
-MLOPS_BUS_BACKEND=azure, against the storage account's poison queue and Service Bus's
-dead-letter queues. A failure is one line on stderr and exit status 1, never a traceback.
+MLOPS_BUS_BACKEND=azure, against the storage account's poison queue, its Event Grid
+dead-letter container and Service Bus's dead-letter queues. A failure is one line on stderr and exit status 1, never a traceback.
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
     rp = sub.add_parser("replay")
-    rp.add_argument("kind", choices=["dead-letter", "poison"])
-    rp.add_argument("args", nargs="+", help="QUEUE SEQ for a dead letter, ID for a poisoned blob")
+    rp.add_argument("kind", choices=["dead-letter", "poison", "event"])
+    rp.add_argument("args", nargs="+", help="QUEUE SEQ for a dead letter, ID for a poisoned blob, NAME for an event")
     args = parser.parse_args(argv)
     if args.command == "replay":
         if args.kind == "dead-letter" and len(args.args) != 2:
             parser.error("replay dead-letter needs QUEUE SEQ")
-        if args.kind == "poison" and len(args.args) != 1:
-            parser.error("replay poison needs the ID that `list` shows")
+        if args.kind in ("poison", "event") and len(args.args) != 1:
+            parser.error(f"replay {args.kind} needs the ID that `list` shows")
 
     from devhost.config import load_local_settings
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from functions.root import context
-    from shared.ops import POISON_QUEUE, list_entries, replay
+    from shared.ops import EVENT_DEAD_LETTERS, POISON_QUEUE, list_entries, replay
 
     ctx = context()
     if args.command == "list":
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.kind == "dead-letter":
         queue, ident = args.args
     else:
-        queue, ident = POISON_QUEUE, args.args[0]
+        queue, ident = (POISON_QUEUE if args.kind == "poison" else EVENT_DEAD_LETTERS), args.args[0]
     print(replay(ctx, args.kind, queue, ident))
     return 0
 

@@ -5,13 +5,18 @@ Both look where the platform puts them, on the local backends and on Azure alike
 * dead letters in each app queue's ``<queue>/$deadletterqueue`` (Service Bus through the
   SDK, or the embedded bus), addressed by queue and sequence number;
 * poisoned blobs on the Storage queue ``webjobs-blobtrigger-poison`` of the storage
-  account, addressed by the queue message's id.
+  account, addressed by the queue message's id;
+* Event Grid events that could not be delivered to the blob trigger (its webhook refused or
+  unreachable past the subscription's retry policy), which Event Grid writes as JSON blobs
+  into the container ``eventgrid-deadletter``, addressed by the blob's name.
 
 Replaying a poisoned blob rewrites its bytes, on the condition that it still has the
 ETag it was poisoned at. To the blob trigger a new ETag is a new blob: a new receipt and
 fresh tries, found by the local host's scan, by the platform's scan, and, as a write
 raises ``BlobCreated``, by the Event Grid source. (Deleting the receipt, as one might
-think, would do nothing on Event Grid: no event would come.)
+think, would do nothing on Event Grid: no event would come.) A dead-lettered event is
+replayed the same way: the dataset it names is rewritten, so Event Grid raises a fresh
+``BlobCreated`` and delivers it, and the dead-letter blob is deleted.
 """
 from __future__ import annotations
 
@@ -24,7 +29,12 @@ from shared.core.errors import MlopsError, NotFound, PreconditionFailed
 from shared.ports.bus import Bus, OutgoingMessage, ReceivedMessage, dead_letter_queue
 from shared.ports.storagequeue import POISON_QUEUE
 
-__all__ = ["POISON_QUEUE", "Entry", "OpsError", "app_queues", "list_entries", "replay"]
+__all__ = ["EVENT_DEAD_LETTERS", "POISON_QUEUE", "Entry", "OpsError", "app_queues", "list_entries", "replay"]
+
+#: Where Event Grid writes the events it could not deliver (infra/modules/eventgrid.bicep's
+#: deadLetterDestination; the storage module declares the container).
+EVENT_DEAD_LETTERS = "eventgrid-deadletter"
+_BLOB_SUBJECT = "/blobServices/default/containers/"
 
 
 class OpsError(MlopsError):
@@ -37,9 +47,9 @@ class OpsError(MlopsError):
 class Entry:
     """One dead letter or poisoned blob; ``id`` is what ``replay`` takes."""
 
-    kind: str  # "dead-letter" | "poison"
+    kind: str  # "dead-letter" | "poison" | "event"
     queue: str
-    id: str  # sequence number of a dead letter; queue message id of a poisoned blob
+    id: str  # sequence number of a dead letter; queue message id of a poisoned blob; blob name of an event
     message_id: str
     reason: str
     detail: dict[str, Any]
@@ -73,7 +83,52 @@ def list_entries(ctx: Context) -> list[Entry]:
         what = f"{body.get('ContainerName')}/{body.get('BlobName')}"
         reason = f"{what} failed {tries} times: {str(body.get('LastError', ''))[:200]}" if tries else f"{what} poisoned"
         out.append(Entry("poison", POISON_QUEUE, m.id, body.get("FunctionId", ""), reason, body))
+    for blob in ctx.storage.list(EVENT_DEAD_LETTERS, ""):
+        events = _dead_events(ctx.storage.get(EVENT_DEAD_LETTERS, blob.name).data)
+        what = ", ".join(f"{c}/{n}" for c, n, _ in filter(None, map(_blob_of, events))) or "no blob named"
+        first = events[0] if events else {}
+        reason = (f"{what}: {first.get('deadLetterReason', 'undelivered')} after {first.get('deliveryAttempts', '?')} "
+                  f"attempts ({str(first.get('lastDeliveryOutcome', ''))[:120]})")
+        out.append(Entry("event", EVENT_DEAD_LETTERS, blob.name, str(first.get("id", "")), reason, {"events": events}))
     return out
+
+
+def _dead_events(data: bytes) -> list[dict[str, Any]]:
+    """The events of a dead-letter blob: Event Grid writes a JSON array (one event per blob by default)."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return []
+    events = parsed if isinstance(parsed, list) else [parsed]
+    return [e for e in events if isinstance(e, dict)]
+
+
+def _blob_of(event: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """``(container, name, etag)`` of a ``BlobCreated`` event, from its subject and data."""
+    subject = str(event.get("subject", ""))
+    if not subject.startswith(_BLOB_SUBJECT) or "/blobs/" not in subject:
+        return None
+    container, name = subject[len(_BLOB_SUBJECT):].split("/blobs/", 1)
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    return container, name, data.get("eTag")
+
+
+def _retrigger(ctx: Context, container: str, name: str, etag: str | None) -> str:
+    """Rewrite a blob's bytes (if it still has ``etag``) so that its trigger runs again; one line."""
+    try:
+        blob = ctx.storage.get(container, name)
+    except NotFound:
+        return f"blob {container}/{name} no longer exists"
+    if etag is not None:
+        etag = etag if str(etag).startswith('"') else f'"{etag}"'
+        if blob.info.etag != etag:
+            return (f"blob {container}/{name} changed since (ETag {blob.info.etag}, not {etag}): "
+                    "the new version triggers by itself")
+    try:
+        ctx.storage.put(container, name, blob.data, if_match=blob.info.etag)
+    except PreconditionFailed:
+        raise OpsError(f"blob {container}/{name} changed while being replayed; run python -m ops list again") from None
+    return f"blob {container}/{name} rewritten (new ETag): it will be triggered again"
 
 
 def _take(bus: Bus, queue: str, sequence: int) -> ReceivedMessage:
@@ -112,8 +167,22 @@ def replay(ctx: Context, kind: str, queue: str, ident: str) -> str:
                                             application_properties={**m.application_properties, "replayed": True}))
         ctx.bus.complete(m)
         return f"message {m.message_id} sent back to {queue}"
+    if kind == "event":
+        if queue != EVENT_DEAD_LETTERS:
+            raise OpsError(f"dead-lettered events are in {EVENT_DEAD_LETTERS}, not {queue!r}")
+        try:
+            events = _dead_events(ctx.storage.get(EVENT_DEAD_LETTERS, ident).data)
+        except NotFound:
+            raise OpsError(f"no dead-lettered event {ident!r} in {EVENT_DEAD_LETTERS} "
+                           "(python -m ops list shows what there is)") from None
+        blobs = [b for b in map(_blob_of, events) if b]
+        if not blobs:
+            raise OpsError(f"dead-lettered event {ident} names no blob (a BlobCreated subject)")
+        lines = [_retrigger(ctx, *b) for b in blobs]
+        ctx.storage.delete(EVENT_DEAD_LETTERS, ident)
+        return "; ".join(lines) + f"; dead-lettered event {ident} removed"
     if kind != "poison":
-        raise OpsError(f"unknown kind {kind!r}: dead-letter or poison")
+        raise OpsError(f"unknown kind {kind!r}: dead-letter, poison or event")
     found = [m for m in ctx.storage_queues.peek(POISON_QUEUE) if m.id == ident]
     if not found:
         raise OpsError(f"no poisoned blob with id {ident!r} in {POISON_QUEUE} (python -m ops list shows what there is)")
@@ -121,19 +190,8 @@ def replay(ctx: Context, kind: str, queue: str, ident: str) -> str:
     container, name, etag = body.get("ContainerName"), body.get("BlobName"), body.get("ETag")
     if not (container and name and etag):
         raise OpsError(f"poison message {ident} does not name a blob (ContainerName, BlobName, ETag): {found[0].text[:200]}")
-    etag = etag if str(etag).startswith('"') else f'"{etag}"'
-    try:
-        blob = ctx.storage.get(container, name)
-    except NotFound:
-        ctx.storage_queues.remove(POISON_QUEUE, ident)
-        return f"blob {container}/{name} no longer exists; poison entry {ident} removed"
-    if blob.info.etag != etag:
-        ctx.storage_queues.remove(POISON_QUEUE, ident)
-        return (f"blob {container}/{name} changed since it was poisoned (ETag {blob.info.etag}, not {etag}): "
-                f"the new version triggers by itself; poison entry {ident} removed")
-    try:
-        ctx.storage.put(container, name, blob.data, if_match=etag)
-    except PreconditionFailed:
-        raise OpsError(f"blob {container}/{name} changed while being replayed; run python -m ops list again") from None
+    line = _retrigger(ctx, container, name, etag)
     ctx.storage_queues.remove(POISON_QUEUE, ident)
-    return f"blob {container}/{name} rewritten (new ETag): it will be triggered again"
+    if "rewritten" in line:
+        return line
+    return line.replace("changed since", "changed since it was poisoned") + f"; poison entry {ident} removed"

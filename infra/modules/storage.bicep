@@ -18,6 +18,8 @@ var dataContainers = [
   'feedback'
   'monitoring'
   'exams'
+  // Event Grid's dead-letter destination (modules/eventgrid.bicep); python -m ops replays from it
+  'eventgrid-deadletter'
 ]
 
 var servingPackageContainer = 'app-package-serving'
