@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # MLflow's client for the invocations test, in its own environment (its pins are not ours).
 VENV_MLFLOW := .venv-mlflow
 
-.PHONY: setup lint docs run test bench bench-pipeline bench-serving bench-monitoring bench-evidently bench-isolation clean
+.PHONY: setup lint docs serving-env package bench-package run test bench bench-pipeline bench-serving bench-monitoring bench-evidently bench-isolation clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -34,10 +34,28 @@ $(TOOLS)/.installed: requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	touch $@
 
-## Lint the infrastructure (checkov on infra/: no failed check) and the workflows (actionlint).
+## Lint the infrastructure (checkov on infra/: no failed check; the Bicep compiler and linter
+## when `az bicep` or `bicep` is on PATH, warnings as errors), the workflows (actionlint) and
+## the azd hooks (shellcheck).
 lint: $(TOOLS)/.installed
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
+	infra/lint.sh
 	$(TOOLS)/bin/actionlint .github/workflows/*.yml
+	@if command -v shellcheck >/dev/null; then shellcheck infra/*.sh infra/hooks/*.sh; \
+	else echo "shellcheck: not on PATH: infra/ scripts NOT checked (.ci/run installs it)"; fi
+
+## The serving app's dependencies as its package carries them (tests/deploy/test_serving_package.py
+## builds the same on first use): rebuilt only when requirements-serving.txt or the prune list change.
+serving-env: setup
+	$(PY) -c "from pathlib import Path; from tools.package import ensure_site; ensure_site('serving', Path('.venv-serving'))"
+
+## The two deployment packages, as the workflow builds them.
+package: setup
+	$(PY) -m tools.package serving --zip app-serving.zip
+	$(PY) -m tools.package pipeline --zip app-pipeline.zip
+
+bench-package: setup
+	$(PY) -m bench.package
 
 ## Build the documentation site into site/ (MkDocs Material, --strict: a warning or a broken
 ## link fails). Its own venv: the hooks import the project to derive the HTTP API reference and

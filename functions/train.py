@@ -26,17 +26,19 @@ def train(blob: func.InputStream) -> None:
     """Validate, fit and evaluate the dataset; a refused dataset is quarantined, not retried.
 
     The stage runs in a process of its own within the spec's time budget
-    (``shared.pipeline.isolation``): the fit's CPU and memory never touch this worker's request path.
+    (``shared.pipeline.isolation``): the fit's CPU and memory never touch this worker's request path;
+    or, for a dataset over its spec's ``azureml_above_bytes`` with ``MLOPS_FIT_BACKEND=azureml``, in
+    an Azure Machine Learning job running the same entry point (``shared.pipeline.azureml``).
     It reads the blob itself, so lineage records the version it trained on.
     """
-    from shared.pipeline.isolation import train_isolated
+    from shared.pipeline.azureml import fit_dataset
     from shared.registry import datasets
 
     relative = datasets.relative(blob.name or "")
     ctx = context()
     model = datasets.folders(relative)[0]  # a misplaced blob's folder: telemetry names it all the same
     with ctx.telemetry.stage("train", model, dataset=relative):  # the root of the run's trace
-        ok, _, detail = train_isolated(ctx, relative, _etag(blob))
+        ok, _, detail = fit_dataset(ctx, relative, _etag(blob))
     if not ok:
         ctx.telemetry.run_outcome(model, "refused")
     log.info("train %s: %s (%s)", relative, "ok" if ok else "refused", detail)

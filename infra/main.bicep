@@ -1,10 +1,13 @@
 // The whole system in one resource group: storage, Service Bus, telemetry, two function apps.
 //
-//   az deployment group create -g <group> -f infra/main.bicep -p namePrefix=<prefix>
+//   azd up                     (azure.yaml: provision, package both apps, deploy, then the
+//                               postdeploy hook subscribes the pipeline app to dataset events)
+//   az deployment group create -g <group> -f infra/main.bicep -p infra/main.parameters.json ...
 //
-// Then publish the code to both apps (docs/deploying.md) and run the same command
-// with -p deployEventSubscription=true: Event Grid validates its webhook against the running
-// pipeline app, whose blobs_extension key exists only once the code is there.
+// Event Grid validates its webhook against the running pipeline app, whose blobs_extension
+// key exists only once the code is there: infra/hooks/postdeploy.sh deploys
+// modules/eventgrid.bicep after publishing (or run this template again with
+// deployEventSubscription=true). docs/deploy-azure.md has both routes.
 //
 // No connection strings or keys: every connection is identity-based (<connection>__* app
 // settings and role assignments), shared-key access is off on the storage account, local
@@ -44,6 +47,22 @@ param pipelineMaximumInstanceCount int = 10
 
 @description('Most instances the serving app scales to.')
 param servingMaximumInstanceCount int = 40
+
+@description('Let a dataset over its spec\'s [training] azureml_above_bytes be fitted by an Azure Machine Learning command job (serverless compute) instead of in the pipeline app; needs azureMLWorkspaceName.')
+param fitBackendAzureML bool = false
+
+@description('An Azure Machine Learning workspace in this resource group, with the environment mlops-fit registered (docs/deploy-azure.md); the pipeline identity gets AzureML Data Scientist on it.')
+param azureMLWorkspaceName string = ''
+
+@description('The VM size of the fit jobs (serverless compute).')
+param azureMLInstanceType string = 'Standard_E4s_v3'
+
+@description('A user or service principal given the data roles the quickstart and python -m ops need (azd passes the signed-in user); empty for none.')
+param principalId string = ''
+
+@description('The kind of principalId.')
+@allowed(['User', 'ServicePrincipal', 'Group'])
+param principalType string = 'User'
 
 @description('The commit being deployed: recorded in every version\'s lineage (the workflow passes the Git SHA).')
 param codeVersion string = ''
@@ -145,12 +164,21 @@ var pipelineSettings = union(commonSettings, {
   // serves too, runs them at the idle priority).
   MLOPS_FIT_PRIORITY: 'normal'
   MLOPS_FIT_YIELD: '0'
+  // Fits over a spec's azureml_above_bytes go to Azure ML when enabled (shared/pipeline/azureml.py)
+  MLOPS_FIT_BACKEND: fitBackendAzureML ? 'azureml' : 'process'
+  MLOPS_AZUREML_SUBSCRIPTION_ID: subscription().subscriptionId
+  MLOPS_AZUREML_RESOURCE_GROUP: resourceGroup().name
+  MLOPS_AZUREML_WORKSPACE: azureMLWorkspaceName
+  MLOPS_AZUREML_IDENTITY_CLIENT_ID: pipelineIdentity.properties.clientId
+  MLOPS_AZUREML_INSTANCE_TYPE: azureMLInstanceType
+  MLOPS_AZUREML_ENVIRONMENT: 'azureml:mlops-fit@latest'
 })
 
 module servingApp 'modules/functionapp.bicep' = {
   name: 'serving-app'
   params: {
     name: 'func-${namePrefix}-serving'
+    serviceName: 'serving'
     location: location
     identityId: servingIdentity.id
     identityClientId: servingIdentity.properties.clientId
@@ -167,6 +195,7 @@ module pipelineApp 'modules/functionapp.bicep' = {
   name: 'pipeline-app'
   params: {
     name: 'func-${namePrefix}-pipeline'
+    serviceName: 'pipeline'
     location: location
     identityId: pipelineIdentity.id
     identityClientId: pipelineIdentity.properties.clientId
@@ -188,8 +217,20 @@ module roles 'modules/roles.bicep' = {
     servingPrincipalId: servingIdentity.properties.principalId
     pipelinePrincipalId: pipelineIdentity.properties.principalId
     pipelineReceives: [queues.convert, queues.register, queues.promote, queues.retrain]
-    pipelineSends: [queues.convert, queues.register, queues.promote, queues.retrain, queues.alerts]
+    // the trigger queues' Data Owner role (for target-based scaling) includes Send on them
+    pipelineSends: [queues.alerts]
     servingSends: [queues.alerts]
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+  }
+}
+
+// The pipeline identity submits fit jobs to the workspace, and the jobs run as it.
+module azureml 'modules/azureml.bicep' = if (fitBackendAzureML && !empty(azureMLWorkspaceName)) {
+  name: 'azureml'
+  params: {
+    workspaceName: azureMLWorkspaceName
+    principalId: pipelineIdentity.properties.principalId
   }
 }
 
@@ -201,11 +242,15 @@ module events 'modules/eventgrid.bicep' = if (deployEventSubscription) {
     functionAppName: pipelineApp.outputs.name
     functionName: 'train'
     container: 'datasets'
+    deadLetterContainer: 'eventgrid-deadletter'
   }
 }
 
-output servingAppName string = servingApp.outputs.name
-output pipelineAppName string = pipelineApp.outputs.name
-output servingUrl string = 'https://${servingApp.outputs.defaultHostName}/api'
-output storageAccountName string = storage.outputs.accountName
-output serviceBusNamespace string = bus.outputs.fullyQualifiedNamespace
+// UPPER_CASE: azd writes each output into the environment (.azure/<env>/.env), where
+// infra/hooks/postdeploy.sh and the workflow read them.
+output AZURE_LOCATION string = location
+output SERVING_APP_NAME string = servingApp.outputs.name
+output PIPELINE_APP_NAME string = pipelineApp.outputs.name
+output SERVING_URL string = 'https://${servingApp.outputs.defaultHostName}/api'
+output STORAGE_ACCOUNT_NAME string = storage.outputs.accountName
+output SERVICE_BUS_NAMESPACE string = bus.outputs.fullyQualifiedNamespace

@@ -1,7 +1,7 @@
 """Build a function app's deployment package: the app's files and its dependencies, zipped.
 
-    python -m tools.package serving app-serving.zip
-    python -m tools.package pipeline app-pipeline.zip
+    python -m tools.package serving --zip app-serving.zip      (the workflow)
+    python -m tools.package pipeline --dir .dist/pipeline      (azd's prepackage hook: azd zips it)
 
 Both apps run the same source folder (``function_app.py`` picks its blueprints from
 ``MLOPS_APP_ROLE``); they differ in what they carry beside it:
@@ -14,9 +14,8 @@ Both apps run the same source folder (``function_app.py`` picks its blueprints f
   serving route from it, so a prune that removed something needed fails there.
 
 The dependencies go into ``.python_packages/lib/site-packages`` inside the zip, where the
-Functions Python worker looks, so the app starts without a remote build. Pip installs for
-the interpreter running this script: run it on Linux x86-64 with Python 3.11, what Flex
-Consumption runs (the workflow does).
+Functions Python worker looks, so the app starts without a remote build. Pip fetches wheels
+for Linux x86-64 and CPython 3.11 (what Flex Consumption runs) whatever machine builds.
 """
 from __future__ import annotations
 
@@ -91,7 +90,10 @@ def install(role: str, site: Path) -> None:
     """Install the role's requirements into ``site`` (a fresh folder) and prune the serving set."""
     site.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "--no-compile", "--target", str(site), "-r", str(ROOT / REQUIREMENTS[role])],
+                           "--no-compile", "--target", str(site), "-r", str(ROOT / REQUIREMENTS[role]),
+                           # Flex Consumption's platform, not the builder's (a Mac or Windows azd user)
+                           "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
+                           "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"],
                           capture_output=True, text=True)
     if done.returncode:  # pip's own words: what could not be installed and why
         raise RuntimeError(f"pip install -r {REQUIREMENTS[role]} failed:\n{done.stdout}{done.stderr}")
@@ -184,25 +186,48 @@ def write_zip(out: Path, site: Path, root: Path = ROOT) -> PackageStats:
     return PackageStats(role="", zip_bytes=out.stat().st_size, files=files, unpacked_bytes=unpacked)
 
 
-def build(role: str, out: Path, *, site: Path | None = None) -> PackageStats:
-    """Build ``role``'s package at ``out``; ``site`` reuses (or caches) the installed requirements."""
+def write_dir(out: Path, site: Path, root: Path = ROOT) -> int:
+    """The same tree as ``write_zip``, unpacked into ``out`` (emptied first); returns its file count."""
+    if out.exists():
+        shutil.rmtree(out)
+    files = 0
+    for rel in app_files(root):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, out / rel)
+        files += 1
+    shutil.copytree(site, out / SITE, ignore=shutil.ignore_patterns("__pycache__", ".requirements"))
+    return files + sum(len(f) for _, _, f in os.walk(out / SITE))
+
+
+def build(role: str, *, zip_path: Path | None = None, dir_path: Path | None = None,
+          site: Path | None = None) -> PackageStats:
+    """Build ``role``'s package as a zip and/or a folder; ``site`` caches the installed requirements."""
     if role not in REQUIREMENTS:
         raise ValueError(f"role must be one of {', '.join(REQUIREMENTS)}, not {role!r}")
     with tempfile.TemporaryDirectory() as tmp:
         site = ensure_site(role, site) if site else (install(role, Path(tmp) / "site") or Path(tmp) / "site")
-        stats = write_zip(out, site)
-    return PackageStats(role, stats.zip_bytes, stats.files, stats.unpacked_bytes)
+        stats = PackageStats(role, 0, 0, 0)
+        if zip_path:
+            z = write_zip(zip_path, site)
+            stats = PackageStats(role, z.zip_bytes, z.files, z.unpacked_bytes)
+        if dir_path:
+            stats = PackageStats(role, stats.zip_bytes, write_dir(dir_path, site), stats.unpacked_bytes)
+    return stats
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.package", description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=sorted(REQUIREMENTS))
-    parser.add_argument("out", type=Path)
+    parser.add_argument("--zip", type=Path, help="write the package as this zip file")
+    parser.add_argument("--dir", type=Path, help="write the package unpacked into this folder")
     parser.add_argument("--site", type=Path, help="a folder to cache the installed requirements in")
     args = parser.parse_args(argv)
-    s = build(args.role, args.out.resolve(), site=args.site)
-    print(f"{args.out}: {s.role}, {s.zip_bytes / 2**20:.1f} MB zipped, {s.files} files, "
-          f"{s.unpacked_bytes / 2**20:.1f} MB unpacked")
+    if not (args.zip or args.dir):
+        parser.error("say where: --zip FILE and/or --dir FOLDER")
+    s = build(args.role, zip_path=args.zip and args.zip.resolve(), dir_path=args.dir and args.dir.resolve(),
+              site=args.site)
+    size = f", {s.zip_bytes / 2**20:.1f} MB zipped" if args.zip else ""
+    print(f"{args.role} package{size}: {s.files} files")
     return 0
 
 

@@ -2,6 +2,8 @@
 // connection (host storage, deployment package, the app's bindings and SDK clients).
 param name string
 param location string
+@description('The azure.yaml service this app is (azd finds the app by its azd-service-name tag).')
+param serviceName string
 param identityId string
 param identityClientId string
 param storageAccountName string
@@ -41,6 +43,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: client certificates: callers authenticate with function keys, not mTLS
   name: name
   location: location
+  tags: {
+    'azd-service-name': serviceName
+  }
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'

@@ -84,6 +84,10 @@ class ModelSpec:
     #: process; over it, the process is ended and the run fails saying so. Under the
     #: platform's 10-minute function timeout by default.
     time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS
+    #: A dataset larger than this many bytes is fitted by an Azure Machine Learning command
+    #: job when the app's fit backend allows it (``MLOPS_FIT_BACKEND=azureml``); None: always
+    #: in the app's own child process (shared/pipeline/azureml.py).
+    azureml_above_bytes: int | None = None
     monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
     description: str = ""
     source: str = ""
@@ -171,7 +175,8 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "model": frozenset({"name", "task", "target", "description"}),
     "features": frozenset({"numeric", "categorical", "max_categories"}),
     "estimator": frozenset({"class", "params", "scale_numeric"}),
-    "training": frozenset({"holdout_fraction", "seed", "min_rows", "split_key", "time_budget_seconds"}),
+    "training": frozenset({"holdout_fraction", "seed", "min_rows", "split_key", "time_budget_seconds",
+                            "azureml_above_bytes"}),
     "promotion": frozenset({"metric", "margin", "floor"}),
     "exam": frozenset({"recent_datasets", "max_rows"}),
     "parity": frozenset({"rtol", "atol"}),
@@ -243,6 +248,9 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     budget = r.get("training.time_budget_seconds", float, DEFAULT_TIME_BUDGET_SECONDS)
     if not 0 < budget <= 3600:
         raise r.fail("training.time_budget_seconds", f"must be in (0, 3600], not {budget}")
+    azureml_above = r.get("training.azureml_above_bytes", int, None)
+    if azureml_above is not None and azureml_above < 0:
+        raise r.fail("training.azureml_above_bytes", f"must be a number of bytes (0 or more), not {azureml_above}")
     metric = r.get("promotion.metric", str)
     if metric not in METRICS or task not in METRICS[metric][0]:
         allowed = [m for m, (tasks, _) in METRICS.items() if task in tasks]
@@ -308,6 +316,7 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         max_categories=max_categories,
         exam=exam,
         time_budget_seconds=budget,
+        azureml_above_bytes=azureml_above,
         description=r.get("model.description", str, ""),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
