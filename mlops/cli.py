@@ -657,19 +657,21 @@ def dead_letters(obj: Obj, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(["dead-letter", "poison"]))
+@click.argument("kind", type=click.Choice(["dead-letter", "poison", "event"]))
 @click.argument("args", nargs=-1, required=True, metavar="QUEUE SEQ | ID")
 @pass_obj
 def replay(obj: Obj, kind: str, args: tuple[str, ...]) -> None:
-    """Send a dead letter back to its queue (QUEUE SEQ), or make a poisoned blob trigger again (ID)."""
-    from shared.ops import POISON_QUEUE
+    """Send a dead letter back to its queue (QUEUE SEQ), or make a poisoned blob or the dataset of a
+    dead-lettered Event Grid event trigger again (ID)."""
+    from shared.ops import EVENT_DEAD_LETTERS, POISON_QUEUE
     from shared.ops import replay as replay_entry
 
     if kind == "dead-letter" and len(args) != 2:
         raise Failure("replay dead-letter needs QUEUE SEQ (mlops dead-letters shows them)", USAGE)
-    if kind == "poison" and len(args) != 1:
-        raise Failure("replay poison needs the ID that mlops dead-letters shows", USAGE)
-    queue, ident = (args[0], args[1]) if kind == "dead-letter" else (POISON_QUEUE, args[0])
+    if kind in ("poison", "event") and len(args) != 1:
+        raise Failure(f"replay {kind} needs the ID that mlops dead-letters shows", USAGE)
+    queue, ident = ((args[0], args[1]) if kind == "dead-letter"
+                    else (POISON_QUEUE if kind == "poison" else EVENT_DEAD_LETTERS, args[0]))
     click.echo(replay_entry(obj.shared_context(), kind, queue, ident))
 
 

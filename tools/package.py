@@ -86,11 +86,11 @@ def requirements_digest(role: str) -> str:
     return h.hexdigest()
 
 
-def install(role: str, site: Path) -> None:
-    """Install the role's requirements into ``site`` (a fresh folder) and prune the serving set."""
+def install(role: str, site: Path, requirements: Path | None = None) -> None:
+    """Install the role's requirements (or ``requirements``) into ``site`` and prune the serving set."""
     site.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "--no-compile", "--target", str(site), "-r", str(ROOT / REQUIREMENTS[role]),
+                           "--no-compile", "--target", str(site), "-r", str(requirements or ROOT / REQUIREMENTS[role]),
                            # Flex Consumption's platform, not the builder's (a Mac or Windows azd user)
                            "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
                            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"],

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 from azure.ai.ml.entities import Command
@@ -95,7 +96,10 @@ def test_the_jobs_entry_point_trains_from_blob_storage_and_hands_on_once(azurite
     env = {"MLOPS_DATA_DIR": str(tmp_path), "MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string,
            "MLOPS_MODELS_DIR": str(ROOT / "models")}
     ctx = Context.from_settings(Settings.from_env(env))
-    info = ctx.storage.put("datasets", "breast_cancer/azureml.csv", to_csv(cancer()))
+    # Azurite is shared by the session: bytes of this test's own (an extra, ignored column), so
+    # no other test's run of the same data makes this one a duplicate.
+    frame = cancer().assign(test_marker=uuid.uuid4().hex)
+    info = ctx.storage.put("datasets", "breast_cancer/azureml.csv", to_csv(frame))
     run = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}, **env, "MLOPS_FIT_ISOLATION": "inline"}
     outs = []
     for _ in range(2):  # the job submitted twice, or run after a local fit: one run, one message
@@ -113,6 +117,6 @@ def test_the_jobs_entry_point_trains_from_blob_storage_and_hands_on_once(azurite
     assert {json.loads(m.body)["run_id"] for m in messages} == {run_id}
     assert ctx.storage.list("runs", f"breast_cancer/{run_id}/")  # the artifacts convert reads
     drain(ctx)  # the pipeline continues exactly as after a local fit
-    assert ctx.registry.alias("breast_cancer").version == 1
-    assert [b.name for b in ctx.storage.list("registry", "breast_cancer/versions/") if b.name.endswith("manifest.json")] \
-        == ["breast_cancer/versions/1/manifest.json"]  # one version, however often the job ran
+    ours = [b.name for b in ctx.storage.list("registry", "breast_cancer/versions/") if b.name.endswith("manifest.json")
+            and run_id in ctx.storage.get("registry", b.name).data.decode()]
+    assert len(ours) == 1  # one version of this run, however often the job ran
