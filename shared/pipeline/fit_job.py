@@ -2,7 +2,7 @@
 
     python -m shared.pipeline.fit_job --dataset wind_power/2026-11-01.parquet [--etag ETAG]
 
-It runs the function the app's own child process runs (``isolation._train_child``): a context
+It runs the function the app's own child process runs (``isolation.train_child``): a context
 from the environment's settings, then the train stage on ``datasets/<dataset>`` read from
 blob storage (by identity in Azure: ``MlopsStorage__blobServiceUri`` with
 ``MlopsStorage__clientId``), the run's artifacts written under ``runs/`` where convert reads
@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.core.errors import MlopsError
     from shared.core.settings import Settings
-    from shared.pipeline.isolation import _train_child
+    from shared.pipeline.isolation import train_child
 
     try:
-        ok, run_id, detail = _train_child(Settings.from_env(), args.dataset, args.etag, args.traceparent)
+        ok, run_id, detail = train_child(Settings.from_env(), args.dataset, args.etag, args.traceparent)
     except MlopsError as exc:  # transient: nothing was recorded as failed; submit again
         print(json.dumps({"ok": False, "transient": True, "code": exc.code, "detail": exc.message}))
         return 1

@@ -302,7 +302,7 @@ def run_isolated(target: str, *args: Any, budget_seconds: float, what: str, sett
 
 
 # -- the train stage -----------------------------------------------------------------------------
-def _train_child(settings, blob_name: str, etag: str | None,
+def train_child(settings, blob_name: str, etag: str | None,
                  traceparent: str | None = None) -> tuple[bool, str | None, str]:
     """In the child: a context of its own, then the train stage with storage patience; the
     messages it sends continue the caller's trace."""
@@ -403,7 +403,7 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     try:
         from shared.core.telemetry import current_traceparent
 
-        return run_isolated("shared.pipeline.isolation:_train_child", ctx.settings, blob_name, etag, current_traceparent(),
+        return run_isolated("shared.pipeline.isolation:train_child", ctx.settings, blob_name, etag, current_traceparent(),
                             budget_seconds=budget, what=f"training on datasets/{blob_name}", settings=ctx.settings)
     except BudgetExceeded as exc:
         return False, *_record_over_budget(ctx, blob_name, exc)
