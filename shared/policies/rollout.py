@@ -34,6 +34,8 @@ from shared.core.rollout_spec import RolloutSpec, step_label
 from shared.registry.rollouts import ACTIVE, PAUSED, PROMOTING, ROLLED_BACK, RolloutState
 
 WAIT, ADVANCE, PROMOTE, ROLLBACK = "wait", "advance", "promote", "rollback"
+#: ``plan``'s answers besides a rollout mode: promote at once, or hold for an operator.
+DIRECT, HELD = "direct", "held"
 
 
 @dataclass(frozen=True)
@@ -241,3 +243,25 @@ def contract_changes(production_schema: list[dict[str, Any]], candidate_schema: 
     out += [f"adds '{n}'" for n in cand if n not in prod]
     out += [f"retypes '{n}' from {prod[n]} to {cand[n]}" for n in prod if n in cand and prod[n] != cand[n]]
     return out
+
+
+def plan(spec: RolloutSpec, production_schema: list[dict[str, Any]], candidate_schema: list[dict[str, Any]], *,
+         candidate: int, champion: int, offline: str = "", force: bool = False,
+         actor: str = "pipeline") -> tuple[str, str]:
+    """How a candidate that passed the offline gate against production goes on: ``(DIRECT,
+    reason)`` promote at once; ``(HELD, reason)`` its input contract differs, so it is never
+    rolled out automatically (``force``: an operator's audited start); else ``(mode, reason)``
+    to start a rollout in."""
+    if spec.mode == DIRECT:
+        return DIRECT, "rollout mode is direct: promoted at once"
+    changes = contract_changes(production_schema, candidate_schema)
+    if changes and not force:
+        return HELD, (f"held: v{candidate} changes the input contract ({'; '.join(changes)}); existing clients "
+                      "would be refused, so it is never rolled out automatically: an operator starts it "
+                      "(admin key, audited)")
+    route = " → ".join(step_label(s) for s in spec.steps)
+    reason = (f"rollout of v{candidate} against production v{champion} started ({spec.mode}: {route}"
+              + (" → 100%)" if spec.mode == "canary" else "; a person promotes)")
+              + (f"; offline: {offline}" if offline else "")
+              + (f"; input contract changes accepted by {actor}: {'; '.join(changes)}" if changes else ""))
+    return spec.mode, reason

@@ -112,6 +112,17 @@ class Stored:
     record: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Started:
+    """What ``RolloutStore.start`` did: ``started`` False means not rolled out, and why."""
+
+    started: bool
+    reason: str
+    state: RolloutState | None = None
+    #: The older candidate's rollout this start ended, if any.
+    superseded: RolloutState | None = None
+
+
 def _stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
@@ -189,6 +200,47 @@ class RolloutStore:
         except Exception as exc:  # the transition stands; its entry is written by the next reader
             log.warning("rollout of %s: %s recorded; its audit entry is pending (%s)", model, event, exc)
         return Stored(state, info.etag, record)
+
+    def start(self, model: str, candidate: int, champion: int, *, mode: str, steps: tuple[str | float, ...],
+              reason: str, actor: str, run_id: str | None = None, now: float | None = None,
+              max_attempts: int = 8) -> Started:
+        """Start ``candidate``'s rollout against production ``champion``: one rollout per model.
+
+        Idempotent (a redelivered promote message finds the rollout it started). A live
+        rollout of an older candidate is superseded first (recorded, audited); one of a newer
+        candidate is left alone and ``candidate`` is not rolled out.
+        """
+        for _ in range(max_attempts):
+            at = time.time() if now is None else now
+            stored = self.read(model)
+            old = stored.state if stored is not None else None
+            if old is not None and old.candidate == candidate:
+                return Started(True, f"the rollout of v{candidate} is already {old.status}", old)
+            if old is not None and old.live and old.candidate > candidate:
+                return Started(False, f"v{old.candidate}, a newer candidate, is in rollout: v{candidate} is not "
+                                      "rolled out")
+            superseded = None
+            if old is not None and old.live:
+                why = f"superseded by v{candidate}, a newer candidate that passed the offline gate"
+                superseded = old.with_decision(
+                    {"action": "superseded", "at": at, "step": old.step, "reason": why, "by": candidate},
+                    status=SUPERSEDED, updated_at=at, reason=why)
+                try:
+                    stored = self.write(superseded, stored, event="rollout_superseded", actor=actor,
+                                        decision={"reason": why, "superseded_by": candidate})
+                except PreconditionFailed:
+                    continue
+            state = RolloutState(model=model, candidate=candidate, champion=champion, mode=mode, steps=tuple(steps),
+                                 step=0, step_started_at=at, started_at=at, status=ACTIVE, updated_at=at,
+                                 run_id=run_id, reason=reason)
+            state = state.with_decision({"action": "start", "at": at, "step": 0, "reason": reason, "actor": actor})
+            try:
+                self.write(state, stored, event="rollout_started", actor=actor,
+                           decision={"reason": reason, "run_id": run_id, "steps": list(steps), "mode": mode})
+            except PreconditionFailed:
+                continue
+            return Started(True, reason, state, superseded)
+        raise PreconditionFailed(f"the rollout state of {model} kept changing; gave up after {max_attempts} attempts")
 
     def _ensure_audited(self, record: dict[str, Any]) -> bool:
         """Write the audit entry a state record carries, unless it is there; True if written."""
