@@ -24,6 +24,7 @@ has no errors.
 from __future__ import annotations
 
 import io
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +39,12 @@ from shared.serving.inference_log import CONTAINER as LOG_CONTAINER
 from shared.serving.inference_log import hours_between, written_at
 from shared.serving.runtime import Batch, LoadedModel
 
+log = logging.getLogger("mlops.rollout")
+
 ERROR_COLUMN = "error"
 MAX_REPLAY_ROWS = 50_000
 MAX_LABELLED_ROWS = 200_000
-LATENCY_REQUESTS = 200
+LATENCY_REQUESTS = 100
 _CHUNK = 50_000
 _BASE = ("request_id", "row", "time", "version", "latency_ms", "prediction")
 
@@ -235,10 +238,15 @@ def _p99(values: np.ndarray) -> float | None:
     return float(np.percentile(values, 99)) if len(values) else None
 
 
-def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int,
-                      rng: np.random.Generator) -> tuple[float | None, float | None]:
+def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int, rng: np.random.Generator,
+                      repeats: int = 3) -> tuple[float | None, float | None]:
     """p99 compute time (ms) of each version on the same logged requests, replayed one request
-    at a time and interleaved (alternating which runs first), so both see the same machine."""
+    at a time, interleaved (alternating which runs first), so both see the same machine.
+
+    Each session is warmed up first (a fresh session's first runs pay one-time costs), and each
+    request's time is the fastest of ``repeats`` runs: what the request costs, not what the
+    scheduler did to one run of it.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -252,15 +260,21 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     rid = rid[order]
     starts = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
     ends = np.r_[starts[1:], len(rid)]
+    parts = [(_feeds(prod, p), _feeds(cand, p)) for p in (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))]
+    for _ in range(3):
+        prod.session.run(None, parts[0][0])
+        cand.session.run(None, parts[0][1])
     p_ms, c_ms = [], []
-    for k, (a, b) in enumerate(zip(starts, ends)):
-        part = rows.take(pa.array(order[a:b]))
-        pairs = ((prod, p_ms), (cand, c_ms)) if k % 2 == 0 else ((cand, c_ms), (prod, p_ms))
-        for loaded, into in pairs:
-            feeds = _feeds(loaded, part)
-            t0 = time.perf_counter()
-            loaded.session.run(None, feeds)
-            into.append((time.perf_counter() - t0) * 1e3)
+    for k, (p_feeds, c_feeds) in enumerate(parts):
+        best = {id(prod): np.inf, id(cand): np.inf}
+        for r in range(repeats):
+            runs = ((prod, p_feeds), (cand, c_feeds)) if (k + r) % 2 == 0 else ((cand, c_feeds), (prod, p_feeds))
+            for loaded, feeds in runs:
+                t0 = time.perf_counter()
+                loaded.session.run(None, feeds)
+                best[id(loaded)] = min(best[id(loaded)], time.perf_counter() - t0)
+        p_ms.append(best[id(prod)] * 1e3)
+        c_ms.append(best[id(cand)] * 1e3)
     return _p99(np.array(c_ms)), _p99(np.array(p_ms))
 
 
@@ -296,7 +310,7 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
     latency = table.column("latency_ms").to_numpy(zero_copy_only=False)
     prod_rows, prod_errors = int(is_prod.sum()), int((is_prod & failed).sum())
     # The rows to pair: answered (not failed) by either version; in shadow, production's only.
-    usable = (is_prod | (is_cand & ~shadow)) & ~failed
+    usable = (is_prod | (is_cand & (not shadow))) & ~failed
     idx = np.flatnonzero(usable)
     if len(idx) > max_replay_rows:
         idx = np.sort(rng.choice(idx, size=max_replay_rows, replace=False))
@@ -314,7 +328,8 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         try:
             c_p99, p_p99 = _replayed_latency(table.filter(pa.array(usable)), prod, cand, latency_requests, rng) \
                 if cand_rows and not replay_error else (None, None)
-        except Exception:  # noqa: BLE001 - the replay error above already says why
+        except Exception:  # noqa: BLE001 - the latency guardrail is then not judged; say why in the log
+            log.exception("replaying requests for compute time failed")
             c_p99, p_p99 = None, None
         source = "replayed"
     else:
