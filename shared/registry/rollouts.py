@@ -219,6 +219,11 @@ class RolloutStore:
             if old is not None and old.live and old.candidate > candidate:
                 return Started(False, f"v{old.candidate}, a newer candidate, is in rollout: v{candidate} is not "
                                       "rolled out")
+            if old is not None and not old.live:
+                found = get_json(self.storage, CONTAINER, self._archive_name(model, candidate))
+                if found is not None:  # rolled out before (a redelivery after a crash): never twice
+                    earlier = RolloutState.from_dict(found[0])
+                    return Started(False, f"the rollout of v{candidate} is already {earlier.status}", earlier)
             superseded = None
             if old is not None and old.live:
                 why = f"superseded by v{candidate}, a newer candidate that passed the offline gate"
