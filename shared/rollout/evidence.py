@@ -42,7 +42,7 @@ from shared.serving.runtime import Batch, LoadedModel
 log = logging.getLogger("mlops.rollout")
 
 ERROR_COLUMN = "error"
-MAX_REPLAY_ROWS = 50_000
+MAX_REPLAY_ROWS = 20_000
 MAX_LABELLED_ROWS = 200_000
 LATENCY_REQUESTS = 100
 _CHUNK = 50_000
@@ -98,7 +98,7 @@ class _Scored:
     prod_proba: np.ndarray | None = None
 
 
-def _feeds(loaded: LoadedModel, table) -> dict[str, np.ndarray]:
+def log_feeds(loaded: LoadedModel, table) -> dict[str, np.ndarray]:
     """Session inputs for logged rows: the numeric block in float32 (as served and logged),
     strings with a logged null fed as the missing category (as served)."""
     numeric, strings = [], {}
@@ -124,7 +124,7 @@ def _run(loaded: LoadedModel, table) -> tuple[np.ndarray, np.ndarray | None]:
     """``loaded`` on every row of ``table``, in chunks: values (or labels as text), probabilities."""
     outs, probas = [], []
     for start in range(0, table.num_rows, _CHUNK):
-        result = loaded.session.run(None, _feeds(loaded, table.slice(start, _CHUNK)))
+        result = loaded.session.run(None, log_feeds(loaded, table.slice(start, _CHUNK)))
         if loaded.is_classifier:
             outs.append(result[0].ravel().astype(str))
             probas.append(np.asarray(result[1], dtype=np.float64))
@@ -260,7 +260,7 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     rid = rid[order]
     starts = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
     ends = np.r_[starts[1:], len(rid)]
-    parts = [(_feeds(prod, p), _feeds(cand, p)) for p in (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))]
+    parts = [(log_feeds(prod, p), log_feeds(cand, p)) for p in (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))]
     for _ in range(3):
         prod.session.run(None, parts[0][0])
         cand.session.run(None, parts[0][1])
