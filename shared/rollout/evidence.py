@@ -66,7 +66,7 @@ def read_window(storage: Storage, model: str, since: float, until: float, column
             table = pf.read(columns=have)
             for c in columns:
                 if c not in have:
-                    table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
+                    table = table.append_column(c, pa.nulls(table.num_rows))  # null-typed: any type promotes it
             tables.append(table.select(columns))
     if not tables:
         return None

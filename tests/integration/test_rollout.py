@@ -352,3 +352,45 @@ def test_canary_evidence_counts_each_versions_errors_and_logged_latency(rctx):
 
     d = decide(s, e, spec.rollout, t0 + 300)
     assert d.action == "rollback" and {c.name for c in d.checks if c.breached} == {"error_rate", "latency_ratio"}
+
+
+def test_a_classifier_giving_other_labels_is_rolled_back_with_its_disagreement_and_live_metric(rctx, root):
+    from models.breast_cancer_data import generate as cancer
+
+    shutil.copy(ROOT / "models" / "breast_cancer.toml", root / "models" / "breast_cancer.toml")
+    data = cancer()
+    drop(rctx, "breast_cancer", "clean.parquet", to_parquet(data))
+    drain(rctx)
+    wrong = data.copy()
+    flip = np.random.default_rng(3).random(len(wrong)) < 0.35  # a regime the live labels do not follow
+    wrong.loc[flip, "target"] = 1 - wrong.loc[flip, "target"]
+    drop(rctx, "breast_cancer", "flipped.parquet", to_parquet(wrong))
+    drain(rctx)
+    rollouts = RolloutStore(rctx.storage)
+    if rollouts.read("breast_cancer") is None:  # the offline gate refused it: an operator starts it anyway
+        assert loop.start_rollout(rctx, "breast_cancer", 2, 1, actor="admin").started
+    stored = rollouts.read("breast_cancer")
+    t0 = time.time() - 86400
+    rollouts.write(replace(stored.state, started_at=t0, step_started_at=t0), stored, event=None, actor="test")
+    loaded = rctx.server.get_version("breast_cancer", 1)
+    rows = data.drop(columns="target").to_dict("records")
+    ids = []
+    for k, start in enumerate(range(0, len(rows), 10)):
+        parsed = parse_payload({"instances": rows[start:start + 10]}, loaded.schema, 10_000)
+        pred = rctx.server.run(loaded, parsed)
+        rctx.inference_log.record(LogRecord("breast_cancer", 1, f"bc-{start}", t0 + 100 + k * 0.01, 0.2, parsed, None,
+                                            pred.labels, pred.probabilities, loaded.classes))
+        ids.append(f"bc-{start}")
+    rctx.inference_log.flush()
+    truth = data["target"].to_numpy()
+    store_feedback(rctx.storage, "breast_cancer", [{"request_id": rid, "row": i, "truth": str(truth[k * 10 + i])}
+                                                   for k, rid in enumerate(ids)
+                                                   for i in range(min(10, len(truth) - k * 10))], now=t0 + 200)
+    out = loop.evaluate_rollout(rctx, "breast_cancer", now=t0 + 300)
+    assert out["action"] == "rollback", out
+    record = RolloutStore(rctx.storage).read("breast_cancer").state.history[-1]
+    checks = {c["name"]: c for c in record["checks"]}
+    assert checks["divergence"]["breached"] is True and checks["divergence"]["threshold"] == 0.10
+    e = record["evidence"]
+    assert e["paired_rows"] == len(data) and e["labelled_rows"] == len(data) and e["metric"] == "roc_auc"
+    assert e["candidate_metric"] < e["production_metric"] and e["worse_rows"] > e["better_rows"]
