@@ -312,11 +312,13 @@ def test_a_candidate_that_changes_the_input_contract_is_held_for_an_operator(rct
     (root / "models" / f"{MODEL}.toml").write_text(spec + ROLLOUT)
     drop(rctx, MODEL, "no-density.parquet", to_parquet(wind(4000, seed=2)))
     drain(rctx)
-    decision = rctx.registry.decision(MODEL, 2)
-    assert decision["promoted"] is False and decision["rollout"] == {
-        "started": False, "mode": "held", "reason": decision["rollout"]["reason"]}
-    assert "removes 'air_density'" in decision["reason"] and RolloutStore(rctx.storage).read(MODEL) is None
-    assert rctx.registry.alias(MODEL).version == 1
+    decision = rctx.registry.decision(MODEL, 2)  # the promotion policy refuses it, naming the field
+    assert decision["promoted"] is False and decision["contract_changes"] and "air_density" in decision["reason"]
+    assert RolloutStore(rctx.storage).read(MODEL) is None and rctx.registry.alias(MODEL).version == 1
+    # The rollout policy holds it too, should it ever be asked ...
+    held = loop.start_rollout(rctx, MODEL, 2, 1)
+    assert not held.started and "removes 'air_density'" in held.reason and RolloutStore(rctx.storage).read(MODEL) is None
+    # ... and an operator's audited start proceeds.
     started = loop.start_rollout(rctx, MODEL, 2, 1, actor="admin", force=True)
     assert started.started and "input contract changes accepted by admin: removes 'air_density'" in started.reason
     assert np.isclose(state(rctx).step_started_at, time.time(), atol=60)
