@@ -27,6 +27,7 @@ The rule, in plain words:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -231,7 +232,8 @@ def decide(state: RolloutState, evidence: RolloutEvidence, spec: RolloutSpec, no
     return RolloutDecision(ADVANCE, nxt, reason, found, evidence)
 
 
-def contract_changes(production_schema: list[dict[str, Any]], candidate_schema: list[dict[str, Any]]) -> list[str]:
+def contract_changes(production_schema: Sequence[Mapping[str, Any]],
+                     candidate_schema: Sequence[Mapping[str, Any]]) -> list[str]:
     """How the candidate's inputs differ from production's, in words; empty if they match.
 
     A removed, added or retyped field changes what clients must send: such a candidate is
@@ -245,7 +247,8 @@ def contract_changes(production_schema: list[dict[str, Any]], candidate_schema: 
     return out
 
 
-def plan(spec: RolloutSpec, production_schema: list[dict[str, Any]], candidate_schema: list[dict[str, Any]], *,
+def plan(spec: RolloutSpec, production_schema: Sequence[Mapping[str, Any]],
+         candidate_schema: Sequence[Mapping[str, Any]], *,
          candidate: int, champion: int, offline: str = "", force: bool = False,
          actor: str = "pipeline") -> tuple[str, str]:
     """How a candidate that passed the offline gate against production goes on: ``(DIRECT,

@@ -296,7 +296,7 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    base = dict(window_from=since, window_to=until, metric=spec.metric, higher_is_better=spec.higher_is_better)
+    base: dict[str, Any] = dict(window_from=since, window_to=until, metric=spec.metric, higher_is_better=spec.higher_is_better)
     if table is None:
         return RolloutEvidence(**base)
     shadow = state.current_step == "shadow"
@@ -339,7 +339,7 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         c_p99 = _p99(latency[is_cand & first & ~failed])
         p_p99 = _p99(latency[is_prod & first & ~failed])
         source = "logged"
-    evidence = dict(base, candidate_rows=cand_rows, production_rows=prod_rows, candidate_errors=cand_errors,
+    evidence: dict[str, Any] = dict(base, candidate_rows=cand_rows, production_rows=prod_rows, candidate_errors=cand_errors,
                     production_errors=prod_errors, candidate_p99_ms=c_p99, production_p99_ms=p_p99,
                     latency_source=source, paired_rows=0 if scored is None else len(idx), divergence=div,
                     output_psi=psi_, replay_error=replay_error)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from shared.context import Context
@@ -276,7 +276,8 @@ def promote_now(ctx: Context, model: str, *, actor: str, reason: str = "") -> Ro
     stored = store(ctx).read(model)
     if stored is not None and stored.state.status == PROMOTING:
         _finish_promotion(ctx, stored, ctx.registry.alias(model, PRODUCTION), time.time(), actor=actor)
-        return store(ctx).read(model).state
+        done = store(ctx).read(model)
+        return done.state if done is not None else state
     return state
 
 
