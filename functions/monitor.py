@@ -1,4 +1,5 @@
-"""Timer and queue triggers of monitoring: the periodic monitor and the retraining request."""
+"""Timer and queue triggers of monitoring: the periodic monitor, the retraining request, and the
+rollout evaluator (its own schedule, `MLOPS_ROLLOUT_SCHEDULE`)."""
 from __future__ import annotations
 
 import logging
@@ -42,3 +43,16 @@ def retrain(msg: func.ServiceBusMessage) -> None:
     if where:
         ctx.telemetry.retrain(run.model)
     log.info("retrain %s: %s", run.model, where or "no version to start from")
+
+
+@bp.function_name("rollout")
+@bp.timer_trigger(arg_name="timer", schedule="%MLOPS_ROLLOUT_SCHEDULE%", run_on_startup=False)
+def rollout(timer: func.TimerRequest) -> None:
+    """Judge every live rollout from the inference log and feedback: wait, advance, promote or roll back."""
+    from shared.rollout.loop import evaluate_all
+
+    ctx = context()
+    with ctx.telemetry.stage("rollout"):
+        outcomes = evaluate_all(ctx)
+    if outcomes:
+        log.info("rollout%s: %s", " (past due)" if timer.past_due else "", outcomes)

@@ -37,7 +37,7 @@ class RunStatus(TypedDict, total=False):
     schema_version: int
     model: str
     run_id: str
-    state: str  # training | trained | converted | registered | promoted | rejected | failed | quarantined | duplicate
+    state: str  # training | trained | converted | registered | rollout | promoted | rejected | failed | quarantined | duplicate
     dataset: DatasetRecord
     spec: dict[str, str]  # source, sha256
     created_at: float
@@ -47,6 +47,7 @@ class RunStatus(TypedDict, total=False):
     metrics: dict[str, float]
     version: int
     decision: Decision
+    rollout: dict[str, Any]  # status, reason, candidate: what became of the version's rollout
     error: StageError
     quarantine: str  # the quarantine record's path
     duplicate_of: str
@@ -98,6 +99,9 @@ class Decision(TypedDict, total=False):
     dataset: str  # datasets/<model>/<file>
     exam_source: bool | None
     decided_at: float
+    #: Set when the candidate passed against production and a rollout was started (or held)
+    #: instead of promoting it: started, mode, reason, state (``registry/<model>/rollout.json``).
+    rollout: dict[str, Any] | None
 
 
 class TrainRecord(TypedDict, total=False):

@@ -16,6 +16,8 @@ from typing import Any
 
 from shared.core import names
 from shared.core.errors import ModelNotFound, SpecError
+from shared.core.rollout_spec import KEYS as ROLLOUT_KEYS
+from shared.core.rollout_spec import RolloutSpec, parse_rollout
 
 TASKS = ("regression", "binary", "multiclass")
 #: What a missing categorical value is fed to the model as, in training and serving alike.
@@ -89,6 +91,7 @@ class ModelSpec:
     #: in the app's own child process (shared/pipeline/azureml.py).
     azureml_above_bytes: int | None = None
     monitoring: MonitoringSpec = field(default_factory=lambda: MonitoringSpec())
+    rollout: RolloutSpec = field(default_factory=lambda: RolloutSpec())
     description: str = ""
     source: str = ""
     sha256: str = ""
@@ -183,6 +186,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "monitoring": frozenset({"psi", "p_value", "js", "min_rows", "performance_tolerance",
                              "breaches_to_retrain", "retrain_cooldown_minutes"}),
     "retraining": frozenset({"policy", "max_rows"}),
+    "rollout": ROLLOUT_KEYS,
 }
 
 
@@ -294,8 +298,10 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         raise r.fail("monitoring", "thresholds must be positive (p_value and js at most 1)")
     if mon.breaches_to_retrain < 1 or mon.min_rows < 1:
         raise r.fail("monitoring", "breaches_to_retrain and min_rows must be at least 1")
+    rollout = parse_rollout(data.get("rollout"), source, is_classifier=task != "regression", promotion_margin=margin)
     return ModelSpec(
         monitoring=mon,
+        rollout=rollout,
         name=name,
         task=task,
         target=target,

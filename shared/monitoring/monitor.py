@@ -6,7 +6,8 @@ feedback by request id for live performance, writes ``report.json`` under
 ``monitoring/<model>/<window end>-<id>/`` and commits the model's ``state.json`` (history,
 latest, last conclusive verdict, breach count) with an ETag condition, and requests
 retraining when a breach has persisted for the spec's number of runs and the last request
-is older than the cooldown. The HTML page is rendered from the JSON when asked for.
+is older than the cooldown, and no rollout is live (a retraining request waits for it to end).
+The HTML page is rendered from the JSON when asked for.
 ``handle_retrain`` assembles the retraining dataset and drops it into ``datasets/``.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from shared.monitoring.headline import headline
 from shared.pipeline.messages import RunMessage
 from shared.registry import datasets
 from shared.registry.jsonio import dumps, get_json, put_json
+from shared.registry.rollouts import RolloutStore
 
 if TYPE_CHECKING:  # imported where used: the serving app reads reports here and carries no pandas
     import pandas as pd
@@ -195,8 +197,15 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
 
     cooldown = mon.retrain_cooldown_minutes * 60
     last_retrain = state.get("last_retrain_at", 0.0)
+    rollout = RolloutStore(ctx.storage).read(model)
     if not breach:
         retrain = {"requested": False, "reason": "no breach"}
+    elif rollout is not None and rollout.state.live:
+        # A new version is already earning production on live traffic: a retrained one would
+        # supersede it before it could prove itself. The breach counts on; it is asked for after.
+        retrain = {"requested": False, "reason": f"deferred: v{rollout.state.candidate} is in rollout "
+                                                 f"({rollout.state.status}, step {rollout.state.step + 1} "
+                                                 f"of {len(rollout.state.steps)})"}
     elif consecutive < mon.breaches_to_retrain:
         retrain = {"requested": False, "reason": f"breach {consecutive} of {mon.breaches_to_retrain} needed"}
     elif now - last_retrain < cooldown:

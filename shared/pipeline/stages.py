@@ -428,10 +428,16 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
             evidence = gather(ctx, spec, model, version, manifest, holdout, exam_rows, current.version if current else None)
             verdict = promotion.decide(promotion.Rule.of(spec), candidate, champion, evidence)
         hold = verdict.sets.get("holdout") or {}
-        if verdict.promoted and not (current is not None and current.version == version):
+        promoted, reason = verdict.promoted, verdict.reason
+        rollout = None
+        if ctx.settings.rollouts and promoted and current is not None and current.version != version:
+            rollout = _start_rollout(ctx, spec, model, version, current.version, run_id, reason)
+            if rollout is not None:  # production stays; the candidate earns it on live traffic
+                promoted, reason = False, f"{reason}; {rollout['reason']}"
+        if promoted and not (current is not None and current.version == version):
             try:
                 ctx.registry.move_alias(
-                    model, PRODUCTION, version, expected=current, event="promote", reason=verdict.reason,
+                    model, PRODUCTION, version, expected=current, event="promote", reason=reason,
                     actor="pipeline",
                     details={"run_id": run_id, "candidate_metrics": hold.get("candidate"),
                              "champion_metrics": hold.get("production"),
@@ -441,15 +447,19 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
                 continue  # production moved meanwhile: decide again against the new one
             faults.point("promote:after_alias")
         decision = _decision_record(spec, msg, manifest, verdict, current.version if current else None)
+        if rollout is not None:
+            decision.update(promoted=False, reason=reason, rollout=rollout)
+        started = bool(rollout and rollout["started"])
         try:
             ctx.registry.record_decision(model, version, decision)
         except AlreadyExists:
             raise AlreadyDone("already decided") from None
-        if not verdict.promoted:
+        if not promoted and not started:
             ctx.registry.audit(model, "reject", decision)
-        log.info("%s v%s %s: %s", model, version, "promoted" if verdict.promoted else "not promoted", verdict.reason)
-        return Outcome(verdict.reason, {"state": "promoted" if verdict.promoted else "rejected", "decision": decision,
-                                        "stages": {"promote": {"seconds": time.perf_counter() - t0}}})
+        log.info("%s v%s %s: %s", model, version, "promoted" if promoted else "not promoted", reason)
+        state = "promoted" if promoted else "rollout" if started else "rejected"
+        return Outcome(reason, {"state": state, "decision": decision,
+                                "stages": {"promote": {"seconds": time.perf_counter() - t0}}})
     raise PreconditionFailed(f"production alias of {model} kept moving; giving up after {max_attempts} attempts")
 
 
@@ -481,6 +491,29 @@ def _decision_record(spec: ModelSpec, msg: RunMessage, manifest: Manifest, verdi
         "exam_source": manifest.get("exam_source"),
         "decided_at": time.time(),
     }
+
+
+def _start_rollout(ctx: Context, spec: ModelSpec, model: str, version: int, champion: int, run_id: str,
+                   offline: str) -> dict[str, Any] | None:
+    """Start the rollout of a candidate that passed the offline gate against production; None
+    when the spec's rollout mode is ``direct`` (promote at once, as before)."""
+    from shared.policies.rollout import DIRECT, HELD, plan
+    from shared.registry.rollouts import RolloutStore
+
+    mode, reason = plan(spec.rollout, ctx.registry.manifest(model, champion)["input_schema"],
+                        ctx.registry.manifest(model, version)["input_schema"], candidate=version, champion=champion,
+                        offline=offline)
+    if mode == DIRECT:
+        return None
+    if mode == HELD:
+        return {"started": False, "mode": mode, "reason": reason}
+    result = RolloutStore(ctx.storage).start(model, version, champion, mode=mode, steps=spec.rollout.steps,
+                                             reason=reason, actor="pipeline", run_id=run_id)
+    if result.superseded is not None and result.superseded.run_id:
+        ctx.runs.update_status(model, result.superseded.run_id, state="rejected",
+                               rollout={"status": result.superseded.status, "reason": result.superseded.reason})
+    return {"started": result.started, "mode": mode, "reason": result.reason,
+            "state": f"registry/{model}/rollout.json" if result.started else None}
 
 
 _QUEUE_STAGES = {"convert": handle_convert, "register": handle_register, "promote": handle_promote}

@@ -258,7 +258,7 @@ def host_app(served):
     from devhost.host import Host
 
     example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
-    added = [n for n in example if n.startswith(("MLOPS_QUEUE_", "MLOPS_MONITOR_SCHEDULE")) and n not in os.environ]
+    added = [n for n in example if n.startswith(("MLOPS_QUEUE_", "MLOPS_MONITOR_SCHEDULE", "MLOPS_ROLLOUT_SCHEDULE")) and n not in os.environ]
     os.environ.update({n: example[n] for n in added})
     try:
         host = Host("function_app", served.storage, served.bus,
