@@ -26,6 +26,7 @@ from shared.context import Context
 from shared.core.settings import Settings
 from shared.pipeline import stages as P
 from shared.pipeline.messages import RunMessage
+from shared.serving.inprocess import predict
 
 ROW = {"wind_speed": 9.0, "wind_direction": 230.0, "air_temperature": 14.0, "air_density": 1.22, "turbine_id": "T05"}
 STAGES = ["validate", "fit", "save", "exam_update", "convert", "parity", "register", "promote", "first_load"]
@@ -71,7 +72,7 @@ def one_drop(env: dict[str, str], rows: int, seed: int, name: str, version: int)
     if not status["decision"]["promoted"]:  # still a fair measurement: production answers the first request
         print(f"  (version {version} not promoted: {status['decision']['reason']})")
     t = time.perf_counter()
-    out = ctx.server.predict("wind_power", {"instances": [ROW]})
+    out = predict(ctx.server, "wind_power", {"instances": [ROW]})
     first_load = time.perf_counter() - t
     total = time.perf_counter() - t_start
     assert out["version"] == ctx.registry.alias("wind_power").version

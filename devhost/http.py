@@ -7,9 +7,10 @@ non-HTTP function now (body ``{"input": "..."}``), as the real host offers.
 
 The front door works in this order, so that a caller without a key costs next to nothing:
 route, key, declared size, room in the host's budget of body bytes held at once, and only
-then the body, read with the limit enforced while it streams in. Every refusal is the JSON
-error shape, and a refusal sent before the body was read closes the connection (nothing waits
-for, or buffers, the rest of the upload). Query strings are redacted before anything is
+then the body, read with the limit enforced while it streams in. Every refusal is in the error
+envelope the app's edge defines for the path (``functions.edge.host_envelope``: the v2
+protocol's on ``/api/v2``, this API's elsewhere), and a refusal sent before the body was read
+closes the connection (nothing waits for, or buffers, the rest of the upload). Query strings are redacted before anything is
 logged: a key in ``?code=`` never reaches a log.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from urllib.parse import parse_qsl, quote_from_bytes, unquote_to_bytes
 import azure.functions as func
 
 from devhost.invocation import Invoker
+from functions.edge import host_envelope
 
 log = logging.getLogger("devhost.http")
 
@@ -76,16 +78,20 @@ def compile_route(route: str) -> re.Pattern[str]:
     return re.compile(f"^{out}/?$")
 
 
-def _json_response(status: int, body: dict) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    return status, [(b"content-type", b"application/json")], json.dumps(body).encode()
+@dataclass(frozen=True)
+class Refusal:
+    """The host's own error answer, written in the path's error envelope when it is sent."""
+
+    code: str
+    message: str
 
 
-def _error(status: int, code: str, message: str, *, close: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """The JSON error shape; ``close`` ends the connection after it (an unread body waits)."""
-    status, headers, body = _json_response(status, {"error": {"code": code, "message": message}})
+def _error(status: int, code: str, message: str, *, close: bool = False) -> tuple[int, list[tuple[bytes, bytes]], Refusal]:
+    """A refusal by the host; ``close`` ends the connection after it (an unread body waits)."""
+    headers = [(b"content-type", b"application/json")]
     if close:
         headers.append((b"connection", b"close"))
-    return status, headers, body
+    return status, headers, Refusal(code, message)
 
 
 def redact_query(query_string: bytes) -> str:
@@ -250,9 +256,8 @@ class HttpApp:
         except Exception as exc:  # a host bug must still answer in the JSON shape
             log.error("host failed on %s %s: %s", scope.get("method"), scope.get("path", "")[:200], type(exc).__name__)
             status, headers, body = _error(500, "INTERNAL_ERROR", f"the host failed: {type(exc).__name__}", close=True)
-        if status >= 400 and scope["path"].startswith("/api/v2") and body.startswith(b'{"error": {'):
-            # The host's own refusals (key, route, method) in the v2 protocol's error shape.
-            body = json.dumps({"error": json.loads(body)["error"]["message"]}).encode()
+        if isinstance(body, Refusal):
+            body = host_envelope(scope["path"]).body(body.code, body.message, status)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -10,55 +10,36 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.edge import handle, model_arg, version_arg
+from functions.edge import ChoiceQuery, IntQuery, Routes, handle, model_arg, version_arg
 from functions.root import context
 from shared.core import names
-from shared.core.errors import InvalidRequest
+from shared.registry.runs import OUTCOMES
 
 bp = func.Blueprint()
+api = Routes(bp)
 
-#: What the API document needs beyond each function's decorator (see ``http_api.API``).
-_READ = ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT")
-API = {
-    "list_runs": {"codes": _READ, "query": (
-        {"name": "outcome", "in": "query", "schema": {"type": "string", "enum": ["promoted", "rejected", "failed",
-                                                                                 "quarantined", "duplicate", "running"]}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}})},
-    "get_run": {"codes": _READ},
-    "get_version": {"codes": _READ},
-    "console_overview": {"codes": ("TRANSIENT",)},
-    "console": {"codes": (), "success_types": ("text/html",)},
-}
+#: The error codes of the routes that read a run or a version.
+READ_CODES = ("INVALID_NAME", "INVALID_REQUEST", "NOT_FOUND", "MODEL_NOT_FOUND", "TRANSIENT")
+#: ``?outcome=`` filters the runs listing; ``?limit=`` bounds it.
+OUTCOME = ChoiceQuery("outcome", OUTCOMES)
+RUNS_LIMIT = IntQuery("limit", minimum=1, maximum=1000, default=100)
 
 
-def _limit(req: func.HttpRequest, default: int = 100, most: int = 1000) -> int:
-    raw = req.params.get("limit")
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise InvalidRequest(f"query parameter 'limit' must be an integer from 1 to {most}", field="limit")
-    return int(raw)
-
-
-@bp.function_name("list_runs")
-@bp.route(route="models/{name}/runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api("list_runs", "models/{name}/runs", codes=READ_CODES, query=(OUTCOME, RUNS_LIMIT))
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Every run of a model, newest first: outcome, dataset, version, decision or error."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.lineage import OUTCOMES, runs_of
+        from shared.lineage import runs_of
 
-        outcome = req.params.get("outcome")
-        if outcome is not None and outcome not in OUTCOMES:
-            raise InvalidRequest(f"query parameter 'outcome' must be one of {', '.join(OUTCOMES)}", field="outcome")
+        outcome = OUTCOME.read(req)
         model = model_arg(req)
-        return {"model": model, "runs": runs_of(context(), model, outcome=outcome, limit=_limit(req))}, 200
+        return {"model": model, "runs": runs_of(context(), model, outcome=outcome, limit=RUNS_LIMIT.read(req))}, 200
 
     return handle(req, run)
 
 
-@bp.function_name("get_run")
-@bp.route(route="models/{name}/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api("get_run", "models/{name}/runs/{run_id}", codes=READ_CODES)
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """One run: dataset, spec hash, parameters, timings, metrics, parity, decision, failure."""
 
@@ -70,8 +51,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     return handle(req, run)
 
 
-@bp.function_name("get_version")
-@bp.route(route="models/{name}/versions/{version}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api("get_version", "models/{name}/versions/{version}", codes=READ_CODES)
 def get_version(req: func.HttpRequest) -> func.HttpResponse:
     """A version's lineage: its run, dataset (name, ETag, SHA-256), spec hash, code, libraries, decision."""
 
@@ -83,8 +63,7 @@ def get_version(req: func.HttpRequest) -> func.HttpResponse:
     return handle(req, run)
 
 
-@bp.function_name("console_overview")
-@bp.route(route="console/overview", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api("console_overview", "console/overview", codes=("TRANSIENT",))
 def console_overview(req: func.HttpRequest) -> func.HttpResponse:
     """Every model: production version, last decision, last drift verdict, recent traffic."""
 
@@ -96,8 +75,7 @@ def console_overview(req: func.HttpRequest) -> func.HttpResponse:
     return handle(req, run)
 
 
-@bp.function_name("console")
-@bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api("console", "console", auth=func.AuthLevel.ANONYMOUS, success_types=("text/html",))
 def console(req: func.HttpRequest) -> func.HttpResponse:
     """The model console: a self-contained page (no data in it; it asks for a key)."""
     from shared.serving.console import page

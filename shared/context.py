@@ -60,7 +60,7 @@ class Context:
                     from shared.serving.runtime import ModelServer
 
                     self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert,
-                                               explain=self.runs.explain_latest)
+                                               latest_run=self.runs.latest)
         return self._server
 
     def alert(self, model: str, kind: str, detail: dict[str, Any]) -> None:

@@ -12,6 +12,22 @@ from typing import Any
 MAX_ECHO_CHARS = 200
 #: The longest message an error keeps (``shared.core.errors.MlopsError``), whoever reads it.
 MAX_MESSAGE_CHARS = 2000
+#: The longest reason a server-side failure (a 5xx) gives a client: it quotes recorded causes
+#: (a quarantined dataset's reason), not the client's own text, and is kept whole up to here.
+MAX_REASON_CHARS = 600
+
+
+def clip_words(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary (mid-word only when a
+    word is longer than a third of the limit), saying how long it was."""
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text):,} characters)"
+    cut = text[:max(limit - len(tail), 1)]
+    space = cut.rfind(" ")
+    if space >= len(cut) * 2 // 3:  # a boundary close enough to keep most of what fits
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + tail
 
 
 def clip(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
@@ -115,9 +131,18 @@ class ModelNotFound(NotFound):
 
 
 class NoProductionVersion(MlopsError):
-    """The model exists but no version has been promoted to production yet."""
+    """The model exists but no version has been promoted to production yet.
+
+    ``permanent`` says whether waiting can help: false while a run is in progress (a version
+    may be promoted shortly), true when the latest run was quarantined, failed or rejected, or
+    none ever ran (only a new dataset helps). The HTTP edge sends ``Retry-After`` only for the former.
+    """
 
     code = "NO_PRODUCTION_VERSION"
+
+    def __init__(self, message: str, *, permanent: bool = True, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.permanent = permanent
 
 
 class IntegrityError(MlopsError):

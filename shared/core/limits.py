@@ -13,6 +13,8 @@ from shared.core.errors import InvalidRequest
 
 #: Default for ``MLOPS_MAX_STRING_CHARS``: far above any category a model was trained on.
 MAX_STRING_CHARS = 256
+#: How many reports a model's monitoring history keeps, so the most a listing can ask for.
+REPORT_HISTORY = 100
 
 
 def check_string(value: Any, field: str, max_chars: int, row: int | None = None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from shared.context import Context
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.core.limits import REPORT_HISTORY
 from shared.core.records import Manifest, MonitoringReport
 from shared.core.spec import ModelSpec
 from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
@@ -39,7 +40,7 @@ log = logging.getLogger("mlops.monitoring")
 
 CONTAINER = "monitoring"
 REPORT_SCHEMA_VERSION = 2
-HISTORY = 100
+HISTORY = REPORT_HISTORY  # the listing route bounds its ?limit= with the same constant
 STATE = "state.json"
 REPORT = "report.json"
 SETTLE_MARGIN_SECONDS = 1.0

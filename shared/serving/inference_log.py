@@ -20,15 +20,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from shared.ports.storage import Storage
-from shared.serving.runtime import batch_bytes
-
-if TYPE_CHECKING:
-    from shared.serving.runtime import Batch
+from shared.serving.protocols.batch import Batch, batch_bytes
 
 log = logging.getLogger("mlops.inference_log")
 

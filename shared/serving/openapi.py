@@ -1,13 +1,12 @@
 """The HTTP API as an OpenAPI 3.0 document (served at ``GET /api/openapi.json``), derived from
 the code rather than written beside it.
 
-The paths, methods, auth levels and summaries come from the HTTP functions' own decorators and
-docstrings (``functions/http_api.py`` passes them in as ``Route``s); request bodies come from
-the schema builders that sit beside each parser (``shared/protocols``), fed with the models'
-columns and the configured limits; each route's error responses come from the error codes it
-raises, through the same code-to-status table the adapter answers with, in the error shape of
-its protocol. Each known model also gets its own paths, whose bodies name its columns or
-tensors exactly.
+The paths, methods, auth levels, summaries, query parameters and error statuses come from each
+HTTP function's one declaration (``functions/edge.py``: ``Routes`` and ``describe`` pass them in
+as ``Route``s), and the error schemas from the edge's envelopes, the same ones the handlers and
+the local host answer with; request bodies come from the schema builders that sit beside each
+codec (``shared/serving/protocols``), fed with the models' columns and the configured limits.
+Each known model also gets its own paths, whose bodies name its columns or tensors exactly.
 """
 from __future__ import annotations
 
@@ -32,9 +31,9 @@ class Route:
     methods: tuple[str, ...]
     auth: str  # ANONYMOUS | FUNCTION | ADMIN
     summary: str
-    protocol: str = "api"  # api | v2 | mlflow: which error shape
     body: str | None = None  # one of BODIES
-    statuses: tuple[int, ...] = ()  # error statuses it answers (from the codes it raises)
+    #: The error statuses it answers, each with the name of its error schema (the envelope).
+    errors: tuple[tuple[int, str], ...] = ()
     success: int = 200
     success_types: tuple[str, ...] = ("application/json",)
     query: tuple[dict[str, Any], ...] = field(default_factory=tuple)
@@ -48,22 +47,8 @@ class ModelView:
     classifier: bool
 
 
-_ERROR_SCHEMAS = {
-    "api": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}}}},
-    "v2": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "mlflow": {"type": "object", "required": ["error_code", "message"],
-               "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}},
-}
-_ERROR_NAMES = {"api": "Error", "v2": "V2Error", "mlflow": "MlflowError"}
-
-
-def _error(protocol: str, status: int) -> dict[str, Any]:
-    # The host refuses a missing key before the function runs, in this API's shape, except on
-    # the v2 routes, where it answers in the protocol's.
-    shape = "api" if status == 401 and protocol == "mlflow" else protocol
-    return {"description": "error", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{_ERROR_NAMES[shape]}"}}}}
+def _error(schema_name: str) -> dict[str, Any]:
+    return {"description": "error", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
 
 
 def _feedback_body(view: ModelView | None) -> dict[str, Any]:
@@ -138,15 +123,16 @@ def _operation(route: Route, path: str, view: ModelView | None, max_rows: int) -
         op["requestBody"] = body
     ok: dict[str, Any] = {"description": "ok", "content": {t: {} for t in route.success_types}}
     responses: dict[str, Any] = {str(route.success): ok}
-    statuses = set(route.statuses) | ({401} if route.auth != "ANONYMOUS" else set())
-    for status in sorted(statuses):
-        responses[str(status)] = _error(route.protocol, status)
+    for status, schema_name in route.errors:
+        responses[str(status)] = _error(schema_name)
     op["responses"] = responses
     return op
 
 
-def document(routes: list[Route], models: dict[str, ModelView], max_rows: int) -> dict[str, Any]:
-    """The OpenAPI 3.0 document of ``routes``, with a path per known model where a body depends on it."""
+def document(routes: list[Route], models: dict[str, ModelView], max_rows: int,
+             error_schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of ``routes``, with a path per known model where a body depends on it;
+    ``error_schemas`` are the error envelopes the routes' ``errors`` name."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         for method in route.methods:
@@ -172,7 +158,7 @@ def document(routes: list[Route], models: dict[str, ModelView], max_rows: int) -
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
             },
-            "schemas": {name: _ERROR_SCHEMAS[shape] for shape, name in _ERROR_NAMES.items()},
+            "schemas": dict(error_schemas),
         },
         "paths": paths,
     }

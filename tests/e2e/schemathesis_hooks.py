@@ -5,7 +5,9 @@ Negative cases pass untouched: everything the document rules out must still be r
 rule here is one the parsers enforce with a 400 naming the field, tested in
 tests/unit/test_payloads.py; the document states each in words:
 - every column of a columnar body has the same number of values (a single value is one row);
-- a ``dataframe_split`` row holds each column's kind at that column's position;
+- a ``dataframe_split`` row holds each column's kind at that column's position, and as many
+  values as there are columns; it names every column of the model (``/invocations`` may name
+  others too, which it ignores, so its document cannot list the columns as an enumeration);
 - a v2 request names each input once, its ``shape`` is ``[N]`` or ``[N, 1]`` with N the number
   of values, and every input has the same N;
 - the generic ``{name}`` paths describe models the document does not know; a known model has
@@ -43,7 +45,10 @@ def _tabular(body: dict, kinds: dict[str, str]) -> bool:
     split = body.get("dataframe_split")
     if isinstance(split, dict):
         columns = split.get("columns") or []
-        return all(_fits(kinds.get(c, "float"), v) for row in split.get("data") or [] for c, v in zip(columns, row))
+        rows = [row for row in split.get("data") or [] if isinstance(row, list)]
+        if not set(kinds) <= set(columns) or any(len(row) != len(columns) for row in rows):
+            return False
+        return all(_fits(kinds.get(c, "float"), v) for row in rows for c, v in zip(columns, row) if not kinds or c in kinds)
     return True
 
 

@@ -12,7 +12,7 @@ from shared.monitoring.monitor import handle_retrain, latest_report, monitor_mod
 from shared.pipeline.messages import RunMessage
 from shared.serving.feedback import store_feedback
 from shared.serving.inference_log import LogRecord
-from shared.serving.runtime import parse_payload
+from shared.serving.protocols.native import parse_payload
 from tests.conftest import to_parquet
 from tests.helpers import drain, drop
 

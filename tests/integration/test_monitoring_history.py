@@ -105,7 +105,7 @@ def test_a_report_of_a_30_feature_model_is_its_json_and_well_under_200_kb(ctx):
     loaded = ctx.server.get("breast_cancer")
     rng = np.random.default_rng(0)
     from shared.serving.inference_log import LogRecord
-    from shared.serving.runtime import parse_payload
+    from shared.serving.protocols.native import parse_payload
 
     for k in range(3):
         rows = frame.drop(columns="target").iloc[rng.integers(0, len(frame), 600)].to_dict("records")

@@ -14,6 +14,7 @@ from shared.core.spec import SpecCatalog
 from shared.pipeline import stages as P
 from shared.pipeline.messages import RunMessage
 from shared.registry.store import PRODUCTION
+from shared.serving.inprocess import predict
 from tests.conftest import ROOT, to_csv, to_parquet
 from tests.helpers import drain, drop
 
@@ -32,7 +33,7 @@ def test_a_dropped_dataset_becomes_a_served_production_version(ctx):
     # The content-hash split holds out about the spec's 20%, the same rows in every dataset.
     assert manifest["parity"]["passed"] and manifest["parity"]["rows"] == manifest["split"]["holdout_rows"]
     assert 540 <= manifest["split"]["holdout_rows"] <= 660
-    out = ctx.server.predict("wind_power", {"instances": [
+    out = predict(ctx.server, "wind_power", {"instances": [
         {"wind_speed": 10.0, "wind_direction": 220.0, "air_temperature": 15.0, "air_density": 1.22, "turbine_id": "T08"}
     ]})
     assert out["version"] == 1 and 500 < out["predictions"][0] < 3100
@@ -42,7 +43,7 @@ def test_classifier_reports_labels_and_probabilities(ctx):
     drop(ctx, "breast_cancer", "b.csv", to_csv(cancer()))
     drain(ctx)
     row = cancer().drop(columns=["target"]).iloc[[0, 1]].to_dict("records")
-    out = ctx.server.predict("breast_cancer", {"instances": row})
+    out = predict(ctx.server, "breast_cancer", {"instances": row})
     first = out["predictions"][0]
     assert first["label"] in (0, 1)
     assert set(first["probabilities"]) == {"0", "1"}

@@ -25,6 +25,7 @@ from shared.lineage import runs_of, version_lineage
 from shared.pipeline import stages as P
 from shared.registry import quarantine
 from shared.registry.store import PRODUCTION
+from shared.serving.inprocess import predict
 from tests.conftest import ROOT, copy_example_specs, to_csv, to_parquet
 from tests.helpers import drain, drop
 
@@ -110,12 +111,12 @@ def test_wine_with_its_real_column_names_is_trained_converted_and_served(specs_c
     assert [i.name for i in graph.graph.input] == [c["input"] for c in schema]
     assert all("/" not in c["input"] for c in schema)
     rows = wine_frame.drop(columns="target").iloc[[0, 70, 140]].to_dict("records")
-    out = ctx.server.predict("wine", {"instances": rows})
+    out = predict(ctx.server, "wine", {"instances": rows})
     assert [p["label"] for p in out["predictions"]] == wine_frame["target"].iloc[[0, 70, 140]].tolist()
     # A request missing the slashed column is refused naming it as the user wrote it.
     del rows[0]["od280/od315_of_diluted_wines"]
     with pytest.raises(Exception, match="od280/od315_of_diluted_wines"):
-        ctx.server.predict("wine", {"instances": rows})
+        predict(ctx.server, "wine", {"instances": rows})
 
 
 def test_names_that_collide_once_made_safe_keep_their_own_columns(specs_ctx):
@@ -126,10 +127,10 @@ def test_names_that_collide_once_made_safe_keep_their_own_columns(specs_ctx):
     schema = ctx.registry.manifest("odd", 1)["input_schema"]
     assert len({c["input"] for c in schema}) == len(schema)  # "a/b", "a_b" and "a.b" stay three inputs
     row = {c: 0.0 for c in ODD_NUMERIC} | {"cat/x": "v", "cat x": "p"}
-    base = ctx.server.predict("odd", {"instances": [row]})["predictions"][0]
-    moved = ctx.server.predict("odd", {"instances": [row | {"a/b": 1.0}]})["predictions"][0]
-    other = ctx.server.predict("odd", {"instances": [row | {"a_b": 1.0}]})["predictions"][0]
-    cat = ctx.server.predict("odd", {"instances": [row | {"cat/x": "u"}]})["predictions"][0]
+    base = predict(ctx.server, "odd", {"instances": [row]})["predictions"][0]
+    moved = predict(ctx.server, "odd", {"instances": [row | {"a/b": 1.0}]})["predictions"][0]
+    other = predict(ctx.server, "odd", {"instances": [row | {"a_b": 1.0}]})["predictions"][0]
+    cat = predict(ctx.server, "odd", {"instances": [row | {"cat/x": "u"}]})["predictions"][0]
     assert moved - base == pytest.approx(3, abs=0.3)   # each name reaches its own coefficient
     assert other - base == pytest.approx(-2, abs=0.3)
     assert cat - base == pytest.approx(4, abs=0.5)

@@ -16,7 +16,9 @@ from shared.core.settings import PROJECT_ROOT as ROOT
 from shared.registry.store import PRODUCTION
 from shared.serving.feedback import parse_feedback, store_feedback
 from shared.serving.inference_log import InferenceLogger, LogRecord
-from shared.serving.runtime import ModelServer, parse_payload
+from shared.serving.inprocess import predict
+from shared.serving.protocols.native import encode, parse_payload
+from shared.serving.runtime import ModelServer
 from tests.conftest import to_csv
 from tests.helpers import drain, drop
 
@@ -52,7 +54,7 @@ def test_a_promotion_is_swapped_in_by_refresh_and_a_held_version_keeps_working(t
     assert server.refresh("breast_cancer") is True
     assert server.get("breast_cancer").version == 2 and server.swaps == 1
     # A request that started on version 1 finishes on it: its session still runs.
-    assert server.run(held, parse_payload({"instances": ROWS}, held.schema, 10)).to_json()["version"] == 1
+    assert encode(server.run(held, parse_payload({"instances": ROWS}, held.schema, 10)))["version"] == 1
     assert server.refresh("breast_cancer") is False  # unchanged alias: a 304-style read
     server.close()
 
@@ -263,7 +265,7 @@ def test_concurrent_requests_during_swaps_always_get_a_whole_version(two_version
     def client():
         while not stop.is_set():
             try:
-                seen.add(server.predict("breast_cancer", {"instances": ROWS})["version"])
+                seen.add(predict(server, "breast_cancer", {"instances": ROWS})["version"])
             except Exception as exc:  # noqa: BLE001 - any failure is the finding
                 errors.append(exc)
 
@@ -344,7 +346,7 @@ def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_pa
     raw = frame.drop(columns="label").head(60)
     rows = as_records(raw)  # a client's JSON: Python bools, ints and None
     assert {type(rows[0][c]) for c in ("flag", "bool_cat")} == {bool} and type(rows[0]["int_cat"]) is int
-    served = ModelServer(ctx.registry, ctx.specs, ctx.settings).predict("odd", {"instances": rows})
+    served = predict(ModelServer(ctx.registry, ctx.specs, ctx.settings), "odd", {"instances": rows})
     assert [p["label"] for p in served["predictions"]] == twin.labels.tolist()
     probabilities = np.array([list(p["probabilities"].values()) for p in served["predictions"]])
     assert np.allclose(probabilities, twin.probabilities, rtol=1e-6, atol=1e-7)

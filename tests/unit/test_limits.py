@@ -10,7 +10,8 @@ from shared.core.errors import InvalidRequest, clip
 from shared.core.limits import check_string
 from shared.ports.storage.local import LocalStorage
 from shared.serving.inference_log import InferenceLogger, LogRecord
-from shared.serving.runtime import batch_bytes, check_batch_strings, parse_payload
+from shared.serving.protocols.batch import batch_bytes, check_batch_strings
+from shared.serving.protocols.native import parse_payload
 
 SCHEMA = (("speed", "float"), ("turbine", "string"))
 

@@ -9,7 +9,7 @@ import pytest
 
 from shared.core.errors import InvalidRequest
 from shared.serving.protocols import v2
-from shared.serving.runtime import parse_payload
+from shared.serving.protocols.native import parse_payload
 
 
 def parse_v2(payload, schema, max_rows):

@@ -5,6 +5,10 @@ Accepted, as MLflow's scoring server accepts them: ``application/json`` with exa
 records or as columns) and an optional ``params`` object; ``text/csv`` with a header row;
 ``application/vnd.apache.parquet`` (a table, as ``DataFrame.to_parquet`` writes it).
 
+Columns the model does not use are ignored, as MLflow's scoring server ignores inputs its
+signature does not name: the batch lists them (``Batch.ignored``) for the caller to warn of.
+(This API's own ``/predict`` refuses them.) A column named twice is refused in every form.
+
 Answers ``{"predictions": [...]}`` as MLflow's sklearn flavour does: a regressor's values; a
 classifier's labels, or, when asked, the per-class probabilities as one list per row in the
 order of the model's classes (``predict_proba``). Ask with ``"params": {"predict_fn":
@@ -20,7 +24,8 @@ import orjson
 
 from shared.core.errors import InvalidRequest, UnsupportedMediaType
 from shared.serving.protocols import json_body
-from shared.serving.runtime import Batch, Prediction, parse_payload, schema_parts
+from shared.serving.protocols.batch import Batch, Prediction, Schema, schema_parts
+from shared.serving.protocols.native import parse_payload
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -51,7 +56,7 @@ def _predict_fn(value: Any, field: str) -> str:
     return value
 
 
-def _csv_columns(text: str, schema: tuple[tuple[str, str], ...]) -> dict[str, list]:
+def _csv_columns(text: str, schema: Schema) -> dict[str, list]:
     """The CSV's columns, numbers parsed for the model's numeric inputs; an empty cell is missing
     (null), in a string column too."""
     reader = csv.reader(io.StringIO(text))
@@ -62,7 +67,8 @@ def _csv_columns(text: str, schema: tuple[tuple[str, str], ...]) -> dict[str, li
     numeric_set = set(numeric)
     columns: dict[str, list] = {name: [] for name in header}
     if len(columns) != len(header):
-        raise InvalidRequest("the CSV header names a column twice", field="body")
+        twice = next(name for i, name in enumerate(header) if name in header[:i])
+        raise InvalidRequest(f"the CSV header names column '{twice}' twice", field=twice)
     for i, row in enumerate(reader):
         if len(row) != len(header):
             raise InvalidRequest(f"row {i}: the CSV row has {len(row)} cells, the header {len(header)}", field="body", row=i)
@@ -94,13 +100,17 @@ def _parquet_columns(body: bytes) -> dict[str, list]:
     # pandas writes its index as a column of its own when it is not a plain range.
     # (A range index is metadata only: a dict there, no column.)
     index = {c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    return {name: table.column(name).to_pylist() for name in table.column_names
-            if name not in index and not name.startswith("__index_level_")}
+    names = [name for name in table.column_names if name not in index and not name.startswith("__index_level_")]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InvalidRequest(f"the Parquet table names column '{name}' twice", field=name)
+    return {name: table.column(name).to_pylist() for name in names}
 
 
-def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: tuple[tuple[str, str], ...],
+def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: Schema,
            max_rows: int) -> tuple[Batch, str]:
-    """The rows of an ``invocations`` request and the predict function asked for."""
+    """The rows of an ``invocations`` request and the predict function asked for; columns the
+    model does not use are left out and named in ``Batch.ignored``."""
     mime = _content_type(content_type)
     predict_fn = _predict_fn(query_fn, "predict_fn") if query_fn is not None else "predict"
     if mime == CSV:
@@ -108,9 +118,9 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
             text = body.decode()
         except UnicodeDecodeError:
             raise InvalidRequest("the CSV body is not UTF-8 text", field="body") from None
-        return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows), predict_fn
+        return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows, ignore_unknown=True), predict_fn
     if mime == PARQUET:
-        return parse_payload({"inputs": _parquet_columns(body)}, schema, max_rows), predict_fn
+        return parse_payload({"inputs": _parquet_columns(body)}, schema, max_rows, ignore_unknown=True), predict_fn
     payload = json_body(body)
     if isinstance(payload, dict) and "params" in payload:
         params = payload["params"]
@@ -119,7 +129,7 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
         if "predict_fn" in params:  # checked even when the query's predict_fn wins
             in_body = _predict_fn(params["predict_fn"], "params.predict_fn")
             predict_fn = predict_fn if query_fn is not None else in_body
-    return parse_payload(payload, schema, max_rows), predict_fn
+    return parse_payload(payload, schema, max_rows, ignore_unknown=True), predict_fn
 
 
 def predictions(pred: Prediction, predict_fn: str) -> list:
@@ -138,14 +148,11 @@ def encode(pred: Prediction, predict_fn: str) -> bytes:
     return orjson.dumps({"predictions": predictions(pred, predict_fn)})
 
 
-def error_body(code: str, message: str) -> bytes:
-    """MLflow's error body: ``{"error_code", "message"}`` (``MlflowException.serialize_as_json``)."""
-    return orjson.dumps({"error_code": code, "message": message})
-
-
-def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int, classifier: bool | None) -> dict[str, Any]:
-    """The JSON body ``decode`` reads: the four tabular forms and ``params.predict_fn``."""
+def request_schema(schema: Schema | None, max_rows: int, classifier: bool | None) -> dict[str, Any]:
+    """The JSON body ``decode`` reads: the four tabular forms (other columns allowed: ignored) and
+    ``params.predict_fn``."""
     from shared.serving.protocols.tabular import body
 
     fns = list(PREDICT_FNS) if classifier is not False else ["predict"]
-    return body(schema, max_rows, {"params": {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}})
+    return body(schema, max_rows, {"params": {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}},
+                open_columns=True)

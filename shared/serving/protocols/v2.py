@@ -22,16 +22,8 @@ import orjson
 
 from shared.core.errors import InvalidRequest
 from shared.serving.protocols import json_body
-from shared.serving.runtime import (
-    F32_MAX,
-    Batch,
-    LoadedModel,
-    Parsed,
-    Prediction,
-    numeric_block,
-    parse_payload,
-    schema_parts,
-)
+from shared.serving.protocols.batch import F32_MAX, Batch, Prediction, Schema, Served, schema_parts
+from shared.serving.protocols.native import Parsed, numeric_block, parse_payload
 
 HEADER = "inference-header-content-length"
 #: The numeric datatypes a numeric input accepts, and their little-endian layouts.
@@ -48,15 +40,15 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
 
-def _label_type(loaded: LoadedModel) -> str:
+def _label_type(loaded: Served) -> str:
     return "BYTES" if loaded.classes and isinstance(loaded.classes[0], str) else "INT64"
 
 
-def output_names(loaded: LoadedModel) -> tuple[str, ...]:
+def output_names(loaded: Served) -> tuple[str, ...]:
     return ("label", "probabilities") if loaded.is_classifier else ("predictions",)
 
 
-def metadata(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
+def metadata(loaded: Served, versions: list[int]) -> dict[str, Any]:
     """``GET /v2/models/{name}[/versions/{v}]``: name, versions, platform, inputs and outputs."""
     inputs = [{"name": n, "datatype": "FP32" if k == "float" else "BYTES", "shape": [-1, 1]} for n, k in loaded.schema]
     if loaded.is_classifier:
@@ -146,7 +138,7 @@ def _flat(name: str, data: Any) -> list:
     return data
 
 
-def decode(body: bytes, header_length: str | None, schema: tuple[tuple[str, str], ...], max_rows: int) -> Request:
+def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int) -> Request:
     """The rows of an ``infer`` request (JSON, or JSON header and binary tensors)."""
     n = _header_length(header_length, len(body))
     head, binary = (body, b"") if n is None else (body[:n], memoryview(body)[n:])
@@ -298,11 +290,6 @@ def encode(pred: Prediction, request: Request, request_id: str) -> tuple[bytes, 
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
-
-
-def error_body(message: str) -> bytes:
-    """The protocol's error body: ``{"error": "<message>"}``."""
-    return orjson.dumps({"error": message})
 
 
 def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int,
