@@ -13,10 +13,13 @@
 and the cold start: process start to first answered prediction.
 Every ratio compares figures measured in this same run.
 
-    python -m bench.serving --baseline DIR
+    python -m bench.serving --baseline DIR [--only-baseline]
 
-also starts a host from another checkout (DIR, e.g. ``git archive <commit> | tar -x -C DIR``)
-on the same registry and measures single rows on both in alternating rounds: old against new.
+also measures another checkout (DIR, e.g. ``git worktree add DIR <commit>``) against this one,
+on the same registry, in alternating rounds: over HTTP (a host started from each; single rows
+and 1,000-row batches) and in process (``bench.request_path``: one worker process per checkout
+running the request path without HTTP, for this API's JSON, v2 JSON tensors and MLflow's
+records). Each ratio is the median of per-round ratios: old against new.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ from shared.context import Context
 from shared.core.settings import PROJECT_ROOT, Settings
 from shared.pipeline import stages as P
 from shared.serving.graph import new_session
-from shared.serving.runtime import parse_payload, serving_graph
+from shared.serving.inprocess import predict
+from shared.serving.protocols.native import parse_payload
+from shared.serving.runtime import serving_graph
 
 KEY = "bench-function-key"
 MODELS = ("wind_power", "breast_cancer")
@@ -112,7 +117,7 @@ def in_process(ctx: Context, rounds: int = 7) -> dict:
         for _ in range(rounds):
             a0s.append(per_call_us(lambda: registered.run(None, columns), 1000, repeats=3))
             as_.append(per_call_us(lambda: loaded.session.run(None, feeds), 1000, repeats=3))
-            bs.append(per_call_us(lambda: ctx.server.predict(model, payload), 1000, repeats=3))
+            bs.append(per_call_us(lambda: predict(ctx.server, model, payload), 1000, repeats=3))
         pipe = sklearn_pipeline(ctx, model)
         frame = pd.DataFrame([row])
         method = pipe.predict_proba if model == "breast_cancer" else pipe.predict
@@ -271,8 +276,9 @@ def cold_start(data_dir: str, repeats: int = 3) -> list[float]:
 
 
 def old_against_new(data_dir: str, port: int, baseline: Path, seconds: float, rounds: int = 6) -> dict:
-    """Single rows on this checkout's host (``port``) and on one started from ``baseline``, same
-    registry, in alternating rounds; each ratio is the median of the per-round ratios."""
+    """Single rows and 1,000-row batches on this checkout's host (``port``) and on one started from
+    ``baseline``, same registry, in alternating rounds (which goes first alternates too); each
+    ratio is the median of the per-round ratios."""
     old_port = free_port()
     old = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(old_port), "--quiet-http"], cwd=baseline,
                            env=host_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -281,25 +287,34 @@ def old_against_new(data_dir: str, port: int, baseline: Path, seconds: float, ro
         for model in MODELS:
             single = build_request(f"/api/models/{model}/predict", orjson.dumps({"instances": sample_rows(model, 1)}),
                                    {"x-functions-key": KEY})
+            batch = build_request(f"/api/models/{model}/predict", orjson.dumps({"instances": sample_rows(model, 1000)}),
+                                  {"x-functions-key": KEY})
             wait_ready(old_port, single, old)
-            for c in (1, 8):
+            for point, request, c in (("single_c1", single, 1), ("single_c8", single, 8),
+                                      ("batch1000_c1", batch, 1), ("batch1000_c8", batch, 8)):
                 new_rounds, old_rounds = [], []
-                for _ in range(rounds):
-                    old_rounds.append(run_load(old_port, single, c, seconds / rounds, warmup=0.2))
-                    new_rounds.append(run_load(port, single, c, seconds / rounds, warmup=0.2))
-                out[f"{model}_single_c{c}"] = {
-                    "old": load_row(old_rounds), "new": load_row(new_rounds),
+                for i in range(rounds):
+                    order = ((old_port, old_rounds), (port, new_rounds))
+                    for p, into in (order if i % 2 == 0 else order[::-1]):
+                        into.append(run_load(p, request, c, seconds / rounds, warmup=0.2))
+                rows = 1000 if point.startswith("batch") else 1
+                out[f"{model}_{point}"] = {
+                    "old": load_row(old_rounds, rows), "new": load_row(new_rounds, rows),
                     "new_over_old_rps": statistics.median(n.rps / o.rps for n, o in zip(new_rounds, old_rounds))}
     finally:
         stop(old)
     return out
 
 
-def print_old_against_new(baseline: Path, ab: dict) -> None:
-    print(f"\nold ({baseline}) against new, single rows, alternating rounds:")
+def print_old_against_new(baseline: Path, ab: dict, inproc: dict | None = None) -> None:
+    print(f"\nold ({baseline}) against new over HTTP, alternating rounds (throughput, new/old):")
     for point, r in ab.items():
-        print(f"  {point:<26} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:.2f} ms | "
-              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:.2f} ms | new/old {r['new_over_old_rps']:.2f}")
+        print(f"  {point:<30} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:>6.2f} ms | "
+              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:>6.2f} ms | new/old {r['new_over_old_rps']:.3f}")
+    if inproc:
+        print("\nold against new in process (time per request, new/old; < 1 is faster):")
+        for point, r in inproc.items():
+            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | new/old {r['new_over_old_time']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -320,11 +335,15 @@ def main(argv: list[str] | None = None) -> None:
         train_examples(ctx, port, host)
         ab = old_against_new(data_dir, port, args.baseline, args.seconds) if args.baseline else None
         if args.only_baseline:
-            stop(host)
+            stop(host)  # the in-process comparison runs with no host busy beside it
+            from bench.request_path import old_against_new as in_process_old_against_new
+
+            inproc = in_process_old_against_new(data_dir, args.baseline.resolve(), MODELS)
             ctx.close()
-            print_old_against_new(args.baseline, ab)
+            print_old_against_new(args.baseline, ab, inproc)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"baseline": str(args.baseline), "old_against_new": ab}, indent=2))
+            args.out.write_text(json.dumps({"baseline": str(args.baseline), "old_against_new": ab,
+                                            "old_against_new_in_process": inproc}, indent=2))
             return
         local = in_process(ctx)
         http = over_http(ctx, data_dir, port, host, args.seconds)

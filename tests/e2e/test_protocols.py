@@ -252,6 +252,46 @@ def test_mlflow_ping_and_errors(served):
     assert junk.status_code == 400 and "not a Parquet table" in junk.json()["message"]
 
 
+def test_invocations_ignores_columns_the_model_does_not_use_and_predict_refuses_them(served):
+    """As MLflow's scoring server: columns the signature does not name are ignored, with a warning
+    (here a header naming them); this API's own /predict refuses them, naming the first."""
+    import io
+
+    host, ctx = served
+    client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=10)
+    with_target = CANCER.head(8)  # the model's 30 columns and the label it was trained on
+    want = expected(ctx, "breast_cancer", 1, CANCER_X.head(8))[0].ravel().tolist()
+    split = json.loads(with_target.to_json(orient="split"))
+    parquet = io.BytesIO()
+    with_target.to_parquet(parquet, index=False)
+    bodies = {
+        "dataframe_split": {"json": {"dataframe_split": split}},
+        "dataframe_records": {"json": {"dataframe_records": with_target.to_dict(orient="records")}},
+        "inputs_columns": {"json": {"inputs": with_target.to_dict(orient="list")}},
+        "csv": {"content": with_target.to_csv(index=False).encode(), "headers": {"content-type": "text/csv"}},
+        "parquet": {"content": parquet.getvalue(), "headers": {"content-type": "application/vnd.apache.parquet"}},
+    }
+    for form, kwargs in bodies.items():
+        resp = client.post("/api/models/breast_cancer/invocations", **kwargs)
+        assert resp.status_code == 200, (form, resp.text)
+        assert resp.json() == {"predictions": want}, form
+        assert json.loads(resp.headers["x-ignored-columns"]) == ["target"], form
+    plain = client.post("/api/models/breast_cancer/invocations", json={"dataframe_split": json.loads(
+        CANCER_X.head(8).to_json(orient="split"))})
+    assert plain.status_code == 200 and "x-ignored-columns" not in plain.headers
+    refused = client.post("/api/models/breast_cancer/predict", json={"instances": with_target.to_dict(orient="records")})
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == "row 0: unexpected field 'target'"
+    # A column named twice is refused, naming it, on both routes (v2 refuses an input given twice).
+    twice = {"columns": [*split["columns"], "mean_radius"], "data": [[*row, 1.0] for row in split["data"]]}
+    for path, message_of in (("predict", lambda r: r.json()["error"]["message"]),
+                             ("invocations", lambda r: r.json()["message"])):
+        resp = client.post(f"/api/models/breast_cancer/{path}", json={"dataframe_split": twice})
+        assert resp.status_code == 400 and "'mean_radius' twice" in message_of(resp), (path, resp.text)
+    csv_twice = client.post("/api/models/breast_cancer/invocations", content=b"mean_radius,mean_radius\n1,2\n",
+                            headers={"content-type": "text/csv"})
+    assert csv_twice.status_code == 400 and "'mean_radius' twice" in csv_twice.json()["message"]
+
+
 # -- schemathesis: last in this module, as it moves aliases and posts feedback -------------------
 def test_schemathesis_finds_no_failure_with_every_check(served):
     """A bounded run (tests/e2e/schemathesis.toml says what is configured and why) on the

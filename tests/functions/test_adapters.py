@@ -146,3 +146,69 @@ def test_listing_details_and_rollback(ctx):
 def test_health_is_ok(ctx):
     resp = user(http_api.health)(http("GET", "/api/health"))
     assert resp.status_code == 200 and json.loads(resp.get_body())["status"] == "ok"
+
+
+# -- a 503 says why, whole, and asks for a retry only when waiting can help ------------------------
+def test_a_quarantined_latest_dataset_503s_with_its_whole_reason_and_no_retry_after(ctx):
+    # 40 column names, each twice: the refusal names them all, a reason of about 1,500 characters.
+    names = [f"measurement_{i:02d}_of_the_left_petal_cm" for i in range(40)]
+    run_blob(ctx, "breast_cancer/dupes.csv", (",".join(names + names) + "\n" + ",".join(["1"] * 80) + "\n").encode())
+    reason = ctx.runs.latest("breast_cancer")["error"]["message"]
+    assert "duplicate column names" in reason and len(reason) > 1000
+    for fn, message_of in ((http_api.predict, lambda b: b["error"]["message"]),
+                           (http_api.invocations, lambda b: b["message"]),
+                           (http_api.metadata_v2, lambda b: b["error"])):
+        resp = user(fn)(http("POST", "/", b'{"instances": [{}]}', name="breast_cancer"))
+        assert resp.status_code == 503 and "retry-after" not in resp.headers, fn
+        message = message_of(json.loads(resp.get_body()))
+        # Bounded, cut between words, the cause kept: the run, its outcome, and the reason's start.
+        assert len(message) <= 700 and "was quarantined" in message and "duplicate column names" in message
+        kept, _, tail = message.partition("... (")
+        assert tail.endswith(" characters)")
+        quoted = kept.split("was quarantined: ", 1)[1]
+        assert reason.startswith(quoted) and reason[len(quoted)] in " ,", (quoted[-20:], reason[len(quoted):][:20])
+
+
+def test_a_short_503_reason_is_whole(ctx):
+    run_blob(ctx, "breast_cancer/empty.csv", b"")
+    reason = ctx.runs.latest("breast_cancer")["error"]["message"]
+    resp = user(http_api.predict)(http("POST", "/", b'{"instances": [{}]}', name="breast_cancer"))
+    body = json.loads(resp.get_body())["error"]
+    assert resp.status_code == 503 and "retry-after" not in resp.headers
+    assert body["message"].endswith(f"was quarantined: {reason}") and body["details"]["outcome"] == "quarantined"
+
+
+def test_a_run_in_progress_503s_with_retry_after(ctx):
+    run_blob(ctx, "breast_cancer/b.csv", to_csv(cancer()))  # trained; convert, register, promote still to come
+    for fn in (http_api.predict, http_api.invocations):
+        resp = user(fn)(http("POST", "/", b'{"instances": [{}]}', name="breast_cancer"))
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "5", fn
+        assert "is still running" in resp.get_body().decode()
+
+
+def test_no_run_at_all_503s_without_retry_after(ctx):
+    resp = user(http_api.predict)(http("POST", "/", b'{"instances": [{}]}', name="wind_power"))
+    assert resp.status_code == 503 and "retry-after" not in resp.headers
+    assert "drop" in json.loads(resp.get_body())["error"]["message"]
+
+
+# -- routes declared once: the document's query bounds are the handlers' ------------------------------
+def test_query_bounds_in_the_document_are_the_ones_the_handlers_enforce(ctx):
+    from functions import runs_api
+    from shared.core.limits import REPORT_HISTORY
+    from shared.registry.runs import OUTCOMES
+
+    doc = json.loads(user(http_api.openapi)(http("GET", "/api/openapi.json")).get_body())
+    params = {(path, p["name"]): p["schema"] for path, ops in doc["paths"].items() for op in ops.values()
+              for p in op["parameters"] if p["in"] == "query"}
+    assert params[("/models/{name}/monitoring/reports", "limit")]["maximum"] == REPORT_HISTORY
+    assert params[("/models/{name}/runs", "limit")]["maximum"] == runs_api.RUNS_LIMIT.maximum
+    assert params[("/models/{name}/runs", "outcome")]["enum"] == list(OUTCOMES)
+    too_many = func.HttpRequest("GET", "/", headers={}, params={"limit": str(REPORT_HISTORY + 1)},
+                                route_params={"name": "wind_power"}, body=b"")
+    resp = user(http_api.monitoring_reports)(too_many)
+    assert resp.status_code == 400 and f"from 1 to {REPORT_HISTORY}" in json.loads(resp.get_body())["error"]["message"]
+    # Each protocol's error schema is the envelope its handlers answer with.
+    assert doc["components"]["schemas"]["MlflowError"]["required"] == ["error_code", "message"]
+    assert doc["paths"]["/models/{name}/invocations"]["post"]["responses"]["503"]["content"]["application/json"][
+        "schema"]["$ref"] == "#/components/schemas/MlflowError"

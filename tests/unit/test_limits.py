@@ -49,3 +49,15 @@ def test_the_inference_log_buffer_is_bounded_in_bytes_and_counts_what_it_drops(t
     assert stats["dropped_rows"] == 50 and stats["buffered_bytes"] <= 20_000
     assert logger.flush() == 52 and logger.stats()["buffered_bytes"] == 0
     logger.close()
+
+
+def test_a_long_reason_is_cut_between_words_and_says_how_long_it_was():
+    from shared.core.errors import clip_words
+
+    reason = "the dataset has duplicate column names: " + ", ".join(f"petal_length_{i}" for i in range(60))
+    cut = clip_words(reason, 200)
+    kept, _, tail = cut.partition("... (")
+    assert len(cut) <= 200 and tail == f"{len(reason):,} characters)"
+    assert reason.startswith(kept) and reason[len(kept)] in " ,"  # the next character ends a word
+    assert clip_words("short and whole", 200) == "short and whole"
+    assert clip_words("x" * 500, 100).startswith("x" * 70)  # one long word: cut inside it, still bounded
