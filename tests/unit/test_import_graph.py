@@ -142,6 +142,15 @@ def test_every_import_goes_in_a_direction_the_layers_allow():
     assert sorted(set(wrong)) == []
 
 
+def test_the_request_path_has_three_layers():
+    # Codecs know no runtime (model cache) and no HTTP; the runtime parses nothing (it shares
+    # only the typed batch with the codecs); the edge in functions/ is the only one that knows HTTP.
+    codecs = {m: targets for m, targets in GRAPH.items() if m.startswith("shared.serving.protocols")}
+    assert codecs and all(t.startswith(("shared.core", "shared.serving.protocols")) for ts in codecs.values() for t, _ in ts)
+    runtime = {t for t, _ in GRAPH["shared.serving.runtime"] if t.startswith("shared.serving.protocols")}
+    assert runtime == {"shared.serving.protocols.batch"}
+
+
 def test_the_checker_sees_a_cycle_and_a_wrong_direction():
     # The checks above pass on an empty answer: show they find what they look for.
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]

@@ -1,6 +1,9 @@
-"""The wire protocols the server speaks, one module each: the Open Inference Protocol v2
-(``v2``) and MLflow's scoring protocol (``mlflow``). Each turns bytes into a ``Batch`` and a
-``Prediction`` into bytes; none of them knows HTTP or Azure Functions."""
+"""The codecs: the wire protocols the server speaks, one module each: this API's own body
+(``native``), the Open Inference Protocol v2 (``v2``) and MLflow's scoring protocol (``mlflow``),
+with the JSON Schemas of the tabular forms (``tabular``). Each turns bytes into the typed
+``Batch`` of ``batch`` and a ``Prediction`` into bytes; none of them knows HTTP, Azure Functions
+or the model cache (nothing here imports ``shared.serving.runtime``), and errors are raised as
+``InvalidRequest`` naming the field, for the HTTP edge to put in its protocol's envelope."""
 
 from __future__ import annotations
 
