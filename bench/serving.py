@@ -314,7 +314,8 @@ def print_old_against_new(baseline: Path, ab: dict, inproc: dict | None = None) 
     if inproc:
         print("\nold against new in process (time per request, new/old; < 1 is faster):")
         for point, r in inproc.items():
-            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | new/old {r['new_over_old_time']:.3f}")
+            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | new/old {r['new_over_old_time']:.3f}"
+                  f" | best rounds {r['old_best_us']:.1f} / {r['new_best_us']:.1f} µs: {r['new_over_old_best']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
