@@ -1,8 +1,9 @@
 """One error hierarchy for the whole system.
 
-Every error carries a stable ``code``; the HTTP adapter maps codes to status codes in
-one table (``functions/http_api.py``) and the pipeline uses ``permanent`` to decide
-between "record and complete" and "raise so the platform retries".
+Every error carries a stable ``code``; the HTTP edge maps codes to status codes in one
+table and writes each protocol's error body once (``functions/edge.py``), and the pipeline
+uses ``permanent`` to decide between "record and complete" and "raise so the platform retries"
+(the edge also reads it: a 503 gets ``Retry-After`` only when it is false).
 """
 from __future__ import annotations
 
@@ -56,12 +57,6 @@ class MlopsError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
-        if self.details:
-            body["error"]["details"] = self.details
-        return body
 
 
 class InvalidName(MlopsError):
