@@ -141,11 +141,6 @@ class RunStore:
         found = self.statuses(model)
         return found[0] if found else None
 
-    def explain_latest(self, model: str) -> str | None:
-        """What became of the model's newest run, in one line (None if it never ran)."""
-        latest = self.latest(model)
-        return explain(latest) if latest else None
-
     def summary(self, status: RunStatus) -> dict[str, Any]:
         """A run as the runs list shows it: outcome, dataset, version, decision, error."""
         decision = status.get("decision") or {}

@@ -10,7 +10,7 @@ from shared.lineage import overview
 from shared.monitoring.headline import headline
 from shared.monitoring.monitor import latest_report, monitor_model, report_history
 from shared.serving.inference_log import LogRecord
-from shared.serving.runtime import parse_payload
+from shared.serving.protocols.native import parse_payload
 from tests.conftest import to_csv
 from tests.helpers import drain, drop
 from tests.integration.test_monitoring import Clock
