@@ -37,7 +37,8 @@ from shared.ports.storage import Storage
 from shared.registry.rollouts import RolloutState
 from shared.serving.inference_log import CONTAINER as LOG_CONTAINER
 from shared.serving.inference_log import hours_between, written_at
-from shared.serving.runtime import Batch, LoadedModel
+from shared.serving.protocols.batch import Batch
+from shared.serving.runtime import LoadedModel
 
 log = logging.getLogger("mlops.rollout")
 

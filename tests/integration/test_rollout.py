@@ -29,7 +29,7 @@ from shared.registry.store import PRODUCTION
 from shared.rollout import loop
 from shared.serving.feedback import store_feedback
 from shared.serving.inference_log import LogRecord
-from shared.serving.runtime import parse_payload
+from shared.serving.protocols.native import parse_payload
 from tests.conftest import ROOT, to_parquet
 from tests.helpers import drain, drop
 
