@@ -23,9 +23,10 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote_from_bytes, unquote_to_bytes
 
 import azure.functions as func

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from azure.functions.servicebus import ServiceBusMessage
 
@@ -35,7 +36,7 @@ class QueueFunction:
 
 def to_function_message(m: ReceivedMessage) -> ServiceBusMessage:
     """The ``azure.functions`` view of a received message, as the worker builds it."""
-    enqueued = datetime.fromtimestamp(m.enqueued_time, timezone.utc)
+    enqueued = datetime.fromtimestamp(m.enqueued_time, UTC)
     return ServiceBusMessage(
         body=m.body,
         message_id=m.message_id,

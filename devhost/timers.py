@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from azure.functions.timer import TimerRequest
 from croniter import croniter
@@ -42,7 +43,7 @@ class TimerRunner:
 
     def start(self) -> None:
         for fn in self.functions:
-            ncrontab(fn.schedule, datetime.now(timezone.utc))  # fail at start on a bad schedule
+            ncrontab(fn.schedule, datetime.now(UTC))  # fail at start on a bad schedule
             t = threading.Thread(target=self._loop, args=(fn,), name=f"timer-{fn.name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -62,7 +63,7 @@ class TimerRunner:
     def _loop(self, fn: TimerFunction) -> None:
         if fn.run_on_startup:
             self.fire(fn)
-        it = ncrontab(fn.schedule, datetime.now(timezone.utc))
+        it = ncrontab(fn.schedule, datetime.now(UTC))
         while not self._stop.is_set():
             due = it.get_next(float)
             delay = due - time.time()

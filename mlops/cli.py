@@ -189,11 +189,11 @@ def init(obj: Obj, dataset: Path, target: str, model: str | None, task: str | No
 def _upload(obj: Obj, file: Path, model: str, name: str | None) -> tuple[str, str, float]:
     """Put ``file`` at ``datasets/<model>/<name>``; (blob path, ETag, time) of the write."""
     from shared.core import names
-    from shared.registry import datasets
-    from shared.pipeline.data import SUPPORTED_EXTENSIONS
     from shared.core.errors import MlopsError
     from shared.core.settings import Settings
+    from shared.pipeline.data import SUPPORTED_EXTENSIONS
     from shared.ports.storage import open_storage
+    from shared.registry import datasets
 
     target_name = name or file.name
     try:
@@ -396,8 +396,8 @@ def show(obj: Obj, model: str, which: str | None, as_json: bool) -> None:
 def _read_rows(path: Path):
     import pandas as pd
 
-    from shared.pipeline.data import read_table
     from shared.core.errors import MlopsError
+    from shared.pipeline.data import read_table
 
     try:
         return read_table(path.read_bytes(), path.name)

@@ -134,9 +134,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> T
             merged[f] = env[ENV[f]].strip()
         elif f in values:
             merged[f] = values[f]
-    if "url" not in merged:
-        merged = {**LOCAL, **merged}
-    elif name is None and merged["url"].rstrip("/") in (LOCAL["url"], "http://127.0.0.1:7071"):
+    if "url" not in merged or name is None and merged["url"].rstrip("/") in (LOCAL["url"], "http://127.0.0.1:7071"):
         merged = {**LOCAL, **merged}
     try:
         for f in ("timeout", "retry_seconds"):

@@ -213,9 +213,9 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
     Raises ``InitError`` (or the pipeline's own ``DatasetError``/``SpecError``) when no spec can be made.
     """
     from shared.core import names
-    from shared.pipeline.data import ARROW_TYPES, validate
     from shared.core.errors import DatasetError, MlopsError
     from shared.core.spec import METRICS, parse_spec
+    from shared.pipeline.data import ARROW_TYPES, validate
     from shared.pipeline.train import split
 
     name = model or default_model_name(dataset)

@@ -7,7 +7,7 @@ with no internet and a report costs its JSON in storage, not 4.8 MB of embedded 
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def _bins_labels(edges: list[float | None]) -> list[str]:
 
 def _wall(ts: float) -> str:
     """A time plotly reads as a date (UTC): ``2026-11-26 19:40:00``."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _p_value(result: dict[str, Any]) -> float:

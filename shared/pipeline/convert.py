@@ -48,7 +48,7 @@ def input_schema(spec: ModelSpec, onnx_bytes: bytes | None = None) -> list[dict[
     return schema
 
 
-def feeds_from_frame(frame: "pd.DataFrame", schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
+def feeds_from_frame(frame: pd.DataFrame, schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
     """ONNX Runtime inputs for the rows of ``frame`` (already typed by validation)."""
     feeds: dict[str, np.ndarray] = {}
     for col in schema:
@@ -110,7 +110,7 @@ class ParityReport:
         return asdict(self)
 
 
-def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: "pd.DataFrame", spec: ModelSpec) -> ParityReport:
+def check_parity(pipeline: Any, onnx_bytes: bytes, holdout: pd.DataFrame, spec: ModelSpec) -> ParityReport:
     """Compare ONNX Runtime and scikit-learn on ``holdout``; raise ``ParityError`` on mismatch."""
     session = new_session(onnx_bytes)
     x = holdout[list(spec.features)]

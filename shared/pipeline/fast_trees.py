@@ -410,7 +410,7 @@ def _varints(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def _fill_modes_attribute(attr: "AttributeProto", branch: np.ndarray) -> None:
+def _fill_modes_attribute(attr: AttributeProto, branch: np.ndarray) -> None:
     """``nodes_modes``: "BRANCH_LEQ" or "LEAF" per node, as one serialized STRINGS field.
 
     Repeated strings are never packed, so each element is its own tag, length, bytes.
@@ -427,7 +427,7 @@ def _fill_modes_attribute(attr: "AttributeProto", branch: np.ndarray) -> None:
     attr.MergeFromString(b"".join(encoded[branch.astype(np.intp)].tolist()))
 
 
-def _fill_array_attribute(attr: "AttributeProto", name: str, values: np.ndarray) -> None:
+def _fill_array_attribute(attr: AttributeProto, name: str, values: np.ndarray) -> None:
     """Make ``attr`` an INTS/FLOATS attribute equal to ``make_attribute(name, values)``.
 
     ``make_attribute`` type-checks and copies element by element; parsing one packed

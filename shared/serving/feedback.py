@@ -10,7 +10,7 @@ import io
 import math
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.core.errors import InvalidRequest
@@ -82,7 +82,7 @@ def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], no
     table = table.append_column("received_at", pa.array([int(now * 1e6)] * len(items), pa.timestamp("us", tz="UTC")))
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
     name = f"{model}/{day}/{now:.3f}-{uuid.uuid4().hex[:8]}.parquet"
     storage.put(CONTAINER, name, buf.getvalue())
     return f"{CONTAINER}/{name}"
@@ -95,8 +95,8 @@ def read_feedback(storage: Storage, model: str, since: float, until: float):
     from shared.serving.inference_log import written_at
 
     frames = []
-    day = datetime.fromtimestamp(since, timezone.utc).date()
-    last = datetime.fromtimestamp(until, timezone.utc).date()
+    day = datetime.fromtimestamp(since, UTC).date()
+    last = datetime.fromtimestamp(until, UTC).date()
     while day <= last:
         for blob in storage.list(CONTAINER, f"{model}/{day.isoformat()}/"):
             if since <= written_at(blob.name) < until + 5:

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -314,7 +314,7 @@ def to_parquet(columns: _Columns) -> list[tuple[str, int, bytes]]:
 # folder of its rows and is named by the time it was written, never before its rows' time.
 def hour_folder(ts: float) -> str:
     """``YYYY-MM-DD/HH`` (UTC) of the hour ``ts`` falls in."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d/%H")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d/%H")
 
 
 def part_name(model: str, hour: str, written_at: float) -> str:

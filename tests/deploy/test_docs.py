@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 
 from tests.conftest import ROOT

@@ -19,8 +19,14 @@ from shared.context import Context
 from shared.core.errors import SpecError
 from shared.core.settings import Settings
 from shared.core.spec import parse_spec
-from shared.pipeline.azureml import (AzureMLError, AzureMLTarget, choose_backend, job_definition, job_name,
-                                     load_job_from_dict)
+from shared.pipeline.azureml import (
+    AzureMLError,
+    AzureMLTarget,
+    choose_backend,
+    job_definition,
+    job_name,
+    load_job_from_dict,
+)
 from shared.pipeline.stages import run_id_for
 from tests.conftest import ROOT, to_csv
 from tests.helpers import drain

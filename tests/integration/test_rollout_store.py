@@ -2,9 +2,8 @@
 with the state (both or neither), one rollout per model, archives."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import uuid
+from dataclasses import replace
 
 import pytest
 

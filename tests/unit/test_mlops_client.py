@@ -84,9 +84,8 @@ def test_no_server_is_unreachable_with_one_line():
     server = _Server([])
     url = server.url
     server.close()
-    with MlopsClient(url, timeout=2) as client:
-        with pytest.raises(Unreachable) as caught:
-            client.models()
+    with MlopsClient(url, timeout=2) as client, pytest.raises(Unreachable) as caught:
+        client.models()
     assert caught.value.code == "UNREACHABLE" and "\n" not in caught.value.message
 
 

@@ -193,7 +193,7 @@ def numeric_block(parsed: Parsed, numeric: tuple[str, ...]) -> np.ndarray:
             check(index, v if abs(v) < 1e308 else math.inf)
         raise
     # min and max propagate NaN, which fails both comparisons.
-    if clean and not small and not (-F32_MAX <= values.min() and values.max() <= F32_MAX):
+    if clean and not small and not (values.min() >= -F32_MAX and values.max() <= F32_MAX):
         bad = ~np.isfinite(values) | (np.abs(values) > F32_MAX)
         index = int(np.argmax(bad))
         check(index, float(values[index]))

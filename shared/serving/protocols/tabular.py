@@ -16,7 +16,6 @@ from typing import Any
 from shared.serving.protocols.batch import F32_MAX, Schema
 from shared.serving.protocols.native import FORMS
 
-
 _NUMBER = {"type": "number", "minimum": -F32_MAX, "maximum": F32_MAX}
 _BOOLEAN = {"type": "boolean"}
 _INTEGER = {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1}  # what the JSON decoder reads
