@@ -7,7 +7,7 @@
 // Event Grid validates its webhook against the running pipeline app, whose blobs_extension
 // key exists only once the code is there: infra/hooks/postdeploy.sh deploys
 // modules/eventgrid.bicep after publishing (or run this template again with
-// deployEventSubscription=true). docs/deploy-azure.md has both routes.
+// deployEventSubscription=true). docs/deploying.md has both routes.
 //
 // No connection strings or keys: every connection is identity-based (<connection>__* app
 // settings and role assignments), shared-key access is off on the storage account, local
@@ -51,7 +51,7 @@ param servingMaximumInstanceCount int = 40
 @description('Let a dataset over its spec\'s [training] azureml_above_bytes be fitted by an Azure Machine Learning command job (serverless compute) instead of in the pipeline app; needs azureMLWorkspaceName.')
 param fitBackendAzureML bool = false
 
-@description('An Azure Machine Learning workspace in this resource group, with the environment mlops-fit registered (docs/deploy-azure.md); the pipeline identity gets AzureML Data Scientist on it.')
+@description('An Azure Machine Learning workspace in this resource group, with the environment mlops-fit registered (docs/deploying.md); the pipeline identity gets AzureML Data Scientist on it.')
 param azureMLWorkspaceName string = ''
 
 @description('The VM size of the fit jobs (serverless compute).')

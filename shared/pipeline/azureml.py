@@ -58,7 +58,7 @@ class AzureMLTarget:
     workspace: str = ""
     identity_client_id: str = ""
     instance_type: str = "Standard_E4s_v3"
-    # an environment registered in the workspace from requirements.txt (docs/deploy-azure.md)
+    # an environment registered in the workspace from requirements.txt (docs/deploying.md)
     environment: str = "azureml:mlops-fit@latest"
 
     @classmethod

@@ -20,7 +20,7 @@ AZD = yaml.safe_load((ROOT / "azure.yaml").read_text())
 # Set by azd itself in every environment (and by the workflow where it runs the hook).
 AZD_PROVIDED = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP",
                 "AZURE_PRINCIPAL_ID", "AZURE_PRINCIPAL_TYPE"}
-# Set by the user once per environment (`azd env set`), named in docs/deploy-azure.md.
+# Set by the user once per environment (`azd env set`), named in docs/deploying.md.
 USER_SET = {"MLOPS_NAME_PREFIX", "MLOPS_CODE_VERSION"}
 HOOK_KNOBS = {"MLOPS_HOOK_TRIES", "MLOPS_HOOK_PAUSE_SECONDS"}
 OWNER = "090c5cfd-751d-490a-894a-3ce6f1109419"  # Azure Service Bus Data Owner
@@ -85,8 +85,8 @@ def test_the_parameters_file_names_only_template_parameters_and_every_required_o
     assert required <= set(given), f"required parameters azd would not pass: {required - set(given)}"
     refs = set(re.findall(r"\$\{(\w+)", json.dumps(given)))
     assert refs <= AZD_PROVIDED | USER_SET, f"variables nobody sets: {refs - AZD_PROVIDED - USER_SET}"
-    doc = (ROOT / "docs/deploy-azure.md").read_text()
-    assert all(v in doc for v in USER_SET & refs), "a variable the user sets is not in docs/deploy-azure.md"
+    doc = (ROOT / "docs/deploying.md").read_text()
+    assert all(v in doc for v in USER_SET & refs), "a variable the user sets is not in docs/deploying.md"
 
 
 def test_the_postdeploy_hook_reads_only_what_azd_and_the_outputs_provide():
