@@ -23,7 +23,7 @@ from shared.core.settings import Settings
 
 #: the blueprint modules of each role, in registration order
 ROLES: dict[str, tuple[str, ...]] = {
-    "serving": ("http_api", "runs_api"),
+    "serving": ("http_api", "runs_api", "rollout_api"),
     "pipeline": ("train", "pipeline", "monitor"),
 }
 ROLES["all"] = ROLES["pipeline"] + ROLES["serving"]

@@ -15,7 +15,7 @@ import time
 
 import azure.functions as func
 
-from functions import runs_api
+from functions import rollout_api, runs_api
 from functions.edge import (
     JSON,
     ChoiceQuery,
@@ -339,6 +339,10 @@ def set_alias(req: func.HttpRequest) -> func.HttpResponse:
         event = "rollback" if current and version < current.version else "set_alias"
         moved = ctx.registry.move_alias(model, alias, version, expected=current, event=event,
                                         reason=reason[:500], actor="operator")
+        if alias == PRODUCTION:  # a manual promote or rollback mid-rollout ends the rollout (docs/rollout.md)
+            from shared.rollout.loop import reconcile
+
+            reconcile(ctx, model)
         return {"model": model, "alias": alias, "version": moved.version,
                 "previous": current.version if current else None}, 200
 
@@ -401,9 +405,9 @@ def monitoring_plotly(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def api_routes() -> list:
-    """Every HTTP function of the serving app (this blueprint's and ``runs_api``'s) as the API
+    """Every HTTP function of the serving app (this blueprint's, ``runs_api``'s and ``rollout_api``'s) as the API
     document sees it, from their declarations."""
-    return describe([*api.declared, *runs_api.api.declared])
+    return describe([*api.declared, *runs_api.api.declared, *rollout_api.api.declared])
 
 
 @api("openapi", "openapi.json", auth=func.AuthLevel.ANONYMOUS)

@@ -41,19 +41,21 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 @api("get_run", "models/{name}/runs/{run_id}", codes=READ_CODES)
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    """One run: dataset, spec hash, parameters, timings, metrics, parity, decision, failure."""
+    """One run: dataset, spec hash, parameters, timings, metrics, parity, decision, failure, rollout."""
 
     def run(req: func.HttpRequest, request_id: str):
+        from shared.lineage import run_detail
+
         model = model_arg(req)
         run_id = names.run_id(req.route_params.get("run_id", ""))
-        return context().runs.describe(model, run_id), 200
+        return run_detail(context(), model, run_id), 200
 
     return handle(req, run)
 
 
 @api("get_version", "models/{name}/versions/{version}", codes=READ_CODES)
 def get_version(req: func.HttpRequest) -> func.HttpResponse:
-    """A version's lineage: its run, dataset (name, ETag, SHA-256), spec hash, code, libraries, decision."""
+    """A version's lineage: its run, dataset (name, ETag, SHA-256), spec hash, code, libraries, decision, rollout."""
 
     def run(req: func.HttpRequest, request_id: str):
         from shared.lineage import version_lineage

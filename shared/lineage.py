@@ -12,7 +12,7 @@ from shared.registry import quarantine
 from shared.registry.runs import OUTCOMES, outcome_of
 from shared.registry.store import PRODUCTION
 
-__all__ = ["OUTCOMES", "runs_of", "version_lineage", "overview"]
+__all__ = ["OUTCOMES", "overview", "run_detail", "runs_of", "version_lineage"]
 
 
 def _quarantined_without_run(ctx: Context, model: str) -> list[dict[str, Any]]:
@@ -39,6 +39,7 @@ def _quarantined_without_run(ctx: Context, model: str) -> list[dict[str, Any]]:
 def runs_of(ctx: Context, model: str, *, outcome: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Every run of ``model``, newest first, optionally of one outcome."""
     listed = [ctx.runs.summary(s) for s in ctx.runs.statuses(model)]
+    _with_live_rollout(ctx, model, listed)
     listed += _quarantined_without_run(ctx, model)
     if outcome is not None:
         listed = [r for r in listed if r["outcome"] == outcome]
@@ -46,8 +47,37 @@ def runs_of(ctx: Context, model: str, *, outcome: str | None = None, limit: int 
     return listed[:limit]
 
 
+def _with_live_rollout(ctx: Context, model: str, runs: list[dict[str, Any]]) -> None:
+    """The run whose version is in rollout shows where the rollout is now (its status document
+    notes only transitions an operator or an ending makes; the state has every step)."""
+    from shared.registry.rollouts import RolloutStore
+    from shared.rollout.loop import describe
+    from shared.rollout.operate import traffic
+
+    stored = RolloutStore(ctx.storage).read(model)
+    if stored is None:
+        return
+    state = stored.state
+    for run in runs:
+        if run.get("run_id") == state.run_id and run.get("version") == state.candidate:
+            run["rollout"] = {**(run.get("rollout") or {}), "status": state.status, "candidate": state.candidate,
+                              "champion": state.champion, "summary": describe(state), "reason": state.reason,
+                              "traffic": traffic(state), "updated_at": state.updated_at,
+                              "view": f"/api/models/{model}/rollout"}
+
+
+def run_detail(ctx: Context, model: str, run_id: str) -> dict[str, Any]:
+    """One run with its lineage (``RunStore.describe``) and, in rollout, where the rollout is."""
+    out = ctx.runs.describe(model, run_id)
+    listed = [out]
+    _with_live_rollout(ctx, model, listed)
+    return out
+
+
 def version_lineage(ctx: Context, model: str, version: int) -> dict[str, Any]:
-    """A version back to its origins: run, dataset, spec, code and libraries, decision."""
+    """A version back to its origins: run, dataset, spec, code and libraries, decision, rollout."""
+    from shared.rollout.operate import of_version
+
     manifest = ctx.registry.manifest(model, version)
     run_id = manifest["run_id"]
     status = ctx.runs.status(model, run_id) or {}
@@ -69,6 +99,8 @@ def version_lineage(ctx: Context, model: str, version: int) -> dict[str, Any]:
         "committed_at": manifest.get("committed_at"),
         "decision": ctx.registry.decision(model, version) or status.get("decision"),
         "aliases": [a for a, v in ctx.registry.aliases(model).items() if v == version],
+        # its rollout as the candidate, with every step's decision (a version is rolled out at most once)
+        "rollout": of_version(ctx, model, version),
     }
 
 
@@ -86,8 +118,19 @@ def _last_monitoring(ctx: Context, model: str) -> dict[str, Any] | None:
             "drift_share": last["drift_share"], "headline": last.get("headline")}
 
 
+def _live_rollout(ctx: Context, model: str) -> dict[str, Any] | None:
+    """The model's rollout while it is live, in a line (the console's overview)."""
+    from shared.rollout.loop import describe, live_rollout
+
+    state = live_rollout(ctx, model)
+    if state is None:
+        return None
+    return {"status": state.status, "candidate": state.candidate, "summary": describe(state)}
+
+
 def overview(ctx: Context) -> list[dict[str, Any]]:
-    """One line per model: production version, last run and decision, last drift verdict, traffic."""
+    """One line per model: production version, last run and decision, last drift verdict, traffic,
+    live rollout."""
     out = []
     for model in sorted(set(ctx.specs.names()) | set(ctx.registry.models())):
         statuses = ctx.runs.statuses(model)
@@ -102,5 +145,6 @@ def overview(ctx: Context) -> list[dict[str, Any]]:
             "failed_runs": sum(outcome_of(s) in ("failed", "quarantined") for s in statuses),
             "last_decision": decided["decision"] if decided else None,
             "monitoring": _last_monitoring(ctx, model),
+            "rollout": _live_rollout(ctx, model),
         })
     return out

@@ -21,13 +21,21 @@ STATUS = "status.json"
 SCHEMA_VERSION = 1
 
 #: Every way a run can end (or not yet): what ``GET /api/models/{name}/runs?outcome=`` filters on.
-OUTCOMES = ("promoted", "rejected", "failed", "quarantined", "duplicate", "running")
-_FINAL_STATES = frozenset({"promoted", "rejected", "duplicate", "quarantined"})
+#: ``rollout``: its version passed the offline gate and is earning production on live traffic;
+#: it then ends ``promoted``, or ``rolled_back``, ``superseded`` (a newer candidate took its
+#: place) or ``aborted`` (an operator ended it), see docs/rollout.md.
+OUTCOMES = ("promoted", "rejected", "failed", "quarantined", "duplicate", "running", "rollout", "rolled_back",
+            "superseded", "aborted")
+_FINAL_STATES = frozenset({"promoted", "rejected", "duplicate", "quarantined", "rollout"})
+#: How a rollout that did not promote ends (``shared.registry.rollouts``): the run's outcome.
+_ROLLOUT_ENDS = frozenset({"rolled_back", "superseded", "aborted"})
 
 
 def outcome_of(status: RunStatus) -> str:
     """The outcome a status document stands for."""
     state = status.get("state", "")
+    if state == "rejected" and (status.get("rollout") or {}).get("status") in _ROLLOUT_ENDS:
+        return status["rollout"]["status"]
     if state in _FINAL_STATES:
         return state
     if state == "failed":
@@ -49,6 +57,13 @@ def explain(status: RunStatus) -> str:
             (status.get("decision") or {}).get("reason", ""))
     if outcome == "duplicate":
         return f"{run} was a duplicate of run {status.get('duplicate_of')}"
+    rollout = status.get("rollout") or {}
+    if outcome == "rollout":
+        return f"{run} registered version {status.get('version')}, in rollout: " + str(
+            rollout.get("reason") or (status.get("decision") or {}).get("reason", ""))
+    if outcome in _ROLLOUT_ENDS:
+        return f"{run} registered version {status.get('version')}, {outcome.replace('_', ' ')} in rollout: " + str(
+            rollout.get("reason", ""))
     if outcome == "promoted":
         return f"{run} promoted version {status.get('version')}"
     return f"{run} is still running (state {status.get('state')!r})"
@@ -64,7 +79,7 @@ BY_CONTENT = "by-content"  # <model>/by-content/<dataset sha256>-<spec sha256[:1
 
 #: A decided run stays decided: a redelivered message that re-runs an earlier (idempotent)
 #: stage after the decision must not set the state back to "registered" for good.
-_DECIDED = frozenset({"promoted", "rejected"})
+_DECIDED = frozenset({"promoted", "rejected", "rollout"})
 _BEFORE_DECISION = frozenset({"training", "trained", "converted", "registered"})
 
 
@@ -157,6 +172,7 @@ class RunStore:
             "promoted": decision.get("promoted") if decision else None,
             "error": status.get("error"),
             "duplicate_of": status.get("duplicate_of"),
+            "rollout": status.get("rollout"),
         }
 
     def describe(self, model: str, run_id: str) -> dict[str, Any]:

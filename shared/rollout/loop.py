@@ -22,7 +22,8 @@ from dataclasses import replace
 from typing import Any
 
 from shared.context import Context
-from shared.core.errors import InvalidRequest, NotFound, PreconditionFailed
+from shared.core.errors import Conflict, NotFound, PreconditionFailed
+from shared.core.rollout_spec import step_label
 from shared.policies.rollout import ADVANCE, DIRECT, HELD, PROMOTE, ROLLBACK, WAIT, RolloutDecision, decide, plan
 from shared.registry.rollouts import (
     ABORTED,
@@ -64,11 +65,12 @@ def _record(action: str, reason: str, now: float, step: int, **extra: Any) -> di
 # -- starting --------------------------------------------------------------------------------
 def start_rollout(ctx: Context, model: str, candidate: int, champion: int, *, run_id: str | None = None,
                   offline: str = "", actor: str = "pipeline", force: bool = False,
-                  now: float | None = None) -> Started:
+                  now: float | None = None, note: str = "") -> Started:
     """Start ``candidate``'s rollout against production ``champion`` (the offline gate passed).
 
     Idempotent. ``force`` (an operator's audited action) starts a candidate whose input
-    contract differs; ``direct`` mode starts nothing (the caller promotes).
+    contract differs; ``direct`` mode starts nothing (the caller promotes). ``note`` (an
+    operator's words) is added to the start's reason, kept in its record and audit entry.
     """
     spec = ctx.specs.get(model).rollout
     mode, reason = plan(spec, ctx.registry.manifest(model, champion)["input_schema"],
@@ -76,6 +78,8 @@ def start_rollout(ctx: Context, model: str, candidate: int, champion: int, *, ru
                         champion=champion, offline=offline, force=force, actor=actor)
     if mode in (DIRECT, HELD):
         return Started(False, reason)
+    if note:
+        reason = f"{reason}; {note}"
     result = store(ctx).start(model, candidate, champion, mode=mode, steps=spec.steps, reason=reason, actor=actor,
                               run_id=run_id, now=now)
     if result.superseded is not None:
@@ -91,7 +95,9 @@ def _run_note(ctx: Context, state: RolloutState, status: str, reason: str) -> No
     if not state.run_id:
         return
     changes: dict[str, Any] = {"rollout": {"status": status, "reason": reason, "candidate": state.candidate}}
-    if status == PROMOTED:
+    if status == ACTIVE:
+        changes["state"] = "rollout"  # an operator's start or resume: the run's version is in rollout again
+    elif status == PROMOTED:
         changes["state"] = "promoted"
     elif status in (ROLLED_BACK, SUPERSEDED, ABORTED):
         changes["state"] = "rejected"
@@ -226,18 +232,35 @@ def reconcile(ctx: Context, model: str, now: float | None = None) -> dict[str, A
 
 
 # -- the operator's actions ------------------------------------------------------------------
+def same_etag(a: str, b: str) -> bool:
+    """Whether two ETags name the same write (quotes and a weak ``W/`` prefix aside)."""
+    def bare(tag: str) -> str:
+        return tag.strip().removeprefix("W/").strip('"')
+    return bare(a) == bare(b)
+
+
 def _operator(ctx: Context, model: str, action: str, actor: str, reason: str, allowed: frozenset[str],
-              change: Any) -> RolloutState:
-    """Apply ``change(state, now) -> (state, extra)`` to the live rollout, If-Match, audited."""
+              change: Any, if_match: str | None = None) -> RolloutState:
+    """Apply ``change(state, now) -> state`` to the live rollout, If-Match, audited.
+
+    ``if_match`` (the ETag the operator read): the action applies only to that state; any write
+    since (an evaluation, another operator) refuses it with ``PreconditionFailed``, naming where
+    the rollout is now. Without it the action applies to the state as it is, re-read after a
+    lost race, as long as the action still applies (else ``Conflict``).
+    """
     rollouts = store(ctx)
     for _ in range(MAX_ATTEMPTS):
         stored = rollouts.read(model)
         if stored is None:
             raise NotFound(f"model {model!r} has no rollout")
         state = stored.state
+        if if_match is not None and not same_etag(if_match, stored.etag):
+            raise PreconditionFailed(
+                f"the rollout of {model} changed since it was read: it is now {describe(state)}; read it again "
+                "and retry", etag=stored.etag)
         if state.status not in allowed:
-            raise InvalidRequest(f"cannot {action} the rollout of {model} v{state.candidate}: it is {state.status}",
-                                 field="action")
+            raise Conflict(f"cannot {action.replace('_', '-')} the rollout of {model} v{state.candidate}: it is "
+                           f"{state.status}", status=state.status)
         now = time.time()
         words = f"{action} by {actor}" + (f": {reason}" if reason else "")
         nxt = change(state, now)
@@ -245,34 +268,47 @@ def _operator(ctx: Context, model: str, action: str, actor: str, reason: str, al
         try:
             rollouts.write(nxt, stored, event=f"rollout_{action}", actor=actor, decision={"reason": words})
         except PreconditionFailed:
+            if if_match is not None:
+                raise PreconditionFailed(f"the rollout of {model} changed while {action.replace('_', '-')} was "
+                                         "applied; read it again and retry") from None
             continue
         _run_note(ctx, nxt, nxt.status, words)
         return nxt
     raise PreconditionFailed(f"the rollout state of {model} kept changing; gave up after {MAX_ATTEMPTS} attempts")
 
 
-def pause(ctx: Context, model: str, *, actor: str, reason: str = "") -> RolloutState:
+def describe(state: RolloutState) -> str:
+    """Where a rollout stands, in words: ``v2 active at step 2 of 3 (25%)``."""
+    return (f"v{state.candidate} {state.status} at step {state.step + 1} of {len(state.steps)} "
+            f"({step_label(state.current_step)})")
+
+
+def pause(ctx: Context, model: str, *, actor: str, reason: str = "",
+          if_match: str | None = None) -> RolloutState:
     """Hold the rollout at its current split: no step advances; guardrails still roll back."""
     return _operator(ctx, model, "pause", actor, reason, frozenset({ACTIVE}),
-                     lambda s, now: replace(s, status=PAUSED))
+                     lambda s, now: replace(s, status=PAUSED), if_match)
 
 
-def resume(ctx: Context, model: str, *, actor: str, reason: str = "") -> RolloutState:
+def resume(ctx: Context, model: str, *, actor: str, reason: str = "",
+           if_match: str | None = None) -> RolloutState:
     """Go on from the paused step; its bake starts again (no credit for time spent paused)."""
     return _operator(ctx, model, "resume", actor, reason, frozenset({PAUSED}),
-                     lambda s, now: replace(s, status=ACTIVE, step_started_at=now))
+                     lambda s, now: replace(s, status=ACTIVE, step_started_at=now), if_match)
 
 
-def abort(ctx: Context, model: str, *, actor: str, reason: str = "") -> RolloutState:
+def abort(ctx: Context, model: str, *, actor: str, reason: str = "",
+          if_match: str | None = None) -> RolloutState:
     """End the rollout: the candidate gets no more traffic; production is unchanged."""
     return _operator(ctx, model, "abort", actor, reason, frozenset({ACTIVE, PAUSED}),
-                     lambda s, now: replace(s, status=ABORTED))
+                     lambda s, now: replace(s, status=ABORTED), if_match)
 
 
-def promote_now(ctx: Context, model: str, *, actor: str, reason: str = "") -> RolloutState:
+def promote_now(ctx: Context, model: str, *, actor: str, reason: str = "",
+                if_match: str | None = None) -> RolloutState:
     """Promote the candidate now, whatever step it is at (``shadow`` mode's way out)."""
     state = _operator(ctx, model, "promote_now", actor, reason, frozenset({ACTIVE, PAUSED}),
-                      lambda s, now: replace(s, status=PROMOTING))
+                      lambda s, now: replace(s, status=PROMOTING), if_match)
     stored = store(ctx).read(model)
     if stored is not None and stored.state.status == PROMOTING:
         _finish_promotion(ctx, stored, ctx.registry.alias(model, PRODUCTION), time.time(), actor=actor)
@@ -281,5 +317,5 @@ def promote_now(ctx: Context, model: str, *, actor: str, reason: str = "") -> Ro
     return state
 
 
-__all__ = ["LIVE", "Started", "abort", "evaluate_all", "evaluate_rollout", "live_rollout", "pause", "promote_now",
-           "reconcile", "resume", "start_rollout"]
+__all__ = ["LIVE", "Started", "abort", "describe", "evaluate_all", "evaluate_rollout", "live_rollout", "pause",
+           "promote_now", "reconcile", "resume", "same_etag", "start_rollout"]

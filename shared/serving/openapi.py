@@ -17,7 +17,7 @@ from shared.core.names import ALIAS_PATTERN, MODEL_PATTERN
 
 #: Which body each route reads. "tabular": parse_payload's four forms; "mlflow": those and
 #: MLflow's params (JSON) or CSV; "v2": an infer request; "feedback"; "alias".
-BODIES = ("tabular", "mlflow", "v2", "feedback", "alias")
+BODIES = ("tabular", "mlflow", "v2", "feedback", "alias", "rollout_action")
 #: JSON integers the parser reads as integers (orjson reads wider ones as floats).
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
@@ -48,7 +48,8 @@ class ModelView:
 
 
 def _error(schema_name: str) -> dict[str, Any]:
-    return {"description": "error", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
+    ref = {"$ref": f"#/components/schemas/{schema_name}"}
+    return {"description": "error", "content": {"application/json": {"schema": ref}}}
 
 
 def _feedback_body(view: ModelView | None) -> dict[str, Any]:
@@ -79,7 +80,8 @@ def _request_body(route: Route, view: ModelView | None, max_rows: int) -> dict[s
     elif route.body == "mlflow":
         # text/csv with a header row is read too (the operation's text says so); a schema of
         # free text would promise that any string is a table.
-        content = {"application/json": {"schema": mlflow.request_schema(schema, max_rows, view.classifier if view else None)}}
+        body = mlflow.request_schema(schema, max_rows, view.classifier if view else None)
+        content = {"application/json": {"schema": body}}
     elif route.body == "v2":
         outputs = (("label", "probabilities") if view.classifier else ("predictions",)) if view else None
         content = {"application/json": {"schema": v2.request_schema(schema, max_rows, outputs)}}
@@ -88,18 +90,28 @@ def _request_body(route: Route, view: ModelView | None, max_rows: int) -> dict[s
     elif route.body == "alias":
         content = {"application/json": {"schema": {"type": "object", "required": ["version"], "properties": {
             "version": {"type": "integer", "minimum": 1, "maximum": _INT_MAX}, "reason": {"type": "string"}}}}}
+    elif route.body == "rollout_action":
+        content = {"application/json": {"schema": {"type": "object", "properties": {
+            "reason": {"type": "string", "maxLength": 500},
+            "actor": {"type": "string", "minLength": 1, "maxLength": 64},
+            "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}}}}
+        return {"required": False, "content": content}
     else:
         return None
     return {"required": True, "content": content}
 
 
 _PARAMS = {
-    "name": {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": MODEL_PATTERN.pattern}},
-    "alias": {"name": "alias", "in": "path", "required": True, "schema": {"type": "string", "pattern": ALIAS_PATTERN.pattern}},
+    "name": {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": MODEL_PATTERN.pattern}},
+    "alias": {"name": "alias", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": ALIAS_PATTERN.pattern}},
     "version": {"name": "version", "in": "path", "required": True,
                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
     "run_id": {"name": "run_id", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$"}},
+    "action": {"name": "action", "in": "path", "required": True,
+               "schema": {"type": "string", "enum": ["pause", "resume", "abort", "promote-now", "start"]}},
     "report_id": {"name": "report_id", "in": "path", "required": True,
                   "schema": {"type": "string", "pattern": "^[0-9]{8}T[0-9]{6}\\.[0-9]{6}Z-[0-9a-f]{6}$"}},
 }
@@ -118,6 +130,8 @@ def _operation(route: Route, path: str, view: ModelView | None, max_rows: int) -
         op["description"] = ("JSON in any of the four forms, text/csv with a header row, or a Parquet table "
                              "(application/vnd.apache.parquet). Labels by default; "
                              "per-class probabilities with predict_fn=predict_proba (query, or params.predict_fn).")
+    if route.body == "rollout_action":  # the ETag the operator read: the action applies to that state only
+        op["parameters"].append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}})
     body = _request_body(route, view, max_rows)
     if body is not None:
         op["requestBody"] = body

@@ -19,7 +19,7 @@ SERVING = {"predict", "infer_v2", "metadata_v2", "feedback", "monitoring_latest"
            "monitoring_report", "monitoring_plotly", "openapi", "list_models", "get_model", "set_alias", "health",
            "list_runs", "get_run", "get_version", "console_overview", "console",
            "v2_server_metadata", "v2_server_live", "v2_server_ready", "v2_model_ready", "v2_version_ready",
-           "v2_version_metadata", "infer_v2_version", "invocations", "ping"}
+           "v2_version_metadata", "infer_v2_version", "invocations", "ping", "get_rollout", "rollout_action"}
 PIPELINE = {"train", "convert", "register", "promote", "monitor", "retrain", "rollout"}
 
 _INDEX = """
