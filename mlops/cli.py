@@ -2,11 +2,11 @@
 
 Exit codes (also in ``mlops --help`` and docs/cli.md):
 
-    0  done (for watch: the run's version is served)
+    0  done (for watch: the run's version is served, or in rollout)
     1  an error: the API refused the request, a file cannot be read, a spec cannot be made
     2  usage: an unknown verb or option, a missing argument, a confirmation not given
-    3  done, and the answer is no: the run was quarantined, failed, rejected or a duplicate;
-       the monitor's verdict is drift or degraded
+    3  done, and the answer is no: the run was quarantined, failed, rejected or a duplicate,
+       or its rollout ended without promoting; the monitor's verdict is drift or degraded
     4  not found: no such model, version, run or report
     5  not allowed: a missing or wrong key (401/403), no master key for an operator verb
     6  unavailable: the deployment cannot be reached, stayed 503 past the retry budget, or a
@@ -283,6 +283,11 @@ def _watch(obj: Obj, model: str, *, run_id: str | None = None, dataset: str | No
         if not as_json:
             click.echo(f"served: {model} version {progress.version} answers")
         return
+    if progress.outcome == "rollout":
+        if not as_json:
+            click.echo(f"in rollout: {model} version {progress.version} earns production on live traffic; "
+                       f"mlops rollout {model} shows where it is")
+        return
     raise Failure(f"{progress.outcome}: {progress.reason}", NEGATIVE)
 
 
@@ -344,7 +349,8 @@ def models(obj: Obj, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--outcome", type=click.Choice(["promoted", "rejected", "failed", "quarantined", "duplicate", "running"]))
+@click.option("--outcome", type=click.Choice(["promoted", "rejected", "failed", "quarantined", "duplicate", "running",
+                                              "rollout", "rolled_back", "superseded", "aborted"]))
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @json_option
 @pass_obj
@@ -377,7 +383,8 @@ def show(obj: Obj, model: str, which: str | None, as_json: bool) -> None:
         aliases = ", ".join(f"{k} -> {v}" for k, v in (data.get("aliases") or {}).items()) or "none"
         click.echo(f"{model}: aliases {aliases}")
         _table("versions", ["version", "metrics", "dataset", "committed", "run"],
-               [[v["version"], ", ".join(f"{k} {x:.4g}" for k, x in v["metrics"].items() if isinstance(x, (int, float))),
+               [[v["version"], ", ".join(f"{k} {x:.4g}" for k, x in v["metrics"].items()
+                                         if isinstance(x, (int, float))),
                  v["dataset"], _when(v["committed_at"]), v["run_id"]] for v in data.get("versions", [])])
         _table("audit", ["when", "event", "version", "by", "reason"],
                [[_when(a.get("at")), a.get("event"), a.get("version"), a.get("actor"), a.get("reason")]
@@ -528,6 +535,74 @@ def rollback(obj: Obj, model: str, version: int, yes: bool, reason: str | None) 
     _move(obj, model, version, yes, reason, rollback=True)
 
 
+ROLLOUT_ACTIONS = ("pause", "resume", "abort", "promote-now", "start")
+_ROLLOUT_WORDS = {"pause": "pause", "resume": "resume", "abort": "abort", "promote-now": "promote now",
+                  "start": "start"}
+
+
+def _print_rollout(ro: dict[str, Any]) -> None:
+    step = ro["step"]
+    click.echo(f"{ro['model']}: v{ro['candidate']} against production v{ro['champion']}, {ro['mode']}, "
+               f"{ro['status']} at step {step['number']} of {step['of']} ({step['label']}); steps "
+               + " -> ".join([*ro["steps"], "100%"]))
+    click.echo(f"traffic: {ro['traffic']['split']}")
+    if ro.get("last_evaluation"):
+        click.echo(f"last evaluated {_when(ro['last_evaluation'].get('at'))}: {ro['last_evaluation'].get('reason')}")
+
+    def figure(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, (int, float)) else "-"
+
+    _table("guardrails", ["guardrail", "figure", "threshold", "state", "detail"],
+           [[g["name"], figure(g.get("figure")), figure(g.get("threshold")),
+             {True: "breached", False: "clean"}.get(g.get("breached"), "not judged"), g.get("detail")]
+            for g in ro.get("guardrails", [])])
+    _table("history", ["when", "action", "step", "by", "reason"],
+           [[_when(h.get("at")), h.get("action"), h.get("step_label"), h.get("actor"), h.get("reason")]
+            for h in ro.get("history", [])])
+    if ro.get("actions"):
+        click.echo(f"actions: {', '.join(ro['actions'])} (mlops rollout {ro['model']} ACTION --reason ...)")
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("action", required=False, type=click.Choice(ROLLOUT_ACTIONS))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--reason", help="Recorded in the audit trail with the action.")
+@click.option("--version", type=click.IntRange(min=1), help="start: the version to roll out (a held candidate).")
+@json_option
+@pass_obj
+def rollout(obj: Obj, model: str, action: str | None, yes: bool, reason: str | None, version: int | None,
+            as_json: bool) -> None:
+    """MODEL's rollout: step, traffic split, guardrails against thresholds, history. With ACTION
+    (pause, resume, abort, promote-now, start --version V): do it (master key; audited)."""
+    if action is None:
+        ro = obj.client.rollout(model)
+        return _emit_json(ro) if as_json else _print_rollout(ro)
+    if action == "start" and version is None:
+        raise Failure("rollout start needs --version: the version to roll out", USAGE)
+    if not obj.target.master_key:
+        raise Failure(f"rollout {action} needs the master key: --master-key, MLOPS_MASTER_KEY or a profile",
+                      NOT_ALLOWED)
+    etag = None
+    if action != "start":
+        seen = obj.client.rollout(model)
+        etag = seen["etag"]  # the action applies to the state confirmed here, or is refused (409)
+        where = seen["summary"]
+    else:
+        where = f"start the rollout of v{version} against production"
+    words = _ROLLOUT_WORDS[action]
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Failure(f"{words} the rollout of {model} needs a confirmation: pass --yes", USAGE)
+        if not click.confirm(f"{words} the rollout of {model} ({where})?", default=False):
+            raise Failure("not confirmed; nothing changed", USAGE)
+    ro = obj.client.rollout_action(model, action, reason=reason or f"{words} by mlops", actor="mlops",
+                                   version=version, if_match=etag)
+    if as_json:
+        return _emit_json(ro)
+    click.echo(f"{model}: {ro['summary']} (audited: {reason or words + ' by mlops'})")
+
+
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     drift = report.get("dataset_drift") or {}
     features = report.get("features") or {}
@@ -535,7 +610,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"model": report.get("model"), "version": report.get("version"), "verdict": report.get("verdict"),
             "rows": report.get("rows"), "window": report.get("window"), "drift_share": drift.get("share"),
             "threshold": drift.get("threshold"), "drifted_features": drifted,
-            "features": {f: {k: features[f].get(k) for k in ("test", "p_value", "psi")} for f in drifted if f in features},
+            "features": {f: {k: features[f].get(k) for k in ("test", "p_value", "psi")}
+                         for f in drifted if f in features},
             "prediction_drift": (report.get("prediction_drift") or {}).get("drifted"),
             "performance": report.get("performance"), "retraining": report.get("retraining")}
 
@@ -618,7 +694,8 @@ def report(obj: Obj, model: str, report_id: str | None, out: Path | None, open_i
     _print_summary(_summary(data))
     history = obj.client.monitoring_reports(model, limit=10).get("reports", [])
     _table("history", ["id", "verdict", "rows", "drifted"],
-           [[h.get("id"), h.get("verdict"), h.get("rows"), ", ".join(h.get("drifted_features") or [])] for h in history])
+           [[h.get("id"), h.get("verdict"), h.get("rows"), ", ".join(h.get("drifted_features") or [])]
+            for h in history])
 
 
 @cli.command()

@@ -57,7 +57,7 @@ class RunSummary(TypedDict, total=False):
     """One run as ``GET /api/models/{name}/runs`` lists it (``get_run`` adds its lineage)."""
 
     run_id: str | None
-    outcome: str  # promoted | rejected | failed | quarantined | duplicate | running
+    outcome: str  # promoted | rejected | failed | quarantined | duplicate | running | rollout | rolled_back | ...
     state: str
     explanation: str
     dataset: dict[str, Any] | None
@@ -70,6 +70,7 @@ class RunSummary(TypedDict, total=False):
     timings: dict[str, float | None]
     decision: dict[str, Any] | None
     quarantine: str | None
+    rollout: dict[str, Any] | None  # in rollout, or how its rollout ended
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,8 @@ class MlopsClient:
         headers = dict(extra or {})
         key = self.master_key if admin else (self.key or self.master_key)
         if admin and not key:
-            raise ApiError(0, "NO_MASTER_KEY", "this needs the master key: --master-key, MLOPS_MASTER_KEY or a profile's "
-                                               "master_key")
+            raise ApiError(0, "NO_MASTER_KEY", "this needs the master key: --master-key, MLOPS_MASTER_KEY or a "
+                                               "profile's master_key")
         if key:
             headers["x-functions-key"] = key  # a header, never ?code=: keys stay out of URLs and logs
         if self.token_scope:
@@ -276,6 +277,23 @@ class MlopsClient:
     def rollback(self, name: str, version: int, reason: str = "operator rollback") -> dict[str, Any]:
         """Make an earlier ``version`` production again (audited as a rollback)."""
         return self.set_alias(name, PRODUCTION, version, reason)
+
+    def rollout(self, name: str) -> dict[str, Any]:
+        """The model's current (or last) rollout: step, traffic split, guardrails, history, ETag."""
+        return self._get(f"/api/models/{name}/rollout")
+
+    def rollout_action(self, name: str, action: str, *, reason: str = "", actor: str | None = None,
+                       version: int | None = None, if_match: str | None = None) -> dict[str, Any]:
+        """``pause``, ``resume``, ``abort``, ``promote-now`` or ``start`` (with ``version``) the
+        model's rollout (master key; audited). ``if_match``: the ETag read, so the action applies
+        to that state only (else 409). Returns the rollout after the action."""
+        body: dict[str, Any] = {"reason": reason}
+        if actor:
+            body["actor"] = actor
+        if version is not None:
+            body["version"] = int(version)
+        return self.request("POST", f"/api/models/{name}/rollout/{action}", admin=True, json=body,
+                            headers={"if-match": if_match} if if_match else None).json()
 
     def run_function(self, function: str, payload: str = "") -> None:
         """Run a non-HTTP function now through the platform's admin API (master key); 202 when accepted."""

@@ -1,10 +1,12 @@
 """Following a run stage by stage over the runs API, until it is served or has ended otherwise.
 
 A run's status document moves ``training`` -> ``trained`` -> ``converted`` -> ``registered`` ->
-``promoted`` | ``rejected``, or ends ``failed`` (naming its stage), ``quarantined`` (refused at
-validation) or ``duplicate``. Here that becomes six stages, ``validate``, ``train``, ``convert``,
-``register``, ``promote`` and ``serve`` (the deployment answers with the new version), each
-``waiting``, ``running``, ``done``, ``failed`` or ``skipped``, with its seconds where recorded.
+``promoted`` | ``rejected`` | ``rollout`` (its version earns production on live traffic; the
+rollout ends ``promoted``, ``rolled_back``, ``superseded`` or ``aborted``), or ends ``failed``
+(naming its stage), ``quarantined`` (refused at validation) or ``duplicate``. Here that becomes
+six stages, ``validate``, ``train``, ``convert``, ``register``, ``promote`` and ``serve`` (the
+deployment answers with the new version), each ``waiting``, ``running``, ``done``, ``failed`` or
+``skipped``, with its seconds where recorded.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ from mlops.client import ApiError, MlopsClient, RunSummary
 
 STAGES = ("validate", "train", "convert", "register", "promote", "serve")
 #: The stage each state has finished; the next one is running.
-_DONE_THROUGH = {"training": 0, "trained": 2, "converted": 3, "registered": 4, "promoted": 5, "rejected": 5}
+_DONE_THROUGH = {"training": 0, "trained": 2, "converted": 3, "registered": 4, "promoted": 5, "rejected": 5,
+                 "rollout": 5}
+#: A rollout that ended without promoting: the run's answer is no, as a rejection's.
+_ROLLOUT_ENDS = ("rolled_back", "superseded", "aborted")
 #: Where the recorded timings of each stage are kept in the run's ``timings``.
 _TIMING = {"validate": "validate", "train": "fit", "convert": "convert", "register": "register", "promote": "promote"}
 
@@ -32,7 +37,8 @@ class Progress:
     stages: dict[str, str] = field(default_factory=lambda: dict.fromkeys(STAGES, "waiting"))
     seconds: dict[str, float] = field(default_factory=dict)
     detail: dict[str, str] = field(default_factory=dict)
-    outcome: str | None = None  # promoted | rejected | failed | quarantined | duplicate | served
+    #: promoted | rejected | failed | quarantined | duplicate | served | rollout | rolled_back | superseded | aborted
+    outcome: str | None = None
     version: int | None = None
     reason: str | None = None
     finished: bool = False
@@ -77,7 +83,18 @@ def progress_of(model: str, run: RunSummary) -> Progress:
     if p.version is not None:
         p.detail["register"] = f"version {p.version}"
     decision = run.get("decision") or {}
-    if outcome == "rejected":
+    if outcome == "rollout":
+        # Passed the offline gate; production is unchanged while the candidate earns it on live
+        # traffic (hours, by the spec's steps): the run is done, the rollout goes on.
+        p.stages["promote"], p.stages["serve"] = "done", "skipped"
+        p.detail["promote"] = str((run.get("rollout") or {}).get("summary") or "in rollout")
+        p.detail["serve"] = f"in rollout: mlops rollout {model} follows it"
+        p.outcome, p.reason, p.finished = outcome, run.get("explanation"), True
+    elif outcome in _ROLLOUT_ENDS:
+        p.stages["promote"], p.stages["serve"] = "failed", "skipped"
+        p.detail["promote"] = str((run.get("rollout") or {}).get("reason") or outcome)
+        p.outcome, p.reason, p.finished = outcome, run.get("explanation"), True
+    elif outcome == "rejected":
         p.stages["promote"], p.stages["serve"] = "failed", "skipped"
         p.detail["promote"] = str(decision.get("reason") or "")
         p.outcome, p.reason, p.finished = outcome, run.get("explanation"), True
