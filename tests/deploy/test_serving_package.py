@@ -94,6 +94,7 @@ def test_the_serving_role_answers_every_route_from_the_serving_package(site, dat
                   "monitoring_latest_html", "monitoring_report", "monitoring_reports"):
         assert statuses[route] == 200, (route, statuses[route])
     assert statuses["feedback"] == 202  # stored as Parquet without pandas
+    assert statuses["get_rollout"] == 404 and statuses["rollout_action"] == 404  # none started: said, not a crash
     assert statuses["predict_breast_cancer"] == 400  # a bad row is refused by name, not a crash
 
 
