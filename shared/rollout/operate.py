@@ -142,6 +142,9 @@ def _start(ctx: Context, model: str, version: int | None, *, actor: str, reason:
     if version is None:
         raise InvalidRequest("field 'version' is required to start a rollout: the version to roll out", field="version")
     manifest = ctx.registry.manifest(model, version)  # NotFound naming the version
+    if not ctx.settings.rollouts:  # nothing would route to it, judge it or end it
+        raise Conflict(f"rollouts are off (MLOPS_ROLLOUT=off): v{version} cannot be rolled out; move the production "
+                       "alias to promote it")
     production = ctx.registry.alias(model, PRODUCTION)
     if production is None:
         raise Conflict(f"{model} has no production version to roll v{version} out against: promote it instead")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from functions import http_api, root, runs_api
+from functions import http_api, rollout_api, root, runs_api
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.context import Context
@@ -51,6 +51,8 @@ ROUTES = {
     ("/models/{name}/versions/{version}", "GET"): runs_api.get_version,
     ("/console/overview", "GET"): runs_api.console_overview,
     ("/console", "GET"): runs_api.console,
+    ("/models/{name}/rollout", "GET"): rollout_api.get_rollout,
+    ("/models/{name}/rollout/{action}", "POST"): rollout_api.rollout_action,
 }
 
 json_values = st.recursive(
@@ -127,7 +129,9 @@ def test_the_document_is_valid_openapi_covers_every_route_and_names_each_models_
 
 def test_every_http_function_is_in_the_document_table():
     # Every function the serving blueprints register is declared with its metadata, once.
-    registered = [b.build().get_function_name() for b in [*http_api.bp._function_builders, *runs_api.bp._function_builders]]
+    registered = [b.build().get_function_name() for b in [*http_api.bp._function_builders,
+                                                           *runs_api.bp._function_builders,
+                                                           *rollout_api.bp._function_builders]]
     assert sorted(r.name for r in http_api.api_routes()) == sorted(registered) and len(set(registered)) == len(registered)
 
 
@@ -148,7 +152,7 @@ def test_no_client_input_gets_a_5xx_and_errors_say_what_was_wrong(served, route)
             headers["inference-header-content-length"] = header_length
         req = func.HttpRequest(method, f"http://localhost/api{path}", headers=headers,
                                params=query, route_params={"name": name, "alias": alias, "version": version, "run_id": alias,
-                                             "report_id": alias}, body=body)
+                                             "report_id": alias, "action": alias}, body=body)
         resp = call(fn, req)
         assert resp.status_code < 500, (resp.status_code, resp.get_body()[:300])
         if resp.status_code >= 400:
