@@ -34,10 +34,14 @@ $(TOOLS)/.installed: requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	touch $@
 
-## Lint the infrastructure (checkov on infra/: no failed check; the Bicep compiler and linter
-## when `az bicep` or `bicep` is on PATH, warnings as errors), the workflows (actionlint) and
-## the azd hooks (shellcheck).
-lint: $(TOOLS)/.installed
+## Lint the Python code (ruff over the repository, mypy over shared/ and functions/: both
+## configured in pyproject.toml, run from .venv so mypy sees the installed libraries), the
+## infrastructure (checkov on infra/: no failed check; the Bicep compiler and linter when
+## `az bicep` or `bicep` is on PATH, warnings as errors), the workflows (actionlint) and the azd
+## hooks (shellcheck).
+lint: $(VENV)/.installed $(TOOLS)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
 	infra/lint.sh
 	$(TOOLS)/bin/actionlint .github/workflows/*.yml
