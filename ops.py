@@ -7,7 +7,8 @@
 
 They run against the local backends or, with MLOPS_STORAGE_BACKEND=azure and
 MLOPS_BUS_BACKEND=azure, against the storage account's poison queue, its Event Grid
-dead-letter container and Service Bus's dead-letter queues. A failure is one line on stderr and exit status 1, never a traceback.
+dead-letter container and Service Bus's dead-letter queues. A failure is one line on stderr and
+exit status 1, never a traceback.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an operator gets one line naming the problem, not a traceback
         from shared.core.errors import MlopsError
 
-        message = exc.message if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        message = exc.message if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {first_line}"
         print(f"ops: {message}", file=sys.stderr)
         return 1
 

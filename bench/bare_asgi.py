@@ -16,7 +16,8 @@ import orjson
 def make_app(model_path: str, feeds_path: str):
     from shared.serving.graph import new_session
 
-    session = new_session(open(model_path, "rb").read())
+    with open(model_path, "rb") as f:
+        session = new_session(f.read())
     loaded = np.load(feeds_path, allow_pickle=True)
     feeds = {k: loaded[k] for k in loaded.files}
 

@@ -288,8 +288,10 @@ def run(rows: int, seconds: float, inline: bool, rounds: int = 10) -> dict:
             "idle": _summary(idle_rounds) if idle_rounds else None,
             "during_fit": _summary(fit_rounds), "fit_running_throughout": still_fitting,
             "fit_started_after_s": fit_started,
-            "fit_cpu_share_during_fit_rounds": fit_cpu / fit_wall if fit_wall and not inline else None, "p99_ratio": float(np.median(ratios)) if ratios else None,
-            "p99_ratios": ratios, "p99_ratio_pooled": pooled, "small_dataset_served_after_s": small.get("served_after_s")}
+            "fit_cpu_share_during_fit_rounds": fit_cpu / fit_wall if fit_wall and not inline else None,
+            "p99_ratio": float(np.median(ratios)) if ratios else None,
+            "p99_ratios": ratios, "p99_ratio_pooled": pooled,
+            "small_dataset_served_after_s": small.get("served_after_s")}
 
 
 def _parquet(frame) -> bytes:

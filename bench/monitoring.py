@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.rows:,} rows x {args.features} features ({len(numeric)} numeric, {len(categorical)} categorical), "
           "one core")
     print(f"  straightforward pandas/scipy: {t_base:7.3f} s")
-    print(f"  shared.monitoring.drift:                 {t_ours:7.3f} s   ({speedup:.1f}x faster, median of {args.repeats} "
-          "alternating rounds; results agree)")
+    print(f"  shared.monitoring.drift:                 {t_ours:7.3f} s   ({speedup:.1f}x faster, "
+          f"median of {args.repeats} alternating rounds; results agree)")
     evidently = json.loads((RESULTS / "evidently.json").read_text()) if (RESULTS / "evidently.json").exists() else None
     if evidently:
         print(f"  Evidently {evidently['evidently']} DataDriftPreset (its own venv, {evidently['measured_at']}): "

@@ -6,9 +6,10 @@ The baseline is the fit itself, measured in the same run: the goal is that every
 else (validate, save, exam update, convert, parity, register, promote, first load) stays
 under 25% of the total. Each repeat drops two datasets: the first becomes version 1 (no
 production to beat); the second is the realistic case, where promotion scores the candidate
-and production through ONNX on the candidate's hold-out and on the exam. The stages run in-process on the embedded backends, exactly as the functions
-call them, without the local host's polling intervals (reported separately: at most one
-blob poll, 0.5 s, and three queue polls, 0.1 s each, by default).
+and production through ONNX on the candidate's hold-out and on the exam. The stages run
+in-process on the embedded backends, exactly as the functions call them, without the local
+host's polling intervals (reported separately: at most one blob poll, 0.5 s, and three queue
+polls, 0.1 s each, by default).
 """
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ def main() -> None:
         ev = rollouts.read(model).state.last_evaluation["evidence"]
         results["steps"][step] = {
             "seconds": times, "median_s": float(np.median(times)), "max_s": max(times),
-            "rss_growth_mb": _rss_mb() - rss0, "fill_seconds": fill_s, "action": last["action"], "reason": last["reason"],
+            "rss_growth_mb": _rss_mb() - rss0, "fill_seconds": fill_s,
+            "action": last["action"], "reason": last["reason"],
             "candidate_rows": ev["candidate_rows"], "production_rows": ev["production_rows"],
             "paired_rows": ev["paired_rows"], "labelled_rows": ev["labelled_rows"],
         }

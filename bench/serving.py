@@ -114,14 +114,16 @@ def in_process(ctx: Context, rounds: int = 7) -> dict:
         registered = new_session(ctx.registry.model_bytes(model, loaded.version))
         columns = {n: np.asarray(v).reshape(-1, 1) for n, v in batch.columns().items()}
         a0s, as_, bs = [], [], []
+        # Each callable is timed before the loop moves on, but binds this model's values as
+        # defaults all the same: a closure over loop variables would see the next model's.
         for _ in range(rounds):
-            a0s.append(per_call_us(lambda: registered.run(None, columns), 1000, repeats=3))
-            as_.append(per_call_us(lambda: loaded.session.run(None, feeds), 1000, repeats=3))
-            bs.append(per_call_us(lambda: predict(ctx.server, model, payload), 1000, repeats=3))
+            a0s.append(per_call_us(lambda s=registered, c=columns: s.run(None, c), 1000, repeats=3))
+            as_.append(per_call_us(lambda s=loaded.session, f=feeds: s.run(None, f), 1000, repeats=3))
+            bs.append(per_call_us(lambda m=model, p=payload: predict(ctx.server, m, p), 1000, repeats=3))
         pipe = sklearn_pipeline(ctx, model)
         frame = pd.DataFrame([row])
         method = pipe.predict_proba if model == "breast_cancer" else pipe.predict
-        c = per_call_us(lambda: method(frame), 30 if model == "wind_power" else 300)
+        c = per_call_us(lambda f=method, x=frame: f(x), 30 if model == "wind_power" else 300)
         b = statistics.median(bs)
         out[model] = {"a_session_run_us": statistics.median(as_), "a0_registered_graph_run_us": statistics.median(a0s),
                       "b_project_predict_us": b, "c_sklearn_us": c,
@@ -171,7 +173,8 @@ def free_port() -> int:
 
 
 def host_env(data_dir: str) -> dict:
-    return {**os.environ, "MLOPS_DATA_DIR": data_dir, "MLOPS_HOST_FUNCTION_KEYS": KEY, "MLOPS_HOST_MASTER_KEY": "bench-master"}
+    return {**os.environ, "MLOPS_DATA_DIR": data_dir, "MLOPS_HOST_FUNCTION_KEYS": KEY,
+            "MLOPS_HOST_MASTER_KEY": "bench-master"}
 
 
 def load_row(results: list, rows_per_request: int = 1) -> dict:
@@ -235,8 +238,10 @@ def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, se
             # (e) the bare ASGI ceiling, on the same model and the same single row.
             tmp = Path(data_dir) / f"bare-{model}"
             tmp.mkdir(exist_ok=True)
-            (tmp / "model.onnx").write_bytes(serving_graph(ctx.registry.model_bytes(model, loaded.version), loaded.schema)[0])
-            np.savez(tmp / "feeds.npz", **loaded.feeds(parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)))
+            graph = serving_graph(ctx.registry.model_bytes(model, loaded.version), loaded.schema)[0]
+            (tmp / "model.onnx").write_bytes(graph)
+            one_row = parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)
+            np.savez(tmp / "feeds.npz", **loaded.feeds(one_row))
             bare_port = free_port()
             bare = spawn(["-m", "bench.bare_asgi", str(tmp / "model.onnx"), str(tmp / "feeds.npz"),
                           "--port", str(bare_port)], dict(os.environ), bare_port)
@@ -310,11 +315,13 @@ def print_old_against_new(baseline: Path, ab: dict, inproc: dict | None = None) 
     print(f"\nold ({baseline}) against new over HTTP, alternating rounds (throughput, new/old):")
     for point, r in ab.items():
         print(f"  {point:<30} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:>6.2f} ms | "
-              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:>6.2f} ms | new/old {r['new_over_old_rps']:.3f}")
+              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:>6.2f} ms | "
+              f"new/old {r['new_over_old_rps']:.3f}")
     if inproc:
         print("\nold against new in process (time per request, new/old; < 1 is faster):")
         for point, r in inproc.items():
-            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | new/old {r['new_over_old_time']:.3f}"
+            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | "
+                  f"new/old {r['new_over_old_time']:.3f}"
                   f" | best rounds {r['old_best_us']:.1f} / {r['new_best_us']:.1f} µs: {r['new_over_old_best']:.3f}")
 
 
@@ -354,8 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'model':<15}{'(a0) registered µs':>19}{'(a) run µs':>12}{'(b) predict µs':>16}{'(c) sklearn µs':>16}"
           f"{'b/a':>8}{'b/a0':>8}{'c/b':>9}")
     for model, r in local.items():
-        a0, a, b, c = (r[k] for k in ("a0_registered_graph_run_us", "a_session_run_us", "b_project_predict_us", "c_sklearn_us"))
-        print(f"{model:<15}{a0:>19.1f}{a:>12.1f}{b:>16.1f}{c:>16.1f}{r['b_over_a']:>8.2f}{r['b_over_a0']:>8.2f}{c / b:>9.1f}")
+        a0, a, b, c = (r[k] for k in ("a0_registered_graph_run_us", "a_session_run_us", "b_project_predict_us",
+                                      "c_sklearn_us"))
+        print(f"{model:<15}{a0:>19.1f}{a:>12.1f}{b:>16.1f}{c:>16.1f}{r['b_over_a']:>8.2f}{r['b_over_a0']:>8.2f}"
+              f"{c / b:>9.1f}")
     print(f"\n{'model':<15}{'point':<22}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for model, res in http.items():
         for point, r in res.items():
@@ -369,8 +378,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {model}: (b) within 2x of (a): {lr['b_over_a']:.2f}x; "
               f"(c)/(b) = {lr['c_sklearn_us'] / lr['b_project_predict_us']:.0f}x (goal >= 100x for the RandomForest); "
               f"(d) c8 = {share:.0%} of (e) (goal >= 60%), p99 {hr['host_single_c8']['p99_ms']:.2f} ms (goal < 5); "
-              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s (goal >= 80,000); "
-              f"over binary v2: {max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
+              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
+              f"(goal >= 80,000); "
+              f"over binary v2: "
+              f"{max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
               f"(goal >= 150,000 for breast_cancer)")
     if ab:
         print_old_against_new(args.baseline, ab)

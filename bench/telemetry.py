@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         train_examples(ctx, port, trainer)
         stop(trainer)
         off_env = {k: v for k, v in host_env(data_dir).items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
-        variants = {"base": (Path(base_dir), off_env), "off": (PROJECT_ROOT, off_env), "on": (PROJECT_ROOT, {**off_env, **ON})}
+        variants = {"base": (Path(base_dir), off_env), "off": (PROJECT_ROOT, off_env),
+                    "on": (PROJECT_ROOT, {**off_env, **ON})}
         results: dict[str, dict[str, list]] = {v: {"cold_s": [], "c1": [], "c8": []} for v in variants}
         names = list(variants)
         for r in range(args.rounds):

@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071)
-    parser.add_argument("--settings", type=Path, help="local.settings.json to load (default: the project's, else the example)")
+    parser.add_argument("--settings", type=Path,
+                        help="local.settings.json to load (default: the project's, else the example)")
     parser.add_argument("--app", default="function_app", help="module holding the FunctionApp (default function_app)")
     parser.add_argument("--role", choices=["all", "serving", "pipeline"],
                         help="which blueprints to run (app setting MLOPS_APP_ROLE; default all: both apps in one host)")
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         uvicorn.run(host.http, host=args.host, port=args.port, log_level="warning", access_log=False,
-                    http=guarded_protocol(host.config.header_timeout_seconds), loop="uvloop", lifespan="on", timeout_graceful_shutdown=5,
+                    http=guarded_protocol(host.config.header_timeout_seconds), loop="uvloop", lifespan="on",
+                    timeout_graceful_shutdown=5,
                     proxy_headers=False, server_header=False, date_header=False)
     finally:
         host.stop_triggers()

@@ -15,7 +15,8 @@ def load_local_settings(path: Path | None = None) -> Path | None:
 
     Like ``func start``, values already in the environment win.
     """
-    candidates = [path] if path else [PROJECT_ROOT / "local.settings.json", PROJECT_ROOT / "local.settings.example.json"]
+    candidates = [path] if path else [PROJECT_ROOT / "local.settings.json",
+                                      PROJECT_ROOT / "local.settings.example.json"]
     for candidate in candidates:
         if candidate and candidate.is_file():
             values = json.loads(candidate.read_text()).get("Values", {})
@@ -79,8 +80,9 @@ class HostConfig:
             blob_poll_seconds=float(os.environ.get("MLOPS_HOST_BLOB_POLL_SECONDS", "0.5")),
             queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "1")),
             blob_lease_seconds=float(os.environ.get("MLOPS_HOST_BLOB_LEASE_SECONDS", "60")),
-            # the platform's own setting for an explicit host id
-            host_id=os.environ.get("AzureFunctionsWebHost__hostid", "").strip().lower() or "devhost",
+            # the platform's own setting for an explicit host id, spelled as the platform spells it
+            host_id=os.environ.get("AzureFunctionsWebHost__hostid", "").strip().lower()  # noqa: SIM112
+            or "devhost",
             per_function_keys=parse_key_table(os.environ.get("MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION", "")),
             max_body_bytes=int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip() or 100 * 1024 * 1024),
             header_timeout_seconds=float(os.environ.get("MLOPS_HOST_HEADER_TIMEOUT_SECONDS", "").strip() or 10),

@@ -10,8 +10,8 @@ route, key, declared size, room in the host's budget of body bytes held at once,
 then the body, read with the limit enforced while it streams in. Every refusal is in the error
 envelope the app's edge defines for the path (``functions.edge.host_envelope``: the v2
 protocol's on ``/api/v2``, this API's elsewhere), and a refusal sent before the body was read
-closes the connection (nothing waits for, or buffers, the rest of the upload). Query strings are redacted before anything is
-logged: a key in ``?code=`` never reaches a log.
+closes the connection (nothing waits for, or buffers, the rest of the upload). Query strings are
+redacted before anything is logged: a key in ``?code=`` never reaches a log.
 """
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ class Refusal:
     message: str
 
 
-def _error(status: int, code: str, message: str, *, close: bool = False) -> tuple[int, list[tuple[bytes, bytes]], Refusal]:
+def _error(status: int, code: str, message: str, *,
+           close: bool = False) -> tuple[int, list[tuple[bytes, bytes]], Refusal]:
     """A refusal by the host; ``close`` ends the connection after it (an unread body waits)."""
     headers = [(b"content-type", b"application/json")]
     if close:

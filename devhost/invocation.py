@@ -53,7 +53,8 @@ class Invoker:
         self._done(name, trigger, detail, started, None)
         return result
 
-    async def acall(self, name: str, trigger: str, detail: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    async def acall(self, name: str, trigger: str, detail: str, fn: Callable[..., Awaitable[Any]],
+                    *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             result = await fn(*args, **kwargs)

@@ -189,7 +189,8 @@ def replay(ctx: Context, kind: str, queue: str, ident: str) -> str:
     body = _poison_body(found[0].text)
     container, name, etag = body.get("ContainerName"), body.get("BlobName"), body.get("ETag")
     if not (container and name and etag):
-        raise OpsError(f"poison message {ident} does not name a blob (ContainerName, BlobName, ETag): {found[0].text[:200]}")
+        raise OpsError(f"poison message {ident} does not name a blob (ContainerName, BlobName, ETag): "
+                       f"{found[0].text[:200]}")
     line = _retrigger(ctx, container, name, etag)
     ctx.storage_queues.remove(POISON_QUEUE, ident)
     if "rewritten" in line:

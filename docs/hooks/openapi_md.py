@@ -130,9 +130,9 @@ def _model_inputs(operation: dict[str, Any]) -> str:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and node.get("additionalProperties") is False and "required" in node:
-                if len(node["required"]) > len(names) and "request_id" not in node["required"]:
-                    names[:] = node["required"]
+            if (node.get("type") == "object" and node.get("additionalProperties") is False and "required" in node
+                    and len(node["required"]) > len(names) and "request_id" not in node["required"]):
+                names[:] = node["required"]
             name = node.get("properties", {}).get("name", {})
             if isinstance(name, dict) and len(name.get("enum", ())) == 1 and name["enum"][0] not in names:
                 names.append(name["enum"][0])
@@ -187,7 +187,8 @@ def render(doc: dict[str, Any]) -> str:
                 "Each known model also has its own copy of the prediction paths, whose bodies require exactly its "
                 "columns (or v2 tensors), so a schema-driven client or fuzzer knows them:", "",
                 "| model | paths | columns its bodies require |", "|---|---|---|",
-                *(f"| `{model}` | {'<br>'.join(paths)} | {inputs} |" for model, (paths, inputs) in per_model.items()), ""]
+                *(f"| `{model}` | {'<br>'.join(paths)} | {inputs} |"
+                  for model, (paths, inputs) in per_model.items()), ""]
     errors = doc.get("components", {}).get("schemas", {})
     if errors:
         out += ["### Error bodies", "", "| schema | shape |", "|---|---|"]

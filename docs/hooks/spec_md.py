@@ -19,7 +19,8 @@ def render() -> str:
         sys.path.insert(0, str(ROOT))
     from shared.core.spec import ESTIMATORS, METRICS
 
-    out = ["| `[estimator] class` | scikit-learn module | tasks | scales numeric inputs unless `scale_numeric` says otherwise |", "|---|---|---|---|"]
+    out = ["| `[estimator] class` | scikit-learn module | tasks "
+           "| scales numeric inputs unless `scale_numeric` says otherwise |", "|---|---|---|---|"]
     out += [f"| `{name}` | `{module}` | {', '.join(tasks)} | {'yes' if scaled else 'no'} |"
             for name, (module, tasks, scaled) in ESTIMATORS.items()]
     out += ["", "| `[promotion] metric` | tasks | better |", "|---|---|---|"]

@@ -37,7 +37,9 @@ class RunStatus(TypedDict, total=False):
     schema_version: int
     model: str
     run_id: str
-    state: str  # training | trained | converted | registered | rollout | promoted | rejected | failed | quarantined | duplicate
+    # training | trained | converted | registered | rollout | promoted | rejected | failed
+    # | quarantined | duplicate
+    state: str
     dataset: DatasetRecord
     spec: dict[str, str]  # source, sha256
     created_at: float

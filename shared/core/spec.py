@@ -21,7 +21,8 @@ from shared.core.rollout_spec import RolloutSpec, parse_rollout
 
 TASKS = ("regression", "binary", "multiclass")
 #: What a missing categorical value is fed to the model as, in training and serving alike.
-#: Monitoring still tells the two apart (``shared.pipeline.data.Dataset.missing``, ``shared.serving.runtime.Batch.missing``).
+#: Monitoring still tells the two apart (``shared.pipeline.data.Dataset.missing``,
+#: ``shared.serving.runtime.Batch.missing``).
 MISSING_CATEGORY = ""
 #: Seconds a fit (or conversion) may run in its process: under the platform's 10-minute function timeout.
 DEFAULT_TIME_BUDGET_SECONDS = 540.0
@@ -198,7 +199,8 @@ def _check_keys(data: dict[str, Any], r: _Reader) -> None:
             raise r.fail(table, "must be a table")
         unknown = sorted(set(value) - ALLOWED_KEYS[table])
         if unknown:
-            raise r.fail(f"{table}.{unknown[0]}", f"is not a known key; allowed: {', '.join(sorted(ALLOWED_KEYS[table]))}")
+            raise r.fail(f"{table}.{unknown[0]}",
+                         f"is not a known key; allowed: {', '.join(sorted(ALLOWED_KEYS[table]))}")
 
 
 def parse_spec(text: str, source: str, expected_name: str | None = None) -> ModelSpec:

@@ -17,7 +17,8 @@ def _features(drift: dict[str, Any], checked: int) -> str:
     drifted = list(drift.get("drifted_features") or [])
     text = f"{len(drifted)} of {checked} feature{'s' if checked != 1 else ''} drifted"
     if drifted:
-        text += ": " + ", ".join(drifted[:NAMED]) + (f" and {len(drifted) - NAMED} more" if len(drifted) > NAMED else "")
+        more = f" and {len(drifted) - NAMED} more" if len(drifted) > NAMED else ""
+        text += ": " + ", ".join(drifted[:NAMED]) + more
     return f"{text}; dataset threshold {drift.get('threshold', 0):.0%}"
 
 

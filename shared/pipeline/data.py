@@ -114,7 +114,8 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
     if max_bytes is not None and declared > max_bytes:
         raise DatasetError(f"{filename} holds {declared:,} bytes of data once decompressed ({meta.num_rows:,} rows), "
                            f"over the limit of {max_bytes:,} bytes (setting MLOPS_MAX_DATASET_BYTES)")
-    text = [f.name for f in schema if _arrow_kind(f.type) in ("string", "binary") and not pa.types.is_dictionary(f.type)]
+    text = [f.name for f in schema
+            if _arrow_kind(f.type) in ("string", "binary") and not pa.types.is_dictionary(f.type)]
     batches, decoded = [], 0
     try:
         source = pq.ParquetFile(io.BytesIO(data), read_dictionary=text)

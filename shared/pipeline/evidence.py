@@ -116,7 +116,8 @@ def gather(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: Ma
         sets["exam"] = exam_rows
     # One frame, one run per version: scoring sessions are built once and run once, on each
     # distinct input once (with the default recency the exam repeats the hold-out's rows).
-    frame = pd.concat([f[[c for c in cols if c in f.columns]].assign(_set=k) for k, f in sets.items()], ignore_index=True)
+    frame = pd.concat([f[[c for c in cols if c in f.columns]].assign(_set=k) for k, f in sets.items()],
+                      ignore_index=True)
     unseen = in_holdout(frame[ROW_KEY].to_numpy(dtype=np.uint64), frac)
     codes, first = _distinct(frame, spec)
     distinct = frame.iloc[first]

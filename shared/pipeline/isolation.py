@@ -24,7 +24,8 @@ promote), run in a child process instead:
   permanence), so the caller's permanent/transient handling does not change; a child that
   dies without an answer (killed, out of memory) is ``WorkerCrashed``, a transient error.
 
-``Settings.fit_isolation`` ``inline`` (``MLOPS_FIT_ISOLATION=inline``) runs the stage in the calling process (for debugging).
+``Settings.fit_isolation`` ``inline`` (``MLOPS_FIT_ISOLATION=inline``) runs the stage in the
+calling process (for debugging).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ log = logging.getLogger("mlops.isolation")
 #: core; an idle core still runs the fit at full speed.
 CHILD_NICENESS = 19
 #: Imported once by the fork server, inherited by every child.
-PRELOAD = ["shared.pipeline.stages", "shared.pipeline.train", "shared.pipeline.data", "shared.core.profile", "sklearn.ensemble",
+PRELOAD = ["shared.pipeline.stages", "shared.pipeline.train", "shared.pipeline.data", "shared.core.profile",
+           "sklearn.ensemble",
            "sklearn.linear_model", "sklearn.pipeline", "sklearn.compose", "sklearn.model_selection",
            # the convert stage's: 0.8 s of imports per conversion otherwise
            "shared.pipeline.convert", "shared.pipeline.fast_trees", "skl2onnx", "onnxruntime"]
@@ -257,8 +259,8 @@ def run_isolated(target: str, *args: Any, budget_seconds: float, what: str, sett
         return getattr(importlib.import_module(module), name)(*args)
     ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child_conn, target, args, os.getpid(), settings.fit_priority), name=f"isolated {what}",
-                       daemon=True)
+    proc = ctx.Process(target=_child, args=(child_conn, target, args, os.getpid(), settings.fit_priority),
+                       name=f"isolated {what}", daemon=True)
     started = time.monotonic()
     proc.start()
     child_conn.close()
@@ -267,14 +269,13 @@ def run_isolated(target: str, *args: Any, budget_seconds: float, what: str, sett
     if pacer is not None:
         pacer.start()
     try:
-        if not parent_conn.poll(budget_seconds):
-            if proc.is_alive():
-                proc.kill()
-                proc.join(10)
-                raise BudgetExceeded(
-                    f"{what} ran past its time budget of {budget_seconds:g} s (spec key "
-                    f"'training.time_budget_seconds'); its process was ended",
-                    budget_seconds=budget_seconds)
+        if not parent_conn.poll(budget_seconds) and proc.is_alive():
+            proc.kill()
+            proc.join(10)
+            raise BudgetExceeded(
+                f"{what} ran past its time budget of {budget_seconds:g} s (spec key "
+                f"'training.time_budget_seconds'); its process was ended",
+                budget_seconds=budget_seconds)
         try:
             kind, payload = parent_conn.recv()
         except (EOFError, OSError):
@@ -376,8 +377,9 @@ def run_queue_stage(ctx, stage: str, msg):
     try:
         from shared.core.telemetry import current_traceparent
 
-        ok, run_id, detail = run_isolated("shared.pipeline.isolation:_stage_child", ctx.settings, stage, msg.to_outgoing().body,
-                                          current_traceparent(), budget_seconds=budget, settings=ctx.settings,
+        ok, run_id, detail = run_isolated("shared.pipeline.isolation:_stage_child", ctx.settings, stage,
+                                          msg.to_outgoing().body, current_traceparent(),
+                                          budget_seconds=budget, settings=ctx.settings,
                                           what=f"the {stage} stage of run {msg.model}/{msg.run_id}")
         return StageResult(ok, run_id, detail)
     except BudgetExceeded as exc:
@@ -403,8 +405,9 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     try:
         from shared.core.telemetry import current_traceparent
 
-        return run_isolated("shared.pipeline.isolation:train_child", ctx.settings, blob_name, etag, current_traceparent(),
-                            budget_seconds=budget, what=f"training on datasets/{blob_name}", settings=ctx.settings)
+        return run_isolated("shared.pipeline.isolation:train_child", ctx.settings, blob_name, etag,
+                            current_traceparent(), budget_seconds=budget, what=f"training on datasets/{blob_name}",
+                            settings=ctx.settings)
     except BudgetExceeded as exc:
         return False, *_record_over_budget(ctx, blob_name, exc)
 

@@ -151,7 +151,8 @@ class _Training:
     def earlier(self) -> Outcome | None:
         """Triggered again for the same blob and ETag: hand on the same message."""
         status = self.ctx.runs.status(self.model, self.run_id)
-        if not (status and "train" in status.get("stages", {}) and self.ctx.runs.exists(self.model, self.run_id, PIPELINE_PKL)):
+        if not (status and "train" in status.get("stages", {})
+                and self.ctx.runs.exists(self.model, self.run_id, PIPELINE_PKL)):
             return None
         record = self.ctx.runs.get_json(self.model, self.run_id, TRAIN_JSON)
         return Outcome("already trained; message re-sent", next_message=self._message(record["pipeline_sha256"]))
@@ -340,7 +341,8 @@ def handle_convert(ctx: Context, msg: RunMessage) -> Outcome:
     ctx.runs.put_json(model, run_id, CONVERT_JSON, record)
     nxt = RunMessage("converted", model, run_id, msg.correlation_id, artifact_sha256=record["onnx_sha256"])
     return Outcome(f"converted; parity max abs diff {report.max_abs_diff:.3g}",
-                   {"state": "converted", "stages": {"convert": {"seconds": convert_s}, "parity": {"seconds": parity_s}}},
+                   {"state": "converted",
+                    "stages": {"convert": {"seconds": convert_s}, "parity": {"seconds": parity_s}}},
                    nxt)
 
 
@@ -380,7 +382,8 @@ def handle_register(ctx: Context, msg: RunMessage) -> Outcome:
         "spec": train["spec"],
         "libraries": library_versions(),
         "code": code_version(ctx.settings.code_version),
-        "onnx": {"file": MODEL_ONNX, "sha256": conv["onnx_sha256"], "bytes": conv["onnx_bytes"], "opsets": conv["opsets"]},
+        "onnx": {"file": MODEL_ONNX, "sha256": conv["onnx_sha256"], "bytes": conv["onnx_bytes"],
+                 "opsets": conv["opsets"]},
         "profile": {"file": PROFILE_JSON, "sha256": train["profile_sha256"]},
         "input_schema": input_schema(spec, onnx_bytes),
         "target": spec.target,
@@ -390,7 +393,8 @@ def handle_register(ctx: Context, msg: RunMessage) -> Outcome:
     }
     ctx.registry.commit(model, version, onnx_bytes, manifest, extra={PROFILE_JSON: profile_bytes})
     return Outcome(f"registered as version {version}",
-                   {"state": "registered", "version": version, "stages": {"register": {"seconds": time.perf_counter() - t0}}},
+                   {"state": "registered", "version": version,
+                    "stages": {"register": {"seconds": time.perf_counter() - t0}}},
                    RunMessage("registered", model, run_id, msg.correlation_id, version=version))
 
 
@@ -420,12 +424,15 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
     for _ in range(max_attempts):
         current = ctx.registry.alias(model, PRODUCTION)
         if current is not None and current.version == version:
-            verdict = promotion.decide(promotion.Rule.of(spec), candidate, promotion.Version(version), promotion.Evidence(()))
+            verdict = promotion.decide(promotion.Rule.of(spec), candidate, promotion.Version(version),
+                                       promotion.Evidence(()))
         else:
             champion = None
             if current is not None:
-                champion = promotion.Version(current.version, ctx.registry.manifest(model, current.version)["input_schema"])
-            evidence = gather(ctx, spec, model, version, manifest, holdout, exam_rows, current.version if current else None)
+                champion = promotion.Version(current.version,
+                                             ctx.registry.manifest(model, current.version)["input_schema"])
+            evidence = gather(ctx, spec, model, version, manifest, holdout, exam_rows,
+                              current.version if current else None)
             verdict = promotion.decide(promotion.Rule.of(spec), candidate, champion, evidence)
         hold = verdict.sets.get("holdout") or {}
         promoted, reason = verdict.promoted, verdict.reason

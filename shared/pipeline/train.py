@@ -120,7 +120,8 @@ def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFr
             f"(too few distinct rows for a hold-out fraction of {spec.holdout_fraction})"
         )
     if spec.is_classifier:
-        counts = pd.DataFrame({"train": train[spec.target].value_counts(), "holdout": holdout[spec.target].value_counts()})
+        counts = pd.DataFrame({"train": train[spec.target].value_counts(),
+                               "holdout": holdout[spec.target].value_counts()})
         counts = counts.fillna(0).astype(int)
         short = counts[(counts["train"] == 0) | (counts["holdout"] == 0)]
         if len(short):

@@ -84,7 +84,8 @@ class Decision:
     contract_changes: tuple[str, ...] = ()
 
 
-def judge(rule: Rule, candidate: float, champion: float | None, where: str = "the candidate's hold-out") -> tuple[bool, str]:
+def judge(rule: Rule, candidate: float, champion: float | None,
+          where: str = "the candidate's hold-out") -> tuple[bool, str]:
     """The rule on one set of rows: clear the floor; then be no worse than production by the margin."""
     metric, higher = rule.metric, rule.higher_is_better
     clears_floor = candidate >= rule.floor if higher else candidate <= rule.floor
@@ -121,7 +122,8 @@ def decide(rule: Rule, candidate: Version, champion: Version | None, evidence: E
         entry: DecisionSet = {"rows": scores.rows, "rows_total": scores.rows_total,
                               "candidate": scores.candidate, "production": scores.production}
         if scores.candidate is None:
-            entry.update(passed=None, reason=f"no rows of {scores.label} that neither version trained on could be scored")
+            entry.update(passed=None,
+                         reason=f"no rows of {scores.label} that neither version trained on could be scored")
         else:
             ok, why = judge(rule, scores.candidate[rule.metric],
                             scores.production[rule.metric] if scores.production else None,

@@ -152,7 +152,8 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
         ratio = e.candidate_p99_ms / e.production_p99_ms
     out.append(Check("latency_ratio", ratio, spec.max_latency_ratio,
                      (ratio > spec.max_latency_ratio) if enough and ratio is not None else None,
-                     f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} ({e.latency_source})"))
+                     f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} "
+                     f"({e.latency_source})"))
     paired_enough = e.paired_rows >= spec.min_rows
     out.append(Check("divergence", e.divergence, spec.max_divergence,
                      (e.divergence > spec.max_divergence) if paired_enough and e.divergence is not None else None,
@@ -222,7 +223,8 @@ def decide(state: RolloutState, evidence: RolloutEvidence, spec: RolloutSpec, no
     if state.mode == "shadow":
         return wait(f"shadow mode: clean with {rows} rows over {baked:.0f} s; a person decides (promote-now)")
     if state.step + 1 >= len(state.steps):
-        reason = f"promoting: step {state.step + 1} ({label}), the last, passed clean with {rows} rows over {baked:.0f} s"
+        reason = (f"promoting: step {state.step + 1} ({label}), the last, passed clean with {rows} rows "
+                  f"over {baked:.0f} s")
         return RolloutDecision(PROMOTE, replace(state, status=PROMOTING, updated_at=now, reason=reason), reason,
                                found, evidence)
     nxt_label = step_label(state.steps[state.step + 1])

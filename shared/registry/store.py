@@ -107,7 +107,8 @@ class Registry:
             raise NotFound(f"Model Version (name={model}, version={version}) has no reference profile")
         blob = self.storage.get(CONTAINER, self._v(model, version, entry["file"]))
         if hashlib.sha256(blob.data).hexdigest() != entry["sha256"]:
-            raise IntegrityError(f"Model Version (name={model}, version={version}): profile.json does not match its manifest")
+            raise IntegrityError(f"Model Version (name={model}, version={version}): "
+                                 "profile.json does not match its manifest")
         return json.loads(blob.data)
 
     def version_for_run(self, model: str, run_id: str) -> int | None:

@@ -15,4 +15,5 @@ from shared.serving.runtime import ModelServer
 def predict(server: ModelServer, model: str, payload: Any, version: int | None = None) -> dict[str, Any]:
     """``payload`` (any of the native body's forms) run on the version ``server`` routes to."""
     loaded = server.route(model, version)
-    return native.encode(server.run(loaded, native.parse_payload(payload, loaded.schema, server.settings.max_batch_rows)))
+    batch = native.parse_payload(payload, loaded.schema, server.settings.max_batch_rows)
+    return native.encode(server.run(loaded, batch))

@@ -40,7 +40,8 @@ def payloads(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 def main() -> None:
     url, key, rows_path = sys.argv[1:4]
-    given = json.loads(open(rows_path).read())
+    with open(rows_path) as f:
+        given = json.load(f)
     frame = pd.DataFrame(given["records"])
     base = f"{url}/api/models/{given['model']}"
     out: dict = {}

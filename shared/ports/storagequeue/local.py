@@ -45,7 +45,8 @@ class LocalStorageQueues:
                 record = json.loads(path.read_text())
             except FileNotFoundError:  # removed by another process meanwhile
                 continue
-            out.append(QueueMessage(record["id"], decode(record["text"]), record["inserted_on"], record["dequeue_count"]))
+            out.append(QueueMessage(record["id"], decode(record["text"]), record["inserted_on"],
+                                    record["dequeue_count"]))
         return out
 
     def remove(self, queue: str, message_id: str) -> bool:

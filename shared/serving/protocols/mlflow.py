@@ -71,7 +71,8 @@ def _csv_columns(text: str, schema: Schema) -> dict[str, list]:
         raise InvalidRequest(f"the CSV header names column '{twice}' twice", field=twice)
     for i, row in enumerate(reader):
         if len(row) != len(header):
-            raise InvalidRequest(f"row {i}: the CSV row has {len(row)} cells, the header {len(header)}", field="body", row=i)
+            raise InvalidRequest(f"row {i}: the CSV row has {len(row)} cells, the header {len(header)}",
+                                 field="body", row=i)
         for name, cell in zip(header, row):
             if name in numeric_set:
                 if cell == "":
@@ -154,5 +155,5 @@ def request_schema(schema: Schema | None, max_rows: int, classifier: bool | None
     from shared.serving.protocols.tabular import body
 
     fns = list(PREDICT_FNS) if classifier is not False else ["predict"]
-    return body(schema, max_rows, {"params": {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}},
-                open_columns=True)
+    params = {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}
+    return body(schema, max_rows, {"params": params}, open_columns=True)

@@ -109,11 +109,13 @@ def _columnar(inputs: Any, field_name: str, names: tuple[str, ...], numeric: tup
 
 def _split(frame: Any, names: tuple[str, ...], numeric: tuple[str, ...], strings: tuple[str, ...],
            ignore: bool = False) -> Parsed:
-    if not isinstance(frame, dict) or not isinstance(frame.get("columns"), list) or not isinstance(frame.get("data"), list):
+    if (not isinstance(frame, dict) or not isinstance(frame.get("columns"), list)
+            or not isinstance(frame.get("data"), list)):
         raise InvalidRequest("'dataframe_split' needs 'columns' and 'data' lists", field="dataframe_split")
     extra = sorted(set(frame) - {"columns", "data", "index"})  # pandas' split orient; the index is ignored
     if extra:
-        raise InvalidRequest(f"'dataframe_split' has an unexpected key '{extra[0]}'", field=f"dataframe_split.{extra[0]}")
+        raise InvalidRequest(f"'dataframe_split' has an unexpected key '{extra[0]}'",
+                             field=f"dataframe_split.{extra[0]}")
     if not isinstance(frame.get("index", []), list):
         raise InvalidRequest("'dataframe_split.index' must be a list", field="dataframe_split.index")
     cols = frame["columns"]

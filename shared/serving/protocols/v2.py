@@ -103,7 +103,8 @@ def _bytes_elements(name: str, raw: bytes, rows: int) -> list[str]:
         try:
             out.append(raw[at:at + n].decode())
         except UnicodeDecodeError:
-            raise InvalidRequest(f"row {len(out)}: tensor '{name}' is not UTF-8 text", field=name, row=len(out)) from None
+            raise InvalidRequest(f"row {len(out)}: tensor '{name}' is not UTF-8 text", field=name,
+                                 row=len(out)) from None
         at += n
     if at != len(raw):
         raise InvalidRequest(f"tensor '{name}': binary data holds more than {rows} elements", field=name)
@@ -195,7 +196,8 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
         if name not in offsets:
             data = _flat(name, t.get("data"))
             if n_rows != len(data):
-                raise InvalidRequest(f"tensor '{name}': shape says {n_rows} rows but 'data' has {len(data)}", field=name)
+                raise InvalidRequest(f"tensor '{name}': shape says {n_rows} rows but 'data' has {len(data)}",
+                                     field=name)
         if rows is None:
             rows = n_rows
         elif n_rows != rows:
@@ -245,7 +247,7 @@ def _requested_outputs(outputs: Any) -> list[tuple[str, bool]] | None:
         if not isinstance(params, dict) or type(params.get("binary_data", False)) is not bool:
             raise InvalidRequest(f"'outputs[{i}].parameters' must be an object whose 'binary_data' is true or false",
                                  field=f"outputs[{i}]")
-        out.append((o["name"], params["binary_data"] if "binary_data" in params else False))
+        out.append((o["name"], params.get("binary_data", False)))
     return out
 
 
