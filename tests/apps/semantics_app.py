@@ -43,7 +43,8 @@ def tick(timer: func.TimerRequest) -> None:
 @app.function_name("open_route")
 @app.route(route="open/{item}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def open_route(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps({"item": req.route_params["item"], "q": req.params.get("q")}), mimetype="application/json")
+    return func.HttpResponse(json.dumps({"item": req.route_params["item"], "q": req.params.get("q")}),
+                             mimetype="application/json")
 
 
 @app.function_name("keyed_route")

@@ -144,7 +144,8 @@ def test_the_pipeline_identity_owns_exactly_its_trigger_queues_for_target_based_
     assert not set(receives) & set(sends)  # Owner includes Send: no second grant on those queues
     # the app's trigger queues are exactly the queues its Service Bus triggers listen to
     from tests.deploy.test_infra import app_settings, indexed, template_queues
-    triggered = {b["queueName"] for b in indexed("pipeline", app_settings("pipeline")) if b["type"] == "serviceBusTrigger"}
+    triggered = {b["queueName"] for b in indexed("pipeline", app_settings("pipeline"))
+                 if b["type"] == "serviceBusTrigger"}
     assert {template_queues()[q.split(".")[1]] for q in receives} == triggered
     # the operator's Receiver is for dead letters, not an app identity's
     receiver_uses = [m.start() for m in re.finditer(r"roleIds\.serviceBusDataReceiver", roles)]

@@ -58,7 +58,8 @@ def test_every_repository_path_the_pages_name_exists():
     for page in [ROOT / "README.md", *PAGES]:
         for span in re.findall(r"`([^`\s]+)`", page.read_text()):
             path = span.split(":")[0].rstrip(".,")
-            if re.match(r"(shared|functions|devhost|tests|bench|infra|models|docs)/[\w./-]+$", path) and "<" not in path:
+            if (re.match(r"(shared|functions|devhost|tests|bench|infra|models|docs)/[\w./-]+$", path)
+                    and "<" not in path):
                 named.add(path)
     missing = sorted(p for p in named if not (ROOT / p).exists() and not (ROOT / p.rsplit(".", 1)[0]).exists()
                      and not (ROOT / (p.rsplit(".", 1)[0].replace(".", "/") + ".py")).exists())

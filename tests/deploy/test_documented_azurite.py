@@ -1,5 +1,6 @@
-"""The documented Azurite command (docs/operating.md, "On Azurite") works as written: Azurite from it, the storage SDKs (blob and
-queue) through the settings it gives, and the local host started on them."""
+"""The documented Azurite command (docs/operating.md, "On Azurite") works as written: Azurite
+from it, the storage SDKs (blob and queue) through the settings it gives, and the local host
+started on them."""
 from __future__ import annotations
 
 import shlex

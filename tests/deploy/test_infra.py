@@ -206,7 +206,8 @@ def test_the_event_grid_subscription_feeds_the_blob_trigger():
 def test_no_connection_string_or_key_is_written_in_the_templates():
     for path in sorted(bicep.INFRA.rglob("*.bicep")):
         text = path.read_text()
-        for secret in ("AccountKey=", "SharedAccessKey", "listConnectionStrings", "listAccountSas", "InstrumentationKey="):
+        for secret in ("AccountKey=", "SharedAccessKey", "listConnectionStrings", "listAccountSas",
+                       "InstrumentationKey="):
             assert secret not in text, f"{path.name}: {secret}"
         keys = re.findall(r"listKeys\([^)]*\)[.\w]*", text)
         # The one exception the platform leaves: Event Grid's webhook into the blobs extension

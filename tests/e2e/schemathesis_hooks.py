@@ -24,7 +24,8 @@ from shared.core.spec import SpecCatalog
 
 # The models folder the host under test reads (the tests' copy of the examples, by MLOPS_MODELS_DIR).
 _SPECS = SpecCatalog(Settings.from_env(os.environ).models_dir)
-_KINDS = {name: {**{c: "float" for c in _SPECS.get(name).numeric}, **{c: "string" for c in _SPECS.get(name).categorical}}
+_KINDS = {name: {**{c: "float" for c in _SPECS.get(name).numeric},
+                 **{c: "string" for c in _SPECS.get(name).categorical}}
           for name in _SPECS.names()}
 
 
@@ -48,7 +49,8 @@ def _tabular(body: dict, kinds: dict[str, str]) -> bool:
         rows = [row for row in split.get("data") or [] if isinstance(row, list)]
         if not set(kinds) <= set(columns) or any(len(row) != len(columns) for row in rows):
             return False
-        return all(_fits(kinds.get(c, "float"), v) for row in rows for c, v in zip(columns, row) if not kinds or c in kinds)
+        return all(_fits(kinds.get(c, "float"), v)
+                   for row in rows for c, v in zip(columns, row) if not kinds or c in kinds)
     return True
 
 

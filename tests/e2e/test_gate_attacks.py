@@ -44,7 +44,8 @@ class Site:
         """Drop ``frame`` as ``file``; wait for its quarantine record and check production is untouched."""
         before = (self.registry.versions("wind_power"), self.t03())
         self.storage.put("datasets", f"wind_power/{file}", to_parquet(frame))
-        wait_for(lambda: self.storage.head("quarantine", f"wind_power/{file}.json"), 60, f"quarantine of {file}", self.host)
+        wait_for(lambda: self.storage.head("quarantine", f"wind_power/{file}.json"), 60, f"quarantine of {file}",
+                 self.host)
         record = json.loads(self.storage.get("quarantine", f"wind_power/{file}.json").data)
         for fragment in fragments:
             assert fragment in record["reason"], record["reason"]
@@ -166,9 +167,13 @@ def test_fake_feedback_cannot_move_production(site):
     assert len(retrain) == 1
     frame = pd.read_parquet(site.data_dir / "blobs" / "datasets" / retrain[0].name)
     assert (frame["_origin"] == "feedback").sum() == sent  # the 100 made-up request ids never got in
-    version = wait_for(lambda: max(site.registry.versions("wind_power")) if len(site.registry.versions("wind_power")) > 1
-                       and site.storage.head("registry", f"wind_power/decisions/{max(site.registry.versions('wind_power'))}.json")
-                       else None, 180, "the retrained version's decision", site.host)
+    def decided_retrain() -> int | None:
+        versions = site.registry.versions("wind_power")
+        if len(versions) > 1 and site.storage.head("registry", f"wind_power/decisions/{max(versions)}.json"):
+            return max(versions)
+        return None
+
+    version = wait_for(decided_retrain, 180, "the retrained version's decision", site.host)
     decision = json.loads(site.storage.get("registry", f"wind_power/decisions/{version}.json").data)
     assert decision["promoted"] is False and decision["exam_source"] is False
     # It may even win on its own hold-out (made partly of the forged rows); it loses on the exam.

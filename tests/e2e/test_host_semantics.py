@@ -114,9 +114,11 @@ def test_admin_endpoint_runs_a_non_http_function_now(env):
     assert r.status_code == 202
     wait_for(lambda: any(json.loads(m)["body"] == "now" for m in marks(storage, "queue")), 10, "the admin run", host)
     storage.put("inbox", "manual.txt", b"m")
-    r = httpx.post(f"{host.url}/admin/functions/inbox", json={"input": "inbox/manual.txt"}, headers={"x-functions-key": MASTER})
+    r = httpx.post(f"{host.url}/admin/functions/inbox", json={"input": "inbox/manual.txt"},
+                   headers={"x-functions-key": MASTER})
     assert r.status_code == 202
-    assert httpx.post(f"{host.url}/admin/functions/nope", json={}, headers={"x-functions-key": MASTER}).status_code == 404
+    nope = httpx.post(f"{host.url}/admin/functions/nope", json={}, headers={"x-functions-key": MASTER})
+    assert nope.status_code == 404
 
 
 def test_each_invocation_is_logged_in_one_line(env):

@@ -20,7 +20,8 @@ ROWS = cancer().drop(columns="target").head(2).to_dict("records")
 
 
 def test_no_request_fails_and_every_answer_comes_from_a_production_version(tmp_path):
-    host = HostProcess(tmp_path / "data", env={"MLOPS_ALIAS_CHECK_SECONDS": str(INTERVAL)}, args=["--quiet-http"]).start()
+    host = HostProcess(tmp_path / "data", env={"MLOPS_ALIAS_CHECK_SECONDS": str(INTERVAL)},
+                       args=["--quiet-http"]).start()
     try:
         storage = LocalStorage(tmp_path / "data" / "blobs")
         registry = Registry(storage)
@@ -34,7 +35,8 @@ def test_no_request_fails_and_every_answer_comes_from_a_production_version(tmp_p
 
         def set_production(version: int) -> None:
             before = time.monotonic()
-            r = admin.put("/api/models/breast_cancer/aliases/production", json={"version": version, "reason": "hot swap test"})
+            r = admin.put("/api/models/breast_cancer/aliases/production",
+                          json={"version": version, "reason": "hot swap test"})
             assert r.status_code == 200, r.text
             timeline.append((before, time.monotonic(), version))
 
@@ -71,7 +73,8 @@ def test_no_request_fails_and_every_answer_comes_from_a_production_version(tmp_p
             moved = timeline[-1][1]
             # The promotion is visible once a request that starts after it answers with it.
             probe = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=10)
-            while probe.post("/api/models/breast_cancer/predict", json={"instances": ROWS}).json()["version"] != version:
+            predict = "/api/models/breast_cancer/predict"
+            while probe.post(predict, json={"instances": ROWS}).json()["version"] != version:
                 assert time.monotonic() - moved < 10
             lags.append(time.monotonic() - moved)
         time.sleep(0.3)

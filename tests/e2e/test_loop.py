@@ -13,7 +13,8 @@ from tests.e2e.hostproc import FKEY, MASTER, HostProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
-WIND_ROW = {"wind_speed": 11.0, "wind_direction": 215.0, "air_temperature": 12.0, "air_density": 1.23, "turbine_id": "T02"}
+WIND_ROW = {"wind_speed": 11.0, "wind_direction": 215.0, "air_temperature": 12.0, "air_density": 1.23,
+            "turbine_id": "T02"}
 
 
 def run_loop(host: HostProcess, storage) -> None:
@@ -24,9 +25,11 @@ def run_loop(host: HostProcess, storage) -> None:
 
     storage.put("datasets", "wind_power/summer.parquet", to_parquet(wind(4000, seed=11)))
     storage.put("datasets", "breast_cancer/cancer.csv", to_csv(cancer()))
-    wait_for(lambda: registry.alias("wind_power") and registry.alias("breast_cancer"), 120, "both production aliases", host)
+    wait_for(lambda: registry.alias("wind_power") and registry.alias("breast_cancer"), 120,
+             "both production aliases", host)
 
-    resp = client.post("/api/models/wind_power/predict", json={"instances": [WIND_ROW, {**WIND_ROW, "wind_speed": 2.0}]})
+    resp = client.post("/api/models/wind_power/predict",
+                       json={"instances": [WIND_ROW, {**WIND_ROW, "wind_speed": 2.0}]})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["version"] == 1 and len(body["predictions"]) == 2
@@ -61,7 +64,8 @@ def test_loop_on_the_embedded_backends(tmp_path):
 def test_loop_on_azurite(tmp_path, azurite):
     from shared.ports.storage.azure import AzureBlobStorage
 
-    host = HostProcess(tmp_path / "data", env={"MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string}).start()
+    host = HostProcess(tmp_path / "data",
+                       env={"MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string}).start()
     try:
         run_loop(host, AzureBlobStorage.from_connection_string(azurite.connection_string))
         # Secrets come from settings and never reach the logs.

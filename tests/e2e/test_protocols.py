@@ -31,7 +31,8 @@ WIND_X = wind(200, seed=7).drop(columns="power_kw")
 def served(tmp_path_factory, example_models):
     """A host over a registry with wind_power v1 and breast_cancer v1 and v2 (production on 1)."""
     data = tmp_path_factory.mktemp("protocols") / "data"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data),
+                                                   "MLOPS_MODELS_DIR": str(example_models)}))
     drop(ctx, "wind_power", "w.parquet", to_parquet(wind(2000, seed=1)))
     drop(ctx, "breast_cancer", "a.csv", to_csv(CANCER))
     drain(ctx)
@@ -40,7 +41,8 @@ def served(tmp_path_factory, example_models):
     assert ctx.registry.versions("breast_cancer") == [1, 2]
     current = ctx.registry.alias("breast_cancer")
     if current.version != 1:
-        ctx.registry.move_alias("breast_cancer", PRODUCTION, 1, expected=current, event="rollback", reason="t", actor="t")
+        ctx.registry.move_alias("breast_cancer", PRODUCTION, 1, expected=current, event="rollback", reason="t",
+                                actor="t")
     # 100 rows per request at most: the document's maxItems follow (so a schema-valid body stays
     # under MLOPS_MAX_REQUEST_BYTES), and schemathesis' boundary cases stay small.
     host = HostProcess(data, env={"MLOPS_INFERENCE_LOG_SAMPLE": "0", "MLOPS_MAX_BATCH_ROWS": "100"}).start()
@@ -141,7 +143,8 @@ def test_tritonclient_errors_are_the_protocols_shape(served):
         client.infer("breast_cancer", triton_inputs(frame, schema)[:-1], headers={"x-functions-key": FKEY})
     assert err.value.status() == "400" and "missing input tensor" in err.value.message()
     with pytest.raises(InferenceServerException) as err:
-        client.infer("breast_cancer", triton_inputs(frame, schema), model_version="7", headers={"x-functions-key": FKEY})
+        client.infer("breast_cancer", triton_inputs(frame, schema), model_version="7",
+                     headers={"x-functions-key": FKEY})
     assert err.value.status() == "404" and "version=7" in err.value.message()
     with pytest.raises(InferenceServerException) as err:
         client.infer("breast_cancer", triton_inputs(frame, schema))  # no key: the host's refusal, same shape
@@ -236,7 +239,8 @@ def test_mlflow_ping_and_errors(served):
     refused = client.post("/api/models/breast_cancer/invocations", content=b"a=1",
                           headers={"content-type": "application/x-www-form-urlencoded"})
     assert refused.status_code == 415 and "text/csv" in refused.json()["message"]
-    bad = client.post("/api/models/wind_power/invocations", content=b"wind_speed\n3\n", headers={"content-type": "text/csv"})
+    bad = client.post("/api/models/wind_power/invocations", content=b"wind_speed\n3\n",
+                      headers={"content-type": "text/csv"})
     assert bad.status_code == 400 and "missing field" in bad.json()["message"]
     # Parquet, as MLflow's scoring server also reads it (pandas writes it; MLflow has no writer).
     import io
@@ -247,8 +251,10 @@ def test_mlflow_ping_and_errors(served):
     parquet = client.post("/api/models/wind_power/invocations", content=buf.getvalue(),
                           headers={"content-type": "application/vnd.apache.parquet"})
     assert parquet.status_code == 200, parquet.text
-    assert np.array_equal(np.asarray(parquet.json()["predictions"], np.float32), expected(ctx, "wind_power", 1, frame)[0].ravel())
-    junk = client.post("/api/models/wind_power/invocations", content=b"PAR1 no", headers={"content-type": "application/vnd.apache.parquet"})
+    assert np.array_equal(np.asarray(parquet.json()["predictions"], np.float32),
+                          expected(ctx, "wind_power", 1, frame)[0].ravel())
+    junk = client.post("/api/models/wind_power/invocations", content=b"PAR1 no",
+                       headers={"content-type": "application/vnd.apache.parquet"})
     assert junk.status_code == 400 and "not a Parquet table" in junk.json()["message"]
 
 
@@ -279,7 +285,8 @@ def test_invocations_ignores_columns_the_model_does_not_use_and_predict_refuses_
     plain = client.post("/api/models/breast_cancer/invocations", json={"dataframe_split": json.loads(
         CANCER_X.head(8).to_json(orient="split"))})
     assert plain.status_code == 200 and "x-ignored-columns" not in plain.headers
-    refused = client.post("/api/models/breast_cancer/predict", json={"instances": with_target.to_dict(orient="records")})
+    refused = client.post("/api/models/breast_cancer/predict",
+                          json={"instances": with_target.to_dict(orient="records")})
     assert refused.status_code == 400 and refused.json()["error"]["message"] == "row 0: unexpected field 'target'"
     # A column named twice is refused, naming it, on both routes (v2 refuses an input given twice).
     twice = {"columns": [*split["columns"], "mean_radius"], "data": [[*row, 1.0] for row in split["data"]]}

@@ -60,9 +60,9 @@ def test_blob_and_queue_functions_carry_a_run_to_production(ctx):
     run_blob(ctx, "breast_cancer/b.csv", to_csv(cancer()))
     drive_queues(ctx)
     assert ctx.registry.alias("breast_cancer").version == 1
+    rows = cancer().drop(columns="target").head(3).to_dict("records")
     resp = user(http_api.predict)(http("POST", "/api/models/breast_cancer/predict",
-                                       json.dumps({"instances": cancer().drop(columns="target").head(3).to_dict("records")}).encode(),
-                                       name="breast_cancer"))
+                                       json.dumps({"instances": rows}).encode(), name="breast_cancer"))
     assert resp.status_code == 200
     body = json.loads(resp.get_body())
     assert body["version"] == 1 and len(body["predictions"]) == 3

@@ -106,11 +106,13 @@ def test_the_jobs_entry_point_trains_from_blob_storage_and_hands_on_once(azurite
     # no other test's run of the same data makes this one a duplicate.
     frame = cancer().assign(test_marker=uuid.uuid4().hex)
     info = ctx.storage.put("datasets", "breast_cancer/azureml.csv", to_csv(frame))
-    run = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}, **env, "MLOPS_FIT_ISOLATION": "inline"}
+    run = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}, **env,
+           "MLOPS_FIT_ISOLATION": "inline"}
     outs = []
     for _ in range(2):  # the job submitted twice, or run after a local fit: one run, one message
-        done = subprocess.run([sys.executable, "-m", "shared.pipeline.fit_job", "--dataset", "breast_cancer/azureml.csv",
-                               "--etag", info.etag], cwd=ROOT, env=run, capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-m", "shared.pipeline.fit_job",
+                               "--dataset", "breast_cancer/azureml.csv", "--etag", info.etag],
+                              cwd=ROOT, env=run, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         outs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     run_id = run_id_for("breast_cancer", "azureml.csv", info.etag)

@@ -51,8 +51,9 @@ def test_a_dead_lettered_event_is_listed_replayed_and_its_dataset_trained(azurit
             results.append(P.handle_dataset(ctx, blob.name.split("/", 1)[1]))
 
     container, pattern = compile_path("datasets/breast_cancer/undelivered.csv")
-    runner = BlobTriggerRunner(ctx.storage, ctx.storage_queues, [BlobFunction("train", "blob", container, pattern, train)],
-                               Invoker(), host_id="mlops-pipeline", retry_base_seconds=0.0)
+    runner = BlobTriggerRunner(ctx.storage, ctx.storage_queues,
+                               [BlobFunction("train", "blob", container, pattern, train)], Invoker(),
+                               host_id="mlops-pipeline", retry_base_seconds=0.0)
     # Event Grid's source delivers only events: with the event dead-lettered, the trigger never ran
     # for this ETag. Stand that in with a receipt for it, as if the scan had passed it by.
     runner.poll_once(wait=True)

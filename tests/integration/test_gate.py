@@ -19,7 +19,8 @@ def _decision(ctx, version: int) -> dict:
 
 
 @pytest.mark.parametrize("recent_datasets,promoted", [(1, True), (2, False)])
-def test_a_winter_model_wins_when_winter_data_arrives_unless_the_exam_keeps_summer(ctx, tmp_path, recent_datasets, promoted):
+def test_a_winter_model_wins_when_winter_data_arrives_unless_the_exam_keeps_summer(ctx, tmp_path, recent_datasets,
+                                                                                   promoted):
     """Both ways: with the default recency (the newest dataset) the winter candidate, better on
     winter rows, replaces the summer model; an exam that also keeps the summer hold-out (and
     is mostly summer rows) holds it back, and the decision says it was the exam."""

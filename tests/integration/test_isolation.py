@@ -53,9 +53,11 @@ def slow_spec_ctx(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     text = (ROOT / "models" / "wind_power.toml").read_text()
-    text = text.replace("n_estimators = 60", "n_estimators = 400").replace("min_rows = 200", "min_rows = 200\ntime_budget_seconds = 1")
+    text = text.replace("n_estimators = 60", "n_estimators = 400")
+    text = text.replace("min_rows = 200", "min_rows = 200\ntime_budget_seconds = 1")
     (models / "wind_power.toml").write_text(text)
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(models)}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"),
+                                                   "MLOPS_MODELS_DIR": str(models)}))
     yield ctx
     ctx.close()
 
@@ -196,7 +198,8 @@ def registered(tmp_path):
     models.mkdir()
     spec = models / "breast_cancer.toml"
     spec.write_text((ROOT / "models" / "breast_cancer.toml").read_text())
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"), "MLOPS_MODELS_DIR": str(models)}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"),
+                                                   "MLOPS_MODELS_DIR": str(models)}))
     assert drop(ctx, "breast_cancer", "b.csv", to_csv(cancer())).ok
     for queue, stage in ((ctx.settings.queue_convert, "convert"), (ctx.settings.queue_register, "register")):
         [m] = ctx.bus.receive(queue)

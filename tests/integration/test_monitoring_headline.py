@@ -63,6 +63,7 @@ def test_headlines_of_each_verdict():
              "prediction_drift": {"drifted": False}}
     assert headline(quiet) == "ok — 0 of 8 features drifted; dataset threshold 50%"
     degraded = {**base, "verdict": "degraded",
-                "performance": {"degraded": True, "metric": "roc_auc", "value": 0.81234, "rows": 250, "reference": 0.97}}
+                "performance": {"degraded": True, "metric": "roc_auc", "value": 0.81234, "rows": 250,
+                                "reference": 0.97}}
     assert headline(degraded) == ("degraded — roc_auc 0.8123 on 250 labelled rows against 0.97 at hold-out; "
                                   "too few rows for drift (40 of 100)")

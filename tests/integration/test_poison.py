@@ -128,7 +128,8 @@ def test_replaying_a_poisoned_blob_that_changed_or_vanished_says_so(actx):
 @pytest.mark.parametrize(("args", "message"), [
     (["replay", "poison", "no-such-id"], "ops: no poisoned blob with id 'no-such-id' in webjobs-blobtrigger-poison"),
     (["replay", "dead-letter", "model-convert", "99"], "ops: no dead letter with sequence number 99 in model-convert"),
-    (["replay", "dead-letter", "model-convert", "twelve"], "ops: a dead letter is named by its sequence number, not 'twelve'"),
+    (["replay", "dead-letter", "model-convert", "twelve"],
+     "ops: a dead letter is named by its sequence number, not 'twelve'"),
     (["replay", "dead-letter", "no-such-queue", "1"], "ops: 'no-such-queue' is not one of the app's queues"),
 ])
 def test_the_ops_command_answers_unknown_ids_in_one_line(args, message, tmp_path, azurite):

@@ -93,7 +93,8 @@ def _odd_frame(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     frame = pd.DataFrame(rng.normal(size=(rows, len(ODD_NUMERIC))), columns=ODD_NUMERIC)
     frame["cat/x"] = rng.choice(["u", "v", "w"], rows)
     frame["cat x"] = rng.choice(["p", "q"], rows)
-    frame["y"] = 3 * frame["a/b"] - 2 * frame["a_b"] + frame["é ü"] + (frame["cat/x"] == "u") * 4 + rng.normal(0, 0.1, rows)
+    frame["y"] = (3 * frame["a/b"] - 2 * frame["a_b"] + frame["é ü"] + (frame["cat/x"] == "u") * 4
+                  + rng.normal(0, 0.1, rows))
     return frame
 
 
@@ -173,8 +174,10 @@ def test_every_outcome_is_listed_with_its_reason(specs_ctx, tmp_path):
 def test_a_parity_refusal_is_a_failed_run_and_the_503_names_it(specs_ctx, tmp_path):
     ctx = specs_ctx
     text = (ROOT / "models" / "wind_power.toml").read_text()
-    text = text.replace('class = "RandomForestRegressor"', 'class = "HistGradientBoostingRegressor"\nscale_numeric = true')
-    text = text.replace("params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",
+    text = text.replace('class = "RandomForestRegressor"',
+                        'class = "HistGradientBoostingRegressor"\nscale_numeric = true')
+    text = text.replace("params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, "
+                        "random_state = 7 }",
                         "params = { max_iter = 50, random_state = 7 }")
     folder = tmp_path / "hgb"
     folder.mkdir()

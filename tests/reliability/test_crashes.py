@@ -17,7 +17,8 @@ from tests.e2e.hostproc import HostProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
-FAST_RECOVERY = {"MLOPS_BUS_LOCK_SECONDS": "2", "MLOPS_HOST_BLOB_LEASE_SECONDS": "2", "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.2"}
+FAST_RECOVERY = {"MLOPS_BUS_LOCK_SECONDS": "2", "MLOPS_HOST_BLOB_LEASE_SECONDS": "2",
+                 "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.2"}
 
 
 def check_registry_invariants(storage: LocalStorage, model: str) -> None:

@@ -34,12 +34,14 @@ QUEUES = ("model-convert", "model-register", "model-promote")
 def test_a_full_disk_heals_without_an_operator(tmp_path, example_models):
     data = tmp_path / "data"
     flag = tmp_path / "disk-full"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data),
+                                                   "MLOPS_MODELS_DIR": str(example_models)}))
     drop(ctx, "wind_power", "w1.parquet", to_parquet(wind(1000, seed=1)))
     drop(ctx, "breast_cancer", "b1.csv", to_csv(cancer()))
     drain(ctx)
     host = HostProcess(data, env={"MLOPS_FAULT_DISK_FULL_FILE": str(flag), "MLOPS_TRANSIENT_RETRY_SECONDS": "2",
-                                  "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.2", "MLOPS_HOST_BLOB_POLL_SECONDS": "0.2"}).start()
+                                  "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.2",
+                                  "MLOPS_HOST_BLOB_POLL_SECONDS": "0.2"}).start()
     bus = LocalBus(data / "bus.sqlite3")
     client = httpx.Client(base_url=host.url, timeout=30)
     try:

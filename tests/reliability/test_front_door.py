@@ -22,7 +22,8 @@ from tests.helpers import drain, drop
 
 pytestmark = pytest.mark.e2e
 
-WIND_ROW = {"wind_speed": 11.0, "wind_direction": 215.0, "air_temperature": 12.0, "air_density": 1.23, "turbine_id": "T02"}
+WIND_ROW = {"wind_speed": 11.0, "wind_direction": 215.0, "air_temperature": 12.0, "air_density": 1.23,
+            "turbine_id": "T02"}
 #: Wrong keys this module sends: none of them may appear in the host's log.
 WRONG_KEYS = ["wrong-key-secret-1", "é-secret-2"]
 HEADER_TIMEOUT = 2.0
@@ -32,7 +33,8 @@ MiB = 1024 * 1024
 @pytest.fixture(scope="module")
 def host(tmp_path_factory, example_models):
     data = tmp_path_factory.mktemp("front") / "data"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data),
+                                                   "MLOPS_MODELS_DIR": str(example_models)}))
     drop(ctx, "wind_power", "w.parquet", to_parquet(wind(1000, seed=1)))
     drain(ctx)
     ctx.close()
@@ -90,9 +92,11 @@ def rss_mb(pid: int) -> float:
                                    "/admin/functions/train", "/api/models"])
 def test_a_malformed_key_gets_a_json_401(host, route):
     method = b"GET" if route == "/api/models" else b"POST"
-    for query, header in [(b"?code=%C3%A9-secret-2", b""), (b"?code=%ff%fe", b""), (b"", b"x-functions-key: \xff\xfe\x80\r\n"),
+    for query, header in [(b"?code=%C3%A9-secret-2", b""), (b"?code=%ff%fe", b""),
+                          (b"", b"x-functions-key: \xff\xfe\x80\r\n"),
                           (b"", "x-functions-key: é-secret-2\r\n".encode()), (b"?code=wrong-key-secret-1", b"")]:
-        head = method + b" " + route.encode() + query + b" HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 2\r\n\r\n"
+        head = (method + b" " + route.encode() + query + b" HTTP/1.1\r\nHost: x\r\n" + header
+                + b"Content-Length: 2\r\n\r\n")
         status, headers, body = raw_request(host, head, b"{}")
         assert_json_error(status, body, 401, "UNAUTHORIZED")
         assert headers["content-type"] == "application/json"
@@ -109,8 +113,8 @@ def test_the_key_is_checked_before_the_body_is_read(host):
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_reading(host):
-    head = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\nx-functions-key: %s\r\nContent-Length: %d\r\n\r\n"
-            % (FKEY.encode(), 200 * MiB))
+    head = (b"POST /api/models/wind_power/predict HTTP/1.1\r\nHost: x\r\n"
+            b"x-functions-key: %s\r\nContent-Length: %d\r\n\r\n" % (FKEY.encode(), 200 * MiB))
     status, _, body = raw_request(host, head)
     err = assert_json_error(status, body, 413, "PAYLOAD_TOO_LARGE")
     assert "over the host limit" in err["message"]
@@ -197,15 +201,18 @@ def test_hostile_payloads_get_4xx_naming_the_field(host):
                        json={"dataframe_split": {"columns": [["wind_speed"], "b"], "data": [[1, 2]]}})
     assert resp.status_code == 400 and resp.json()["error"]["details"]["field"] == "dataframe_split.columns[0]"
     # A 4 MB string in a categorical field: refused, named, not echoed back.
-    resp = client.post("/api/models/wind_power/predict", json={"instances": [{**WIND_ROW, "turbine_id": "T" * 4_000_000}]})
+    resp = client.post("/api/models/wind_power/predict",
+                       json={"instances": [{**WIND_ROW, "turbine_id": "T" * 4_000_000}]})
     assert resp.status_code == 400 and resp.json()["error"]["details"] == {"field": "turbine_id", "row": 0}
     assert len(resp.content) < 1000
     # A 4 MB field name: refused, and the message quotes at most 200 characters of it.
-    resp = client.post("/api/models/wind_power/predict", content=json.dumps({"instances": [{**WIND_ROW, "k" * 4_000_000: 1}]}))
+    resp = client.post("/api/models/wind_power/predict",
+                       content=json.dumps({"instances": [{**WIND_ROW, "k" * 4_000_000: 1}]}))
     assert resp.status_code == 400 and len(resp.content) < 2000
     # JSON nested 100,000 deep to the admin route, and to predict.
     deep = b"[" * 100_000 + b"]" * 100_000
-    resp = httpx.post(f"{host.url}/admin/functions/monitor", headers={"x-functions-key": MASTER}, content=deep, timeout=30)
+    resp = httpx.post(f"{host.url}/admin/functions/monitor", headers={"x-functions-key": MASTER}, content=deep,
+                      timeout=30)
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "INVALID_REQUEST"
     resp = client.post("/api/models/wind_power/predict", content=deep)
     assert resp.status_code == 400
@@ -277,7 +284,8 @@ def test_long_strings_are_refused_and_memory_stays_bounded(host):
     assert statuses and set(statuses) == {400}
     assert grown < 100, f"RSS grew by {grown:.0f} MB"
     assert kept < 50, f"RSS stayed {kept:.0f} MB above where it was"
-    print(f"4 MB strings: {len(statuses)} requests, RSS peak growth {grown:.1f} MB, {kept:.1f} MB kept")  # shown with -s
+    # shown with -s
+    print(f"4 MB strings: {len(statuses)} requests, RSS peak growth {grown:.1f} MB, {kept:.1f} MB kept")
     health = httpx.get(f"{host.url}/api/health").json()
     assert health["inference_log"]["buffered_bytes"] <= health["inference_log"]["max_buffered_bytes"]
 

@@ -32,7 +32,8 @@ def test_a_run_survives_azurite_going_away_and_coming_back(tmp_path):
         azurite.stop()
         time.sleep(12)  # longer than the SDK's own retries: the platform's retries must carry the run
         azurite.start()  # same port, same folder: the data is still there
-        wait_for(lambda: storage.list("registry", "wind_power/decisions/"), 180, "the run to finish after the outage", host)
+        wait_for(lambda: storage.list("registry", "wind_power/decisions/"), 180, "the run to finish after the outage",
+                 host)
         registry = Registry(storage)
         assert registry.versions("wind_power") == [1]
         assert registry.alias("wind_power").version == 1

@@ -1,4 +1,5 @@
-"""Dead letters are listed and can be replayed by an operator command (poisoned blobs: tests/integration/test_poison.py)."""
+"""Dead letters are listed and can be replayed by an operator command (poisoned blobs:
+tests/integration/test_poison.py)."""
 from __future__ import annotations
 
 import os
@@ -43,7 +44,8 @@ def test_the_ops_command_lists_and_replays(ctx, tmp_path):
     msg = RunMessage("trained", "wind_power", "abc", "c").to_outgoing()
     kill_message(ctx, ctx.settings.queue_convert, msg.body, msg.message_id)
     env = {**os.environ, "MLOPS_DATA_DIR": str(ctx.settings.data_dir)}
-    out = subprocess.run([sys.executable, "-m", "ops", "list"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "ops", "list"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True)
     assert "dead-letter" in out.stdout and "MaxDeliveryCountExceeded" in out.stdout
     seq = out.stdout.split("id=")[1].split()[0]
     out = subprocess.run([sys.executable, "-m", "ops", "replay", "dead-letter", ctx.settings.queue_convert, seq],

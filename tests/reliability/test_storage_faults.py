@@ -110,7 +110,8 @@ def test_throttling_and_server_faults_from_azure_storage_are_transient(status):
     try:
         from shared.ports.storage.azure import AzureBlobStorage
 
-        storage = AzureBlobStorage.from_connection_string(azurite_connection_string(server.server_address[1]), retries=1)
+        storage = AzureBlobStorage.from_connection_string(azurite_connection_string(server.server_address[1]),
+                                                          retries=1)
         storage._created.add("runs")  # skip the create-container call: go straight to the blob
         ops = [lambda: storage.put("runs", "a", b"1"), lambda: storage.get("runs", "a"), lambda: storage.list("runs")]
         for op in ops if status == 503 else ops[:1]:

@@ -24,7 +24,8 @@ RECEIPTS = "azure-webjobs-hosts"  # devhost.blobs.RECEIPTS: the container every 
 
 def test_an_unwritable_data_folder_is_one_line_when_it_fails_and_one_when_it_recovers(tmp_path, example_models):
     data = tmp_path / "data"
-    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data), "MLOPS_MODELS_DIR": str(example_models)}))
+    ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(data),
+                                                   "MLOPS_MODELS_DIR": str(example_models)}))
     host = HostProcess(data, env={"MLOPS_HOST_BLOB_POLL_SECONDS": "0.2"}).start()
     receipts = data / "blobs" / RECEIPTS
     try:

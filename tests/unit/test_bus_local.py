@@ -10,7 +10,8 @@ from shared.ports.bus.local import LocalBus, MessageLockLost
 
 
 def msg(i: int = 1, **props) -> OutgoingMessage:
-    return OutgoingMessage(body=f'{{"n": {i}}}'.encode(), message_id=f"m{i}", correlation_id="c", application_properties=props)
+    return OutgoingMessage(body=f'{{"n": {i}}}'.encode(), message_id=f"m{i}", correlation_id="c",
+                           application_properties=props)
 
 
 @pytest.fixture

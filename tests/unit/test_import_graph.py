@@ -134,7 +134,8 @@ def test_every_import_goes_in_a_direction_the_layers_allow():
         allowed = ALLOWED[part]
         for target, _ in targets:
             there = _part(target)
-            if there == part or there in allowed or (target.split(".")[0] in allowed and target.split(".")[0] != "shared"):
+            top = target.split(".")[0]
+            if there == part or there in allowed or (top in allowed and top != "shared"):
                 continue
             if "shared" in allowed and target.startswith("shared"):
                 continue
@@ -146,7 +147,8 @@ def test_the_request_path_has_three_layers():
     # Codecs know no runtime (model cache) and no HTTP; the runtime parses nothing (it shares
     # only the typed batch with the codecs); the edge in functions/ is the only one that knows HTTP.
     codecs = {m: targets for m, targets in GRAPH.items() if m.startswith("shared.serving.protocols")}
-    assert codecs and all(t.startswith(("shared.core", "shared.serving.protocols")) for ts in codecs.values() for t, _ in ts)
+    assert codecs and all(t.startswith(("shared.core", "shared.serving.protocols"))
+                          for ts in codecs.values() for t, _ in ts)
     runtime = {t for t, _ in GRAPH["shared.serving.runtime"] if t.startswith("shared.serving.protocols")}
     assert runtime == {"shared.serving.protocols.batch"}
 

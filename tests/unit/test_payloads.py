@@ -96,7 +96,8 @@ def test_a_null_string_is_fed_as_empty_and_marked_missing_unlike_an_empty_string
         ({"instances": [{**ROWS[0], "speed": float("nan")}]}, "speed", 0, "must be finite"),
         ({"instances": [{**ROWS[0], "temp": 1e300}]}, "temp", 0, "out of float range"),
         ({"inputs": {"speed": [1, 2], "temp": [1], "turbine": ["a", "b"]}}, "temp", None, "has 1 values"),
-        ({"dataframe_split": {"columns": ["speed"], "data": [[1, 2]]}}, "dataframe_split.data[0]", 0, "list of 1 values"),
+        ({"dataframe_split": {"columns": ["speed"], "data": [[1, 2]]}}, "dataframe_split.data[0]", 0,
+         "list of 1 values"),
     ],
 )
 def test_errors_name_the_field_and_row(payload, field, row, fragment):
@@ -107,7 +108,8 @@ def test_errors_name_the_field_and_row(payload, field, row, fragment):
     assert err.value.details.get("row") == row
 
 
-@pytest.mark.parametrize("payload", [[], "x", {}, {"instances": ROWS, "inputs": {}}, {"instances": {}}, {"instances": []}])
+@pytest.mark.parametrize("payload", [[], "x", {}, {"instances": ROWS, "inputs": {}}, {"instances": {}},
+                                     {"instances": []}])
 def test_malformed_bodies_are_refused(payload):
     with pytest.raises(InvalidRequest):
         parse_payload(payload, SCHEMA, 100)
@@ -149,7 +151,8 @@ def binary_request(tensors, header_extra=None):
     """A body as tritonclient builds it: JSON header, then each binary tensor's bytes."""
     head, blobs = {"inputs": [], **(header_extra or {})}, []
     for name, dtype, raw, rows in tensors:
-        head["inputs"].append({"name": name, "datatype": dtype, "shape": [rows, 1], "parameters": {"binary_data_size": len(raw)}})
+        head["inputs"].append({"name": name, "datatype": dtype, "shape": [rows, 1],
+                               "parameters": {"binary_data_size": len(raw)}})
         blobs.append(raw)
     text = orjson.dumps(head)
     return text + b"".join(blobs), str(len(text))
@@ -193,7 +196,8 @@ def test_bool_tensors_feed_numeric_columns_as_1_and_0():
     ([("speed", "FP32", b"\0" * 7, 2)], None, "is 8 bytes, not 7", "speed"),
     ([("speed", "FP32", np.array([np.inf, 1], "<f4").tobytes(), 2)], None, "must be finite", "speed"),
     ([("speed", "FP64", np.array([1e300, 1], "<f8").tobytes(), 2)], None, "within float range", "speed"),
-    ([("speed", "FP32", b"\0" * 8, 2), ("turbine", "BYTES", b"\5\0\0\0ab", 2)], None, "ends inside element 0", "turbine"),
+    ([("speed", "FP32", b"\0" * 8, 2), ("turbine", "BYTES", b"\5\0\0\0ab", 2)], None, "ends inside element 0",
+     "turbine"),
     ([("speed", "FP32", b"\0" * 8, 2), ("turbine", "BYTES", b"\xff\xff", 2)], None, "ends inside", "turbine"),
 ])
 def test_binary_tensor_errors_name_the_tensor(tensors, header, fragment, field):
@@ -237,7 +241,8 @@ def test_mlflow_csv_and_content_types():
         mlflow.decode(csv, "application/x-www-form-urlencoded", None, SCHEMA, 100)
     with pytest.raises(UnsupportedMediaType):
         mlflow.decode(csv, "text/csv; charset=latin-1", None, SCHEMA, 100)
-    _, fn = mlflow.decode(orjson.dumps({"instances": ROWS, "params": {"predict_fn": "predict_proba"}}), None, None, SCHEMA, 100)
+    _, fn = mlflow.decode(orjson.dumps({"instances": ROWS, "params": {"predict_fn": "predict_proba"}}), None, None,
+                          SCHEMA, 100)
     assert fn == "predict_proba"
     with pytest.raises(InvalidRequest, match="predict_fn"):
         mlflow.decode(orjson.dumps({"instances": ROWS}), None, "nope", SCHEMA, 100)

@@ -83,7 +83,8 @@ def test_under_append_retraining_no_training_row_reaches_a_holdout_or_the_exam(f
                 continue  # refused: no hold-out, no candidate
             assert not keys_of(hold) & trained
             if person_drop:
-                exam.add_holdout(storage, SPEC2, hold, {"dataset": f"d{i + 1}", "sha256": str(i + 1), "run_id": f"r{i}"})
+                exam.add_holdout(storage, SPEC2, hold,
+                                 {"dataset": f"d{i + 1}", "sha256": str(i + 1), "run_id": f"r{i}"})
             current = exam.latest(storage, "wind_power")
             assert not keys_of(exam.load(storage, "wind_power", current.record)) & trained
 
