@@ -60,7 +60,9 @@ def get_version(req: func.HttpRequest) -> func.HttpResponse:
     def run(req: func.HttpRequest, request_id: str):
         from shared.lineage import version_lineage
 
-        return version_lineage(context(), model_arg(req), version_arg(req)), 200
+        version = version_arg(req)
+        assert version is not None  # the route's path holds {version}
+        return version_lineage(context(), model_arg(req), version), 200
 
     return handle(req, run)
 

@@ -77,12 +77,12 @@ def list_entries(ctx: Context) -> list[Entry]:
             out.append(Entry("dead-letter", queue, str(m.sequence_number), m.message_id,
                              f"{m.dead_letter_reason}: {m.dead_letter_description}",
                              {"body": m.body.decode(errors="replace")}))
-    for m in ctx.storage_queues.peek(POISON_QUEUE):
-        body = _poison_body(m.text)
+    for q in ctx.storage_queues.peek(POISON_QUEUE):
+        body = _poison_body(q.text)
         tries = body.get("Tries")
         what = f"{body.get('ContainerName')}/{body.get('BlobName')}"
         reason = f"{what} failed {tries} times: {str(body.get('LastError', ''))[:200]}" if tries else f"{what} poisoned"
-        out.append(Entry("poison", POISON_QUEUE, m.id, body.get("FunctionId", ""), reason, body))
+        out.append(Entry("poison", POISON_QUEUE, q.id, body.get("FunctionId", ""), reason, body))
     for blob in ctx.storage.list(EVENT_DEAD_LETTERS, ""):
         events = _dead_events(ctx.storage.get(EVENT_DEAD_LETTERS, blob.name).data)
         what = ", ".join(f"{c}/{n}" for c, n, _ in filter(None, map(_blob_of, events))) or "no blob named"
@@ -109,8 +109,8 @@ def _blob_of(event: dict[str, Any]) -> tuple[str, str, str | None] | None:
     if not subject.startswith(_BLOB_SUBJECT) or "/blobs/" not in subject:
         return None
     container, name = subject[len(_BLOB_SUBJECT):].split("/blobs/", 1)
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    return container, name, data.get("eTag")
+    data = event.get("data")
+    return container, name, data.get("eTag") if isinstance(data, dict) else None
 
 
 def _retrigger(ctx: Context, container: str, name: str, etag: str | None) -> str:

@@ -139,6 +139,7 @@ class Manifest(TypedDict, total=False):
     its presence commits the version."""
 
     schema_version: int
+    model: str
     run_id: str
     correlation_id: str
     version: int
@@ -190,6 +191,7 @@ class QuarantineRecord(TypedDict, total=False):
     details: dict[str, Any]
     quarantined_at: float
     superseded_by: dict[str, Any]  # run_id, at: a later valid write of the same blob
+    record: str  # added when listed: the record's own path, quarantine/<model>/<file>.json
 
 
 class MonitoringReport(TypedDict, total=False):
@@ -215,3 +217,5 @@ class MonitoringReport(TypedDict, total=False):
     headline: str  # the verdict in words, naming drifted features whatever the verdict
     late_rows: int  # rows of log parts written after an earlier run's window, judged now
     last_conclusive: dict[str, Any] | None  # added when served: the last report that judged drift
+    history: list[dict[str, Any]]  # the model's last reports, newest last: each one's entry
+    latest: dict[str, Any]  # only in a superseded run's answer (never stored): the run that covers it

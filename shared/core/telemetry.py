@@ -140,7 +140,7 @@ class Telemetry:
     def predicted(self, model: str, version: int, rows: int, latency_ms: float, request_id: str) -> None:
         """Count one answered prediction; a sampled one also becomes a span (drawn after the
         fact, so an unsampled request costs no span at all)."""
-        attrs = {"mlops.model": model, "mlops.version": version}
+        attrs: dict[str, str | int] = {"mlops.model": model, "mlops.version": version}
         self._requests.add(1, attrs)
         self._latency.record(latency_ms, attrs)
         self._rows.add(rows, attrs)

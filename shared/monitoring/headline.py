@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.core.records import MonitoringReport
+
 #: Drifted features named in a headline; the rest are counted.
 NAMED = 5
 
@@ -22,7 +24,7 @@ def _features(drift: dict[str, Any], checked: int) -> str:
     return f"{text}; dataset threshold {drift.get('threshold', 0):.0%}"
 
 
-def headline(report: dict[str, Any]) -> str:
+def headline(report: MonitoringReport) -> str:
     """``<verdict> — <what the window showed>`` for a report of ``shared.monitoring.monitor``."""
     verdict = report.get("verdict", "")
     if verdict == "insufficient_data":

@@ -84,7 +84,9 @@ def _performance(spec: ModelSpec, manifest: Manifest, joined: pd.DataFrame) -> d
     if joined.empty:
         return {"rows": 0, "metric": spec.metric, "value": None, "reference": reference, "degraded": False}
     if spec.is_classifier:
-        classes = [str(c) for c in manifest["classes"]]
+        names = manifest["classes"]
+        assert names is not None  # a classifier's manifest lists its classes
+        classes = [str(c) for c in names]
         proba_cols = [f"proba_{c}" for c in classes]
         proba = joined[proba_cols].to_numpy() if all(c in joined for c in proba_cols) else None
         y = joined["truth"].astype(str).to_numpy()
@@ -214,7 +216,7 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
                                                  f"(cooldown {int(cooldown)} s)"}
     else:
         retrain = {"requested": True, "reason": f"breach persisted for {consecutive} runs"}
-    report = {
+    report: MonitoringReport = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
         "version": version,
@@ -250,7 +252,7 @@ def _entry(report: MonitoringReport, name: str) -> dict[str, Any]:
 
 
 def monitor_model(ctx: Context, model: str, now: float | None = None, *,
-                  max_attempts: int = 8) -> dict[str, Any] | None:
+                  max_attempts: int = 8) -> MonitoringReport | None:
     """One monitoring run for ``model``; None if it has no production version.
 
     The run judges the rows logged from where the last conclusive run ended up to ``now``
@@ -358,7 +360,8 @@ def monitor_all(ctx: Context, now: float | None = None) -> dict[str, str]:
             report = monitor_model(ctx, model, now)
             out[model] = report["verdict"] if report else "no production version"
             share = ((report or {}).get("dataset_drift") or {}).get("share")
-            if ctx.telemetry.enabled and out[model] in ("ok", "drift", "degraded") and isinstance(share, int | float):
+            if (report is not None and ctx.telemetry.enabled and out[model] in ("ok", "drift", "degraded")
+                    and isinstance(share, int | float)):
                 ctx.telemetry.drift_share(model, report.get("version"), float(share))
         except Exception as exc:  # noqa: BLE001 - reported per model
             log.exception("monitoring %s failed", model)

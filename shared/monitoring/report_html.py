@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.core.records import MonitoringReport
 from shared.monitoring.headline import headline
 
 #: Where the app serves plotly.js (an anonymous route: it is a public library file).
@@ -40,7 +41,7 @@ def _p_value(result: dict[str, Any]) -> float:
     return result.get("p_value", result.get("ks_p_value", result.get("chi2_p_value", 1.0)))
 
 
-def _figures(report: dict[str, Any]) -> list[Any]:
+def _figures(report: MonitoringReport) -> list[Any]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -106,7 +107,7 @@ def _figures(report: dict[str, Any]) -> list[Any]:
     return figures
 
 
-def render(report: dict[str, Any], profile: dict[str, Any] | None = None) -> str:
+def render(report: MonitoringReport, profile: dict[str, Any] | None = None) -> str:
     """HTML with: reference vs current per feature, drift scores vs thresholds, drift and
     performance over time. Everything comes from ``report``; ``profile`` is not needed."""
     parts = [fig.to_html(full_html=False, include_plotlyjs=False) for fig in _figures(report)]

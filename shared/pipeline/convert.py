@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.core.errors import ConversionError, ParityError
+from shared.core.records import SchemaField
 from shared.core.spec import ModelSpec
 from shared.serving.graph import graph_input_names, input_name, new_session, run_session
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
-def input_schema(spec: ModelSpec, onnx_bytes: bytes | None = None) -> list[dict[str, str]]:
+def input_schema(spec: ModelSpec, onnx_bytes: bytes | None = None) -> list[SchemaField]:
     """The served model's inputs, in order: the user's column ``name``, its ``type``
     (``float`` or ``string``) and the graph ``input`` that takes it.
 
@@ -37,8 +38,8 @@ def input_schema(spec: ModelSpec, onnx_bytes: bytes | None = None) -> list[dict[
     become ``a_b`` and ``a_b1``) but keeps their order, so the graph's inputs, read back in
     order, map to the spec's columns. The API keeps the user's names; only feeds use ``input``.
     """
-    schema = [{"name": c, "type": "float"} for c in spec.numeric] + [
-        {"name": c, "type": "string"} for c in spec.categorical
+    schema = [SchemaField(name=c, type="float") for c in spec.numeric] + [
+        SchemaField(name=c, type="string") for c in spec.categorical
     ]
     graph_inputs = graph_input_names(onnx_bytes) if onnx_bytes is not None else [c["name"] for c in schema]
     if len(graph_inputs) != len(schema):
@@ -48,7 +49,7 @@ def input_schema(spec: ModelSpec, onnx_bytes: bytes | None = None) -> list[dict[
     return schema
 
 
-def feeds_from_frame(frame: pd.DataFrame, schema: list[dict[str, str]]) -> dict[str, np.ndarray]:
+def feeds_from_frame(frame: pd.DataFrame, schema: list[SchemaField]) -> dict[str, np.ndarray]:
     """ONNX Runtime inputs for the rows of ``frame`` (already typed by validation)."""
     feeds: dict[str, np.ndarray] = {}
     for col in schema:

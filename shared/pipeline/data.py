@@ -323,13 +323,13 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
     """Check ``df`` against ``spec`` and return typed features and target; ``max_chars`` is the
     longest string a request may send (``MLOPS_MAX_STRING_CHARS``)."""
     required = [*spec.features, spec.target]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        which = "target" if missing == [spec.target] else "column(s)"
+    absent_columns = [c for c in required if c not in df.columns]
+    if absent_columns:
+        which = "target" if absent_columns == [spec.target] else "column(s)"
         raise DatasetError(
-            f"{filename}: missing {which} {', '.join(repr(c) for c in missing)}; "
+            f"{filename}: missing {which} {', '.join(repr(c) for c in absent_columns)}; "
             f"found {', '.join(repr(str(c)) for c in list(df.columns)[:20])}",
-            missing=missing,
+            missing=absent_columns,
         )
     extra = sorted(str(c) for c in df.columns if c not in required)
     if len(df) < spec.min_rows:
@@ -395,11 +395,11 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
             row=row,
         )
     if pd.api.types.is_float_dtype(series):
-        values = series.to_numpy()
-        if not np.isfinite(values).all():
-            row = _first_bad_row(~np.isfinite(values))
+        floats = series.to_numpy()
+        if not np.isfinite(floats).all():
+            row = _first_bad_row(~np.isfinite(floats))
             raise DatasetError(f"{filename}: target {col!r} is infinite at row {row}", column=col, row=row)
-        if (values == np.round(values)).all():
+        if (floats == np.round(floats)).all():
             series = series.astype("int64")
     labels = series if pd.api.types.is_integer_dtype(series) else coerce_categorical(series)
     classes = labels.nunique()

@@ -123,7 +123,7 @@ def gather(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: Ma
     distinct = frame.iloc[first]
     cand_out = _expand(scorer.predict(version, manifest, distinct), codes)
     champ_out, champ_error = None, None
-    if champ_manifest is not None:
+    if champion is not None and champ_manifest is not None:
         try:
             champ_out = _expand(scorer.predict(champion, champ_manifest, distinct), codes)
         except DatasetError as exc:
@@ -138,7 +138,8 @@ def gather(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: Ma
         scores.append(SetScores(
             key, label, int(rows.sum()), int(in_set.sum()),
             scorer.metrics(manifest, cand_out, frame, rows),
-            scorer.metrics(champ_manifest, champ_out, frame, rows) if champ_out is not None else None,
+            scorer.metrics(champ_manifest, champ_out, frame, rows)
+            if champ_manifest is not None and champ_out is not None else None,
             int(sets[key][SEQ].nunique()) if key == "exam" and SEQ in sets[key] else None,
         ))
     return Evidence(tuple(scores), frac, caveat, champ_error)

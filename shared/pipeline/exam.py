@@ -105,8 +105,8 @@ def add_holdout(storage: Storage, spec: ModelSpec, holdout: pd.DataFrame, source
     for _ in range(max_attempts):
         current = latest(storage, model)
         sources: list[dict[str, Any]] = list(current.record["sources"]) if current else []
-        if any(s["sha256"] == source["sha256"] for s in sources):
-            return current  # type: ignore[return-value]
+        if current is not None and any(s["sha256"] == source["sha256"] for s in sources):
+            return current
         rows = load(storage, model, current.record) if current else pd.DataFrame(columns=[*cols, SEQ])
         reset = None
         if current and current.record.get("columns") != cols:
@@ -125,7 +125,7 @@ def add_holdout(storage: Storage, spec: ModelSpec, holdout: pd.DataFrame, source
         version = (current.version if current else 0) + 1
         digest = hashlib.sha256(data).hexdigest()
         storage.put(CONTAINER, _rows_name(model, version, digest), data)
-        record = {
+        record: dict[str, Any] = {
             "schema_version": 1,
             "model": model,
             "version": version,

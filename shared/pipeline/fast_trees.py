@@ -199,10 +199,11 @@ def _supported_trees(
         estimators = getattr(op, "estimators_", None)
         if not estimators:
             return None
-        trees = [getattr(e, "tree_", None) for e in estimators]
+        found = [getattr(e, "tree_", None) for e in estimators]
     else:
-        trees = [getattr(op, "tree_", None)]
-    if any(t is None for t in trees):
+        found = [getattr(op, "tree_", None)]
+    trees = [t for t in found if t is not None]
+    if len(trees) != len(found):
         return None
     if is_classifier:
         n_classes = np.asarray(op.classes_).size

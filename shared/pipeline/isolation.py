@@ -201,7 +201,7 @@ def _die_with_fork_server() -> None:
 
     server = getattr(forkserver, "_forkserver", None)
     alive = getattr(server, "_forkserver_alive_fd", None)
-    if alive is not None:
+    if server is not None and alive is not None:
         try:
             os.close(alive)
         except OSError:

@@ -23,12 +23,12 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from shared.context import Context
 from shared.core import faults
 from shared.core.errors import MlopsError, as_permanent, is_transient
-from shared.core.records import StageError
+from shared.core.records import RunStatus, StageError
 from shared.pipeline.messages import RunMessage
 
 log = logging.getLogger("mlops.pipeline")
@@ -52,7 +52,7 @@ class Outcome:
     """A stage's work done: the status changes to record, the message to hand on, what it did."""
 
     detail: str
-    status: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus = field(default_factory=lambda: RunStatus())
     next_message: RunMessage | None = None
 
 
@@ -78,7 +78,9 @@ def record_failure(ctx: Context, model: str, run_id: str | None, stage: str, exc
     """Record the run's failure at ``stage`` (``quarantined`` with the record's path when the
     dataset was quarantined), log it, and return the refusal. The one writer of failures."""
     if run_id is not None:
-        error: StageError = {"stage": stage, "code": exc.code, "message": exc.message, **exc.details}
+        # The error's details are open-ended keys beside the typed three (StageError says so),
+        # which a TypedDict cannot declare: the record is built as a plain dict and named here.
+        error = cast(StageError, {"stage": stage, "code": exc.code, "message": exc.message, **exc.details})
         if quarantine is not None:
             ctx.runs.update_status(model, run_id, state="quarantined", quarantine=quarantine, error=error)
         else:

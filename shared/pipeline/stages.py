@@ -19,7 +19,7 @@ import pickle
 import platform
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ from shared.core.errors import (
     as_permanent,
     is_transient,
 )
-from shared.core.records import ConvertRecord, DatasetRecord, Decision, DecisionSet, Manifest, TrainRecord
+from shared.core.records import ConvertRecord, DatasetRecord, Decision, DecisionSet, Manifest, RunStatus, TrainRecord
 from shared.core.spec import ModelSpec
 from shared.pipeline.data import ORIGIN_COLUMN, read_table, table_sha256, validate
 from shared.pipeline.evidence import gather
@@ -160,7 +160,7 @@ class _Training:
     def _message(self, pipeline_sha256: str) -> RunMessage:
         return RunMessage("trained", self.model, self.run_id, self.run_id, artifact_sha256=pipeline_sha256)
 
-    def _duplicate(self, earlier: str, same: str, **status: Any) -> Outcome:
+    def _duplicate(self, earlier: str, same: str, **status: Unpack[RunStatus]) -> Outcome:
         """The run as a duplicate of ``earlier``: same content, same spec, no new version."""
         detail = (f"duplicate of run {earlier}: {self.identity['name']} has {same} as the dataset that run trained "
                   "on, and the spec the same hash; no new version")
@@ -207,7 +207,7 @@ class _Training:
         supersede(ctx.storage, self.ref.name, run_id)
         t0 = time.perf_counter()
         record, exam_s = self._save(frame, dataset, result)
-        status = {
+        status: RunStatus = {
             "state": "trained",
             "metrics": result.metrics,
             "stages": {
@@ -246,6 +246,7 @@ class _Training:
         # A retraining dataset (it carries the origin column) may hold forged labels: it never
         # shapes the exam; it is judged on the exam as it stands.
         exam_source = ORIGIN_COLUMN not in frame.columns
+        exam_ref: dict[str, Any] | None
         if exam_source:
             exam_ref = exam.add_holdout(ctx.storage, spec, result.holdout, {
                 "dataset": self.ref.path, "sha256": self.sha256, "run_id": run_id}).ref()
@@ -455,7 +456,7 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
             faults.point("promote:after_alias")
         decision = _decision_record(spec, msg, manifest, verdict, current.version if current else None)
         if rollout is not None:
-            decision.update(promoted=False, reason=reason, rollout=rollout)
+            decision["promoted"], decision["reason"], decision["rollout"] = False, reason, rollout
         started = bool(rollout and rollout["started"])
         try:
             ctx.registry.record_decision(model, version, decision)
@@ -473,6 +474,7 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
 def _decision_record(spec: ModelSpec, msg: RunMessage, manifest: Manifest, verdict: promotion.Decision,
                      champion: int | None) -> Decision:
     """The decision as the registry keeps it: the verdict, both versions' scores, the exam."""
+    assert msg.version is not None  # handle_promote refuses a message without one
     hold = verdict.sets.get("holdout")
     exam_ref = manifest.get("exam")
     exam_set: DecisionSet | None = None

@@ -122,13 +122,13 @@ def decide(rule: Rule, candidate: Version, champion: Version | None, evidence: E
         entry: DecisionSet = {"rows": scores.rows, "rows_total": scores.rows_total,
                               "candidate": scores.candidate, "production": scores.production}
         if scores.candidate is None:
-            entry.update(passed=None,
-                         reason=f"no rows of {scores.label} that neither version trained on could be scored")
+            entry["passed"] = None
+            entry["reason"] = f"no rows of {scores.label} that neither version trained on could be scored"
         else:
             ok, why = judge(rule, scores.candidate[rule.metric],
                             scores.production[rule.metric] if scores.production else None,
                             f"{scores.label} ({scores.rows} rows)")
-            entry.update(passed=ok, reason=why)
+            entry["passed"], entry["reason"] = ok, why
             passed = passed and ok
         if scores.sources is not None:
             entry["sources"] = scores.sources

@@ -73,7 +73,7 @@ def supersede(storage: Storage, blob_name: str, run_id: str) -> None:
 
 def records(storage: Storage, model: str | None = None) -> list[QuarantineRecord]:
     """Quarantine records, newest first: of one model, or all (misplaced files included)."""
-    out = []
+    out: list[QuarantineRecord] = []
     for blob in storage.list(CONTAINER, f"{model}/" if model else ""):
         found = get_json(storage, CONTAINER, blob.name)
         if found is not None:

@@ -8,7 +8,7 @@ message.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Unpack
 
 from shared.core.errors import AlreadyExists, NotFound
 from shared.core.records import RunStatus
@@ -119,7 +119,7 @@ class RunStore:
     def status(self, model: str, run_id: str) -> RunStatus | None:
         return self.find_json(model, run_id, STATUS)
 
-    def update_status(self, model: str, run_id: str, **changes: Any) -> RunStatus:
+    def update_status(self, model: str, run_id: str, /, **changes: Unpack[RunStatus]) -> RunStatus:
         """Merge ``changes`` into the run's status; stage timings merge into ``stages``.
 
         One stage of a run runs at a time (each stage starts from the previous one's
@@ -184,9 +184,10 @@ class RunStore:
         train = self.find_json(model, run_id, "train.json") or {}
         convert = self.find_json(model, run_id, "convert.json") or {}
         out = self.summary(status)
+        dataset: dict[str, Any] = {**_dataset(status), **(train.get("dataset") or {})}
         out.update({
             "model": model,
-            "dataset": {**_dataset(status), **(train.get("dataset") or {})} or None,
+            "dataset": dataset or None,
             "spec": train.get("spec") or status.get("spec"),
             "estimator": train.get("estimator"),
             "params": train.get("params"),

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from shared.core import faults, names
 from shared.core.errors import AlreadyExists, IntegrityError, NotFound, PreconditionFailed
@@ -290,7 +290,10 @@ class Registry:
         """The audit entry an alias record carries, as it is stored."""
         audit = record["audit"]
         plain = {k: v for k, v in record.items() if k != "audit"}
-        return {"event": audit["event"], "at": record["updated_at"], **plain, **audit.get("details", {})}
+        # The alias record's fields and the move's open-ended details, read from JSON: the
+        # entry is AuditEntry's keys and more, which a TypedDict cannot declare.
+        return cast(AuditEntry, {"event": audit["event"], "at": record["updated_at"], **plain,
+                                 **audit.get("details", {})})
 
     def _ensure_audited(self, model: str, record: dict[str, Any]) -> bool:
         """Write the audit entry an alias record carries, unless it is there; True if written."""
@@ -321,7 +324,7 @@ class Registry:
         ``"pending": true``, so a reader never sees a move without its record.
         """
         model = names.model_name(model)
-        pending = []
+        pending: list[tuple[str, AuditEntry]] = []
         for blob in self.storage.list(CONTAINER, f"{model}/aliases/"):
             found = get_json(self.storage, CONTAINER, blob.name)
             if not found or not isinstance(found[0].get("audit"), dict):

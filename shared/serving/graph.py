@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from shared.core.errors import ConversionError
+from shared.core.records import SchemaField
 
 
 def graph_input_names(onnx_bytes: bytes) -> list[str]:
@@ -19,11 +20,11 @@ def graph_input_names(onnx_bytes: bytes) -> list[str]:
 
     return [i.name for i in onnx.load_from_string(onnx_bytes).graph.input]
 
-def input_name(col: dict[str, str]) -> str:
+def input_name(col: SchemaField) -> str:
     """The graph input a schema column feeds (manifests before the mapping used the column's name)."""
     return col.get("input") or col["name"]
 
-def with_column_names(onnx_bytes: bytes, schema: list[dict[str, str]]) -> bytes:
+def with_column_names(onnx_bytes: bytes, schema: list[SchemaField]) -> bytes:
     """The graph with each input renamed from its safe name to the user's column name.
 
     For serving only: the registered graph keeps the safe names; a session in memory takes any

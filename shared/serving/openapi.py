@@ -115,8 +115,9 @@ _PARAMS = {
     "report_id": {"name": "report_id", "in": "path", "required": True,
                   "schema": {"type": "string", "pattern": "^[0-9]{8}T[0-9]{6}\\.[0-9]{6}Z-[0-9a-f]{6}$"}},
 }
-_SECURITY = {"ANONYMOUS": [], "FUNCTION": [{"functionKey": []}, {"functionKeyQuery": []}],
-             "ADMIN": [{"functionKey": []}, {"functionKeyQuery": []}]}
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "ANONYMOUS": [], "FUNCTION": [{"functionKey": []}, {"functionKeyQuery": []}],
+    "ADMIN": [{"functionKey": []}, {"functionKeyQuery": []}]}
 
 
 def _operation(route: Route, path: str, view: ModelView | None, max_rows: int) -> dict[str, Any]:

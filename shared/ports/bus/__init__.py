@@ -20,6 +20,10 @@ def dead_letter_queue(queue: str) -> str:
     return queue + DEAD_LETTER_SUFFIX
 
 
+#: What an application property may hold: scalars both backends carry unchanged.
+PropertyValue = str | int | float | bool
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     """What a sender puts on a queue."""
@@ -28,7 +32,7 @@ class OutgoingMessage:
     message_id: str
     correlation_id: str | None = None
     content_type: str = "application/json"
-    application_properties: dict[str, Any] = field(default_factory=dict)
+    application_properties: dict[str, PropertyValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ def to_sdk_message(message: OutgoingMessage) -> ServiceBusMessage:
         message_id=message.message_id,
         correlation_id=message.correlation_id,
         content_type=message.content_type,
-        application_properties=dict(message.application_properties),
+        # a copy, typed as the SDK's (its keys may be bytes too; ours are always str)
+        application_properties={k: v for k, v in message.application_properties.items()},
     )
 
 

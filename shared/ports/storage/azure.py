@@ -49,7 +49,10 @@ def _retry_policy(retries: int = 3):
     """
     from azure.storage.blob import ExponentialRetry
 
-    return ExponentialRetry(initial_backoff=0, increment_base=1.3, retry_total=retries, random_jitter_range=0.3)
+    # The SDK annotates both as int, but only does float arithmetic with them
+    # (initial + base ** count, then random.uniform(backoff - jitter, backoff + jitter)).
+    return ExponentialRetry(initial_backoff=0, retry_total=retries,
+                            increment_base=1.3, random_jitter_range=0.3)  # type: ignore[arg-type]
 
 
 #: Answers that mean "not now": throttling (429, 503 ServerBusy), a timeout, a server fault.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.storage.queue import QueueMessage as SdkQueueMessage
 from azure.storage.queue import QueueServiceClient
 
 from shared.core.errors import TransientError
@@ -77,7 +78,7 @@ class AzureStorageQueues:
         # for a while, so the next page is new ones) until the one we want turns up, delete
         # it, and make every other one we took visible again at once.
         client = self._queue(queue)
-        held = []
+        held: list[SdkQueueMessage] = []
         try:
             try:
                 while True:

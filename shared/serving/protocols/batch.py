@@ -60,7 +60,8 @@ class Batch:
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every column as a 1-D array, numeric first, in schema order."""
-        out = {name: self.numeric[:, j] for j, name in enumerate(self.numeric_names)}
+        block = self.numeric  # None exactly when the schema has no numeric column
+        out = {name: block[:, j] for j, name in enumerate(self.numeric_names)} if block is not None else {}
         out.update((name, values.ravel()) for name, values in self.strings.items())
         return out
 

@@ -138,8 +138,10 @@ def predictions(pred: Prediction, predict_fn: str) -> list:
     if pred.labels is None:
         if predict_fn == "predict_proba":
             raise InvalidRequest("'predict_proba' needs a classifier; this model is a regressor", field="predict_fn")
+        assert pred.values is not None  # a regressor's answer is its values
         return pred.values.tolist()
     if predict_fn == "predict_proba":
+        assert pred.probabilities is not None  # a classifier's answer carries both
         return pred.probabilities.tolist()
     return pred.labels.tolist()
 

@@ -265,12 +265,15 @@ def encode(pred: Prediction) -> dict[str, Any]:
     probabilities, per row (the caller adds the request's id and latency)."""
     loaded = pred.loaded
     if pred.labels is not None:
-        classes = [str(c) for c in loaded.classes or range(pred.probabilities.shape[1])]
+        probabilities = pred.probabilities
+        assert probabilities is not None  # a classifier's answer carries both
+        classes = [str(c) for c in loaded.classes or range(probabilities.shape[1])]
         predictions: list[Any] = [
             {"label": label, "probabilities": dict(zip(classes, p))}
-            for label, p in zip(pred.labels.tolist(), pred.probabilities.tolist())
+            for label, p in zip(pred.labels.tolist(), probabilities.tolist())
         ]
     else:
+        assert pred.values is not None  # a regressor's answer is its values
         predictions = pred.values.tolist()  # float32 to Python float is exact
     return {"model": loaded.model, "version": loaded.version, "predictions": predictions}
 

@@ -92,7 +92,8 @@ def _shape_rows(name: str, shape: Any) -> int:
 
 
 def _bytes_elements(name: str, raw: bytes, rows: int) -> list[str]:
-    out, at = [], 0
+    out: list[str] = []
+    at = 0
     for _ in range(rows):
         if at + 4 > len(raw):
             raise InvalidRequest(f"tensor '{name}': binary data ends inside element {len(out)}", field=name)
@@ -179,9 +180,9 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
     if at != len(binary):
         raise InvalidRequest(f"the body has {len(binary) - at} bytes after the tensors' binary data", field="body")
     names, numeric, strings = schema_parts(schema)
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise InvalidRequest(f"missing input tensor '{missing[0]}'", field=missing[0])
+    absent = [n for n in names if n not in tensors]
+    if absent:
+        raise InvalidRequest(f"missing input tensor '{absent[0]}'", field=absent[0])
     extra = sorted(set(tensors) - set(names))
     if extra:
         raise InvalidRequest(f"unexpected input tensor '{extra[0]}'", field=extra[0])
@@ -213,6 +214,7 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
                              field="inputs")
     block = np.empty((rows, len(numeric)), dtype=np.float32) if numeric else None
     for j, name in enumerate(numeric):
+        assert block is not None  # built above whenever there is a numeric column
         t = tensors[name]
         if name in offsets:
             lo, hi = offsets[name]
@@ -264,10 +266,12 @@ def encode(pred: Prediction, request: Request, request_id: str) -> tuple[bytes, 
     """The response body and, when any output is binary, its JSON header's length."""
     loaded = pred.loaded
     if pred.labels is not None:
+        assert pred.probabilities is not None  # a classifier's answer carries both
         label_type = _label_type(loaded)
         tensors = {"label": (label_type, [len(pred.labels)], pred.labels),
                    "probabilities": ("FP32", list(pred.probabilities.shape), pred.probabilities)}
     else:
+        assert pred.values is not None  # a regressor's answer is its values
         tensors = {"predictions": ("FP32", [len(pred.values)], pred.values)}
     wanted = request.outputs if request.outputs is not None else [(n, request.binary_output) for n in tensors]
     unknown = [n for n, _ in wanted if n not in tensors]
