@@ -1,20 +1,24 @@
 """The composition of ports and stores the stages work with, built once per worker."""
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.core.settings import Settings
 from shared.core.spec import SpecCatalog
-from shared.ports.bus import Bus, open_bus
+from shared.core.telemetry import Off, Telemetry, open_telemetry
+from shared.ports.bus import Bus, OutgoingMessage, open_bus
 from shared.ports.storage import Storage, open_storage
+from shared.ports.storagequeue import StorageQueues, open_storage_queues
+from shared.registry.jsonio import dumps
 from shared.registry.runs import RunStore
 from shared.registry.store import Registry
 
 if TYPE_CHECKING:
-    from shared.core.telemetry import Off, Telemetry
-    from shared.ports.storagequeue import StorageQueues
     from shared.serving.inference_log import InferenceLogger
     from shared.serving.runtime import ModelServer
 
@@ -57,6 +61,7 @@ class Context:
         if self._server is None:
             with self._create:
                 if self._server is None:
+                    # here: the runtime brings numpy (~0.1 s of every app's start-up; the pipeline app never serves)
                     from shared.serving.runtime import ModelServer
 
                     self._server = ModelServer(self.registry, self.specs, self.settings, alert=self.alert,
@@ -65,13 +70,6 @@ class Context:
 
     def alert(self, model: str, kind: str, detail: dict[str, Any]) -> None:
         """A structured log event and a message on the alerts queue; never raises."""
-        import json
-        import logging
-        import time
-
-        from shared.ports.bus import OutgoingMessage
-        from shared.registry.jsonio import dumps
-
         event = {"alert": kind, "model": model, "at": time.time(), **detail}
         # A warning-level record: with telemetry on, it reaches Application Insights as such.
         logging.getLogger("mlops.alerts").warning("ALERT %s", json.dumps(event, default=str),
@@ -89,8 +87,6 @@ class Context:
         if self._telemetry is None:
             with self._create:
                 if self._telemetry is None:
-                    from shared.core.telemetry import open_telemetry
-
                     self._telemetry = open_telemetry(self.settings)
         return self._telemetry
 
@@ -104,8 +100,6 @@ class Context:
         if self._storage_queues is None:
             with self._create:
                 if self._storage_queues is None:
-                    from shared.ports.storagequeue import open_storage_queues
-
                     self._storage_queues = open_storage_queues(self.settings)
         return self._storage_queues
 
@@ -115,6 +109,7 @@ class Context:
         if self._inference_log is None:
             with self._create:
                 if self._inference_log is None:
+                    # here: the inference log brings numpy (~0.1 s of every app's start-up)
                     from shared.serving.inference_log import InferenceLogger
 
                     self._inference_log = InferenceLogger(

@@ -87,6 +87,7 @@ class Telemetry:
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None, *, predict_sample: float = 0.01,
                  rng: random.Random | None = None) -> None:
+        # here: opentelemetry loads only when Application Insights is configured
         from opentelemetry import metrics, trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -126,6 +127,7 @@ class Telemetry:
     def stage(self, name: str, model: str = "", traceparent: str | None = None, **attributes: Any) -> Iterator[Any]:
         """A span for one stage of a run, child of the message's ``traceparent``; without one
         (the blob-triggered start of a run) the root of a new trace."""
+        # here: opentelemetry loads only when Application Insights is configured
         from opentelemetry.context import Context as OtelContext
         from opentelemetry.trace import SpanKind
 
@@ -173,6 +175,7 @@ def open_telemetry(settings: Settings) -> Telemetry | Off:
     if not settings.appinsights_connection_string:
         return OFF
     if not _configured:
+        # here: the Azure Monitor distro loads only when Application Insights is configured
         from azure.monitor.opentelemetry import configure_azure_monitor
 
         configure_azure_monitor(
@@ -190,7 +193,7 @@ def _credential(authentication: str) -> Any:
     parts = dict(p.split("=", 1) for p in authentication.split(";") if "=" in p)
     if parts.get("Authorization", "").upper() != "AAD":
         return None
-    from azure.identity import ManagedIdentityCredential
+    from azure.identity import ManagedIdentityCredential  # here: only for Entra ID authentication
 
     return ManagedIdentityCredential(client_id=parts.get("ClientId") or None)
 

@@ -49,7 +49,7 @@ def psi_threshold(threshold: float, ref_freqs: np.ndarray, rows: int, ref_rows: 
     from about 300 rows on (with a reference of thousands) the spec's threshold is the larger,
     so the threshold, and the power, of larger windows are unchanged.
     """
-    from scipy.stats import chi2
+    from scipy.stats import chi2  # here: the serving app imports this module and carries no scipy
 
     if rows <= 0:
         return threshold
@@ -67,7 +67,7 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def chi2_contingency(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]:
     """Pearson's chi-square test of homogeneity on a 2 x k table; returns (statistic, p)."""
-    from scipy.stats import chi2
+    from scipy.stats import chi2  # here: the serving app imports this module and carries no scipy
 
     table = np.vstack([ref_counts, cur_counts]).astype(np.float64)
     table = table[:, table.sum(axis=0) > 0]
@@ -144,7 +144,7 @@ def ks_2samp_sorted(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[flo
     current values below and at each reference value (binary searches of the few thousand
     reference points into the sorted current values) gives every candidate.
     """
-    from scipy.stats import kstwo
+    from scipy.stats import kstwo  # here: the serving app imports this module and carries no scipy
 
     n, m = len(ref_sorted), len(cur_sorted)
     if n == 0 or m == 0:
@@ -212,7 +212,7 @@ def ks_reference(ref: Reference, cur: _Counts) -> tuple[float, float]:
     scipy's on the full reference. For a sketch, the gap between two points is not seen: the
     statistic is at most the profile's ``sketch_error`` below the full reference's.
     """
-    from scipy.stats import kstwo
+    from scipy.stats import kstwo  # here: the serving app imports this module and carries no scipy
 
     n, m = ref.n, cur.m
     if n == 0 or m == 0:
@@ -233,7 +233,7 @@ def mann_whitney_reference(ref: Reference, cur: _Counts, cur_sorted: np.ndarray)
     points; reference rows between two sketch points count half against current values in
     the same gap, which is their expectation when both come from one distribution.
     """
-    from scipy.stats import norm
+    from scipy.stats import norm  # here: the serving app imports this module and carries no scipy
 
     n, m = ref.n, cur.m
     if n == 0 or m == 0:
@@ -307,7 +307,7 @@ def snap_to_reference(profile: dict[str, Any], values: np.ndarray, rtol: float, 
     """
     if profile.get("kind") != "discrete" or not profile.get("exact") or not profile.get("points"):
         return values
-    from shared.core.profile import as_served
+    from shared.core.profile import as_served  # here: profile brings pandas, which the serving app lacks
 
     points = np.asarray(profile["points"], dtype=np.float64).astype(np.float32)
     served = as_served(values)
@@ -338,7 +338,7 @@ def numeric_drift(profile: dict[str, Any], values: np.ndarray, th: Thresholds) -
     decile bins is the effect size shown, and flags large changes too (above
     ``psi_threshold``, which accounts for the window's size).
     """
-    from shared.core.profile import as_served
+    from shared.core.profile import as_served  # here: profile brings pandas, which the serving app lacks
 
     present, missing = _sorted_present(as_served(values))  # float32 on both sides, as served
     total = present.size + missing
@@ -387,7 +387,7 @@ def numeric_drift(profile: dict[str, Any], values: np.ndarray, th: Thresholds) -
 
 def categorical_drift(profile: dict[str, Any], values: np.ndarray, th: Thresholds) -> dict[str, Any]:
     """Chi-square (reference counts vs current counts) and Jensen-Shannon for one column."""
-    from shared.core.profile import MISSING, category_counts
+    from shared.core.profile import MISSING, category_counts  # here: pandas, which the serving app lacks
 
     cats = list(profile["counts"])
     # Missing values and the empty string are counted apart: missing has a cell of its own,

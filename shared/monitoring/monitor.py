@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -22,16 +23,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.context import Context
-from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.core.errors import AlreadyExists, InvalidRequest, NotFound, PreconditionFailed
 from shared.core.limits import REPORT_HISTORY
 from shared.core.records import Manifest, MonitoringReport
 from shared.core.spec import ModelSpec
 from shared.monitoring.drift import Thresholds, categorical_drift, numeric_drift, snap_to_reference
 from shared.monitoring.headline import headline
+from shared.monitoring.report_html import render
 from shared.pipeline.messages import RunMessage
 from shared.registry import datasets
 from shared.registry.jsonio import dumps, get_json, put_json
 from shared.registry.rollouts import RolloutStore
+from shared.serving import feedback
+from shared.serving.inference_log import read_parts, read_rows, request_times
 
 if TYPE_CHECKING:  # imported where used: the serving app reads reports here and carries no pandas
     import pandas as pd
@@ -56,20 +60,16 @@ def _stamp(ts: float) -> str:
 
 def read_log(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
     """Logged rows of ``model`` with a request time in [since, until)."""
-    from shared.serving.inference_log import read_rows
-
     return read_rows(ctx.storage, model, since, until)
 
 
 def read_feedback(ctx: Context, model: str, since: float, until: float) -> pd.DataFrame:
-    from shared.serving import feedback
-
     return feedback.read_feedback(ctx.storage, model, since, until)
 
 
 def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     """Logged rows with their ground truth (``truth``), joined on request id and row."""
-    import pandas as pd
+    import pandas as pd  # here: the serving app reads reports through this module and carries no pandas
 
     if logs.empty or feedback.empty:
         return pd.DataFrame()
@@ -78,7 +78,7 @@ def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
 
 
 def _performance(spec: ModelSpec, manifest: Manifest, joined: pd.DataFrame) -> dict[str, Any]:
-    from shared.pipeline.train import compute_metrics
+    from shared.pipeline.train import compute_metrics  # here: train brings pandas, which the serving app lacks
 
     reference = manifest["metrics"].get(spec.metric)
     if joined.empty:
@@ -134,9 +134,7 @@ def _window_rows(ctx: Context, model: str, state: dict[str, Any], since: float, 
     to ``last_to`` the rows of the parts in ``judged_parts``. A part written since (rows that
     were still in a server's buffer) adds its rows before ``last_to`` to this run, once.
     """
-    import pandas as pd
-
-    from shared.serving.inference_log import read_parts, request_times
+    import pandas as pd  # here: the serving app reads reports through this module and carries no pandas
 
     last_to = state.get("last_to", float("-inf"))
     judged = set(state.get("judged_parts", ()))
@@ -393,8 +391,6 @@ def latest_report(ctx: Context, model: str, fmt: str = "json") -> bytes:
     report = _report(ctx, state["latest"]["report"])
     report["last_conclusive"] = state.get("last_conclusive")
     if fmt == "html":
-        from shared.monitoring.report_html import render
-
         return render(report).encode()
     return dumps(report)
 
@@ -406,16 +402,10 @@ def report_id(name: str) -> str:
 
 def report_by_id(ctx: Context, model: str, rid: str, fmt: str = "json") -> bytes:
     """One report of the history, as JSON or as its HTML page rendered now."""
-    import re
-
-    from shared.core.errors import InvalidRequest
-
     if not re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}", rid):
         raise InvalidRequest(f"invalid report id {rid[:80]!r}", field="report_id")
     report = _report(ctx, f"{model}/{rid}/{REPORT}")
     if fmt == "html":
-        from shared.monitoring.report_html import render
-
         return render(report).encode()
     return dumps(report)
 
@@ -443,9 +433,10 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
         return None
     manifest = ctx.registry.manifest(model, versions[-1])
     source = datasets.DatasetRef.parse(manifest["dataset"]["name"]).name
+    # here: pandas and the dataset reader, which the serving app (it reads reports here) lacks
     import pandas as pd
 
-    from shared.pipeline.data import ORIGIN_COLUMN, read_table, validate
+    from shared.pipeline.data import ORIGIN_COLUMN, read_table, validate  # here: pandas, as above
 
     # Typed as training types it, with missing categories still null: apart from '' for its profile.
     base = validate(read_table(datasets.read(ctx.storage, source).data, source), spec, source,

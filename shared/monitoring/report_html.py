@@ -20,7 +20,7 @@ PLOTLY_ROUTE = "/api/monitoring/plotly.min.js"
 
 def plotly_js() -> bytes:
     """The plotly.js bundled with the installed plotly package."""
-    import plotly
+    import plotly  # here: plotly loads only when a report page is asked for
 
     return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
 
@@ -42,6 +42,7 @@ def _p_value(result: dict[str, Any]) -> float:
 
 
 def _figures(report: MonitoringReport) -> list[Any]:
+    # here: plotly loads only when a report page is asked for
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

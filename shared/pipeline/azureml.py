@@ -25,12 +25,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.core import names
 from shared.core.errors import MlopsError
+from shared.core.telemetry import current_traceparent
+from shared.pipeline.isolation import train_isolated
+from shared.registry import datasets
 
 log = logging.getLogger("mlops.azureml")
 APP_ROOT = str(Path(__file__).resolve().parents[2])
@@ -148,6 +153,7 @@ def submit(target: AzureMLTarget, definition: dict[str, Any]) -> str:
 
     A job of that name already there (the same run submitted before) is not submitted again.
     """
+    # here: azure-ai-ml takes seconds to import and only the Azure ML backend needs it
     from azure.ai.ml import MLClient, load_job
     from azure.core.exceptions import ResourceNotFoundError
     from azure.identity import ManagedIdentityCredential
@@ -164,12 +170,10 @@ def submit(target: AzureMLTarget, definition: dict[str, Any]) -> str:
 
 def load_job_from_dict(definition: dict[str, Any], loader=None):
     """azure-ai-ml's job object for ``definition``, through its schema loader (raises on an invalid one)."""
-    import tempfile
-
-    import yaml
+    import yaml  # here: PyYAML comes with azure-ai-ml; only this backend writes YAML
 
     if loader is None:
-        from azure.ai.ml import load_job as loader
+        from azure.ai.ml import load_job as loader  # here: seconds to import, only for this backend
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
         yaml.safe_dump(definition, f)
     try:
@@ -185,15 +189,12 @@ def fit_dataset(ctx, blob_name: str, etag: str | None, env: Mapping[str, str] | 
     In process: ``isolation.train_isolated``. On Azure ML: the job is submitted (once per run)
     and this returns at once; the job's own run of the stage hands the run on to convert.
     """
-    from shared.pipeline.isolation import train_isolated
-
     env = os.environ if env is None else env
     target = AzureMLTarget.from_env(env)
     if target.backend == "process" or blob_name.count("/") != 1:
         return train_isolated(ctx, blob_name, etag)
-    from shared.core import names
+    # here: stages brings pandas (~0.6 s); the parent process of a fit never needs it otherwise
     from shared.pipeline.stages import run_id_for
-    from shared.registry import datasets
 
     model, file = blob_name.split("/")
     try:
@@ -203,8 +204,6 @@ def fit_dataset(ctx, blob_name: str, etag: str | None, env: Mapping[str, str] | 
     head = ctx.storage.head(datasets.CONTAINER, blob_name)
     if head is None or choose_backend(target, spec, head.size) == "process":
         return train_isolated(ctx, blob_name, etag)
-    from shared.core.telemetry import current_traceparent
-
     run_id = run_id_for(model, file, head.etag)
     name = submit(target, job_definition(target, blob_name, head.etag, run_id, env=env,
                                          traceparent=current_traceparent()))

@@ -21,6 +21,7 @@ import numpy as np
 from shared.core.errors import ConversionError, ParityError
 from shared.core.records import SchemaField
 from shared.core.spec import ModelSpec
+from shared.pipeline.fast_trees import register_fast_tree_converters
 from shared.serving.graph import graph_input_names, input_name, new_session, run_session
 
 if TYPE_CHECKING:
@@ -63,10 +64,9 @@ def feeds_from_frame(frame: pd.DataFrame, schema: list[SchemaField]) -> dict[str
 
 def convert(pipeline: Any, spec: ModelSpec) -> bytes:
     """The fitted pipeline as a serialised ONNX model."""
+    # here: skl2onnx costs ~1 s, and the serving app (it reads input_schema here) carries none
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-
-    from shared.pipeline.fast_trees import register_fast_tree_converters
 
     register_fast_tree_converters()  # same graph, built from the tree arrays with numpy
 

@@ -6,6 +6,8 @@ the column, the row (1-based, counting data rows) and the value where there is o
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import decimal
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -13,6 +15,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from shared.core.errors import DatasetError
 from shared.core.limits import MAX_STRING_CHARS
@@ -93,8 +98,6 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
     batch at a time, text read as dictionaries (one copy of each distinct value) and measured
     as it would decode, so a footer that understates its data is caught within one batch.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     def unreadable(exc: Exception) -> DatasetError:
         return DatasetError(f"{filename} is not a readable Parquet file: {exc}")
@@ -140,8 +143,6 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
 
 def _decoded_bytes(batch) -> int:
     """The bytes ``batch`` takes with its dictionaries decoded: each text value counted per row."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     total = 0
     for column in batch.columns:
@@ -155,8 +156,7 @@ def _decoded_bytes(batch) -> int:
 
 def _arrow_kind(arrow_type) -> str:
     """A Parquet column's type in one word: int, float, decimal, bool, string, datetime, ..."""
-    import pyarrow.types as t
-
+    t = pa.types
     if t.is_dictionary(arrow_type):
         return _arrow_kind(arrow_type.value_type)
     for kind, test in (("bool", t.is_boolean), ("int", t.is_integer), ("float", t.is_floating),
@@ -261,8 +261,6 @@ def _value_kind(series: pd.Series) -> str:
     if series.dtype != object and not pd.api.types.is_string_dtype(series):
         return str(series.dtype)
     kinds = {type(v) for v in series.dropna().head(1000)} | {type(v) for v in series.dropna().tail(1000)}
-    import datetime as dt
-    import decimal
 
     for kind, types in (("binary", (bytes, bytearray, memoryview)), ("struct", (dict,)),
                         ("list", (list, tuple, np.ndarray, set)),

@@ -17,7 +17,11 @@ from shared.context import Context
 from shared.core.errors import DatasetError
 from shared.core.records import Manifest
 from shared.core.spec import ModelSpec
+from shared.pipeline.convert import feeds_from_frame
+from shared.pipeline.exam import SEQ
+from shared.pipeline.train import ROW_KEY, SPLIT_METHOD, compute_metrics, in_holdout
 from shared.policies.promotion import Evidence, SetScores
+from shared.serving.graph import new_session, run_session
 
 log = logging.getLogger("mlops.pipeline")
 
@@ -33,9 +37,6 @@ class Scorer:
 
     def predict(self, version: int, manifest: Manifest, frame: pd.DataFrame) -> Any:
         """The version's session run on ``frame``; ``DatasetError`` if the rows lack its inputs."""
-        from shared.pipeline.convert import feeds_from_frame
-        from shared.serving.graph import new_session, run_session
-
         schema = manifest["input_schema"]
         missing = [c["name"] for c in schema if c["name"] not in frame.columns]
         if missing:
@@ -45,8 +46,6 @@ class Scorer:
 
     def metrics(self, manifest: Manifest, out: Any, frame: pd.DataFrame, rows: np.ndarray) -> dict[str, float] | None:
         """Metrics on the rows ``rows`` (a boolean mask) of ``frame`` from the run output ``out``."""
-        from shared.pipeline.train import compute_metrics
-
         if not rows.any():
             return None
         y = frame[self.spec.target].to_numpy()[rows]
@@ -73,8 +72,6 @@ def score_version(ctx: Context, spec: ModelSpec, model: str, version: int, holdo
 def unseen_fraction(spec: ModelSpec, cand: Manifest, champ: Manifest | None) -> tuple[float, str | None]:
     """The hold-out fraction under which a row was held out by both versions' splits, and why
     rows production trained on could not be excluded (when they could not)."""
-    from shared.pipeline.train import SPLIT_METHOD
-
     frac = cand.get("split", {}).get("holdout_fraction", spec.holdout_fraction)
     if champ is None:
         return frac, None
@@ -102,9 +99,6 @@ def gather(ctx: Context, spec: ModelSpec, model: str, version: int, manifest: Ma
            holdout: pd.DataFrame, exam_rows: pd.DataFrame | None, champion: int | None) -> Evidence:
     """Score the candidate and production (``champion``; None: there is none) on the rows of the
     hold-out and the exam that neither trained on."""
-    from shared.pipeline.exam import SEQ
-    from shared.pipeline.train import ROW_KEY, in_holdout
-
     scorer = Scorer(ctx, spec, model)
     champ_manifest = ctx.registry.manifest(model, champion) if champion is not None else None
     frac, caveat = unseen_fraction(spec, manifest, champ_manifest)

@@ -32,7 +32,7 @@ import pandas as pd
 from shared.core import names
 from shared.core.errors import AlreadyExists, IntegrityError
 from shared.core.spec import ModelSpec
-from shared.pipeline.train import ROW_KEY
+from shared.pipeline.train import ROW_KEY, in_holdout
 from shared.ports.storage import Storage
 from shared.registry.jsonio import get_json, put_json
 
@@ -154,8 +154,6 @@ def unseen(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
     Pass the smaller of the two models' fractions: what remains is held out for both, so
     neither trained on it.
     """
-    from shared.pipeline.train import in_holdout
-
     if ROW_KEY not in frame.columns:
         return frame.iloc[0:0]
     return frame[in_holdout(frame[ROW_KEY].to_numpy(dtype=np.uint64), fraction)].reset_index(drop=True)

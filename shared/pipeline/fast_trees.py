@@ -34,6 +34,7 @@ a future skl2onnx moves it, registration logs a warning and the stock converters
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import numbers
 import threading
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from onnx import AttributeProto
+    from onnx import AttributeProto  # here: onnx (~0.2 s) only while converting
 
 __all__ = [
     "register_fast_tree_converters",
@@ -79,8 +80,7 @@ Converter = Callable[[Any, Any, Any], Any]
 
 def _aliases() -> dict[str, str]:
     """skl2onnx's operator alias of each supported estimator class."""
-    import importlib
-
+    # here: skl2onnx costs ~1 s; the serving app imports this module (through convert) and has none
     from skl2onnx._supported_operators import sklearn_operator_name_map
 
     out = {}
@@ -100,11 +100,12 @@ def register_fast_tree_converters() -> None:
     Only the converter is swapped: skl2onnx's parsers and shape calculators for these
     models stay, so inputs, outputs and options (``zipmap``, ``nocl``...) behave as before.
     """
-    import skl2onnx  # noqa: F401  (registers the stock converters first)
+    # here: skl2onnx, as in _aliases; importing it registers the stock converters first
+    import skl2onnx  # noqa: F401
 
     with _LOCK:
         try:
-            from skl2onnx.common._registration import _converter_pool, register_converter
+            from skl2onnx.common._registration import _converter_pool, register_converter  # here: as above
 
             for cls_name, alias in _aliases().items():
                 current = _converter_pool[alias]
@@ -121,7 +122,7 @@ def register_fast_tree_converters() -> None:
 
 def unregister_fast_tree_converters() -> None:
     """Put skl2onnx's stock converters back (a no-op if ours are not registered)."""
-    from skl2onnx.common._registration import _converter_pool
+    from skl2onnx.common._registration import _converter_pool  # here: skl2onnx only while converting
 
     with _LOCK:
         for alias, stock in list(_STOCK.items()):
@@ -131,7 +132,7 @@ def unregister_fast_tree_converters() -> None:
 
 
 def fast_tree_converters_registered() -> bool:
-    from skl2onnx.common._registration import _converter_pool
+    from skl2onnx.common._registration import _converter_pool  # here: skl2onnx only while converting
 
     return all(_is_fast(_converter_pool.get(alias)) for alias in _aliases().values())
 
@@ -180,7 +181,7 @@ def _supported_trees(
     scope: Any, operator: Any, container: Any, is_classifier: bool, is_forest: bool
 ) -> list[Any] | None:
     """The fitted ``tree_`` objects to convert, or None to use the stock converter."""
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import FloatTensorType  # here: skl2onnx only while converting
 
     op = operator.raw_operator
     # Double inputs take another threshold rule and integer/boolean ones need a Cast;
@@ -229,7 +230,7 @@ def _supported_trees(
 
 def _class_labels(scope: Any, op: Any) -> tuple[str, list[Any]] | None:
     """The classlabels attribute skl2onnx would write, or None for unusual labels."""
-    from skl2onnx.common.utils_classifier import get_label_classes
+    from skl2onnx.common.utils_classifier import get_label_classes  # here: skl2onnx only while converting
 
     classes = get_label_classes(scope, op)  # honours the ``nocl`` option
     if all(isinstance(i, (numbers.Real, bool, np.bool_)) for i in classes):
@@ -361,7 +362,7 @@ def _add_tree_node(
 ) -> None:
     """Add the node through the container (unique name, opset bookkeeping) without
     attributes, then attach them all in ``onnx.helper.make_node``'s sorted order."""
-    from onnx.helper import make_attribute
+    from onnx.helper import make_attribute  # here: onnx (~0.2 s) only while converting
 
     name = scope.get_unique_operator_name(op_type)
     # op_version=1 is what the stock converters pass (skl2onnx calls them with defaults).
@@ -416,7 +417,7 @@ def _fill_modes_attribute(attr: AttributeProto, branch: np.ndarray) -> None:
 
     Repeated strings are never packed, so each element is its own tag, length, bytes.
     """
-    from onnx import AttributeProto
+    from onnx import AttributeProto  # here: onnx (~0.2 s) only while converting
 
     number = AttributeProto.DESCRIPTOR.fields_by_name["strings"].number
     encoded = np.array(
@@ -436,7 +437,7 @@ def _fill_array_attribute(attr: AttributeProto, name: str, values: np.ndarray) -
     though onnx.proto (proto2) declares them unpacked, and serialization re-emits them
     in the declared layout, so the saved model is byte-identical.
     """
-    from onnx import AttributeProto
+    from onnx import AttributeProto  # here: onnx (~0.2 s) only while converting
 
     attr.name = name
     fields = AttributeProto.DESCRIPTOR.fields_by_name

@@ -20,6 +20,10 @@ import argparse
 import json
 import sys
 
+from shared.core.errors import MlopsError
+from shared.core.settings import Settings
+from shared.pipeline.isolation import train_child
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.pipeline.fit_job", description=__doc__.splitlines()[0])
@@ -27,11 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--etag", default=None, help="the ETag the trigger saw (lineage)")
     parser.add_argument("--traceparent", default=None, help="the submitting trace's W3C traceparent")
     args = parser.parse_args(argv)
-
-    from shared.core.errors import MlopsError
-    from shared.core.settings import Settings
-    from shared.pipeline.isolation import train_child
-
     try:
         ok, run_id, detail = train_child(Settings.from_env(), args.dataset, args.etag, args.traceparent)
     except MlopsError as exc:  # transient: nothing was recorded as failed; submit again

@@ -29,6 +29,7 @@ calling process (for debugging).
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import multiprocessing as mp
@@ -37,10 +38,28 @@ import signal
 import threading
 import time
 import traceback
+from multiprocessing import forkserver
 from typing import Any
 
-from shared.core.errors import BudgetExceeded, MlopsError, TransientError, WorkerCrashed, is_transient
+from shared.context import Context
+from shared.core import names
+from shared.core.errors import (
+    BudgetExceeded,
+    InvalidName,
+    MlopsError,
+    TransientError,
+    WorkerCrashed,
+    is_transient,
+)
 from shared.core.settings import Settings
+from shared.core.spec import DEFAULT_TIME_BUDGET_SECONDS
+from shared.core.telemetry import current_traceparent, inherit_traceparent
+from shared.pipeline.messages import RunMessage
+from shared.pipeline.plumbing import StageResult, record_failure
+from shared.ports.storage.retrying import patience
+from shared.registry import datasets
+from shared.registry.quarantine import quarantine
+from shared.registry.store import PRODUCTION
 
 log = logging.getLogger("mlops.isolation")
 
@@ -188,8 +207,6 @@ def _die_with_fork_server() -> None:
     process holds its "alive" pipe, which each child inherits; ours start no processes of their
     own through it, so they let go of it."""
     try:
-        import ctypes
-
         parent = os.getppid()
         if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # 1: PR_SET_PDEATHSIG
             return
@@ -197,8 +214,6 @@ def _die_with_fork_server() -> None:
             os._exit(1)
     except (OSError, AttributeError):  # not Linux
         return
-    from multiprocessing import forkserver
-
     server = getattr(forkserver, "_forkserver", None)
     alive = getattr(server, "_forkserver_alive_fd", None)
     if server is not None and alive is not None:
@@ -307,10 +322,9 @@ def train_child(settings, blob_name: str, etag: str | None,
                  traceparent: str | None = None) -> tuple[bool, str | None, str]:
     """In the child: a context of its own, then the train stage with storage patience; the
     messages it sends continue the caller's trace."""
-    from shared.context import Context
-    from shared.core.telemetry import inherit_traceparent
+    # here: stages brings pandas and scikit-learn; only the child process runs it (the fork
+    # server preloads it), so the app's process stays light
     from shared.pipeline.stages import handle_dataset
-    from shared.ports.storage.retrying import patience
 
     inherit_traceparent(traceparent)
     ctx = Context.from_settings(settings)
@@ -325,11 +339,9 @@ def train_child(settings, blob_name: str, etag: str | None,
 def _stage_child(settings, stage: str, body: bytes, traceparent: str | None = None) -> tuple[bool, str | None, str]:
     """In the child: a queue-triggered stage on its message, with storage patience (wait out a
     full disk, not burn deliveries); the messages it sends continue the caller's trace."""
-    from shared.context import Context
-    from shared.core.telemetry import inherit_traceparent
+    # here: stages brings pandas and scikit-learn; only the child process runs it (the fork
+    # server preloads it), so the app's process stays light
     from shared.pipeline import stages as pipeline
-    from shared.pipeline.messages import RunMessage
-    from shared.ports.storage.retrying import patience
 
     inherit_traceparent(traceparent)
     ctx = Context.from_settings(settings)
@@ -344,9 +356,6 @@ def _stage_child(settings, stage: str, body: bytes, traceparent: str | None = No
 def _budget(ctx, model: str) -> float:
     """The spec's ``training.time_budget_seconds``; the default for a name or spec the stage
     itself will refuse (with the reason, in its process)."""
-    from shared.core import names
-    from shared.core.spec import DEFAULT_TIME_BUDGET_SECONDS
-
     try:
         return ctx.specs.get(names.model_name(model)).time_budget_seconds
     except MlopsError:
@@ -370,13 +379,8 @@ def run_queue_stage(ctx, stage: str, msg):
     already moved the production alias (then the error is transient: the redelivery records
     the decision without scoring again).
     """
-    from shared.pipeline.plumbing import StageResult, record_failure
-    from shared.registry.store import PRODUCTION
-
     budget = _budget(ctx, msg.model)
     try:
-        from shared.core.telemetry import current_traceparent
-
         ok, run_id, detail = run_isolated("shared.pipeline.isolation:_stage_child", ctx.settings, stage,
                                           msg.to_outgoing().body, current_traceparent(),
                                           budget_seconds=budget, settings=ctx.settings,
@@ -399,12 +403,8 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
     Over budget, the run is recorded as failed with the reason (status and quarantine
     record: a permanent refusal, not retried, since the same data would run over again).
     """
-    from shared.registry import datasets
-
     budget = _budget(ctx, datasets.folders(blob_name)[0])
     try:
-        from shared.core.telemetry import current_traceparent
-
         return run_isolated("shared.pipeline.isolation:train_child", ctx.settings, blob_name, etag,
                             current_traceparent(), budget_seconds=budget, what=f"training on datasets/{blob_name}",
                             settings=ctx.settings)
@@ -413,11 +413,8 @@ def train_isolated(ctx, blob_name: str, etag: str | None) -> tuple[bool, str | N
 
 
 def _record_over_budget(ctx, blob_name: str, exc: BudgetExceeded) -> tuple[str | None, str]:
-    from shared.core.errors import InvalidName
-    from shared.pipeline.plumbing import record_failure
+    # here: stages brings pandas (~0.6 s) into the app's process, which only forks the fit
     from shared.pipeline.stages import run_id_for
-    from shared.registry import datasets
-    from shared.registry.quarantine import quarantine
 
     run_id = None
     head = ctx.storage.head(datasets.CONTAINER, blob_name)

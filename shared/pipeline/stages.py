@@ -37,17 +37,25 @@ from shared.core.errors import (
     as_permanent,
     is_transient,
 )
+from shared.core.profile import build_profile
 from shared.core.records import ConvertRecord, DatasetRecord, Decision, DecisionSet, Manifest, RunStatus, TrainRecord
 from shared.core.spec import ModelSpec
+from shared.pipeline import exam
+from shared.pipeline.convert import check_parity, convert, input_schema
 from shared.pipeline.data import ORIGIN_COLUMN, read_table, table_sha256, validate
 from shared.pipeline.evidence import gather
 from shared.pipeline.messages import RunMessage
 from shared.pipeline.plumbing import AlreadyDone, Outcome, Refused, StageResult, run_once, stage
+from shared.pipeline.train import SPLIT_METHOD, fit, split_columns
 from shared.policies import promotion
+from shared.policies.rollout import DIRECT, HELD, plan
 from shared.registry import datasets
 from shared.registry.datasets import DatasetRef
+from shared.registry.jsonio import dumps
 from shared.registry.quarantine import quarantine, supersede
+from shared.registry.rollouts import RolloutStore
 from shared.registry.store import PRODUCTION
+from shared.serving.graph import opsets
 
 __all__ = ["StageResult", "handle_convert", "handle_dataset", "handle_promote", "handle_register", "run_id_for",
            "run_stage"]
@@ -74,6 +82,7 @@ def run_id_for(model: str, file: str, etag: str) -> str:
 
 
 def library_versions() -> dict[str, str]:
+    # here: the libraries that made the model; skl2onnx alone costs ~1 s, and only register needs it
     import onnx
     import onnxruntime
     import skl2onnx
@@ -198,7 +207,6 @@ class _Training:
         earlier = ctx.runs.content_owner(model, self.content_keys[1])
         if earlier is not None and earlier != run_id:
             return self._duplicate(earlier, "the same rows and columns (in another column order)")
-        from shared.pipeline.train import fit
 
         try:
             result = fit(dataset.frame, spec)
@@ -227,10 +235,6 @@ class _Training:
     def _save(self, frame: pd.DataFrame, dataset: Any, result: Any) -> tuple[TrainRecord, float]:
         """Write the run's artifacts (fit, hold-out, profile), update the exam, write the train
         record; return the record and the seconds the exam update took."""
-        from shared.core.profile import build_profile
-        from shared.pipeline import exam
-        from shared.pipeline.train import SPLIT_METHOD, split_columns
-        from shared.registry.jsonio import dumps
 
         ctx, spec, model, run_id = self.ctx, self.spec, self.model, self.run_id
         pipeline_bytes = pickle.dumps(result.pipeline, protocol=pickle.HIGHEST_PROTOCOL)
@@ -317,8 +321,6 @@ def _converted_before(ctx: Context, msg: RunMessage) -> Outcome | None:
 @stage("convert", earlier=_converted_before)
 def handle_convert(ctx: Context, msg: RunMessage) -> Outcome:
     """Convert the fitted pipeline to ONNX and prove parity on the hold-out rows."""
-    from shared.pipeline.convert import check_parity, convert
-    from shared.serving.graph import opsets
 
     model, run_id = msg.model, msg.run_id
     spec = ctx.specs.get(model)
@@ -352,7 +354,6 @@ def handle_convert(ctx: Context, msg: RunMessage) -> Outcome:
 def handle_register(ctx: Context, msg: RunMessage) -> Outcome:
     """Write the run as the next immutable version, manifest last (allocation and commit are
     idempotent per run: a redelivery finds the same version)."""
-    from shared.pipeline.convert import input_schema
 
     model, run_id = msg.model, msg.run_id
     t0 = time.perf_counter()
@@ -410,7 +411,6 @@ def _decided_before(ctx: Context, msg: RunMessage) -> Outcome | None:
 def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> Outcome:
     """Score candidate and production on the candidate's hold-out and the exam; decide by the
     promotion policy; move the alias if the candidate wins; record the decision once."""
-    from shared.pipeline import exam
 
     model, run_id, version = msg.model, msg.run_id, msg.version
     if version is None:
@@ -506,8 +506,6 @@ def _start_rollout(ctx: Context, spec: ModelSpec, model: str, version: int, cham
                    offline: str) -> dict[str, Any] | None:
     """Start the rollout of a candidate that passed the offline gate against production; None
     when the spec's rollout mode is ``direct`` (promote at once, as before)."""
-    from shared.policies.rollout import DIRECT, HELD, plan
-    from shared.registry.rollouts import RolloutStore
 
     mode, reason = plan(spec.rollout, ctx.registry.manifest(model, champion)["input_schema"],
                         ctx.registry.manifest(model, version)["input_schema"], candidate=version, champion=champion,

@@ -33,6 +33,7 @@ def build_pipeline(spec: ModelSpec):
     ONNX parity exact on the split decisions). Categorical
     columns are one-hot encoded, ignoring categories unseen at training.
     """
+    # here: scikit-learn (~1 s) only for a fit; exam, evidence and the monitor import this module too
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -144,7 +145,7 @@ def compute_metrics(
     classes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Hold-out metrics: accuracy, F1, ROC AUC for classifiers; RMSE, MAE, R² for regressors."""
-    from sklearn import metrics as m
+    from sklearn import metrics as m  # here: scikit-learn (~1 s), see build_pipeline
 
     if spec.task == "regression":
         y = np.asarray(y_true, dtype="float64")

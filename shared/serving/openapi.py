@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.core.names import ALIAS_PATTERN, MODEL_PATTERN
+from shared.serving.feedback import MAX_ITEMS
 
 #: Which body each route reads. "tabular": parse_payload's four forms; "mlflow": those and
 #: MLflow's params (JSON) or CSV; "v2": an infer request; "feedback"; "alias".
@@ -53,8 +54,6 @@ def _error(schema_name: str) -> dict[str, Any]:
 
 
 def _feedback_body(view: ModelView | None) -> dict[str, Any]:
-    from shared.serving.feedback import MAX_ITEMS
-
     item: dict[str, Any] = {"type": "object", "properties": {
         "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
         "row": {"type": "integer", "minimum": 0, "maximum": _INT_MAX}}}
@@ -72,6 +71,7 @@ def _feedback_body(view: ModelView | None) -> dict[str, Any]:
 
 
 def _request_body(route: Route, view: ModelView | None, max_rows: int) -> dict[str, Any] | None:
+    # here: the codecs bring numpy (~0.1 s of the serving app's start-up); only the document needs them
     from shared.serving.protocols import mlflow, tabular, v2
 
     schema = view.schema if view else None

@@ -84,9 +84,10 @@ class Bus(Protocol):
 def open_bus(settings: Settings) -> Bus:
     """Build the bus backend the settings name."""
     if settings.bus_backend == "azure":
-        from shared.ports.bus.azure import ServiceBusBus
+        from shared.ports.bus.azure import ServiceBusBus  # here: the Azure SDK loads only when the settings choose it
 
         return ServiceBusBus.from_settings(settings)
+    # here: a backend imports this package's types, so it loads after the package
     from shared.ports.bus.local import LocalBus
 
     return LocalBus(

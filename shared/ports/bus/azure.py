@@ -70,7 +70,7 @@ class ServiceBusBus:
         if settings.bus_connection_string:
             return cls(ServiceBusClient.from_connection_string(settings.bus_connection_string))
         if settings.bus_namespace:
-            from azure.identity import DefaultAzureCredential
+            from azure.identity import DefaultAzureCredential  # here: azure-identity only for identity-based auth
 
             # As the binding does with ServiceBusConnection__clientId: the user-assigned identity.
             credential = DefaultAzureCredential(managed_identity_client_id=settings.bus_client_id or None)

@@ -103,12 +103,15 @@ def check_blob_name(name: str) -> str:
 def open_storage(settings: Settings) -> Storage:
     """Build the storage backend the settings name, with patience for transient faults
     (used by callers that ask for it: ``shared.ports.storage.retrying.patience``)."""
+    # here: a backend imports this package's types, so it loads after the package
     from shared.ports.storage.retrying import RetryingStorage
 
     if settings.storage_backend == "azure":
+        # here: the Azure SDK loads only when the settings choose it
         from shared.ports.storage.azure import AzureBlobStorage
 
         return RetryingStorage(AzureBlobStorage.from_settings(settings))
+    # here: a backend imports this package's types, so it loads after the package
     from shared.ports.storage.local import LocalStorage
 
     return RetryingStorage(LocalStorage(settings.data_dir / "blobs"))

@@ -22,7 +22,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed, TransientError
 from shared.ports.storage import Blob, BlobInfo, check_blob_name, check_container
@@ -47,8 +47,6 @@ def _retry_policy(retries: int = 3):
     to it), which held a throttled request for a minute. Longer waits belong to the callers
     that can afford them (``shared.ports.storage.retrying``).
     """
-    from azure.storage.blob import ExponentialRetry
-
     # The SDK annotates both as int, but only does float arithmetic with them
     # (initial + base ** count, then random.uniform(backoff - jitter, backoff + jitter)).
     return ExponentialRetry(initial_backoff=0, retry_total=retries,
@@ -88,7 +86,7 @@ class AzureBlobStorage:
         if settings.storage_connection_string:
             return cls.from_connection_string(settings.storage_connection_string)
         if settings.storage_account_url:
-            from azure.identity import DefaultAzureCredential
+            from azure.identity import DefaultAzureCredential  # here: azure-identity only for identity-based auth
 
             # The bindings read <connection>__clientId to pick a user-assigned identity; the
             # SDK's credential must be told the same, or it looks for a system-assigned one.

@@ -67,9 +67,11 @@ def decode(raw: str) -> str:
 def open_storage_queues(settings: Settings) -> StorageQueues:
     """The queue backend that goes with the storage backend the settings name."""
     if settings.storage_backend == "azure":
+        # here: the Azure SDK loads only when the settings choose it
         from shared.ports.storagequeue.azure import AzureStorageQueues
 
         return AzureStorageQueues.from_settings(settings)
+    # here: a backend imports this package's types, so it loads after the package
     from shared.ports.storagequeue.local import LocalStorageQueues
 
     return LocalStorageQueues(settings.data_dir / "queues")

@@ -38,7 +38,7 @@ class AzureStorageQueues:
             return cls(QueueServiceClient.from_connection_string(
                 settings.storage_connection_string, retry_total=3, connection_timeout=5, read_timeout=30))
         if settings.storage_queue_url:
-            from azure.identity import DefaultAzureCredential
+            from azure.identity import DefaultAzureCredential  # here: azure-identity only for identity-based auth
 
             credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
             return cls(QueueServiceClient(settings.storage_queue_url, credential=credential))

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from shared.core.errors import InvalidRequest, UnsupportedMediaType
-from shared.serving.protocols import json_body
+from shared.serving.protocols import json_body, tabular
 from shared.serving.protocols.batch import Batch, Prediction, Schema, schema_parts
 from shared.serving.protocols.native import parse_payload
 
@@ -91,6 +91,7 @@ def _csv_columns(text: str, schema: Schema) -> dict[str, list]:
 
 def _parquet_columns(body: bytes) -> dict[str, list]:
     """A Parquet table's columns as lists (pyarrow, imported here: only this content type needs it)."""
+    # here: pyarrow (~0.2 s of the serving app's first request) only for this content type
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -154,8 +155,6 @@ def encode(pred: Prediction, predict_fn: str) -> bytes:
 def request_schema(schema: Schema | None, max_rows: int, classifier: bool | None) -> dict[str, Any]:
     """The JSON body ``decode`` reads: the four tabular forms (other columns allowed: ignored) and
     ``params.predict_fn``."""
-    from shared.serving.protocols.tabular import body
-
     fns = list(PREDICT_FNS) if classifier is not False else ["predict"]
     params = {"type": "object", "properties": {"predict_fn": {"type": "string", "enum": fns}}}
-    return body(schema, max_rows, {"params": params}, open_columns=True)
+    return tabular.body(schema, max_rows, {"params": params}, open_columns=True)

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from shared.core.errors import InvalidRequest
-from shared.serving.protocols import json_body
+from shared.serving.protocols import json_body, tabular
 from shared.serving.protocols.batch import F32_MAX, Batch, Prediction, Schema, Served, schema_parts
 from shared.serving.protocols.native import Parsed, numeric_block, parse_payload
 
@@ -305,8 +305,6 @@ def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int,
     What it cannot say, the decoder checks: each input once, ``shape[0]`` equal to the
     number of values, every input the same number of rows.
     """
-    from shared.serving.protocols.tabular import value
-
     def tensor(name: str | None, kind: str | None) -> dict[str, Any]:
         types = ["BYTES"] if kind == "string" else list(NUMERIC) if kind == "float" else ["BYTES", *NUMERIC]
         return {"type": "object", "required": ["name", "datatype", "shape", "data"], "properties": {
@@ -314,7 +312,7 @@ def request_schema(schema: tuple[tuple[str, str], ...] | None, max_rows: int,
             "datatype": {"type": "string", "enum": types},
             "shape": {"type": "array", "minItems": 1, "maxItems": 2,
                       "items": {"type": "integer", "minimum": 1, "maximum": max_rows}},
-            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": value(kind)},
+            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": tabular.value(kind)},
             # binary_data_size belongs to the binary form (documented in the operation's text).
             "parameters": {"type": "object", "not": {"required": ["binary_data_size"]}}}}
 
