@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
 from pathlib import Path
+
+import uvicorn
+
+from devhost.config import HostConfig, load_local_settings
+from devhost.connections import guarded_protocol
+from devhost.host import Host
+from functions.root import context
+from shared.registry import datasets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,19 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("azure", "urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from devhost.config import HostConfig, load_local_settings
-
     if args.role:
         os.environ["MLOPS_APP_ROLE"] = args.role  # read when function_app is indexed, below
     used = load_local_settings(args.settings)
     # Background threads (trigger polls, the inference-log writer, model refresh) must not
     # hold the GIL for the default 5 ms while a request waits on the event loop.
     sys.setswitchinterval(0.0005)
-    import uvicorn
-
-    from devhost.host import Host
-    from functions.root import context
-
     ctx = context()
     host = Host(args.app, ctx.storage, ctx.bus, HostConfig.from_env(), log_http=not args.quiet_http,
                 queues=ctx.storage_queues)
@@ -48,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
              ctx.settings.storage_backend, ctx.settings.bus_backend, ctx.settings.data_dir)
     log.info("functions:\n%s", "\n".join(host.index.describe()))
     if args.drop_examples:
-        from models.examples import example_datasets
-        from shared.registry import datasets
+        from models.examples import example_datasets  # here: pandas (~0.7 s), only with --drop-examples
 
         for model, (file, data) in example_datasets().items():
             if not datasets.has_any(ctx.storage, model):
@@ -59,14 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     # Everything built so far lives as long as the process: keep it out of the collector's
     # scans, and collect young objects less often, so a full collection does not stall a
     # burst of requests for milliseconds.
-    import gc
-
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
     log.info("listening on http://%s:%d/api/", args.host, args.port)
-    from devhost.connections import guarded_protocol
-
     try:
         uvicorn.run(host.http, host=args.host, port=args.port, log_level="warning", access_log=False,
                     http=guarded_protocol(host.config.header_timeout_seconds), loop="uvloop", lifespan="on",

@@ -7,6 +7,8 @@ import azure.functions as func
 
 from functions.root import context
 from shared.core.errors import InvalidMessage
+from shared.core.telemetry import record_outcome
+from shared.pipeline.isolation import run_queue_stage
 from shared.pipeline.messages import RunMessage
 
 bp = func.Blueprint()
@@ -27,15 +29,11 @@ def _stage(msg: func.ServiceBusMessage, expect: str, stage: str) -> None:
     run = _decode(msg, expect)
     if run is None:
         return
-    from shared.pipeline.isolation import run_queue_stage
-
     ctx = context()
     # A child of the span that sent the message: every stage of a run is one trace.
     with ctx.telemetry.stage(stage, run.model, run.traceparent, run_id=run.run_id, version=run.version):
         result = run_queue_stage(ctx, stage, run)
     if ctx.telemetry.enabled:
-        from shared.core.telemetry import record_outcome
-
         record_outcome(ctx, stage, run, result)
     log.info("%s %s/%s: %s", stage, run.model, run.run_id, result.detail)
 

@@ -13,7 +13,9 @@ import azure.functions as func
 from functions.edge import ChoiceQuery, IntQuery, Routes, handle, model_arg, version_arg
 from functions.root import context
 from shared.core import names
+from shared.lineage import overview, runs_of, version_lineage
 from shared.registry.runs import OUTCOMES
+from shared.serving.console import page
 
 bp = func.Blueprint()
 api = Routes(bp)
@@ -30,8 +32,6 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Every run of a model, newest first: outcome, dataset, version, decision or error."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.lineage import runs_of
-
         outcome = OUTCOME.read(req)
         model = model_arg(req)
         return {"model": model, "runs": runs_of(context(), model, outcome=outcome, limit=RUNS_LIMIT.read(req))}, 200
@@ -58,8 +58,6 @@ def get_version(req: func.HttpRequest) -> func.HttpResponse:
     """A version's lineage: its run, dataset (name, ETag, SHA-256), spec hash, code, libraries, decision, rollout."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.lineage import version_lineage
-
         version = version_arg(req)
         assert version is not None  # the route's path holds {version}
         return version_lineage(context(), model_arg(req), version), 200
@@ -72,8 +70,6 @@ def console_overview(req: func.HttpRequest) -> func.HttpResponse:
     """Every model: production version, last decision, last drift verdict, recent traffic."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.lineage import overview
-
         return {"models": overview(context())}, 200
 
     return handle(req, run)
@@ -82,8 +78,6 @@ def console_overview(req: func.HttpRequest) -> func.HttpResponse:
 @api("console", "console", auth=func.AuthLevel.ANONYMOUS, success_types=("text/html",))
 def console(req: func.HttpRequest) -> func.HttpResponse:
     """The model console: a self-contained page (no data in it; it asks for a key)."""
-    from shared.serving.console import page
-
     return func.HttpResponse(page(), mimetype="text/html", headers={
         "cache-control": "no-store",
         # Everything the page needs is in it; it talks to this API only.

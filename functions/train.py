@@ -7,6 +7,8 @@ import azure.functions as func
 
 from functions.composition import blob_source
 from functions.root import context
+from shared.pipeline.azureml import fit_dataset
+from shared.registry import datasets
 
 bp = func.Blueprint()
 log = logging.getLogger("mlops.functions.train")
@@ -31,9 +33,6 @@ def train(blob: func.InputStream) -> None:
     an Azure Machine Learning job running the same entry point (``shared.pipeline.azureml``).
     It reads the blob itself, so lineage records the version it trained on.
     """
-    from shared.pipeline.azureml import fit_dataset
-    from shared.registry import datasets
-
     relative = datasets.relative(blob.name or "")
     ctx = context()
     model = datasets.folders(relative)[0]  # a misplaced blob's folder: telemetry names it all the same

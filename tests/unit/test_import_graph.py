@@ -7,6 +7,8 @@ function is still a cycle a reader has to untangle.
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -158,3 +160,81 @@ def test_the_checker_sees_a_cycle_and_a_wrong_direction():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
     assert _part("shared.core.errors") == "shared.core"
     assert "shared.serving" not in ALLOWED["shared.core"]
+
+
+#: TEMPORARY: files other branches are changing while this check lands; the lead gives their
+#: local imports a reason after merging those branches, then empties this set.
+UNCHECKED_FOR_NOW = {
+    "shared/serving/runtime.py", "shared/serving/feedback.py", "shared/serving/inference_log.py",
+    "shared/lineage.py", "shared/registry/rollouts.py", "shared/core/rollout_spec.py",
+    "functions/edge.py", "functions/http_api.py", "functions/composition.py",
+}
+UNCHECKED_FOR_NOW_DIRS = ("shared/serving/console/", "shared/rollout/")
+
+
+def _unexplained_local_imports(source: str) -> list[int]:
+    """Lines of the function-local imports in ``source`` that give no reason for being local.
+
+    A reason is a comment on the import's own lines or on the line right before it; an import
+    that directly continues a block of local imports (the next line after one) shares the
+    block's reason, so one comment can cover ``import pyarrow as pa`` and ``import pyarrow.parquet``.
+    """
+    comments = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    local: list[ast.stmt] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, ast.Import | ast.ImportFrom):
+                local.append(child)
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
+
+    visit(ast.parse(source), False)
+    explained_ends: set[int] = set()
+    unexplained = []
+    for node in sorted(local, key=lambda n: n.lineno):
+        end = node.end_lineno or node.lineno
+        if comments & set(range(node.lineno - 1, end + 1)) or node.lineno - 1 in explained_ends:
+            explained_ends.add(end)
+        else:
+            unexplained.append(node.lineno)
+    return unexplained
+
+
+def test_every_function_local_import_says_why_it_is_local():
+    # Imports belong at the top of a module; one inside a function is there for a reason (the
+    # serving app's start-up, a library only one path needs, a backend chosen by the settings),
+    # and says so.
+    missing = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in UNCHECKED_FOR_NOW or rel.startswith(UNCHECKED_FOR_NOW_DIRS):
+                continue
+            missing += [f"{rel}:{line}" for line in _unexplained_local_imports(path.read_text())]
+    assert missing == []
+
+
+def test_the_local_import_check_finds_an_unexplained_import():
+    source = '''
+import json
+
+def a():
+    import csv
+    return csv
+
+def b():
+    # here: only this path needs it
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import numpy  # here: a reason of its own
+    return pa, pq, numpy
+
+def c():
+    import decimal  # here: a reason
+
+    import zlib
+    return decimal, zlib
+'''
+    assert _unexplained_local_imports(source) == [5, 19]
