@@ -30,6 +30,7 @@ MAX_REASON, MAX_ACTOR = 500, 64
 def get_rollout(req: func.HttpRequest) -> func.HttpResponse:
     """A model's current (or last) rollout: step, traffic split, guardrails against thresholds, history."""
 
+    # here: the rollout machinery (~20 ms) only for these routes, off the serving app's start-up
     from shared.rollout.operate import current
 
     request_id = request_id_of(req)
@@ -57,7 +58,7 @@ def rollout_action(req: func.HttpRequest) -> func.HttpResponse:
     """Operator action on a rollout (pause, resume, abort, promote-now, start): ``{"reason", "actor"?, "version"?}``."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.rollout.operate import act
+        from shared.rollout.operate import act  # here: as in get_rollout
 
         model = model_arg(req)
         action = req.route_params.get("action", "")

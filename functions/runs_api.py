@@ -13,7 +13,7 @@ import azure.functions as func
 from functions.edge import ChoiceQuery, IntQuery, Routes, handle, model_arg, version_arg
 from functions.root import context
 from shared.core import names
-from shared.lineage import overview, runs_of, version_lineage
+from shared.lineage import overview, run_detail, runs_of, version_lineage
 from shared.registry.runs import OUTCOMES
 from shared.serving.console import page
 
@@ -44,8 +44,6 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """One run: dataset, spec hash, parameters, timings, metrics, parity, decision, failure, rollout."""
 
     def run(req: func.HttpRequest, request_id: str):
-        from shared.lineage import run_detail
-
         model = model_arg(req)
         run_id = names.run_id(req.route_params.get("run_id", ""))
         return run_detail(context(), model, run_id), 200
