@@ -26,7 +26,7 @@ from shared.pipeline import stages as P
 from shared.registry import quarantine
 from shared.registry.store import PRODUCTION
 from shared.serving.inprocess import predict
-from tests.conftest import ROOT, copy_example_specs, to_csv, to_parquet
+from tests.conftest import copy_example_specs, example_spec_text, to_csv, to_parquet
 from tests.helpers import drain, drop
 
 SPEC_TAIL = """
@@ -93,7 +93,8 @@ def _odd_frame(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     frame = pd.DataFrame(rng.normal(size=(rows, len(ODD_NUMERIC))), columns=ODD_NUMERIC)
     frame["cat/x"] = rng.choice(["u", "v", "w"], rows)
     frame["cat x"] = rng.choice(["p", "q"], rows)
-    frame["y"] = 3 * frame["a/b"] - 2 * frame["a_b"] + frame["é ü"] + (frame["cat/x"] == "u") * 4 + rng.normal(0, 0.1, rows)
+    frame["y"] = (3 * frame["a/b"] - 2 * frame["a_b"] + frame["é ü"] + (frame["cat/x"] == "u") * 4
+                  + rng.normal(0, 0.1, rows))
     return frame
 
 
@@ -172,10 +173,12 @@ def test_every_outcome_is_listed_with_its_reason(specs_ctx, tmp_path):
 
 def test_a_parity_refusal_is_a_failed_run_and_the_503_names_it(specs_ctx, tmp_path):
     ctx = specs_ctx
-    text = (ROOT / "models" / "wind_power.toml").read_text()
-    text = text.replace('class = "RandomForestRegressor"', 'class = "HistGradientBoostingRegressor"\nscale_numeric = true')
-    text = text.replace("params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",
-                        "params = { max_iter = 50, random_state = 7 }")
+    text = example_spec_text("wind_power")
+    text = text.replace('class = "RandomForestRegressor"',
+                        'class = "HistGradientBoostingRegressor"\nscale_numeric = true')
+    text = text.replace(
+        "params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",
+        "params = { max_iter = 50, random_state = 7 }")
     folder = tmp_path / "hgb"
     folder.mkdir()
     (folder / "wind_power.toml").write_text(text)
@@ -298,7 +301,7 @@ def test_every_allowed_estimator_draws_its_randomness_from_the_spec(ctx):
     from shared.pipeline.train import build_pipeline
 
     base = ctx.specs.get("wind_power")
-    for name, (_, tasks, _) in ESTIMATORS.items():
+    for name, (_, _tasks, _) in ESTIMATORS.items():
         spec = dataclasses.replace(base, estimator=name, params={})
         estimator = build_pipeline(spec).named_steps["estimator"]
         assert estimator.get_params().get("random_state", base.seed) == base.seed, name

@@ -12,14 +12,13 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from shared.core.errors import InvalidRequest
-from shared.core.settings import PROJECT_ROOT as ROOT
 from shared.registry.store import PRODUCTION
 from shared.serving.feedback import parse_feedback, store_feedback
 from shared.serving.inference_log import InferenceLogger, LogRecord
 from shared.serving.inprocess import predict
 from shared.serving.protocols.native import encode, parse_payload
 from shared.serving.runtime import ModelServer
-from tests.conftest import to_csv
+from tests.conftest import example_spec_text, to_csv
 from tests.helpers import drain, drop
 
 ROWS = cancer().drop(columns="target").head(4).to_dict("records")
@@ -35,13 +34,15 @@ def two_versions(ctx):
     assert ctx.registry.versions("breast_cancer") == [1, 2]
     current = ctx.registry.alias("breast_cancer")
     if current.version != 1:
-        ctx.registry.move_alias("breast_cancer", PRODUCTION, 1, expected=current, event="rollback", reason="t", actor="t")
+        ctx.registry.move_alias("breast_cancer", PRODUCTION, 1, expected=current, event="rollback", reason="t",
+                                actor="t")
     return ctx
 
 
 def move(ctx, version):
     current = ctx.registry.alias("breast_cancer")
-    ctx.registry.move_alias("breast_cancer", PRODUCTION, version, expected=current, event="set_alias", reason="t", actor="t")
+    ctx.registry.move_alias("breast_cancer", PRODUCTION, version, expected=current, event="set_alias", reason="t",
+                            actor="t")
 
 
 def test_a_promotion_is_swapped_in_by_refresh_and_a_held_version_keeps_working(two_versions):
@@ -101,7 +102,7 @@ def test_the_served_graph_answers_exactly_what_the_registered_graph_answers(ctx,
     from shared.serving.graph import new_session
     from tests.conftest import to_parquet
 
-    text = (ROOT / "models" / "wind_power.toml").read_text().replace("floor = 250.0", "floor = 5000.0")
+    text = example_spec_text("wind_power").replace("floor = 250.0", "floor = 5000.0")
     if numeric is not None:
         text = text.replace('numeric = ["wind_speed", "wind_direction", "air_temperature", "air_density"]',
                             f"numeric = {numeric}")
@@ -128,7 +129,8 @@ def test_inference_log_writes_sampled_batches_as_parquet(ctx):
     for i in range(3):
         batch = parse_payload({"inputs": {"speed": [1.0, 2.0], "turbine": ["a", "b"]}},
                               (("speed", "float"), ("turbine", "string")), 10)
-        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5, batch, np.array([10.0, 20.0]), None, None, None))
+        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5, batch, np.array([10.0, 20.0]), None,
+                                None, None))
     assert logger.flush() == 6
     [part] = ctx.storage.list("inference-logs", "wind_power/")
     table = pd.read_parquet(io.BytesIO(ctx.storage.get("inference-logs", part.name).data))
@@ -164,7 +166,8 @@ def test_inference_log_rolls_buffers_over_and_splits_files_by_hour(ctx):
     for i, (at, n) in enumerate([(hour - 0.2, 2), (hour - 0.1, 2), (hour + 0.1, 5), (hour - 0.05, 1), (hour + 0.2, 2)]):
         speeds = [float(10 * i + r) for r in range(n)]
         batch = parse_payload({"inputs": {"speed": speeds, "turbine": [f"T{i}"] * n}}, schema, 100)
-        assert logger.record(LogRecord("wind_power", 1, f"req-{i}", at, 0.5, batch, np.array(speeds) * 2, None, None, None))
+        assert logger.record(LogRecord("wind_power", 1, f"req-{i}", at, 0.5, batch, np.array(speeds) * 2, None, None,
+                                       None))
         sent += [(f"req-{i}", r, s, at < hour) for r, s in enumerate(speeds)]
     assert logger.flush() == 12
     tables = {}
@@ -179,7 +182,8 @@ def test_inference_log_rolls_buffers_over_and_splits_files_by_hour(ctx):
     for folder, parts in tables.items():
         for t in parts:
             assert (t["prediction"] == t["speed"] * 2).all() and (t["turbine"] == "T" + t["request_id"].str[4:]).all()
-            got |= {(r, int(n), float(s), folder.endswith(before)) for r, n, s in zip(t["request_id"], t["row"], t["speed"])}
+            got |= {(r, int(n), float(s), folder.endswith(before))
+                    for r, n, s in zip(t["request_id"], t["row"], t["speed"])}
     assert got == set(sent)
     assert logger.stats()["buffered_rows"] == 0 and logger.stats()["dropped_rows"] == 0
 
@@ -245,7 +249,8 @@ def test_rows_a_full_disk_refused_are_written_by_the_next_flush():
 
 def test_feedback_is_validated_and_stored(ctx):
     spec = ctx.specs.get("breast_cancer")
-    items = parse_feedback({"feedback": [{"request_id": "r1", "label": 1}, {"request_id": "r2", "row": 3, "label": "0"}]}, spec)
+    items = parse_feedback({"feedback": [{"request_id": "r1", "label": 1},
+                                         {"request_id": "r2", "row": 3, "label": "0"}]}, spec)
     where = store_feedback(ctx.storage, "breast_cancer", items)
     table = pd.read_parquet(io.BytesIO(ctx.storage.get("feedback", where.split("/", 1)[1]).data))
     assert table[["request_id", "row", "truth"]].values.tolist() == [["r1", 0, "1"], ["r2", 3, "0"]]
@@ -316,7 +321,8 @@ def odd_frame(n: int = 600) -> pd.DataFrame:
         "int_cat": rng.choice([10, 20, 30], n),
         "bool_cat": rng.random(n) > 0.3,
     })
-    signal = frame["x float"] + frame["flag"] + (frame["int_cat"] == 20) - (frame["bool_cat"] & (frame["cat_dtype"] == "red"))
+    signal = (frame["x float"] + frame["flag"] + (frame["int_cat"] == 20)
+              - (frame["bool_cat"] & (frame["cat_dtype"] == "red")))
     frame["label"] = np.where(signal > 0.5, "yes", "no")
     return frame
 
@@ -341,7 +347,8 @@ def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_pa
     drain(ctx)
     manifest = ctx.registry.manifest("odd", 1)
     typed = validate(read_table(data, "odd.parquet"), ctx.specs.get("odd"), "odd.parquet").frame.head(60)
-    twin = run_session(new_session(ctx.registry.model_bytes("odd", 1)), feeds_from_frame(typed, manifest["input_schema"]), True)
+    twin = run_session(new_session(ctx.registry.model_bytes("odd", 1)),
+                       feeds_from_frame(typed, manifest["input_schema"]), True)
 
     raw = frame.drop(columns="label").head(60)
     rows = as_records(raw)  # a client's JSON: Python bools, ints and None
