@@ -13,6 +13,11 @@
 and the cold start: process start to first answered prediction.
 Every ratio compares figures measured in this same run.
 
+    python -m bench.serving --rollout --baseline DIR
+
+measures predict p99 at concurrency 8 with no rollout, during a shadow step and during a 50%
+canary step, old against new (``bench.rollout_routing``).
+
     python -m bench.serving --baseline DIR [--only-baseline]
 
 also measures another checkout (DIR, e.g. ``git worktree add DIR <commit>``) against this one,
@@ -114,14 +119,15 @@ def in_process(ctx: Context, rounds: int = 7) -> dict:
         registered = new_session(ctx.registry.model_bytes(model, loaded.version))
         columns = {n: np.asarray(v).reshape(-1, 1) for n, v in batch.columns().items()}
         a0s, as_, bs = [], [], []
+        # Each lambda is called at once, in this iteration: the loop variables it reads are current.
         for _ in range(rounds):
-            a0s.append(per_call_us(lambda: registered.run(None, columns), 1000, repeats=3))
-            as_.append(per_call_us(lambda: loaded.session.run(None, feeds), 1000, repeats=3))
-            bs.append(per_call_us(lambda: predict(ctx.server, model, payload), 1000, repeats=3))
+            a0s.append(per_call_us(lambda: registered.run(None, columns), 1000, repeats=3))  # noqa: B023
+            as_.append(per_call_us(lambda: loaded.session.run(None, feeds), 1000, repeats=3))  # noqa: B023
+            bs.append(per_call_us(lambda: predict(ctx.server, model, payload), 1000, repeats=3))  # noqa: B023
         pipe = sklearn_pipeline(ctx, model)
         frame = pd.DataFrame([row])
         method = pipe.predict_proba if model == "breast_cancer" else pipe.predict
-        c = per_call_us(lambda: method(frame), 30 if model == "wind_power" else 300)
+        c = per_call_us(lambda: method(frame), 30 if model == "wind_power" else 300)  # noqa: B023
         b = statistics.median(bs)
         out[model] = {"a_session_run_us": statistics.median(as_), "a0_registered_graph_run_us": statistics.median(a0s),
                       "b_project_predict_us": b, "c_sklearn_us": c,
@@ -171,7 +177,8 @@ def free_port() -> int:
 
 
 def host_env(data_dir: str) -> dict:
-    return {**os.environ, "MLOPS_DATA_DIR": data_dir, "MLOPS_HOST_FUNCTION_KEYS": KEY, "MLOPS_HOST_MASTER_KEY": "bench-master"}
+    return {**os.environ, "MLOPS_DATA_DIR": data_dir, "MLOPS_HOST_FUNCTION_KEYS": KEY,
+            "MLOPS_HOST_MASTER_KEY": "bench-master"}
 
 
 def load_row(results: list, rows_per_request: int = 1) -> dict:
@@ -235,8 +242,10 @@ def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, se
             # (e) the bare ASGI ceiling, on the same model and the same single row.
             tmp = Path(data_dir) / f"bare-{model}"
             tmp.mkdir(exist_ok=True)
-            (tmp / "model.onnx").write_bytes(serving_graph(ctx.registry.model_bytes(model, loaded.version), loaded.schema)[0])
-            np.savez(tmp / "feeds.npz", **loaded.feeds(parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)))
+            graph = serving_graph(ctx.registry.model_bytes(model, loaded.version), loaded.schema)[0]
+            (tmp / "model.onnx").write_bytes(graph)
+            one = parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)
+            np.savez(tmp / "feeds.npz", **loaded.feeds(one))
             bare_port = free_port()
             bare = spawn(["-m", "bench.bare_asgi", str(tmp / "model.onnx"), str(tmp / "feeds.npz"),
                           "--port", str(bare_port)], dict(os.environ), bare_port)
@@ -310,11 +319,13 @@ def print_old_against_new(baseline: Path, ab: dict, inproc: dict | None = None) 
     print(f"\nold ({baseline}) against new over HTTP, alternating rounds (throughput, new/old):")
     for point, r in ab.items():
         print(f"  {point:<30} old {r['old']['rps']:>7.0f} req/s p99 {r['old']['p99_ms']:>6.2f} ms | "
-              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:>6.2f} ms | new/old {r['new_over_old_rps']:.3f}")
+              f"new {r['new']['rps']:>7.0f} req/s p99 {r['new']['p99_ms']:>6.2f} ms | "
+              f"new/old {r['new_over_old_rps']:.3f}")
     if inproc:
         print("\nold against new in process (time per request, new/old; < 1 is faster):")
         for point, r in inproc.items():
-            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | new/old {r['new_over_old_time']:.3f}"
+            print(f"  {point:<40} old {r['old_us']:>9.1f} µs | new {r['new_us']:>9.1f} µs | "
+                  f"new/old {r['new_over_old_time']:.3f}"
                   f" | best rounds {r['old_best_us']:.1f} / {r['new_best_us']:.1f} µs: {r['new_over_old_best']:.3f}")
 
 
@@ -326,9 +337,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout: single rows, old against new")
     parser.add_argument("--only-baseline", action="store_true",
                         help="with --baseline: measure old against new only (a change's check on a busy machine)")
+    parser.add_argument("--rollout", action="store_true",
+                        help="with --baseline: predict p99 in direct, shadow and a 50%% canary, old against new")
     args = parser.parse_args(argv)
-    if args.only_baseline and not args.baseline:
-        parser.error("--only-baseline needs --baseline DIR")
+    if (args.only_baseline or args.rollout) and not args.baseline:
+        parser.error("--only-baseline and --rollout need --baseline DIR")
+    if args.rollout:
+        return rollout_main(args)
     with tempfile.TemporaryDirectory() as data_dir:
         ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
         port = free_port()
@@ -354,8 +369,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'model':<15}{'(a0) registered µs':>19}{'(a) run µs':>12}{'(b) predict µs':>16}{'(c) sklearn µs':>16}"
           f"{'b/a':>8}{'b/a0':>8}{'c/b':>9}")
     for model, r in local.items():
-        a0, a, b, c = (r[k] for k in ("a0_registered_graph_run_us", "a_session_run_us", "b_project_predict_us", "c_sklearn_us"))
-        print(f"{model:<15}{a0:>19.1f}{a:>12.1f}{b:>16.1f}{c:>16.1f}{r['b_over_a']:>8.2f}{r['b_over_a0']:>8.2f}{c / b:>9.1f}")
+        a0, a, b, c = (r[k] for k in ("a0_registered_graph_run_us", "a_session_run_us", "b_project_predict_us",
+                                      "c_sklearn_us"))
+        print(f"{model:<15}{a0:>19.1f}{a:>12.1f}{b:>16.1f}{c:>16.1f}{r['b_over_a']:>8.2f}{r['b_over_a0']:>8.2f}"
+              f"{c / b:>9.1f}")
     print(f"\n{'model':<15}{'point':<22}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for model, res in http.items():
         for point, r in res.items():
@@ -369,14 +386,38 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {model}: (b) within 2x of (a): {lr['b_over_a']:.2f}x; "
               f"(c)/(b) = {lr['c_sklearn_us'] / lr['b_project_predict_us']:.0f}x (goal >= 100x for the RandomForest); "
               f"(d) c8 = {share:.0%} of (e) (goal >= 60%), p99 {hr['host_single_c8']['p99_ms']:.2f} ms (goal < 5); "
-              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s (goal >= 80,000); "
-              f"over binary v2: {max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
+              f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
+              "(goal >= 80,000); "
+              f"over binary v2: "
+              f"{max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
               f"(goal >= 150,000 for breast_cancer)")
     if ab:
         print_old_against_new(args.baseline, ab)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"in_process": local, "http": http, "cold_start_s": cold, "old_against_new": ab},
                                    indent=2))
+
+
+def rollout_main(args: argparse.Namespace) -> None:
+    """``--rollout``: see ``bench.rollout_routing``."""
+    from bench.rollout_routing import QUIET, measure, report
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {**host_env(data_dir), **QUIET}
+        ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
+        port = free_port()
+        host = spawn(["-m", "devhost", "--port", str(port), "--quiet-http"], env, port)
+        try:
+            train_examples(ctx, port, host)
+            out = measure(ctx, data_dir, port, host, args.baseline.resolve(), args.seconds, env)
+        finally:
+            stop(host)
+            ctx.close()
+    report(out, args.baseline)
+    target = args.out if args.out.name != "serving.json" else args.out.with_name("serving-rollout-old-new.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"baseline": str(args.baseline), "model": "wind_power", "concurrency": 8,
+                                  "phases": out}, indent=2))
 
 
 if __name__ == "__main__":
