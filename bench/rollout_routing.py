@@ -4,9 +4,9 @@
 
 The new host (this checkout) trains wind_power v1, then v2, whose rollout starts (the shipped
 spec's canary default) and is held where the benchmark puts it: the evaluator's timer is off,
-and the benchmark writes the state. Three phases, each measured on the new host and on one
-started from ``DIR`` (the checkout before routing; same registry, it reads no rollout state)
-in alternating rounds, single rows at concurrency 8 (the issue's point), with no routing key
+and the benchmark writes the state. Three phases, interleaved round by round, each measured
+on the new host and on one started from ``DIR`` (the checkout before routing; same registry, it
+reads no rollout state) in alternating order, single rows at concurrency 8 (the issue's point), with no routing key
 (each request's own id is drawn):
 
 * ``direct``: the rollout ended; production answers every request;
@@ -67,7 +67,7 @@ def _settle(port: int, phase: str, timeout: float = 20) -> None:
         if time.time() > deadline:
             raise RuntimeError(f"the new host did not take up the {phase} phase: {_routing(port)}")
         time.sleep(0.1)
-    time.sleep(1.0)
+    time.sleep(0.5)
 
 
 def _p99(results) -> float:
@@ -95,14 +95,18 @@ def measure(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, base
     out: dict = {}
     try:
         wait_ready(old_port, single, old)
-        for phase in PHASES:
-            _hold(ctx, phase)
-            _settle(port, phase)
-            new_rounds, old_rounds = [], []
-            for i in range(rounds):
+        # Phases interleaved round by round (their order rotating), so a machine that gets busier
+        # or quieter during the run weighs on every phase alike; old and new alternate within.
+        rounds_of: dict[str, tuple[list, list]] = {phase: ([], []) for phase in PHASES}
+        for i in range(rounds):
+            for phase in PHASES[i % 3:] + PHASES[:i % 3]:
+                _hold(ctx, phase)
+                _settle(port, phase)
+                new_rounds, old_rounds = rounds_of[phase]
                 order = ((old_port, old_rounds), (port, new_rounds))
                 for p, into in (order if i % 2 == 0 else order[::-1]):
                     into.append(run_load(p, single, 8, seconds / rounds, warmup=0.2))
+        for phase, (new_rounds, old_rounds) in rounds_of.items():
             out[phase] = {"old_p99_ms": _p99(old_rounds), "new_p99_ms": _p99(new_rounds),
                           "old_rps": statistics.median(r.rps for r in old_rounds),
                           "new_rps": statistics.median(r.rps for r in new_rounds),
