@@ -13,6 +13,11 @@
 and the cold start: process start to first answered prediction.
 Every ratio compares figures measured in this same run.
 
+    python -m bench.serving --rollout --baseline DIR
+
+measures predict p99 at concurrency 8 with no rollout, during a shadow step and during a 50%
+canary step, old against new (``bench.rollout_routing``).
+
     python -m bench.serving --baseline DIR [--only-baseline]
 
 also measures another checkout (DIR, e.g. ``git worktree add DIR <commit>``) against this one,
@@ -240,8 +245,8 @@ def over_http(ctx: Context, data_dir: str, port: int, host: subprocess.Popen, se
             tmp.mkdir(exist_ok=True)
             graph = serving_graph(ctx.registry.model_bytes(model, loaded.version), loaded.schema)[0]
             (tmp / "model.onnx").write_bytes(graph)
-            one_row = parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)
-            np.savez(tmp / "feeds.npz", **loaded.feeds(one_row))
+            one = parse_payload({"instances": sample_rows(model, 1)}, loaded.schema, 10)
+            np.savez(tmp / "feeds.npz", **loaded.feeds(one))
             bare_port = free_port()
             bare = spawn(["-m", "bench.bare_asgi", str(tmp / "model.onnx"), str(tmp / "feeds.npz"),
                           "--port", str(bare_port)], dict(os.environ), bare_port)
@@ -333,9 +338,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout: single rows, old against new")
     parser.add_argument("--only-baseline", action="store_true",
                         help="with --baseline: measure old against new only (a change's check on a busy machine)")
+    parser.add_argument("--rollout", action="store_true",
+                        help="with --baseline: predict p99 in direct, shadow and a 50%% canary, old against new")
     args = parser.parse_args(argv)
-    if args.only_baseline and not args.baseline:
-        parser.error("--only-baseline needs --baseline DIR")
+    if (args.only_baseline or args.rollout) and not args.baseline:
+        parser.error("--only-baseline and --rollout need --baseline DIR")
+    if args.rollout:
+        return rollout_main(args)
     with tempfile.TemporaryDirectory() as data_dir:
         ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
         port = free_port()
@@ -379,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
               f"(c)/(b) = {lr['c_sklearn_us'] / lr['b_project_predict_us']:.0f}x (goal >= 100x for the RandomForest); "
               f"(d) c8 = {share:.0%} of (e) (goal >= 60%), p99 {hr['host_single_c8']['p99_ms']:.2f} ms (goal < 5); "
               f"1000-row batches: {max(hr[f'host_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
-              f"(goal >= 80,000); "
+              "(goal >= 80,000); "
               f"over binary v2: "
               f"{max(hr[f'host_v2_binary_batch1000_c{c}']['rows_per_s'] for c in (1, 8, 32)):,.0f} rows/s "
               f"(goal >= 150,000 for breast_cancer)")
@@ -388,6 +397,28 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"in_process": local, "http": http, "cold_start_s": cold, "old_against_new": ab},
                                    indent=2))
+
+
+def rollout_main(args: argparse.Namespace) -> None:
+    """``--rollout``: see ``bench.rollout_routing``."""
+    from bench.rollout_routing import QUIET, measure, report
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {**host_env(data_dir), **QUIET}
+        ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": data_dir}))
+        port = free_port()
+        host = spawn(["-m", "devhost", "--port", str(port), "--quiet-http"], env, port)
+        try:
+            train_examples(ctx, port, host)
+            out = measure(ctx, data_dir, port, host, args.baseline.resolve(), args.seconds, env)
+        finally:
+            stop(host)
+            ctx.close()
+    report(out, args.baseline)
+    target = args.out if args.out.name != "serving.json" else args.out.with_name("serving-rollout-old-new.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"baseline": str(args.baseline), "model": "wind_power", "concurrency": 8,
+                                  "phases": out}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ these envelopes.
 from __future__ import annotations
 
 import logging
-import random
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +40,10 @@ JSON = "application/json"
 RETRY_AFTER_SECONDS = "5"
 
 
-# Request ids need to be unique, not secret: 128 bits from a generator seeded by the OS once,
-# instead of a system call per request.
-_ids = random.Random()
+#: The header a client may send its own id in: kept as the request's correlation id (logged,
+#: echoed in ``CORRELATION_HEADER``), never as its request id.
+REQUEST_ID_HEADER = "x-request-id"
+CORRELATION_HEADER = "x-correlation-id"
 
 STATUS: dict[str, int] = {
     "INVALID_NAME": 400,
@@ -57,6 +58,7 @@ STATUS: dict[str, int] = {
     "PRECONDITION_FAILED": 409,
     "ALREADY_EXISTS": 409,
     "INTEGRITY_ERROR": 500,
+    "RUN_FAILED": 500,
     "TRANSIENT": 503,
     "UNSUPPORTED_MEDIA_TYPE": 415,
 }
@@ -94,7 +96,8 @@ ENVELOPES: dict[str, Envelope] = {
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}}}},
         _native),
     # The protocol's shape: the message only.
-    "v2": Envelope("v2", "V2Error", {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "v2": Envelope("v2", "V2Error",
+                   {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                    lambda code, message, status, details: {"error": message}),
     # MLflow's scoring server's shape (``MlflowException.serialize_as_json``).
     "mlflow": Envelope("mlflow", "MlflowError", {"type": "object", "required": ["error_code", "message"],
@@ -121,12 +124,14 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return func.HttpResponse(orjson.dumps(body), status_code=status, mimetype=JSON, headers=headers)
 
 
-def error_response(exc: MlopsError, request_id: str, protocol: str = "api") -> func.HttpResponse:
-    """``exc`` as its status and ``protocol``'s error envelope; ``Retry-After`` where waiting helps."""
+def error_response(exc: MlopsError, request_id: str, protocol: str = "api",
+                   headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """``exc`` as its status and ``protocol``'s error envelope; ``Retry-After`` where waiting helps.
+    ``headers``: the request's id headers (``id_headers``), else its id alone."""
     status = STATUS.get(exc.code, 500)
     if context().telemetry.enabled:
         context().telemetry.request_failed(exc.code, status)
-    headers = {"x-request-id": request_id}
+    headers = dict(headers) if headers else {REQUEST_ID_HEADER: request_id}
     # A 4xx quotes the client's own text: a 4 MB field name is not echoed back. A 5xx says why
     # the server cannot answer, from what it recorded: whole, up to a bound, cut at a word.
     message = clip(exc.message) if status < 500 else clip_words(exc.message, MAX_REASON_CHARS)
@@ -157,18 +162,36 @@ def json_request(req: func.HttpRequest) -> Any:
 
 
 def request_id_of(req: func.HttpRequest) -> str:
-    if "x-request-id" in req.headers:
-        given = req.headers["x-request-id"]
-        if 0 < len(given) <= 128 and given.isprintable():
-            return given
-    return f"{_ids.getrandbits(128):032x}"
+    """A new request id, minted here and unguessable: 128 bits from the OS (``os.urandom``, about
+    0.5 µs). Ground truth is joined on it, so a client can name only its own requests' rows; a
+    client's ``x-request-id`` is its correlation id (``correlation_id_of``), never this."""
+    return os.urandom(16).hex()
 
 
-def respond(body: Any, status: int, request_id: str, protocol: str = "api") -> func.HttpResponse:
+def correlation_id_of(req: func.HttpRequest) -> str | None:
+    """The client's own ``x-request-id``, if it sent a usable one (1-128 printable characters):
+    logged beside the request id and echoed back, for the client's tracing only."""
+    given = req.headers.get(REQUEST_ID_HEADER)
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return None
+
+
+def id_headers(req: func.HttpRequest, request_id: str) -> dict[str, str]:
+    """The response headers naming the request: its id, and the client's correlation id echoed."""
+    headers = {REQUEST_ID_HEADER: request_id}
+    correlation = correlation_id_of(req)
+    if correlation is not None:
+        headers[CORRELATION_HEADER] = correlation
+    return headers
+
+
+def respond(body: Any, status: int, request_id: str, protocol: str = "api",
+            headers: dict[str, str] | None = None) -> func.HttpResponse:
     """A JSON answer; this API's own bodies also carry the request's id (a protocol's do not)."""
     if protocol == "api" and isinstance(body, dict):
         body.setdefault("request_id", request_id)
-    return json_response(body, status, {"x-request-id": request_id})
+    return json_response(body, status, headers or {REQUEST_ID_HEADER: request_id})
 
 
 Handler = Callable[[func.HttpRequest, str], tuple[Any, int]]
@@ -177,22 +200,24 @@ Handler = Callable[[func.HttpRequest, str], tuple[Any, int]]
 def handle(req: func.HttpRequest, handler: Handler, protocol: str = "api") -> func.HttpResponse:
     """Run ``handler(req, request_id) -> (body, status)``; an error leaves in ``protocol``'s envelope."""
     request_id = request_id_of(req)
+    headers = id_headers(req, request_id)
     try:
         body, status = handler(req, request_id)
     except MlopsError as exc:
-        return error_response(exc, request_id, protocol)
-    return respond(body, status, request_id, protocol)
+        return error_response(exc, request_id, protocol, headers)
+    return respond(body, status, request_id, protocol, headers)
 
 
 async def handle_async(req: func.HttpRequest, handler: Callable[[func.HttpRequest, str], Awaitable[tuple[Any, int]]],
                        protocol: str = "api") -> func.HttpResponse:
     """``handle`` for a coroutine handler."""
     request_id = request_id_of(req)
+    headers = id_headers(req, request_id)
     try:
         body, status = await handler(req, request_id)
     except MlopsError as exc:
-        return error_response(exc, request_id, protocol)
-    return respond(body, status, request_id, protocol)
+        return error_response(exc, request_id, protocol, headers)
+    return respond(body, status, request_id, protocol, headers)
 
 
 # -- route and query arguments -------------------------------------------------------------------

@@ -18,14 +18,17 @@ import azure.functions as func
 from functions import rollout_api, runs_api
 from functions.edge import (
     JSON,
+    STATUS,
     ChoiceQuery,
     IntQuery,
     Routes,
+    correlation_id_of,
     describe,
     error_response,
     error_schemas,
     handle,
     handle_async,
+    id_headers,
     json_request,
     json_response,
     model_arg,
@@ -35,7 +38,7 @@ from functions.edge import (
 )
 from functions.root import context
 from shared.core import names
-from shared.core.errors import InvalidRequest, MlopsError, ModelNotFound, NoProductionVersion, TransientError
+from shared.core.errors import InvalidRequest, MlopsError, ModelNotFound, NoProductionVersion, RunFailed, TransientError
 from shared.core.limits import REPORT_HISTORY
 from shared.registry.store import PRODUCTION
 
@@ -45,7 +48,7 @@ log = logging.getLogger("mlops.functions.http")
 
 #: The error codes of the routes that run a model, and of those that only look one up.
 MODEL_CODES = ("INVALID_NAME", "INVALID_REQUEST", "PAYLOAD_TOO_LARGE", "MODEL_NOT_FOUND", "NOT_FOUND",
-               "NO_PRODUCTION_VERSION", "TRANSIENT")
+               "NO_PRODUCTION_VERSION", "TRANSIENT", "RUN_FAILED")
 LOOKUP_CODES = ("INVALID_NAME", "INVALID_REQUEST", "MODEL_NOT_FOUND", "NOT_FOUND", "NO_PRODUCTION_VERSION", "TRANSIENT")
 #: Not ready is a 4xx in the v2 protocol: no production version answers 400 there.
 READY_CODES = ("INVALID_NAME", "MODEL_NOT_FOUND", "NOT_FOUND")
@@ -61,26 +64,80 @@ HISTORY_LIMIT = IntQuery("limit", minimum=1, maximum=REPORT_HISTORY, default=REP
 OFFLOAD_ROWS = 64
 
 
-async def _serve(loaded, batch, request_id: str, started: float):
-    """Run ``loaded`` (the version ``batch`` was parsed for) and log the request (sampled)."""
-    from shared.serving.inference_log import LogRecord  # here, not at import: it brings numpy (0.12 s of start-up)
-    from shared.serving.protocols.batch import check_batch_strings
+async def _answer(req: func.HttpRequest, request_id: str, decode, encode):
+    """The steps every route that runs a model shares: route the request to a version, decode
+    its body for that version, run it, encode the answer, and log the request (sampled).
 
+    ``decode(loaded) -> (decoded, batch)`` is the route's codec; ``encode(pred, decoded)`` its
+    answer. Returns ``(loaded, decoded, batch, encoded, latency_ms)``. A request that fails in
+    its version (a 5xx, a run failure; not the client's 4xx) is logged with that version and
+    its error code, and answers in the route's envelope.
+    """
+    from shared.serving.inference_log import LogRecord, failed_record  # here: they bring numpy
+
+    started = time.perf_counter()
     ctx = context()
-    check_batch_strings(batch, ctx.settings.max_string_chars)
-    if batch.rows >= OFFLOAD_ROWS:
-        pred = await asyncio.to_thread(ctx.server.run, loaded, batch)
-    else:
-        pred = ctx.server.run(loaded, batch)
-    latency_ms = (time.perf_counter() - started) * 1000
+    correlation = correlation_id_of(req)
+    loaded, decoded, batch = None, None, None
+    try:
+        loaded, decoded, batch = _route(req, request_id, decode)
+        pred = await _run(ctx, loaded, batch)
+        latency_ms = (time.perf_counter() - started) * 1000
+        encoded = encode(pred, decoded)
+    except Exception as exc:
+        error = exc if isinstance(exc, MlopsError) else RunFailed(f"v{loaded.version if loaded else '?'} failed to "
+                                                                  f"answer: {type(exc).__name__}")
+        if loaded is not None and STATUS.get(error.code, 500) >= 500:
+            if not isinstance(exc, MlopsError):
+                log.exception("request %s: %s v%d failed", request_id, loaded.model, loaded.version)
+            ctx.inference_log.record(failed_record(loaded, batch, request_id, time.time(),
+                                                   (time.perf_counter() - started) * 1000, error.code, correlation))
+        if error is exc:
+            raise
+        raise error from exc
     ctx.inference_log.record(LogRecord(
         model=loaded.model, version=loaded.version, request_id=request_id, at=time.time(), latency_ms=latency_ms,
         batch=batch, values=pred.values, labels=pred.labels, probabilities=pred.probabilities,
-        classes=loaded.classes,
+        classes=loaded.classes, correlation_id=correlation,
     ))
     if ctx.telemetry.enabled:  # off: one attribute test, no OpenTelemetry code on this path
         ctx.telemetry.predicted(loaded.model, loaded.version, batch.rows, latency_ms, request_id)
-    return pred, latency_ms
+    return loaded, decoded, batch, encoded, latency_ms
+
+
+async def _run(ctx, loaded, batch):
+    """Run ``loaded`` on ``batch`` (parsed for it): big batches in a worker thread."""
+    from shared.serving.protocols.batch import check_batch_strings
+
+    check_batch_strings(batch, ctx.settings.max_string_chars)
+    if batch.rows >= OFFLOAD_ROWS:
+        return await asyncio.to_thread(ctx.server.run, loaded, batch)
+    return ctx.server.run(loaded, batch)
+
+
+def _route(req: func.HttpRequest, request_id: str, decode):
+    """The version that answers ``req`` and its body decoded for it: ``(loaded, decoded, batch)``.
+
+    The routing key (sticky within a rollout's canary step) is the ``x-routing-key`` header,
+    else the spec's ``[rollout] routing_field`` in the first row, else the request's id. A
+    field is read from the body decoded for production; if the key sends the request to a
+    candidate with other inputs (an operator-forced rollout), the body is decoded again for it.
+    """
+    from shared.serving.routing import ROUTING_HEADER, field_key
+
+    server = context().server
+    model, version = model_arg(req), version_arg(req)
+    key = req.headers.get(ROUTING_HEADER) or None
+    field = server.routing_field(model) if key is None and version is None else None
+    if field is None:
+        loaded = server.route(model, version, key or request_id)
+        return (loaded, *decode(loaded))
+    production = server.route(model)
+    decoded, batch = decode(production)
+    loaded = server.route(model, None, field_key(batch, field) or request_id)
+    if loaded is not production and loaded.schema != production.schema:
+        decoded, batch = decode(loaded)
+    return loaded, decoded, batch
 
 
 # predict and infer are coroutines so the worker runs them on its event loop: for a few rows
@@ -92,11 +149,10 @@ async def predict(req: func.HttpRequest) -> func.HttpResponse:
     async def run(req: func.HttpRequest, request_id: str):
         from shared.serving.protocols import native  # here, not at import: it brings numpy
 
-        started = time.perf_counter()
-        loaded = _loaded(req, request_id)  # this request's version, start to end
-        batch = native.decode(raw_body(req), loaded.schema, context().settings.max_batch_rows)
-        pred, latency_ms = await _serve(loaded, batch, request_id, started)
-        out = native.encode(pred)
+        limit = context().settings.max_batch_rows
+        _, _, _, out, latency_ms = await _answer(
+            req, request_id, lambda loaded: (None, native.decode(raw_body(req), loaded.schema, limit)),
+            lambda pred, decoded: native.encode(pred))
         out["latency_ms"] = round(latency_ms, 3)
         return out, 200
 
@@ -104,8 +160,9 @@ async def predict(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _loaded(req: func.HttpRequest, request_id: str):
-    """The version that answers ``req``: production, or the route's ``{version}`` loaded on demand."""
-    return context().server.route(model_arg(req), version_arg(req), key=request_id)
+    """The version a lookup (metadata, readiness, ping) describes: production, or the route's
+    ``{version}`` loaded on demand; never a canary's candidate (no routing key)."""
+    return context().server.route(model_arg(req), version_arg(req))
 
 
 def _v2(req: func.HttpRequest, handler) -> func.HttpResponse:
@@ -184,18 +241,22 @@ async def _infer(req: func.HttpRequest) -> func.HttpResponse:
     from shared.serving.protocols import v2
 
     request_id = request_id_of(req)
+    headers = id_headers(req, request_id)
     try:
-        started = time.perf_counter()
-        loaded = _loaded(req, request_id)  # this request's version, start to end
-        request = v2.decode(raw_body(req), req.headers.get(v2.HEADER), loaded.schema, context().settings.max_batch_rows)
-        pred, _ = await _serve(loaded, request.batch, request_id, started)
-        body, header_length = v2.encode(pred, request, request_id)
+        limit, length = context().settings.max_batch_rows, req.headers.get(v2.HEADER)
+
+        def decode(loaded):
+            request = v2.decode(raw_body(req), length, loaded.schema, limit)
+            return request, request.batch
+
+        answered = await _answer(req, request_id, decode, lambda pred, request: v2.encode(pred, request, request_id))
+        out, header_length = answered[3]
     except MlopsError as exc:
-        return error_response(exc, request_id, "v2")
+        return error_response(exc, request_id, "v2", headers)
     if header_length is None:
-        return func.HttpResponse(body, mimetype=JSON, headers={"x-request-id": request_id})
-    return func.HttpResponse(body, mimetype="application/octet-stream", headers={
-        "x-request-id": request_id, "Inference-Header-Content-Length": str(header_length)})
+        return func.HttpResponse(out, mimetype=JSON, headers=headers)
+    return func.HttpResponse(out, mimetype="application/octet-stream", headers={
+        **headers, "Inference-Header-Content-Length": str(header_length)})
 
 
 @api("infer_v2", "v2/models/{name}/infer", ["POST"], protocol="v2", body="v2", codes=MODEL_CODES)
@@ -230,23 +291,27 @@ async def invocations(req: func.HttpRequest) -> func.HttpResponse:
     from shared.serving.protocols import mlflow
 
     request_id = request_id_of(req)
+    headers = id_headers(req, request_id)
     try:
-        started = time.perf_counter()
-        loaded = _loaded(req, request_id)
-        batch, predict_fn = mlflow.decode(raw_body(req), req.headers.get("content-type"), req.params.get("predict_fn"),
-                                          loaded.schema, context().settings.max_batch_rows)
-        pred, _ = await _serve(loaded, batch, request_id, started)
-        body = mlflow.encode(pred, predict_fn)
+        limit = context().settings.max_batch_rows
+
+        def decode(loaded):
+            batch, predict_fn = mlflow.decode(raw_body(req), req.headers.get("content-type"),
+                                              req.params.get("predict_fn"), loaded.schema, limit)
+            return predict_fn, batch
+
+        loaded, _, batch, out, _ = await _answer(req, request_id, decode,
+                                                 lambda pred, predict_fn: mlflow.encode(pred, predict_fn))
     except MlopsError as exc:
-        return error_response(exc, request_id, "mlflow")
-    headers = {"x-request-id": request_id, "x-model-version": str(loaded.version)}
+        return error_response(exc, request_id, "mlflow", headers)
+    headers["x-model-version"] = str(loaded.version)
     if batch.ignored:
         # As MLflow's scoring server: columns the model does not use are ignored, with a warning
         # (logged there; here also named back in a header, the body staying MLflow's).
         headers["x-ignored-columns"] = _ignored_header(batch.ignored)
         log.warning("request %s: %s v%d ignored %d column(s) the model does not use: %s", request_id, loaded.model,
                     loaded.version, len(batch.ignored), headers["x-ignored-columns"])
-    return func.HttpResponse(body, mimetype=JSON, headers=headers)
+    return func.HttpResponse(out, mimetype=JSON, headers=headers)
 
 
 @api("ping", "models/{name}/ping", protocol="mlflow", codes=LOOKUP_CODES)
@@ -434,7 +499,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     def run(req: func.HttpRequest, request_id: str):
         ctx = context()
         return {"status": "ok", "storage": ctx.settings.storage_backend, "bus": ctx.settings.bus_backend,
-                "serving": ctx.server.loaded_versions(), "swaps": ctx.server.swaps,
+                "serving": ctx.server.loaded_versions(), "routing": ctx.server.splits(), "swaps": ctx.server.swaps,
                 "inference_log": ctx.inference_log.stats()}, 200
 
     return handle(req, run)

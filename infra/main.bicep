@@ -157,7 +157,7 @@ var pipelineSettings = union(commonSettings, {
   MLOPS_MAX_DATASET_BYTES: '209715200'
   MLOPS_MONITOR_SCHEDULE: '0 */10 * * * *'
   MLOPS_MONITOR_WINDOW_MINUTES: '60'
-  MLOPS_ROLLOUT: 'off'
+  MLOPS_ROLLOUT: 'on'
   MLOPS_ROLLOUT_SCHEDULE: '*/30 * * * * *'
   MLOPS_DRIFT_SHARE: '0.5'
   MLOPS_CODE_VERSION: codeVersion

@@ -191,6 +191,12 @@ class WorkerCrashed(MlopsError):
     permanent = False
 
 
+class RunFailed(MlopsError):
+    """The version a request was routed to failed to run its rows (a server fault, not the client's)."""
+
+    code = "RUN_FAILED"
+
+
 class UnsupportedMediaType(MlopsError):
     """A request body in a content type the route does not read."""
 

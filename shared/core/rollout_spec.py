@@ -22,7 +22,7 @@ DEFAULT_STEPS: tuple[str | float, ...] = (SHADOW, 5.0, 25.0, 50.0)
 DEFAULT_DIVERGENCE = {"regression": 0.25, "classification": 0.10}
 
 KEYS = frozenset({"mode", "steps", "bake_seconds", "min_rows", "max_error_rate", "max_latency_ratio",
-                  "max_divergence", "max_output_psi", "metric_margin", "min_labelled_rows", "alpha"})
+                  "max_divergence", "max_output_psi", "metric_margin", "min_labelled_rows", "alpha", "routing_field"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class RolloutSpec:
     min_labelled_rows: int = 100
     #: Significance of the one-sided paired sign test on per-row losses.
     alpha: float = 0.05
+    #: A feature whose value (in a request's first row) is the canary's routing key when the
+    #: request has no ``x-routing-key`` header; None: the request's id (``shared.serving.routing``).
+    routing_field: str | None = None
 
 
 def step_label(step: str | float) -> str:
@@ -58,7 +61,8 @@ def step_label(step: str | float) -> str:
     return SHADOW if step == SHADOW else f"{float(step):g}%"
 
 
-def parse_rollout(table: Any, source: str, *, is_classifier: bool = False, promotion_margin: float = 0.0) -> RolloutSpec:
+def parse_rollout(table: Any, source: str, *, is_classifier: bool = False,
+                  promotion_margin: float = 0.0) -> RolloutSpec:
     """The ``[rollout]`` table of the spec at ``source`` (absent: every default); thresholds
     the spec leaves out that depend on the task or the promotion rule are filled here."""
 
@@ -101,6 +105,9 @@ def parse_rollout(table: Any, source: str, *, is_classifier: bool = False, promo
         steps.append(float(step))
     divergence = table.get("max_divergence")
     margin = table.get("metric_margin")
+    routing_field = table.get("routing_field")
+    if routing_field is not None and (not isinstance(routing_field, str) or not routing_field):
+        raise fail("routing_field", f"must name a feature, not {routing_field!r}")
     return RolloutSpec(
         mode=mode,
         steps=tuple(steps),
@@ -114,4 +121,5 @@ def parse_rollout(table: Any, source: str, *, is_classifier: bool = False, promo
         metric_margin=promotion_margin if margin is None else number("metric_margin", 0, 0, 0.999),
         min_labelled_rows=number("min_labelled_rows", 100, 1, 10_000_000, integer=True),
         alpha=number("alpha", 0.05, 1e-6, 0.5),
+        routing_field=routing_field,
     )

@@ -133,8 +133,8 @@ class Settings:
     blob_trigger_source: str = "polling"
     #: Guarded rollout (``MLOPS_ROLLOUT``, on | off): on, a candidate that passes the offline gate
     #: against production goes through its spec's ``[rollout]`` steps instead of replacing it at
-    #: once. Off until requests are routed to a candidate by share (the request side).
-    rollouts: bool = False
+    #: once. ``off``: every candidate that passes replaces production at once (as before rollouts).
+    rollouts: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -185,5 +185,5 @@ class Settings:
             code_version=env.get("MLOPS_CODE_VERSION", "").strip()[:64],
             app_role=_choice(env, "MLOPS_APP_ROLE", "all", ("serving", "pipeline", "all")),
             blob_trigger_source=_choice(env, "MLOPS_BLOB_TRIGGER_SOURCE", "polling", ("polling", "eventgrid")),
-            rollouts=_choice(env, "MLOPS_ROLLOUT", "off", ("on", "off")) == "on",
+            rollouts=_choice(env, "MLOPS_ROLLOUT", "on", ("on", "off")) == "on",
         )

@@ -22,7 +22,7 @@ from shared.core.rollout_spec import RolloutSpec, parse_rollout
 TASKS = ("regression", "binary", "multiclass")
 #: What a missing categorical value is fed to the model as, in training and serving alike.
 #: Monitoring still tells the two apart (``shared.pipeline.data.Dataset.missing``,
-#: ``shared.serving.runtime.Batch.missing``).
+#: ``shared.serving.protocols.batch.Batch.missing``).
 MISSING_CATEGORY = ""
 #: Seconds a fit (or conversion) may run in its process: under the platform's 10-minute function timeout.
 DEFAULT_TIME_BUDGET_SECONDS = 540.0
@@ -301,6 +301,9 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     if mon.breaches_to_retrain < 1 or mon.min_rows < 1:
         raise r.fail("monitoring", "breaches_to_retrain and min_rows must be at least 1")
     rollout = parse_rollout(data.get("rollout"), source, is_classifier=task != "regression", promotion_margin=margin)
+    if rollout.routing_field is not None and rollout.routing_field not in features:
+        raise r.fail("rollout.routing_field", f"must name one of the features ({', '.join(features)}), "
+                                              f"not {rollout.routing_field!r}")
     return ModelSpec(
         monitoring=mon,
         rollout=rollout,

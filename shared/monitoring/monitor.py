@@ -35,6 +35,7 @@ from shared.registry import datasets
 from shared.registry.jsonio import dumps, get_json, put_json
 from shared.registry.rollouts import RolloutStore
 from shared.serving import feedback
+from shared.serving.feedback import first_per_row
 from shared.serving.inference_log import read_parts, read_rows, request_times
 
 if TYPE_CHECKING:  # imported where used: the serving app reads reports here and carries no pandas
@@ -68,12 +69,15 @@ def read_feedback(ctx: Context, model: str, since: float, until: float) -> pd.Da
 
 
 def labelled_rows(logs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
-    """Logged rows with their ground truth (``truth``), joined on request id and row."""
+    """Logged rows with their ground truth (``truth``), joined on request id and row: each row
+    with at most one item, the first received. A ``(request_id, row)`` logged twice (a log from
+    before request ids were minted by the server) is ambiguous and joins none."""
     import pandas as pd  # here: the serving app reads reports through this module and carries no pandas
 
     if logs.empty or feedback.empty:
         return pd.DataFrame()
-    fb = feedback.drop_duplicates(["request_id", "row"], keep="last")[["request_id", "row", "truth"]]
+    fb = first_per_row(feedback)[["request_id", "row", "truth"]]
+    logs = logs[~logs.duplicated(["request_id", "row"], keep=False)]
     return logs.merge(fb, on=["request_id", "row"], how="inner")
 
 

@@ -14,6 +14,7 @@ until the next one starts; then it is copied to ``rollouts/<candidate>.json`` fi
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.core import names
-from shared.core.errors import AlreadyExists, PreconditionFailed
+from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.ports.storage import Storage
 from shared.registry.jsonio import get_json, put_json
 
@@ -149,6 +150,19 @@ class RolloutStore:
         record, etag = found
         self._ensure_audited(record)
         return Stored(RolloutState.from_dict(record), etag, record)
+
+    def read_if_changed(self, model: str, etag: str | None) -> tuple[bool, RolloutState | None, str | None]:
+        """A cheap conditional read for the request side: ``(False, None, etag)`` while the state
+        still has ``etag``; else ``(True, state or None, its etag)``. Writes nothing (the
+        audit entries are the writers' and the evaluator's business)."""
+        name = self._name(model)
+        try:
+            blob = self.storage.get_if_changed(CONTAINER, name, etag) if etag else self.storage.get(CONTAINER, name)
+        except NotFound:
+            return etag is not None, None, None
+        if blob is None:
+            return False, None, etag
+        return True, RolloutState.from_dict(json.loads(blob.data)), blob.info.etag
 
     def archived(self, model: str, candidate: int) -> RolloutState | None:
         """A finished rollout of ``candidate``, whether archived or still the current one."""

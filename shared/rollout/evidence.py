@@ -81,12 +81,12 @@ def read_window(storage: Storage, model: str, since: float, until: float, column
 
 def read_feedback_table(storage: Storage, model: str, since: float, until: float):
     """Feedback received in [since, until], one item per ``(request_id, row)`` (the first)."""
-    from shared.serving.feedback import read_feedback
+    from shared.serving.feedback import first_per_row, read_feedback
 
-    frame = read_feedback(storage, model, since, until)
+    frame = first_per_row(read_feedback(storage, model, since, until))
     if frame.empty:
         return frame
-    return frame.drop_duplicates(["request_id", "row"], keep="first")[["request_id", "row", "truth"]]
+    return frame[["request_id", "row", "truth"]]
 
 
 @dataclass
@@ -261,7 +261,8 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     rid = rid[order]
     starts = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
     ends = np.r_[starts[1:], len(rid)]
-    parts = [(log_feeds(prod, p), log_feeds(cand, p)) for p in (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))]
+    requests = (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))
+    parts = [(log_feeds(prod, p), log_feeds(cand, p)) for p in requests]
     for _ in range(3):
         prod.session.run(None, parts[0][0])
         cand.session.run(None, parts[0][1])
@@ -297,7 +298,8 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    base: dict[str, Any] = dict(window_from=since, window_to=until, metric=spec.metric, higher_is_better=spec.higher_is_better)
+    base: dict[str, Any] = dict(window_from=since, window_to=until, metric=spec.metric,
+                                higher_is_better=spec.higher_is_better)
     if table is None:
         return RolloutEvidence(**base)
     shadow = state.current_step == "shadow"
@@ -340,8 +342,9 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         c_p99 = _p99(latency[is_cand & first & ~failed])
         p_p99 = _p99(latency[is_prod & first & ~failed])
         source = "logged"
-    evidence: dict[str, Any] = dict(base, candidate_rows=cand_rows, production_rows=prod_rows, candidate_errors=cand_errors,
-                    production_errors=prod_errors, candidate_p99_ms=c_p99, production_p99_ms=p_p99,
+    evidence: dict[str, Any] = dict(base, candidate_rows=cand_rows, production_rows=prod_rows,
+                    candidate_errors=cand_errors, production_errors=prod_errors, candidate_p99_ms=c_p99,
+                    production_p99_ms=p_p99,
                     latency_source=source, paired_rows=0 if scored is None else len(idx), divergence=div,
                     output_psi=psi_, replay_error=replay_error)
     if replay_error is None and feedback is not None and len(feedback):
@@ -363,6 +366,9 @@ def _labelled(spec: ModelSpec, table, feedback, usable: np.ndarray, is_cand: np.
     part = table.take(pa.array(idx))
     keys = part.select(["request_id", "row"]).to_pandas()
     keys["_i"] = np.arange(len(keys))
+    # A (request_id, row) logged twice (a log from before request ids were minted by the
+    # server) is ambiguous: whose ground truth it is cannot be told, so it joins none.
+    keys = keys[~keys.duplicated(["request_id", "row"], keep=False)]
     joined = keys.merge(feedback, on=["request_id", "row"], how="inner")
     if joined.empty:
         return {}

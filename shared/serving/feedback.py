@@ -2,7 +2,13 @@
 
 Feedback is untrusted input: it needs a key of the feedback function (see docs/monitoring.md), and
 only items that match a logged prediction by ``(request_id, row)`` are stored; the rest are
-counted in the response and dropped, so they can never reach a retraining dataset.
+counted in the response and dropped, so they can never reach a retraining dataset. Request ids
+are minted by the server and unguessable, so a client can name only rows it was answered.
+
+A logged ``(request_id, row)`` joins at most one feedback item, the first: a repeat in the same
+post, or of an item stored before, is counted (``duplicates``) and not stored; and every join
+(the monitor's, the rollout evidence's) keeps the first received of any that got through
+concurrently (``first_per_row``).
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ MAX_ITEMS = 10_000
 def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
     """``{"feedback": [{"request_id": "...", "row": 0, "label": ...} | {"value": ...}]}``."""
     if not isinstance(payload, dict) or not isinstance(payload.get("feedback"), list):
-        raise InvalidRequest("the body must be {\"feedback\": [{\"request_id\": ..., \"label\" or \"value\": ...}]}", field="feedback")
+        raise InvalidRequest("the body must be {\"feedback\": [{\"request_id\": ..., \"label\" or \"value\": ...}]}",
+                             field="feedback")
     items = payload["feedback"]
     if not items:
         raise InvalidRequest("'feedback' holds no items", field="feedback")
@@ -63,12 +70,50 @@ def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
 def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
                  now: float | None = None) -> list[bool]:
     """For each item, whether its ``(request_id, row)`` is in the inference log of ``model``."""
-    from shared.serving.inference_log import logged_keys
+    return _match(storage, model, items, lookback_hours=lookback_hours, now=now)[0]
+
+
+def _match(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
+           now: float | None = None) -> tuple[list[bool], float]:
+    from shared.serving.inference_log import find_logged
 
     now = time.time() if now is None else now
-    found = logged_keys(storage, model, {(it["request_id"], it["row"]) for it in items},
-                        lookback_hours=lookback_hours, now=now)
-    return [(it["request_id"], it["row"]) in found for it in items]
+    found, oldest = find_logged(storage, model, {(it["request_id"], it["row"]) for it in items},
+                                lookback_hours=lookback_hours, now=now)
+    return [(it["request_id"], it["row"]) in found for it in items], oldest
+
+
+def stored_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], since: float) -> set[tuple[str, int]]:
+    """Which ``(request_id, row)`` of ``wanted`` already have feedback stored, in parts received
+    from ``since`` on (no feedback for a prediction arrives before it was logged)."""
+    import pyarrow.parquet as pq
+
+    from shared.serving.inference_log import written_at
+
+    if not wanted:
+        return set()
+    ids = sorted({rid for rid, _ in wanted})
+    found: set[tuple[str, int]] = set()
+    day, last = datetime.fromtimestamp(since, UTC).date(), datetime.now(UTC).date()
+    while day <= last:
+        for blob in storage.list(CONTAINER, f"{model}/{day.isoformat()}/"):
+            if written_at(blob.name) < since - 1:  # received before the oldest prediction was logged
+                continue
+            table = pq.read_table(io.BytesIO(storage.get(CONTAINER, blob.name).data), columns=["request_id", "row"],
+                                  filters=[("request_id", "in", ids)])
+            found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
+        day += timedelta(days=1)
+    return found & wanted
+
+
+def first_per_row(frame):
+    """Feedback with one item per ``(request_id, row)``: the first received (then the first
+    written), whatever reached storage after it."""
+    if frame.empty:
+        return frame
+    if "received_at" in frame:
+        frame = frame.sort_values("received_at", kind="stable")
+    return frame.drop_duplicates(["request_id", "row"], keep="first")
 
 
 def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], now: float | None = None) -> str:
@@ -121,9 +166,22 @@ def accept_feedback(ctx, model: str, payload: Any) -> dict[str, Any]:
     ctx.inference_log.flush()
     if ctx.inference_log.unwritten_rows:
         raise TransientError("the inference log cannot be written right now; send the feedback again shortly")
-    hits = match_logged(ctx.storage, model, items)
-    matched = [it for it, hit in zip(items, hits) if hit]
+    hits, oldest = _match(ctx.storage, model, items)
+    seen: set[tuple[str, int]] = set()
+    first: list[dict[str, Any]] = []
+    repeats = 0
+    for it, hit in zip(items, hits):
+        key = (it["request_id"], it["row"])
+        if hit and key in seen:  # the same row twice in one post: the first wins
+            repeats += 1
+        elif hit:
+            seen.add(key)
+            first.append(it)
+    before = stored_keys(ctx.storage, model, seen, oldest)
+    matched = [it for it in first if (it["request_id"], it["row"]) not in before]
+    duplicates = repeats + len(first) - len(matched)
     where = store_feedback(ctx.storage, model, matched) if matched else None
     unmatched = [{"request_id": it["request_id"], "row": it["row"]} for it, hit in zip(items, hits) if not hit]
-    return {"model": model, "received": len(items), "matched": len(matched), "unmatched": len(unmatched),
-            "unmatched_examples": unmatched[:5], "stored": where}
+    # received = matched (stored) + duplicates (matched a row that already has its item) + unmatched
+    return {"model": model, "received": len(items), "matched": len(matched), "duplicates": duplicates,
+            "unmatched": len(unmatched), "unmatched_examples": unmatched[:5], "stored": where}

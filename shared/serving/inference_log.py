@@ -9,6 +9,13 @@ the request path, so it does no per-request Python work: its cost is a few C cal
 column, whatever the number of requests. A logging failure never fails a request: records
 that cannot be buffered or written are dropped and counted, and ``stats()`` (shown in
 ``GET /api/health``) makes the count visible.
+
+Each row names the version that answered (``version``), the server's request id
+(``request_id``, minted per request: what feedback joins on) and the client's own
+``x-request-id`` if it sent one (``correlation_id``, never joined on). A request that failed in
+its version (a 5xx or a run failure, never a client's 4xx) is logged too (``failed_record``):
+its rows with an error code in ``error`` and a null ``prediction``, for the rollout's
+per-version error guardrail (``shared.rollout.evidence``).
 """
 from __future__ import annotations
 
@@ -44,6 +51,12 @@ class LogRecord:
     labels: np.ndarray | None
     probabilities: np.ndarray | None
     classes: tuple[Any, ...] | None
+    #: The client's ``x-request-id``, if any: for its tracing, never a join key.
+    correlation_id: str | None = None
+    #: An error code when the request failed in this version (``prediction`` then null).
+    error: str | None = None
+    #: The request failed before its rows were parsed: its one row's inputs are null.
+    no_inputs: bool = False
 
 
 #: Rows per column buffer, at most: a full one goes to the writer and a new one opens.
@@ -62,7 +75,9 @@ class _Columns:
         self.numeric = None if batch.numeric is None else np.empty((capacity, len(batch.numeric_names)), np.float32)
         self.strings: dict[str, list] = {name: [] for name in batch.strings}
         self.values = None if first.values is None else np.empty(capacity, first.values.dtype)
-        self.labels = None if first.labels is None else np.empty(capacity, first.labels.dtype)
+        # Object, whatever the first request's labels were: integer and text labels, and a
+        # failed request's placeholders, all fit.
+        self.labels = None if first.labels is None else np.empty(capacity, object)
         self.probabilities = None if first.probabilities is None else \
             np.empty((capacity, first.probabilities.shape[1]), first.probabilities.dtype)
         # One entry per request; expanded to rows when written.
@@ -70,6 +85,9 @@ class _Columns:
         self.at: list[float] = []
         self.latency_ms: list[float] = []
         self.counts: list[int] = []
+        self.correlation_ids: list[str | None] = []
+        self.errors: list[str | None] = []
+        self.no_inputs: list[bool] = []
 
     def add(self, rec: LogRecord) -> None:
         i, j = self.rows, self.rows + rec.batch.rows
@@ -90,6 +108,9 @@ class _Columns:
         self.at.append(rec.at)
         self.latency_ms.append(rec.latency_ms)
         self.counts.append(j - i)
+        self.correlation_ids.append(rec.correlation_id)
+        self.errors.append(rec.error)
+        self.no_inputs.append(rec.no_inputs)
         self.rows = j
 
 
@@ -253,6 +274,29 @@ class InferenceLogger:
         }
 
 
+def failed_record(loaded: Any, batch: Batch | None, request_id: str, at: float, latency_ms: float, error: str,
+                  correlation_id: str | None = None) -> LogRecord:
+    """The log record of a request that failed in version ``loaded`` (a ``LoadedModel``): its
+    rows (or one row of null inputs when none were parsed), ``error``, a null prediction."""
+    from shared.serving.protocols.batch import schema_parts
+
+    no_inputs = batch is None
+    if batch is None:
+        _, numeric, strings = schema_parts(loaded.schema)
+        batch = Batch(numeric, np.zeros((1, len(numeric)), np.float32) if numeric else None,
+                      {name: np.array([[""]], dtype=object) for name in strings}, 1)
+    rows = batch.rows
+    values = labels = probabilities = None
+    if loaded.is_classifier:
+        labels = np.zeros(rows, dtype=object)
+        probabilities = np.full((rows, len(loaded.classes or ()) or 1), np.nan)
+    else:
+        values = np.full(rows, np.nan)
+    return LogRecord(model=loaded.model, version=loaded.version, request_id=request_id, at=at, latency_ms=latency_ms,
+                     batch=batch, values=values, labels=labels, probabilities=probabilities, classes=loaded.classes,
+                     correlation_id=correlation_id, error=error, no_inputs=no_inputs)
+
+
 def _warm_up() -> None:
     """Pay pyarrow's one-time costs: its modules, and the pandas import its first array
     conversion makes (about 0.4 s of CPU here, which would otherwise stall the first flush)."""
@@ -284,18 +328,24 @@ def to_parquet(columns: _Columns) -> list[tuple[str, int, bytes]]:
         "time": pa.array(at_us, pa.timestamp("us", tz="UTC")),
         "version": np.full(n, columns.version, dtype=np.int64),
         "latency_ms": np.repeat(np.array(columns.latency_ms, dtype=np.float64), counts),
+        "correlation_id": pa.array(np.repeat(np.array(columns.correlation_ids, dtype=object), counts), pa.string()),
+        "error": pa.array(np.repeat(np.array(columns.errors, dtype=object), counts), pa.string()),
     }
+    # Masks only when a request failed: the common case builds none.
+    failed = np.repeat(np.array([e is not None for e in columns.errors]), counts) if any(columns.errors) else None
+    blank = np.repeat(np.array(columns.no_inputs), counts) if any(columns.no_inputs) else None
     for j, name in enumerate(columns.numeric_names):
-        cols[name] = columns.numeric[:n, j]
+        cols[name] = columns.numeric[:n, j] if blank is None else pa.array(columns.numeric[:n, j], mask=blank)
     for name, values in columns.strings.items():
-        cols[name] = pa.array(values, pa.string())
+        cols[name] = pa.array(values if blank is None else [None if b else v for v, b in zip(values, blank)],
+                              pa.string())
     if columns.values is not None:
-        cols["prediction"] = columns.values[:n].astype(np.float64)
+        cols["prediction"] = pa.array(columns.values[:n].astype(np.float64), mask=failed)
     else:
-        cols["prediction"] = pa.array(columns.labels[:n].astype(str), pa.string())
+        cols["prediction"] = pa.array(columns.labels[:n].astype(str), pa.string(), mask=failed)
         probs = columns.probabilities[:n].astype(np.float64)
         for i, c in enumerate(columns.classes or range(probs.shape[1])):
-            cols[f"proba_{c}"] = probs[:, i]
+            cols[f"proba_{c}"] = pa.array(probs[:, i], mask=failed)
     table = pa.table(cols)
     hours = at_us // 3_600_000_000
     unique = np.unique(hours)
@@ -380,10 +430,18 @@ def logged_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], *, l
     Reads only those two columns, newest hour first, and stops once every key is found:
     feedback for recent predictions costs one or two hours of parts.
     """
+    return find_logged(storage, model, wanted, lookback_hours=lookback_hours, now=now)[0]
+
+
+def find_logged(storage: Storage, model: str, wanted: set[tuple[str, int]], *, lookback_hours: int,
+                now: float) -> tuple[set[tuple[str, int]], float]:
+    """``logged_keys``, and the start of the oldest hour it found one of them in (``now`` if none):
+    no feedback for them can have been received before it."""
     import pyarrow.parquet as pq
 
     ids = sorted({rid for rid, _ in wanted})
     found: set[tuple[str, int]] = set()
+    oldest = now
     hour = int(now // 3600)
     for h in range(hour, hour - lookback_hours - 1, -1):
         if found >= wanted:
@@ -392,5 +450,7 @@ def logged_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], *, l
             part = storage.get(CONTAINER, blob.name)
             table = pq.read_table(io.BytesIO(part.data), columns=["request_id", "row"],
                                   filters=[("request_id", "in", ids)])
-            found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
-    return found & wanted
+            if table.num_rows:
+                found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
+                oldest = min(oldest, h * 3600.0)
+    return found & wanted, oldest

@@ -6,6 +6,12 @@ per ``alias_check_seconds``. A request takes a reference to the loaded version a
 start (``ModelServer.route``), so a swap never changes the model under a request in flight,
 and every response names the version that answered.
 
+During a rollout's canary step a sticky share of requests goes to the candidate
+(``shared.serving.routing``). The rollout's state is read with the alias, by the same
+conditional read at most once per interval, never per request; the candidate is loaded and
+verified there, off the request path, and gets its share only once it is loaded. In shadow,
+production answers every request: the evaluator replays the logged rows through the candidate.
+
 No parsing happens here: the codecs (``shared.serving.protocols``) turn a request into a
 ``Batch`` and a ``Prediction`` back into a body; ``ModelServer.run`` sits between the two.
 """
@@ -24,10 +30,12 @@ from shared.core.errors import MAX_REASON_CHARS, IntegrityError, ModelNotFound, 
 from shared.core.records import RunStatus
 from shared.core.settings import Settings
 from shared.core.spec import SpecCatalog
+from shared.registry.rollouts import RolloutState, RolloutStore
 from shared.registry.runs import explain, outcome_of
 from shared.registry.store import Registry
 from shared.serving.graph import new_session, with_column_names, with_numeric_block
 from shared.serving.protocols.batch import Batch, Prediction, Schema, schema_parts
+from shared.serving.routing import Split, salt_of
 
 log = logging.getLogger("mlops.serving")
 
@@ -68,6 +76,13 @@ class _Entry:
     #: ... and the model's latest run (its status), looked up as often as the alias.
     latest_run: RunStatus | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The rollout's traffic split now (None: production answers every request), and the
+    #: rollout state it was built from, read with the alias (conditional, on its ETag).
+    split: Split | None = None
+    rollout: RolloutState | None = None
+    rollout_etag: str | None = None
+    #: The split waits for something (a candidate to load): build it again next refresh.
+    split_pending: bool = False
 
 
 def serving_graph(onnx_bytes: bytes, schema: Schema) -> tuple[bytes, str | None]:
@@ -132,6 +147,7 @@ class ModelServer:
         self._versions_lock = threading.Lock()
         self.version_cache_size = version_cache_size
         self.version_loads = 0
+        self.rollouts = RolloutStore(registry.storage)
 
     # -- lifecycle -----------------------------------------------------------------------
     def _ensure_refresher(self) -> None:
@@ -160,15 +176,84 @@ class ModelServer:
         """The version that answers one request for ``model``: the one place a request meets a version.
 
         ``version`` given: that registered version (production's session if it is that one,
-        else loaded on demand and verified, see ``get_version``). Otherwise the production
-        version (``get``). ``key`` identifies the caller's request (its id) for a policy that
-        splits traffic stickily (a canary share, a shadow pairing); today nothing splits, so
-        it is accepted and unused. The caller keeps the returned reference from the start of
-        the request to its end: a swap meanwhile does not change the model under it.
+        else loaded on demand and verified, see ``get_version``). Otherwise production, or,
+        in a rollout's canary step, the candidate for the share of routing keys the step
+        gives it: ``key`` is the request's routing key (see ``shared.serving.routing``), and
+        the same key gets the same version for the whole step. No key: production. The
+        request path does no I/O here: one attribute read and, in a canary step, one hash.
+        The caller keeps the returned reference from the start of the request to its end: a
+        swap or a step meanwhile does not change the model under it.
         """
-        if version is None:
-            return self.get(model)
-        return self.get_version(model, version)
+        if version is not None:
+            return self.get_version(model, version)
+        entry = self._entries.get(model)
+        loaded = entry.loaded if entry is not None else None
+        if loaded is None:
+            return self.get(model)  # the first request: production; the split is built off the request path
+        split = entry.split
+        if split is not None and key is not None and split.takes(key):
+            return split.candidate
+        return loaded
+
+    def routing_field(self, model: str) -> str | None:
+        """The request field the current canary step routes by (the spec's ``[rollout]
+        routing_field``), or None: no split now, or none named."""
+        entry = self._entries.get(model)
+        split = entry.split if entry is not None else None
+        return split.routing_field if split is not None else None
+
+    def splits(self) -> dict[str, dict[str, Any]]:
+        """The traffic split of each model this worker routes now (for ``GET /api/health``)."""
+        out = {}
+        for model, entry in list(self._entries.items()):
+            split = entry.split
+            if split is not None:
+                out[model] = {"candidate": split.candidate.version, "candidate_percent": split.percent}
+        return out
+
+    def _refresh_split(self, model: str, entry: _Entry, alias_changed: bool, load_candidate: bool) -> None:
+        """Read the rollout's state (conditional) and rebuild the split if it or production
+        changed. Called with ``entry.lock`` held, off the request path (bar a first request,
+        which builds no split that needs a load: ``load_candidate`` False)."""
+        changed, state, etag = self.rollouts.read_if_changed(model, entry.rollout_etag)
+        if changed:
+            entry.rollout, entry.rollout_etag = state, etag
+        if not (changed or alias_changed or entry.split_pending):
+            return
+        entry.split_pending = False
+        entry.split = self._split_for(model, entry, entry.rollout, load_candidate)
+
+    def _split_for(self, model: str, entry: _Entry, state: RolloutState | None, load_candidate: bool) -> Split | None:
+        production = entry.loaded
+        if state is None or production is None or not state.live:
+            return None
+        percent = float(state.traffic()["candidate_percent"])
+        if percent <= 0 or production.version != state.champion:
+            # Shadow (production answers all), or production moved: promoted (the candidate is
+            # production) or moved by an operator (the rollout is about to end): no split.
+            return None
+        old = entry.split
+        if old is not None and old.candidate.version == state.candidate:
+            candidate = old.candidate
+        else:
+            with self._versions_lock:
+                candidate = self._versions.get((model, state.candidate))
+            if candidate is None:
+                if not load_candidate:
+                    entry.split_pending = True
+                    return None
+                try:
+                    candidate = self.get_version(model, state.candidate)  # verified, session built
+                except Exception:  # production answers everything until the candidate loads
+                    entry.split_pending = True
+                    log.exception("%s: could not load candidate v%d; production answers every request",
+                                  model, state.candidate)
+                    return None
+        try:
+            field_name = self.specs.get(model).rollout.routing_field
+        except Exception:  # a spec gone or broken: route by the caller's key or request id
+            field_name = None
+        return Split.of(candidate, percent, salt_of(model, state.candidate, state.started_at, state.step), field_name)
 
     # -- the cache -----------------------------------------------------------------------
     def get(self, model: str) -> LoadedModel:
@@ -182,7 +267,7 @@ class ModelServer:
                 self._raise_missing(model, entry)
         with self._lock:
             entry = self._entries.setdefault(model, _Entry(None, None))
-        self.refresh(model)
+        self.refresh(model, load_candidate=False)  # on a request's path: no candidate load here
         self._ensure_refresher()
         if entry.loaded is None:
             entry.retry_at = self.clock() + self.settings.alias_check_seconds
@@ -233,32 +318,42 @@ class ModelServer:
         with self._versions_lock:
             return list(self._versions)
 
-    def refresh(self, model: str) -> bool:
-        """Check the alias (conditional read) and swap in a new version; True if swapped."""
+    def refresh(self, model: str, *, load_candidate: bool = True) -> bool:
+        """Check the alias and the rollout's state (conditional reads), swap in a new production
+        version and rebuild the traffic split; True if production was swapped."""
         entry = self._entries[model]
         with entry.lock:
-            changed, alias = self.registry.alias_if_changed(model, entry.alias_etag)
-            if not changed:
-                return False
-            old = entry.loaded
-            if alias is None:
-                entry.loaded, entry.alias_etag = None, None
-                return old is not None
-            if old is None or old.version != alias.version:
+            swapped = self._refresh_alias(model, entry)
+            self._refresh_split(model, entry, swapped, load_candidate)
+            return swapped
+
+    def _refresh_alias(self, model: str, entry: _Entry) -> bool:
+        changed, alias = self.registry.alias_if_changed(model, entry.alias_etag)
+        if not changed:
+            return False
+        old = entry.loaded
+        if alias is None:
+            entry.loaded, entry.alias_etag = None, None
+            return old is not None
+        if old is None or old.version != alias.version:
+            split = entry.split
+            if split is not None and split.candidate.version == alias.version:
+                new = split.candidate  # the candidate promoted: already loaded and verified
+            else:
                 try:
                     new = load_version(self.registry, model, alias.version)  # off the request path
                 except IntegrityError as exc:
                     if self.alert is not None:
                         self.alert(model, "integrity", {"version": alias.version, "message": exc.message})
                     raise
-                entry.loaded = new  # one reference assignment: the atomic swap
-                self.swaps += old is not None
-                for callback in self.on_swap:
-                    callback(model, old.version if old else None, new.version)
-                if old is not None:
-                    log.info("%s: now serving version %d (was %d)", model, new.version, old.version)
-            entry.alias_etag = alias.etag
-            return old is not entry.loaded
+            entry.loaded = new  # one reference assignment: the atomic swap
+            self.swaps += old is not None
+            for callback in self.on_swap:
+                callback(model, old.version if old else None, new.version)
+            if old is not None:
+                log.info("%s: now serving version %d (was %d)", model, new.version, old.version)
+        entry.alias_etag = alias.etag
+        return old is not entry.loaded
 
     def _raise_missing(self, model: str, entry: _Entry) -> None:
         try:

@@ -10,7 +10,7 @@ import pytest
 from models.wind_power_data import generate as wind
 from shared.core.spec import SpecCatalog
 from shared.pipeline import exam
-from tests.conftest import ROOT, to_parquet
+from tests.conftest import example_spec_text, to_parquet
 from tests.helpers import drain, drop
 
 
@@ -24,7 +24,7 @@ def test_a_winter_model_wins_when_winter_data_arrives_unless_the_exam_keeps_summ
     """Both ways: with the default recency (the newest dataset) the winter candidate, better on
     winter rows, replaces the summer model; an exam that also keeps the summer hold-out (and
     is mostly summer rows) holds it back, and the decision says it was the exam."""
-    text = (ROOT / "models" / "wind_power.toml").read_text()
+    text = example_spec_text("wind_power")
     if recent_datasets != 1:
         text += f"\n[exam]\nrecent_datasets = {recent_datasets}\n"
     (tmp_path / "wind_power.toml").write_text(text)
@@ -80,7 +80,7 @@ def test_identical_content_is_a_duplicate_under_any_name_until_the_spec_changes(
     assert status["state"] == "duplicate" and status["duplicate_of"] == first.run_id
     assert drain(ctx) == [] and ctx.registry.versions("wind_power") == [1]
     # A changed spec is a different training: the same bytes train again.
-    text = (ROOT / "models" / "wind_power.toml").read_text().replace("n_estimators = 60", "n_estimators = 20")
+    text = example_spec_text("wind_power").replace("n_estimators = 60", "n_estimators = 20")
     (tmp_path / "wind_power.toml").write_text(text)
     ctx.specs = SpecCatalog(tmp_path)
     third = drop(ctx, "wind_power", "b.parquet", data)

@@ -22,7 +22,7 @@ from shared.core.spec import parse_spec
 from shared.pipeline.isolation import run_isolated, train_isolated
 from shared.ports.bus.local import LocalBus
 from shared.ports.storage.local import LocalStorage
-from tests.conftest import ROOT, to_parquet
+from tests.conftest import ROOT, example_spec_text, to_parquet
 
 
 def test_a_stage_runs_in_another_process_at_a_lower_priority():
@@ -52,7 +52,7 @@ def slow_spec_ctx(tmp_path):
     """wind_power with 400 trees (a fit of many seconds) and a 1 s time budget."""
     models = tmp_path / "models"
     models.mkdir()
-    text = (ROOT / "models" / "wind_power.toml").read_text()
+    text = example_spec_text("wind_power")
     text = text.replace("n_estimators = 60", "n_estimators = 400")
     text = text.replace("min_rows = 200", "min_rows = 200\ntime_budget_seconds = 1")
     (models / "wind_power.toml").write_text(text)
@@ -197,7 +197,7 @@ def registered(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     spec = models / "breast_cancer.toml"
-    spec.write_text((ROOT / "models" / "breast_cancer.toml").read_text())
+    spec.write_text(example_spec_text("breast_cancer"))
     ctx = Context.from_settings(Settings.from_env({"MLOPS_DATA_DIR": str(tmp_path / "data"),
                                                    "MLOPS_MODELS_DIR": str(models)}))
     assert drop(ctx, "breast_cancer", "b.csv", to_csv(cancer())).ok

@@ -15,7 +15,7 @@ from shared.pipeline import stages as P
 from shared.pipeline.messages import RunMessage
 from shared.registry.store import PRODUCTION
 from shared.serving.inprocess import predict
-from tests.conftest import ROOT, to_csv, to_parquet
+from tests.conftest import example_spec_text, to_csv, to_parquet
 from tests.helpers import drain, drop
 
 
@@ -107,7 +107,7 @@ def test_a_better_candidate_replaces_production(ctx):
 
 
 def test_parity_gate_refuses_hist_gradient_boosting(ctx, tmp_path):
-    spec_text = (ROOT / "models" / "wind_power.toml").read_text()
+    spec_text = example_spec_text("wind_power")
     spec_text = spec_text.replace('class = "RandomForestRegressor"', 'class = "HistGradientBoostingRegressor"')
     spec_text = spec_text.replace(
         "params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",

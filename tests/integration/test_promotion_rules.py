@@ -7,7 +7,7 @@ import json
 
 from models.wind_power_data import generate as wind
 from shared.core.spec import SpecCatalog
-from tests.conftest import ROOT, to_csv, to_parquet
+from tests.conftest import example_spec_text, to_csv, to_parquet
 from tests.helpers import drain, drop
 
 ALL = '["wind_speed", "wind_direction", "air_temperature", "air_density"]'
@@ -16,7 +16,7 @@ WITHOUT_DENSITY = '["wind_speed", "wind_direction", "air_temperature"]'
 
 def _spec(ctx, tmp_path, numeric: str) -> None:
     # A floor any fit clears and a wide margin: only the rule under test can hold a candidate back.
-    text = (ROOT / "models" / "wind_power.toml").read_text()
+    text = example_spec_text("wind_power")
     text = text.replace(f"numeric = {ALL}", f"numeric = {numeric}")
     text = text.replace("floor = 250.0", "floor = 5000.0").replace("margin = 0.02", "margin = 0.9")
     (tmp_path / "wind_power.toml").write_text(text)

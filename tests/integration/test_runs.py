@@ -26,7 +26,7 @@ from shared.pipeline import stages as P
 from shared.registry import quarantine
 from shared.registry.store import PRODUCTION
 from shared.serving.inprocess import predict
-from tests.conftest import ROOT, copy_example_specs, to_csv, to_parquet
+from tests.conftest import copy_example_specs, example_spec_text, to_csv, to_parquet
 from tests.helpers import drain, drop
 
 SPEC_TAIL = """
@@ -173,12 +173,12 @@ def test_every_outcome_is_listed_with_its_reason(specs_ctx, tmp_path):
 
 def test_a_parity_refusal_is_a_failed_run_and_the_503_names_it(specs_ctx, tmp_path):
     ctx = specs_ctx
-    text = (ROOT / "models" / "wind_power.toml").read_text()
+    text = example_spec_text("wind_power")
     text = text.replace('class = "RandomForestRegressor"',
                         'class = "HistGradientBoostingRegressor"\nscale_numeric = true')
-    text = text.replace("params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, "
-                        "random_state = 7 }",
-                        "params = { max_iter = 50, random_state = 7 }")
+    text = text.replace(
+        "params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",
+        "params = { max_iter = 50, random_state = 7 }")
     folder = tmp_path / "hgb"
     folder.mkdir()
     (folder / "wind_power.toml").write_text(text)

@@ -12,14 +12,13 @@ import pytest
 
 from models.breast_cancer_data import generate as cancer
 from shared.core.errors import InvalidRequest
-from shared.core.settings import PROJECT_ROOT as ROOT
 from shared.registry.store import PRODUCTION
 from shared.serving.feedback import parse_feedback, store_feedback
 from shared.serving.inference_log import InferenceLogger, LogRecord
 from shared.serving.inprocess import predict
 from shared.serving.protocols.native import encode, parse_payload
 from shared.serving.runtime import ModelServer
-from tests.conftest import to_csv
+from tests.conftest import example_spec_text, to_csv
 from tests.helpers import drain, drop
 
 ROWS = cancer().drop(columns="target").head(4).to_dict("records")
@@ -103,7 +102,7 @@ def test_the_served_graph_answers_exactly_what_the_registered_graph_answers(ctx,
     from shared.serving.graph import new_session
     from tests.conftest import to_parquet
 
-    text = (ROOT / "models" / "wind_power.toml").read_text().replace("floor = 250.0", "floor = 5000.0")
+    text = example_spec_text("wind_power").replace("floor = 250.0", "floor = 5000.0")
     if numeric is not None:
         text = text.replace('numeric = ["wind_speed", "wind_direction", "air_temperature", "air_density"]',
                             f"numeric = {numeric}")
@@ -130,8 +129,8 @@ def test_inference_log_writes_sampled_batches_as_parquet(ctx):
     for i in range(3):
         batch = parse_payload({"inputs": {"speed": [1.0, 2.0], "turbine": ["a", "b"]}},
                               (("speed", "float"), ("turbine", "string")), 10)
-        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5, batch, np.array([10.0, 20.0]),
-                                None, None, None))
+        logger.record(LogRecord("wind_power", 1, f"req-{i}", time.time(), 0.5, batch, np.array([10.0, 20.0]), None,
+                                None, None))
     assert logger.flush() == 6
     [part] = ctx.storage.list("inference-logs", "wind_power/")
     table = pd.read_parquet(io.BytesIO(ctx.storage.get("inference-logs", part.name).data))
@@ -167,8 +166,8 @@ def test_inference_log_rolls_buffers_over_and_splits_files_by_hour(ctx):
     for i, (at, n) in enumerate([(hour - 0.2, 2), (hour - 0.1, 2), (hour + 0.1, 5), (hour - 0.05, 1), (hour + 0.2, 2)]):
         speeds = [float(10 * i + r) for r in range(n)]
         batch = parse_payload({"inputs": {"speed": speeds, "turbine": [f"T{i}"] * n}}, schema, 100)
-        assert logger.record(LogRecord("wind_power", 1, f"req-{i}", at, 0.5, batch, np.array(speeds) * 2,
-                                       None, None, None))
+        assert logger.record(LogRecord("wind_power", 1, f"req-{i}", at, 0.5, batch, np.array(speeds) * 2, None, None,
+                                       None))
         sent += [(f"req-{i}", r, s, at < hour) for r, s in enumerate(speeds)]
     assert logger.flush() == 12
     tables = {}

@@ -130,8 +130,9 @@ def test_the_document_is_valid_openapi_covers_every_route_and_names_each_models_
     # Errors in each protocol's shape, with the statuses its codes map to.
     assert doc["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["400"]["content"]["application/json"][
         "schema"]["$ref"] == "#/components/schemas/V2Error"
+    # 500: the version a request was routed to failed to run it (RUN_FAILED, logged for the rollout).
     assert set(doc["paths"]["/models/{name}/invocations"]["post"]["responses"]) == {"200", "400", "401", "404", "413",
-                                                                                   "415", "503"}
+                                                                                   "415", "500", "503"}
 
 
 def test_every_http_function_is_in_the_document_table():
