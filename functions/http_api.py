@@ -107,6 +107,7 @@ async def _answer(req: func.HttpRequest, request_id: str, decode, encode):
 
 async def _run(ctx, loaded, batch):
     """Run ``loaded`` on ``batch`` (parsed for it): big batches in a worker thread."""
+    # here: numpy and the codecs load with the first request that needs them, not with the serving app (~0.1 s)
     from shared.serving.protocols.batch import check_batch_strings
 
     check_batch_strings(batch, ctx.settings.max_string_chars)
@@ -123,6 +124,7 @@ def _route(req: func.HttpRequest, request_id: str, decode):
     field is read from the body decoded for production; if the key sends the request to a
     candidate with other inputs (an operator-forced rollout), the body is decoded again for it.
     """
+    # here: numpy and the codecs load with the first request that needs them, not with the serving app (~0.1 s)
     from shared.serving.routing import ROUTING_HEADER, field_key
 
     server = context().server
@@ -172,6 +174,7 @@ def _v2(req: func.HttpRequest, handler) -> func.HttpResponse:
 @api("v2_server_metadata", "v2", auth=func.AuthLevel.ANONYMOUS, protocol="v2")
 def v2_server_metadata(req: func.HttpRequest) -> func.HttpResponse:
     """Open Inference Protocol v2 server metadata."""
+    # here: numpy and the codecs load with the first request that needs them, not with the serving app (~0.1 s)
     from shared.serving.protocols.v2 import server_metadata
 
     return _v2(req, lambda req: server_metadata())
@@ -216,6 +219,7 @@ def v2_version_ready(req: func.HttpRequest) -> func.HttpResponse:
 
 def _metadata(req: func.HttpRequest) -> func.HttpResponse:
     def run(req: func.HttpRequest, request_id: str):
+        # here: numpy and the codecs load with the first request that needs them, not with the serving app (~0.1 s)
         from shared.serving.protocols.v2 import metadata
 
         loaded = _loaded(req, request_id)
@@ -238,6 +242,7 @@ def v2_version_metadata(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def _infer(req: func.HttpRequest) -> func.HttpResponse:
+    # here: numpy and the codecs load with the first request that needs them, not with the serving app (~0.1 s)
     from shared.serving.protocols import v2
 
     request_id = request_id_of(req)
@@ -288,6 +293,7 @@ def _ignored_header(ignored: tuple[str, ...]) -> str:
      codes=(*MODEL_CODES, "UNSUPPORTED_MEDIA_TYPE"))
 async def invocations(req: func.HttpRequest) -> func.HttpResponse:
     """MLflow's ``/invocations`` on the production version: JSON (four forms) or CSV."""
+    # here: numpy and the codecs load with the first request that needs them, not with the serving app (~0.1 s)
     from shared.serving.protocols import mlflow
 
     request_id = request_id_of(req)
@@ -332,6 +338,7 @@ def feedback(req: func.HttpRequest) -> func.HttpResponse:
     """Ground truth for earlier predictions: ``{"feedback": [{"request_id", "row"?, "label"|"value"}]}``."""
 
     def run(req: func.HttpRequest, request_id: str):
+        # here: only the feedback route needs it; the serving app starts without it
         from shared.serving.feedback import accept_feedback
 
         return accept_feedback(context(), model_arg(req), json_request(req)), 202
@@ -418,6 +425,7 @@ def set_alias(req: func.HttpRequest) -> func.HttpResponse:
      query=(REPORT_FORMAT,))
 def monitoring_latest(req: func.HttpRequest) -> func.HttpResponse:
     """The latest monitoring report: JSON, or the HTML page with ``?format=html``."""
+    # here: the monitor's module brings numpy (0.18 s); only the report routes need it
     from shared.monitoring.monitor import latest_report
 
     return _report_response(req, lambda model, fmt: latest_report(context(), model, fmt))
@@ -429,7 +437,7 @@ def _report_response(req: func.HttpRequest, load) -> func.HttpResponse:
     fmt = "json"
     try:
         model = model_arg(req)
-        fmt = REPORT_FORMAT.read(req)
+        fmt = REPORT_FORMAT.read(req) or "json"
         data = load(model, fmt)
     except MlopsError as exc:
         return error_response(exc, request_id)
@@ -442,6 +450,7 @@ def monitoring_reports(req: func.HttpRequest) -> func.HttpResponse:
     """The monitoring history, newest first, with the latest and the last conclusive verdict."""
 
     def run(req: func.HttpRequest, request_id: str):
+        # here: the monitor's module brings numpy (0.18 s); only the report routes need it
         from shared.monitoring.monitor import report_history
 
         limit = HISTORY_LIMIT.read(req)
@@ -454,6 +463,7 @@ def monitoring_reports(req: func.HttpRequest) -> func.HttpResponse:
      success_types=(JSON, "text/html"), query=(REPORT_FORMAT,))
 def monitoring_report(req: func.HttpRequest) -> func.HttpResponse:
     """One report of the history (its ``id`` from the listing): JSON, or HTML with ``?format=html``."""
+    # here: the monitor's module brings numpy (0.18 s); only the report routes need it
     from shared.monitoring.monitor import report_by_id
 
     rid = req.route_params.get("report_id", "")
@@ -463,6 +473,7 @@ def monitoring_report(req: func.HttpRequest) -> func.HttpResponse:
 @api("monitoring_plotly", "monitoring/plotly.min.js", auth=func.AuthLevel.ANONYMOUS, success_types=("text/javascript",))
 def monitoring_plotly(req: func.HttpRequest) -> func.HttpResponse:
     """plotly.js for the report pages, from the installed package: they work with no internet."""
+    # here: only the plotly route needs it; the serving app starts without it
     from shared.monitoring.report_html import plotly_js
 
     return func.HttpResponse(plotly_js(), mimetype="text/javascript",
@@ -478,6 +489,7 @@ def api_routes() -> list:
 @api("openapi", "openapi.json", auth=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI document of this API, derived from its routes, parsers and models."""
+    # here: only the OpenAPI route needs the converter's schema and the document builder (~0.15 s)
     from shared.pipeline.convert import input_schema
     from shared.serving.openapi import ModelView, document
 

@@ -248,7 +248,8 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
         series = frame[column]
         filled = series.dropna()
         if len(filled) and filled.nunique() == 1 and len(filled) == len(series):
-            decisions.append(Decision(column, "refused", f"constant ({_plain(filled.iloc[0])!r} in every row): nothing to learn"))
+            reason = f"constant ({_plain(filled.iloc[0])!r} in every row): nothing to learn"
+            decisions.append(Decision(column, "refused", reason))
             continue
         if column not in categorical and _looks_numeric(series, declared.get(column)):
             numeric.append(column)

@@ -30,11 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from shared.core.spec import MISSING_CATEGORY, ModelSpec
+from shared.monitoring.drift import bin_counts, psi
+from shared.pipeline.train import compute_metrics
 from shared.policies.rollout import RolloutEvidence
 from shared.ports.storage import Storage
 from shared.registry.rollouts import RolloutState
+from shared.serving.feedback import first_per_row, read_feedback
 from shared.serving.inference_log import CONTAINER as LOG_CONTAINER
 from shared.serving.inference_log import hours_between, written_at
 from shared.serving.protocols.batch import Batch
@@ -53,10 +59,6 @@ _BASE = ("request_id", "row", "time", "version", "latency_ms", "prediction")
 def read_window(storage: Storage, model: str, since: float, until: float, columns: list[str]):
     """The log of ``model`` with a request time in [since, until), as one Arrow table of
     ``columns`` (those a part lacks are null); None when there are no rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     tables = []
     for hour in hours_between(since, until):
         for blob in storage.list(LOG_CONTAINER, f"{model}/{hour}/"):
@@ -81,8 +83,6 @@ def read_window(storage: Storage, model: str, since: float, until: float, column
 
 def read_feedback_table(storage: Storage, model: str, since: float, until: float):
     """Feedback received in [since, until], one item per ``(request_id, row)`` (the first)."""
-    from shared.serving.feedback import first_per_row, read_feedback
-
     frame = first_per_row(read_feedback(storage, model, since, until))
     if frame.empty:
         return frame
@@ -92,7 +92,6 @@ def read_feedback_table(storage: Storage, model: str, since: float, until: float
 @dataclass
 class _Scored:
     """Both versions' outputs on the same rows."""
-
     cand: Any  # regression values, or labels
     prod: Any
     cand_proba: np.ndarray | None = None
@@ -151,8 +150,6 @@ def _logged(table, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray | None]:
 def _pairs(table, answered_by_candidate: np.ndarray, prod: LoadedModel, cand: LoadedModel) -> _Scored:
     """Both versions' outputs on ``table``: the logged one of the version that answered, the
     other replayed."""
-    import pyarrow as pa
-
     n = table.num_rows
     if prod.is_classifier:
         c_out, p_out = np.empty(n, dtype=object), np.empty(n, dtype=object)
@@ -185,8 +182,6 @@ def divergence(scored: _Scored, is_classifier: bool) -> tuple[float | None, floa
     predictions, PSI on production's decile bins; classification: the share of rows given
     another label, PSI of the label shares.
     """
-    from shared.monitoring.drift import bin_counts, psi
-
     n = len(scored.prod)
     if n == 0:
         return None, None
@@ -222,7 +217,6 @@ def _losses(spec: ModelSpec, truth: np.ndarray, out: np.ndarray, proba: np.ndarr
 
 def _metrics(spec: ModelSpec, truth: np.ndarray, out: np.ndarray, proba: np.ndarray | None,
              classes: list[str]) -> float | None:
-    from shared.pipeline.train import compute_metrics
 
     try:
         if spec.is_classifier:
@@ -248,9 +242,6 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     request's time is the fastest of ``repeats`` runs: what the request costs, not what the
     scheduler did to one run of it.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     ids = pc.unique(table.column("request_id"))
     if len(ids) == 0:
         return None, None
@@ -261,8 +252,8 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     rid = rid[order]
     starts = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
     ends = np.r_[starts[1:], len(rid)]
-    requests = (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))
-    parts = [(log_feeds(prod, p), log_feeds(cand, p)) for p in requests]
+    groups = (rows.take(pa.array(order[a:b])) for a, b in zip(starts, ends))
+    parts = [(log_feeds(prod, p), log_feeds(cand, p)) for p in groups]
     for _ in range(3):
         prod.session.run(None, parts[0][0])
         cand.session.run(None, parts[0][1])
@@ -295,9 +286,6 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
                     max_labelled_rows: int = MAX_LABELLED_ROWS, latency_requests: int = LATENCY_REQUESTS,
                     seed: int = 0) -> RolloutEvidence:
     """The evidence of one step from its window's log ``table`` (Arrow, or None) and ``feedback``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     base: dict[str, Any] = dict(window_from=since, window_to=until, metric=spec.metric,
                                 higher_is_better=spec.higher_is_better)
     if table is None:
@@ -355,9 +343,6 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
 def _labelled(spec: ModelSpec, table, feedback, usable: np.ndarray, is_cand: np.ndarray, prod: LoadedModel,
               cand: LoadedModel, max_rows: int) -> dict[str, Any]:
     """Both versions' live metric on the same labelled rows, and the sign test's counts."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     ids = pa.array(feedback["request_id"].astype(str).unique())
     hit = pc.is_in(table.column("request_id"), value_set=ids).to_numpy(zero_copy_only=False) & usable
     idx = np.flatnonzero(hit)[:max_rows]

@@ -127,6 +127,8 @@ def evaluate_rollout(ctx: Context, model: str, now: float | None = None) -> dict
 
     Returns the action taken and its reason (with the figures, for the timer's log).
     """
+    # here: the evidence brings pyarrow, pandas and scikit-learn's metrics; the serving app
+    # imports this module for the operator actions
     from shared.monitoring.monitor import settle_seconds
     from shared.rollout.evidence import gather
 

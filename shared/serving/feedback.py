@@ -75,6 +75,7 @@ def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, l
 
 def _match(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
            now: float | None = None) -> tuple[list[bool], float]:
+    # here: the inference log's module brings numpy; the feedback route is the only reader here
     from shared.serving.inference_log import find_logged
 
     now = time.time() if now is None else now
@@ -86,9 +87,10 @@ def _match(storage: Storage, model: str, items: list[dict[str, Any]], *, lookbac
 def stored_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], since: float) -> set[tuple[str, int]]:
     """Which ``(request_id, row)`` of ``wanted`` already have feedback stored, in parts received
     from ``since`` on (no feedback for a prediction arrives before it was logged)."""
+    # here: pyarrow (~0.1 s) loads with the first feedback stored, not with the serving app
     import pyarrow.parquet as pq
 
-    from shared.serving.inference_log import written_at
+    from shared.serving.inference_log import written_at  # here: the log's module brings numpy
 
     if not wanted:
         return set()
@@ -135,9 +137,10 @@ def store_feedback(storage: Storage, model: str, items: list[dict[str, Any]], no
 
 def read_feedback(storage: Storage, model: str, since: float, until: float):
     """Feedback parts of ``model`` received in [since, until + 5 s), as one DataFrame."""
+    # here: the serving package has no pandas; only the monitor reads feedback as a frame
     import pandas as pd
 
-    from shared.serving.inference_log import written_at
+    from shared.serving.inference_log import written_at  # here: the log's module brings numpy
 
     frames = []
     day = datetime.fromtimestamp(since, UTC).date()
@@ -157,6 +160,7 @@ def accept_feedback(ctx, model: str, payload: Any) -> dict[str, Any]:
     refuses the log's writes (a full disk), matching would miss them, so the caller is told to
     send again (a transient error: 503 with Retry-After).
     """
+    # here: the feedback route's own checks, loaded with it
     from shared.core.errors import TransientError
     from shared.core.limits import check_string
 

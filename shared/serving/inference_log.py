@@ -102,6 +102,7 @@ class _Columns:
         if self.values is not None:
             self.values[i:j] = rec.values
         else:
+            assert self.labels is not None and self.probabilities is not None  # a classifier's columns
             self.labels[i:j] = rec.labels
             self.probabilities[i:j] = rec.probabilities
         self.request_ids.append(rec.request_id)
@@ -230,6 +231,7 @@ class InferenceLogger:
             try:
                 self.storage.put(CONTAINER, part_name(model, hour, time.time()), data)
             except Exception as exc:
+                # here: only the writer thread's failure path needs it
                 from shared.core.errors import is_transient
 
                 if is_transient(exc):  # a full disk or throttling: keep it for the next flush
@@ -278,6 +280,7 @@ def failed_record(loaded: Any, batch: Batch | None, request_id: str, at: float, 
                   correlation_id: str | None = None) -> LogRecord:
     """The log record of a request that failed in version ``loaded`` (a ``LoadedModel``): its
     rows (or one row of null inputs when none were parsed), ``error``, a null prediction."""
+    # here: the codecs' batch module is imported when a log is written, not when the module loads
     from shared.serving.protocols.batch import schema_parts
 
     no_inputs = batch is None
@@ -300,6 +303,7 @@ def failed_record(loaded: Any, batch: Batch | None, request_id: str, at: float, 
 def _warm_up() -> None:
     """Pay pyarrow's one-time costs: its modules, and the pandas import its first array
     conversion makes (about 0.4 s of CPU here, which would otherwise stall the first flush)."""
+    # here: pyarrow (~0.1 s) loads with the first flush, off the worker's start-up
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -313,6 +317,7 @@ def to_parquet(columns: _Columns) -> list[tuple[str, int, bytes]]:
     Every column is a slice of a preallocated array or one C-level conversion of a list;
     nothing here loops over requests in Python.
     """
+    # here: pyarrow (~0.1 s) loads with the first read, off the worker's start-up
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -334,14 +339,17 @@ def to_parquet(columns: _Columns) -> list[tuple[str, int, bytes]]:
     # Masks only when a request failed: the common case builds none.
     failed = np.repeat(np.array([e is not None for e in columns.errors]), counts) if any(columns.errors) else None
     blank = np.repeat(np.array(columns.no_inputs), counts) if any(columns.no_inputs) else None
+    numeric = columns.numeric
     for j, name in enumerate(columns.numeric_names):
-        cols[name] = columns.numeric[:n, j] if blank is None else pa.array(columns.numeric[:n, j], mask=blank)
+        assert numeric is not None  # numeric columns come with their block
+        cols[name] = numeric[:n, j] if blank is None else pa.array(numeric[:n, j], mask=blank)
     for name, values in columns.strings.items():
         cols[name] = pa.array(values if blank is None else [None if b else v for v, b in zip(values, blank)],
                               pa.string())
     if columns.values is not None:
         cols["prediction"] = pa.array(columns.values[:n].astype(np.float64), mask=failed)
     else:
+        assert columns.labels is not None and columns.probabilities is not None  # a classifier's columns
         cols["prediction"] = pa.array(columns.labels[:n].astype(str), pa.string(), mask=failed)
         probs = columns.probabilities[:n].astype(np.float64)
         for i, c in enumerate(columns.classes or range(probs.shape[1])):
@@ -387,6 +395,7 @@ def hours_between(since: float, until: float) -> list[str]:
 
 def request_times(table):
     """The ``time`` column of logged rows in epoch seconds, whatever its unit."""
+    # here: the serving package has no pandas; only the monitor reads the log as a frame
     import pandas as pd
 
     t = table["time"]
@@ -401,6 +410,7 @@ def read_parts(storage: Storage, model: str, since: float, until: float) -> dict
     A part written before ``since`` holds no row of the window; one written after ``until``
     still may (rows wait in a server's buffer up to a flush interval).
     """
+    # here: the serving package has no pandas; only the monitor reads the log as a frame
     import pandas as pd
 
     out = {}
@@ -417,6 +427,7 @@ def read_parts(storage: Storage, model: str, since: float, until: float) -> dict
 
 def read_rows(storage: Storage, model: str, since: float, until: float):
     """Logged rows of ``model`` with a request time in [since, until), as a DataFrame."""
+    # here: the serving package has no pandas; only the monitor reads the log as a frame
     import pandas as pd
 
     parts = read_parts(storage, model, since, until)
@@ -437,6 +448,7 @@ def find_logged(storage: Storage, model: str, wanted: set[tuple[str, int]], *, l
                 now: float) -> tuple[set[tuple[str, int]], float]:
     """``logged_keys``, and the start of the oldest hour it found one of them in (``now`` if none):
     no feedback for them can have been received before it."""
+    # here: pyarrow (~0.1 s) loads with the first read, off the worker's start-up
     import pyarrow.parquet as pq
 
     ids = sorted({rid for rid, _ in wanted})

@@ -22,12 +22,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from shared.core.errors import MAX_REASON_CHARS, IntegrityError, ModelNotFound, NoProductionVersion, clip_words
-from shared.core.records import RunStatus
+from shared.core.records import Manifest, RunStatus
 from shared.core.settings import Settings
 from shared.core.spec import SpecCatalog
 from shared.registry.rollouts import RolloutState, RolloutStore
@@ -47,7 +47,7 @@ class LoadedModel:
     model: str
     version: int
     session: Any
-    manifest: dict[str, Any]
+    manifest: Manifest
     schema: Schema  # (name, "float" | "string")
     is_classifier: bool
     classes: tuple[Any, ...] | None
@@ -63,6 +63,7 @@ class LoadedModel:
         """The session's inputs for ``batch`` (parsed against this version's schema)."""
         feeds = dict(batch.strings)
         if self.block_input is not None:
+            assert batch.numeric is not None  # a schema with a block input parses into a numeric block
             feeds[self.block_input] = batch.numeric
         return feeds
 
@@ -187,9 +188,9 @@ class ModelServer:
         if version is not None:
             return self.get_version(model, version)
         entry = self._entries.get(model)
-        loaded = entry.loaded if entry is not None else None
-        if loaded is None:
+        if entry is None or entry.loaded is None:
             return self.get(model)  # the first request: production; the split is built off the request path
+        loaded = entry.loaded
         split = entry.split
         if split is not None and key is not None and split.takes(key):
             return split.candidate
@@ -355,7 +356,7 @@ class ModelServer:
         entry.alias_etag = alias.etag
         return old is not entry.loaded
 
-    def _raise_missing(self, model: str, entry: _Entry) -> None:
+    def _raise_missing(self, model: str, entry: _Entry) -> NoReturn:
         try:
             self.specs.get(model)
         except ModelNotFound:

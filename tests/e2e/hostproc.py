@@ -36,7 +36,7 @@ class HostProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> HostProcess:
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the host writes to it until stop() closes it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "devhost", "--port", str(self.port), *self.args],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -79,7 +79,8 @@ def wait_for(predicate, timeout: float, what: str, host: HostProcess | None = No
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n--- host log ---\n{host.log()[-6000:]}" if host else ""))
+    log = f"\n--- host log ---\n{host.log()[-6000:]}" if host else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{log}")
 
 
 #: Settings for a host whose monitor the test runs: a short log flush, and the timer once a year.

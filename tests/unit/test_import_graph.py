@@ -162,16 +162,6 @@ def test_the_checker_sees_a_cycle_and_a_wrong_direction():
     assert "shared.serving" not in ALLOWED["shared.core"]
 
 
-#: TEMPORARY: files other branches are changing while this check lands; the lead gives their
-#: local imports a reason after merging those branches, then empties this set.
-UNCHECKED_FOR_NOW = {
-    "shared/serving/runtime.py", "shared/serving/feedback.py", "shared/serving/inference_log.py",
-    "shared/lineage.py", "shared/registry/rollouts.py", "shared/core/rollout_spec.py",
-    "functions/edge.py", "functions/http_api.py", "functions/composition.py",
-}
-UNCHECKED_FOR_NOW_DIRS = ("shared/serving/console/", "shared/rollout/")
-
-
 def _unexplained_local_imports(source: str) -> list[int]:
     """Lines of the function-local imports in ``source`` that give no reason for being local.
 
@@ -209,8 +199,6 @@ def test_every_function_local_import_says_why_it_is_local():
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if rel in UNCHECKED_FOR_NOW or rel.startswith(UNCHECKED_FOR_NOW_DIRS):
-                continue
             missing += [f"{rel}:{line}" for line in _unexplained_local_imports(path.read_text())]
     assert missing == []
 
