@@ -22,7 +22,8 @@ DEFAULT_STEPS: tuple[str | float, ...] = (SHADOW, 5.0, 25.0, 50.0)
 DEFAULT_DIVERGENCE = {"regression": 0.25, "classification": 0.10}
 
 KEYS = frozenset({"mode", "steps", "bake_seconds", "min_rows", "max_error_rate", "max_latency_ratio",
-                  "max_divergence", "max_output_psi", "metric_margin", "min_labelled_rows", "alpha", "routing_field"})
+                  "latency_floor_ms", "max_divergence", "max_output_psi", "metric_margin", "min_labelled_rows",
+                  "alpha", "routing_field"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class RolloutSpec:
     max_error_rate: float = 0.01
     #: The candidate's p99 latency over production's p99 in the same window.
     max_latency_ratio: float = 1.5
+    #: A latency difference under this many milliseconds is never a breach, whatever the ratio:
+    #: replayed compute times are tens of microseconds, where a busy core alone makes 1.6x.
+    latency_floor_ms: float = 0.05
     #: Regression: mean absolute difference over production's prediction std; classification:
     #: disagreement rate. The parser fills the task's default (``DEFAULT_DIVERGENCE``).
     max_divergence: float = DEFAULT_DIVERGENCE["regression"]
@@ -115,6 +119,7 @@ def parse_rollout(table: Any, source: str, *, is_classifier: bool = False,
         min_rows=number("min_rows", 200, 1, 10_000_000, integer=True),
         max_error_rate=number("max_error_rate", 0.01, 0, 1),
         max_latency_ratio=number("max_latency_ratio", 1.5, 1, 1000),
+        latency_floor_ms=number("latency_floor_ms", 0.05, 0, 60_000),
         max_divergence=(DEFAULT_DIVERGENCE["classification" if is_classifier else "regression"]
                         if divergence is None else number("max_divergence", 0, 0, 1000)),
         max_output_psi=number("max_output_psi", 0.2, 0, 100),

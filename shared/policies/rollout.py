@@ -147,13 +147,14 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
     judged = enough or (e.replay_error is not None and e.candidate_rows > 0)
     out.append(Check("error_rate", excess, spec.max_error_rate,
                      (excess > spec.max_error_rate) if judged and excess is not None else None, detail))
-    ratio = None
+    ratio, slower = None, False
     if e.candidate_p99_ms is not None and e.production_p99_ms:
         ratio = e.candidate_p99_ms / e.production_p99_ms
+        slower = ratio > spec.max_latency_ratio and e.candidate_p99_ms - e.production_p99_ms > spec.latency_floor_ms
     out.append(Check("latency_ratio", ratio, spec.max_latency_ratio,
-                     (ratio > spec.max_latency_ratio) if enough and ratio is not None else None,
+                     slower if enough and ratio is not None else None,
                      f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} "
-                     f"({e.latency_source})"))
+                     f"({e.latency_source}; differences under {spec.latency_floor_ms:g} ms never breach)"))
     paired_enough = e.paired_rows >= spec.min_rows
     out.append(Check("divergence", e.divergence, spec.max_divergence,
                      (e.divergence > spec.max_divergence) if paired_enough and e.divergence is not None else None,

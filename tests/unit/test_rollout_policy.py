@@ -94,6 +94,15 @@ def test_each_guardrail_rolls_back_at_once_with_its_figure(changes, name):
     assert d.record(T0)["checks"][[c.name for c in d.checks].index(name)]["breached"] is True
 
 
+def test_a_latency_difference_under_the_floor_is_not_a_breach():
+    # 0.054 ms against 0.033 ms (1.65x) was measured between two equally good forests replayed on
+    # a busy machine; 0.2 ms against 0.03 ms is a far larger model.
+    noise = decide(state(2), clean(candidate_p99_ms=0.054, production_p99_ms=0.033), SPEC, T0 + 1)
+    assert noise.action == WAIT and not any(c.breached for c in noise.checks)
+    slow = decide(state(2), clean(candidate_p99_ms=0.2, production_p99_ms=0.03), SPEC, T0 + 1)
+    assert slow.action == ROLLBACK and [c.name for c in slow.checks if c.breached] == ["latency_ratio"]
+
+
 def test_guardrails_wait_for_enough_rows():
     d = decide(state(1), clean(rows=50, candidate_p99_ms=50.0, divergence=3.0), SPEC, T0 + 1)
     assert d.action == WAIT and all(c.breached is None for c in d.checks if c.name != "live_metric")
