@@ -145,6 +145,27 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
     n = _header_length(header_length, len(body))
     head, binary = (body, b"") if n is None else (body[:n], memoryview(body)[n:])
     payload = json_body(head)
+    req_id, binary_output = _request_options(payload)
+    outputs = _requested_outputs(payload.get("outputs"))
+    tensors, offsets = _input_tensors(payload["inputs"], len(binary))
+    names, numeric, strings = schema_parts(schema)
+    rows = _checked_rows(tensors, offsets, schema, names)
+    if not offsets:  # plain JSON: the shared columnar parser, with its precise errors
+        columns = {name: _flat(name, tensors[name]["data"]) for name in names}
+        return Request(parse_payload({"inputs": columns}, schema, max_rows), req_id, outputs, binary_output)
+    assert rows is not None
+    if rows == 0:
+        raise InvalidRequest("'inputs' hold no rows", field="inputs")
+    if rows > max_rows:
+        raise InvalidRequest(f"'inputs' hold {rows} rows, over the limit of {max_rows} (setting MLOPS_MAX_BATCH_ROWS)",
+                             field="inputs")
+    block = _numeric_columns(tensors, offsets, binary, numeric, rows)
+    texts, missing = _string_columns(tensors, offsets, binary, strings, rows, max_rows)
+    return Request(Batch(numeric, block, texts, rows, missing), req_id, outputs, binary_output)
+
+
+def _request_options(payload: Any) -> tuple[str | None, bool]:
+    """The request's shape, and its ``id`` and ``parameters.binary_data_output``."""
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InvalidRequest("the body must be an object with an 'inputs' list of tensors", field="inputs")
     req_id = payload.get("id")
@@ -156,11 +177,16 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
     binary_output = params.get("binary_data_output", False)
     if type(binary_output) is not bool:
         raise InvalidRequest("'parameters.binary_data_output' must be true or false", field="parameters")
-    outputs = _requested_outputs(payload.get("outputs"))
+    return req_id, binary_output
+
+
+def _input_tensors(inputs: list, binary_size: int) -> tuple[dict[str, dict], dict[str, tuple[int, int]]]:
+    """The input tensors by name, and where each binary one's bytes lie after the JSON header
+    (in the order of ``inputs``, which must account for every byte)."""
     tensors: dict[str, dict] = {}
     offsets: dict[str, tuple[int, int]] = {}
     at = 0
-    for i, t in enumerate(payload["inputs"]):
+    for i, t in enumerate(inputs):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise InvalidRequest(f"'inputs[{i}]' must be a tensor object with a 'name'", field=f"inputs[{i}]")
         name = t["name"]
@@ -172,14 +198,20 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
             raise InvalidRequest(f"tensor '{name}': 'parameters' must be an object", field=name)
         size = tensor_params.get("binary_data_size")
         if size is not None:
-            if type(size) is not int or size < 0 or at + size > len(binary):
+            if type(size) is not int or size < 0 or at + size > binary_size:
                 raise InvalidRequest(f"tensor '{name}': 'binary_data_size' must be a byte count within the body",
                                      field=name)
             offsets[name] = (at, at + size)
             at += size
-    if at != len(binary):
-        raise InvalidRequest(f"the body has {len(binary) - at} bytes after the tensors' binary data", field="body")
-    names, numeric, strings = schema_parts(schema)
+    if at != binary_size:
+        raise InvalidRequest(f"the body has {binary_size - at} bytes after the tensors' binary data", field="body")
+    return tensors, offsets
+
+
+def _checked_rows(tensors: dict[str, dict], offsets: dict[str, tuple[int, int]], schema: Schema,
+                  names: tuple[str, ...]) -> int | None:
+    """The number of rows every tensor agrees on, once each column's tensor is there, of its
+    datatype and shape (None: a schema of no columns)."""
     absent = [n for n in names if n not in tensors]
     if absent:
         raise InvalidRequest(f"missing input tensor '{absent[0]}'", field=absent[0])
@@ -203,24 +235,29 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
             rows = n_rows
         elif n_rows != rows:
             raise InvalidRequest(f"tensor '{name}' has {n_rows} rows but '{names[0]}' has {rows}", field=name)
-    if not offsets:  # plain JSON: the shared columnar parser, with its precise errors
-        columns = {name: _flat(name, tensors[name]["data"]) for name in names}
-        return Request(parse_payload({"inputs": columns}, schema, max_rows), req_id, outputs, binary_output)
-    assert rows is not None
-    if rows == 0:
-        raise InvalidRequest("'inputs' hold no rows", field="inputs")
-    if rows > max_rows:
-        raise InvalidRequest(f"'inputs' hold {rows} rows, over the limit of {max_rows} (setting MLOPS_MAX_BATCH_ROWS)",
-                             field="inputs")
-    block = np.empty((rows, len(numeric)), dtype=np.float32) if numeric else None
+    return rows
+
+
+def _numeric_columns(tensors: dict[str, dict], offsets: dict[str, tuple[int, int]], binary: bytes | memoryview,
+                     numeric: tuple[str, ...], rows: int) -> np.ndarray | None:
+    """The numeric tensors as one float32 block, binary or JSON alike (None: no numeric column)."""
+    if not numeric:
+        return None
+    block = np.empty((rows, len(numeric)), dtype=np.float32)
     for j, name in enumerate(numeric):
-        assert block is not None  # built above whenever there is a numeric column
         t = tensors[name]
         if name in offsets:
             lo, hi = offsets[name]
             block[:, j] = _binary_numeric(name, binary[lo:hi], t["datatype"], rows)
         else:
             block[:, j] = numeric_block(Parsed(rows, _flat(name, t["data"]), False, {}), (name,))[:, 0]
+    return block
+
+
+def _string_columns(tensors: dict[str, dict], offsets: dict[str, tuple[int, int]], binary: bytes | memoryview,
+                    strings: tuple[str, ...], rows: int,
+                    max_rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """The ``BYTES`` tensors as text columns, and where the JSON ones hold nulls (None: nowhere)."""
     texts: dict[str, np.ndarray] = {}
     missing: dict[str, np.ndarray] | None = None
     for name in strings:
@@ -233,7 +270,7 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
             if one.missing:
                 missing = missing or {}
                 missing.update(one.missing)
-    return Request(Batch(numeric, block, texts, rows, missing), req_id, outputs, binary_output)
+    return texts, missing
 
 
 def _requested_outputs(outputs: Any) -> list[tuple[str, bool]] | None:
