@@ -204,13 +204,68 @@ def _check_keys(data: dict[str, Any], r: _Reader) -> None:
 
 
 def parse_spec(text: str, source: str, expected_name: str | None = None) -> ModelSpec:
-    """Parse and validate a spec's TOML ``text``; ``source`` names it in errors."""
+    """Parse and validate a spec's TOML ``text``; ``source`` names it in errors.
+
+    Each table is read by a helper of its own; the order of the calls is the order the checks
+    have always run in, so a spec with two mistakes is still told the same one first.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: not valid TOML: {exc}", file=source) from None
     r = _Reader(data, source)
     _check_keys(data, r)
+    name, task, target = _model_table(r, expected_name)
+    numeric, categorical = _feature_lists(r, target)
+    estimator, params, scale_numeric = _estimator_table(r, task)
+    training = _training_table(r)
+    metric, margin, floor = _promotion_table(r, task)
+    rtol = r.get("parity.rtol", float, 1e-5)
+    atol = r.get("parity.atol", float, 1e-5)
+    if rtol < 0 or atol < 0:
+        raise r.fail("parity", "tolerances must not be negative")
+    split_key = r.get("training.split_key", str, None)
+    if split_key is not None and (not split_key or split_key == target):
+        raise r.fail("training.split_key", "must name an id column (not the target)")
+    max_categories = r.get("features.max_categories", int, 100)
+    if not 2 <= max_categories <= 10_000:
+        raise r.fail("features.max_categories", f"must be between 2 and 10000, not {max_categories}")
+    exam = _exam_table(r)
+    mon = _monitoring_tables(r)
+    rollout = _rollout_table(r, data, task, margin, numeric + categorical)
+    return ModelSpec(
+        monitoring=mon,
+        rollout=rollout,
+        name=name,
+        task=task,
+        target=target,
+        numeric=numeric,
+        categorical=categorical,
+        estimator=estimator,
+        params=dict(params),
+        holdout_fraction=training.holdout_fraction,
+        seed=training.seed,
+        min_rows=training.min_rows,
+        metric=metric,
+        margin=margin,
+        floor=floor,
+        parity_rtol=rtol,
+        parity_atol=atol,
+        scale_numeric=scale_numeric,
+        split_key=split_key,
+        max_categories=max_categories,
+        exam=exam,
+        time_budget_seconds=training.time_budget_seconds,
+        azureml_above_bytes=training.azureml_above_bytes,
+        description=r.get("model.description", str, ""),
+        source=source,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        raw=data,
+    )
+
+
+def _model_table(r: _Reader, expected_name: str | None) -> tuple[str, str, str]:
+    """``[model]``: the name (valid, and the file's when one is expected), the task, the target."""
     name = r.get("model.name", str)
     try:
         names.model_name(name)
@@ -221,7 +276,11 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     task = r.get("model.task", str)
     if task not in TASKS:
         raise r.fail("model.task", f"must be one of {', '.join(TASKS)}, not {task!r}")
-    target = r.get("model.target", str)
+    return name, task, r.get("model.target", str)
+
+
+def _feature_lists(r: _Reader, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``[features]``'s numeric and categorical columns: at least one, none twice, not the target."""
     numeric = r.str_list("features.numeric")
     categorical = r.str_list("features.categorical")
     features = numeric + categorical
@@ -231,6 +290,11 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         raise r.fail("features", "lists a column twice")
     if target in features:
         raise r.fail("model.target", f"names {target!r}, which is also a feature")
+    return numeric, categorical
+
+
+def _estimator_table(r: _Reader, task: str) -> tuple[str, dict[str, Any], bool | None]:
+    """``[estimator]``: an allowed class that fits ``task``, its plain-valued params, scale_numeric."""
     estimator = r.get("estimator.class", str)
     if estimator not in ESTIMATORS:
         raise r.fail(
@@ -244,6 +308,22 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     for key, value in params.items():
         if not isinstance(value, (int, float, str, bool)) and value is not None:
             raise r.fail(f"estimator.params.{key}", "must be a number, string or boolean")
+    return estimator, params, scale_numeric
+
+
+@dataclass(frozen=True)
+class _Training:
+    """``[training]``'s keys but ``split_key`` (checked later, against the target)."""
+
+    holdout_fraction: float
+    seed: int
+    min_rows: int
+    time_budget_seconds: float
+    azureml_above_bytes: int | None
+
+
+def _training_table(r: _Reader) -> _Training:
+    """``[training]``: the hold-out share, seed, minimum rows, time budget and Azure ML threshold."""
     holdout = r.get("training.holdout_fraction", float, 0.2)
     if not 0.05 <= holdout <= 0.5:
         raise r.fail("training.holdout_fraction", f"must be between 0.05 and 0.5, not {holdout}")
@@ -257,6 +337,11 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     azureml_above = r.get("training.azureml_above_bytes", int, None)
     if azureml_above is not None and azureml_above < 0:
         raise r.fail("training.azureml_above_bytes", f"must be a number of bytes (0 or more), not {azureml_above}")
+    return _Training(holdout, seed, min_rows, budget, azureml_above)
+
+
+def _promotion_table(r: _Reader, task: str) -> tuple[str, float, float]:
+    """``[promotion]``: a metric of ``task``, the margin in [0, 1), a finite floor."""
     metric = r.get("promotion.metric", str)
     if metric not in METRICS or task not in METRICS[metric][0]:
         allowed = [m for m, (tasks, _) in METRICS.items() if task in tasks]
@@ -267,22 +352,22 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
     floor = r.get("promotion.floor", float)
     if not math.isfinite(floor):
         raise r.fail("promotion.floor", "must be finite")
-    rtol = r.get("parity.rtol", float, 1e-5)
-    atol = r.get("parity.atol", float, 1e-5)
-    if rtol < 0 or atol < 0:
-        raise r.fail("parity", "tolerances must not be negative")
-    split_key = r.get("training.split_key", str, None)
-    if split_key is not None and (not split_key or split_key == target):
-        raise r.fail("training.split_key", "must name an id column (not the target)")
-    max_categories = r.get("features.max_categories", int, 100)
-    if not 2 <= max_categories <= 10_000:
-        raise r.fail("features.max_categories", f"must be between 2 and 10000, not {max_categories}")
+    return metric, margin, floor
+
+
+def _exam_table(r: _Reader) -> ExamSpec:
+    """``[exam]``: how many recent datasets, and rows at most, make the promotion exam."""
     exam = ExamSpec(
         recent_datasets=r.get("exam.recent_datasets", int, 1),
         max_rows=r.get("exam.max_rows", int, 20_000),
     )
     if exam.recent_datasets < 1 or exam.max_rows < 1:
         raise r.fail("exam", "recent_datasets and max_rows must be at least 1")
+    return exam
+
+
+def _monitoring_tables(r: _Reader) -> MonitoringSpec:
+    """``[monitoring]`` and ``[retraining]``: drift thresholds and the retraining policy."""
     mon = MonitoringSpec(
         psi=r.get("monitoring.psi", float, 0.2),
         p_value=r.get("monitoring.p_value", float, 0.01),
@@ -300,39 +385,17 @@ def parse_spec(text: str, source: str, expected_name: str | None = None) -> Mode
         raise r.fail("monitoring", "thresholds must be positive (p_value and js at most 1)")
     if mon.breaches_to_retrain < 1 or mon.min_rows < 1:
         raise r.fail("monitoring", "breaches_to_retrain and min_rows must be at least 1")
-    rollout = parse_rollout(data.get("rollout"), source, is_classifier=task != "regression", promotion_margin=margin)
+    return mon
+
+
+def _rollout_table(r: _Reader, data: dict[str, Any], task: str, margin: float,
+                   features: tuple[str, ...]) -> RolloutSpec:
+    """``[rollout]`` (``shared.core.rollout_spec``), its routing field one of the features."""
+    rollout = parse_rollout(data.get("rollout"), r.source, is_classifier=task != "regression", promotion_margin=margin)
     if rollout.routing_field is not None and rollout.routing_field not in features:
         raise r.fail("rollout.routing_field", f"must name one of the features ({', '.join(features)}), "
                                               f"not {rollout.routing_field!r}")
-    return ModelSpec(
-        monitoring=mon,
-        rollout=rollout,
-        name=name,
-        task=task,
-        target=target,
-        numeric=numeric,
-        categorical=categorical,
-        estimator=estimator,
-        params=dict(params),
-        holdout_fraction=holdout,
-        seed=seed,
-        min_rows=min_rows,
-        metric=metric,
-        margin=margin,
-        floor=floor,
-        parity_rtol=rtol,
-        parity_atol=atol,
-        scale_numeric=scale_numeric,
-        split_key=split_key,
-        max_categories=max_categories,
-        exam=exam,
-        time_budget_seconds=budget,
-        azureml_above_bytes=azureml_above,
-        description=r.get("model.description", str, ""),
-        source=source,
-        sha256=hashlib.sha256(text.encode()).hexdigest(),
-        raw=data,
-    )
+    return rollout
 
 
 class SpecCatalog:
