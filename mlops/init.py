@@ -29,12 +29,17 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # for annotations only: the pipeline's modules load only when init runs
+    from shared.core.spec import ModelSpec
+    from shared.pipeline.data import Dataset
 
 __all__ = ["Decision", "InitError", "InitResult", "build_spec"]
 
@@ -213,9 +218,9 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
     Raises ``InitError`` (or the pipeline's own ``DatasetError``/``SpecError``) when no spec can be made.
     """
     from shared.core import names
-    from shared.core.errors import DatasetError, MlopsError
+    from shared.core.errors import MlopsError
     from shared.core.spec import METRICS, parse_spec
-    from shared.pipeline.data import ARROW_TYPES, validate
+    from shared.pipeline.data import validate
     from shared.pipeline.train import split
 
     name = model or default_model_name(dataset)
@@ -224,37 +229,14 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
     except MlopsError as exc:
         raise InitError(exc.message) from None
     frame = _read(dataset, max_dataset_bytes)
-    if target not in frame.columns:
-        raise InitError(f"{dataset.name} has no column {target!r}; its columns: "
-                        + ", ".join(repr(str(c)) for c in list(frame.columns)[:30]))
-    unknown = [c for c in (*exclude, *categorical) if c not in frame.columns]
-    if unknown:
-        raise InitError(f"{dataset.name} has no column {unknown[0]!r}")
+    _check_named_columns(dataset, frame, target, (*exclude, *categorical))
     decisions: list[Decision] = []
     if task is None:
         task, why = infer_task(frame[target])
     else:
         why = "given with --task"
     decisions.append(Decision(target, "target", f"{task}: {why}"))
-    declared = frame.attrs.get(ARROW_TYPES, {})
-    numeric, cats = [], []
-    for column in frame.columns:
-        column = str(column)
-        if column == target:
-            continue
-        if column in exclude:
-            decisions.append(Decision(column, "refused", "left out with --exclude"))
-            continue
-        series = frame[column]
-        filled = series.dropna()
-        if len(filled) and filled.nunique() == 1 and len(filled) == len(series):
-            reason = f"constant ({_plain(filled.iloc[0])!r} in every row): nothing to learn"
-            decisions.append(Decision(column, "refused", reason))
-            continue
-        if column not in categorical and _looks_numeric(series, declared.get(column)):
-            numeric.append(column)
-        else:
-            cats.append(column)
+    numeric, cats = _offered_columns(frame, target, exclude, categorical, decisions)
     metric = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}[task]
     higher = METRICS[metric][1]
     estimator = "RandomForestRegressor" if task == "regression" else "RandomForestClassifier"
@@ -282,22 +264,8 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
         return out
 
     source = f"models/{name}.toml"
-    # The gate decides what it refuses: each refusal names one column; leave it out and ask again.
-    while True:
-        if not numeric and not cats:
-            raise InitError(f"{dataset.name}: no column is left to learn from (see the refusals above)")
-        text = render(tables(0.0), {}, [])
-        spec = parse_spec(text, source, expected_name=name)
-        try:
-            validated = validate(frame, spec, dataset.name, max_chars=max_string_chars)
-            break
-        except DatasetError as exc:
-            column = exc.details.get("column")
-            if column in numeric or column in cats:
-                (numeric if column in numeric else cats).remove(column)
-                decisions.append(Decision(column, "refused", exc.message.split(": ", 1)[-1]))
-                continue
-            raise
+    spec, validated = _through_the_gate(frame, dataset, source, name, lambda: render(tables(0.0), {}, []),
+                                        numeric, cats, decisions, max_string_chars)
     for column in numeric:
         decisions.append(Decision(column, "numeric", "numbers" + (" (text that parses as numbers)"
                                                                      if frame[column].dtype == object else "")))
@@ -306,13 +274,7 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
         decisions.append(Decision(column, "categorical",
                                   f"labels: {distinct} distinct, within max_categories {max_categories}"))
     base = _baseline(validated.frame, spec, seed=42)
-    if higher:
-        floor = base["mean"] - 3 * base["std"]
-        floor = max(floor, base["trivial"]) if base["trivial"] < base["mean"] else floor
-    else:
-        floor = base["mean"] + 3 * base["std"]
-        floor = min(floor, base["trivial"]) if base["trivial"] > base["mean"] else floor
-    floor = _round_floor(floor, higher)
+    floor = _floor(base, higher)
     comments = {
         "promotion.floor": (f"{int(base['folds'])}-fold CV of this pipeline: {metric} {base['mean']:.4g} "
                             f"± {base['std']:.2g}; inputs ignored: {base['trivial']:.4g}"),
@@ -334,3 +296,80 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
                               + (" (under 5,000: a smaller window gets a verdict)" if monitoring_rows == 100 else "")))
     return InitResult(model=name, path=models_dir / f"{name}.toml", text=text, task=task, metric=metric, floor=floor,
                       baseline=base, decisions=decisions, rows=rows)
+
+
+def _check_named_columns(dataset: Path, frame: pd.DataFrame, target: str, named: tuple[str, ...]) -> None:
+    """``InitError`` unless the target and every column named on the command line are in ``frame``."""
+    if target not in frame.columns:
+        raise InitError(f"{dataset.name} has no column {target!r}; its columns: "
+                        + ", ".join(repr(str(c)) for c in list(frame.columns)[:30]))
+    unknown = [c for c in named if c not in frame.columns]
+    if unknown:
+        raise InitError(f"{dataset.name} has no column {unknown[0]!r}")
+
+
+def _offered_columns(frame: pd.DataFrame, target: str, exclude: tuple[str, ...], categorical: tuple[str, ...],
+                     decisions: list[Decision]) -> tuple[list[str], list[str]]:
+    """The numeric and categorical columns to offer the gate: all but the target, the excluded
+    and the constant ones (each left out is added to ``decisions`` with its reason)."""
+    from shared.pipeline.data import ARROW_TYPES  # here: the pipeline's modules load only when init runs
+
+    declared = frame.attrs.get(ARROW_TYPES, {})
+    numeric, cats = [], []
+    for column in frame.columns:
+        column = str(column)
+        if column == target:
+            continue
+        if column in exclude:
+            decisions.append(Decision(column, "refused", "left out with --exclude"))
+            continue
+        series = frame[column]
+        filled = series.dropna()
+        if len(filled) and filled.nunique() == 1 and len(filled) == len(series):
+            reason = f"constant ({_plain(filled.iloc[0])!r} in every row): nothing to learn"
+            decisions.append(Decision(column, "refused", reason))
+            continue
+        if column not in categorical and _looks_numeric(series, declared.get(column)):
+            numeric.append(column)
+        else:
+            cats.append(column)
+    return numeric, cats
+
+
+def _through_the_gate(frame: pd.DataFrame, dataset: Path, source: str, name: str, text: Callable[[], str],
+                      numeric: list[str], cats: list[str], decisions: list[Decision],
+                      max_chars: int) -> tuple[ModelSpec, Dataset]:
+    """The spec ``text()`` makes and the dataset validated under it, once the gate refuses no
+    column: each refusal names one column, which is removed from ``numeric`` or ``cats`` (so
+    ``text()`` leaves it out) and added to ``decisions`` with the gate's reason; then ask again."""
+    # here: the pipeline's modules load only when init runs
+    from shared.core.errors import DatasetError
+    from shared.core.spec import parse_spec
+    from shared.pipeline.data import validate
+
+    while True:
+        if not numeric and not cats:
+            raise InitError(f"{dataset.name}: no column is left to learn from (see the refusals above)")
+        spec = parse_spec(text(), source, expected_name=name)
+        try:
+            return spec, validate(frame, spec, dataset.name, max_chars=max_chars)
+        except DatasetError as exc:
+            column = exc.details.get("column")
+            if column in numeric or column in cats:
+                (numeric if column in numeric else cats).remove(column)
+                decisions.append(Decision(column, "refused", exc.message.split(": ", 1)[-1]))
+                continue
+            raise
+
+
+def _floor(base: dict[str, float], higher_is_better: bool) -> float:
+    """The promotion floor from the cross-validated baseline: three standard deviations on the
+    lenient side of its mean, never worse than ignoring the inputs (when that is worse than the
+    mean), rounded to 3 significant digits."""
+    if higher_is_better:
+        floor = base["mean"] - 3 * base["std"]
+        floor = max(floor, base["trivial"]) if base["trivial"] < base["mean"] else floor
+    else:
+        floor = base["mean"] + 3 * base["std"]
+        floor = min(floor, base["trivial"]) if base["trivial"] > base["mean"] else floor
+    return _round_floor(floor, higher_is_better)

@@ -57,17 +57,8 @@ def progress_of(model: str, run: RunSummary) -> Progress:
             p.seconds[stage] = float(timings[key])
     outcome, state = run.get("outcome"), run.get("state") or ""
     p.version = run.get("version")
-    error = run.get("error") or {}
     if outcome in ("failed", "quarantined"):
-        failed_at = "validate" if outcome == "quarantined" else error.get("stage", "train")
-        if failed_at not in STAGES:
-            failed_at = "train"
-        i = STAGES.index(failed_at)
-        for j, stage in enumerate(STAGES):
-            p.stages[stage] = "done" if j < i else "failed" if j == i else "skipped"
-        p.detail[failed_at] = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
-        p.outcome, p.reason, p.finished = outcome, run.get("explanation") or error.get("message"), True
-        return p
+        return _failed(p, run, outcome)
     if outcome == "duplicate":
         p.stages = dict.fromkeys(STAGES, "skipped")
         p.outcome, p.reason, p.finished = outcome, run.get("explanation"), True
@@ -82,6 +73,28 @@ def progress_of(model: str, run: RunSummary) -> Progress:
                                       if isinstance(v, (int, float)))
     if p.version is not None:
         p.detail["register"] = f"version {p.version}"
+    _decided(p, model, run, outcome)
+    return p
+
+
+def _failed(p: Progress, run: RunSummary, outcome: str) -> Progress:
+    """``p`` for a run that failed at a stage (or was quarantined at validation): the stages
+    before it done, it failed with the error, the rest skipped."""
+    error = run.get("error") or {}
+    failed_at = "validate" if outcome == "quarantined" else error.get("stage", "train")
+    if failed_at not in STAGES:
+        failed_at = "train"
+    i = STAGES.index(failed_at)
+    for j, stage in enumerate(STAGES):
+        p.stages[stage] = "done" if j < i else "failed" if j == i else "skipped"
+    p.detail[failed_at] = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+    p.outcome, p.reason, p.finished = outcome, run.get("explanation") or error.get("message"), True
+    return p
+
+
+def _decided(p: Progress, model: str, run: RunSummary, outcome: str | None) -> None:
+    """The promote and serve stages of ``p`` once the promotion decided (or a rollout ended);
+    nothing while it has not."""
     decision = run.get("decision") or {}
     if outcome == "rollout":
         # Passed the offline gate; production is unchanged while the candidate earns it on live
@@ -101,7 +114,6 @@ def progress_of(model: str, run: RunSummary) -> Progress:
     elif outcome == "promoted":
         p.detail["promote"] = str(decision.get("reason") or "promoted")
         p.outcome = "promoted"
-    return p
 
 
 def find_run(client: MlopsClient, model: str, *, dataset: str | None, etag: str | None,
