@@ -42,70 +42,95 @@ def _p_value(result: dict[str, Any]) -> float:
 
 
 def _figures(report: MonitoringReport) -> list[Any]:
+    figures: list[Any] = []
+    features = report.get("features", {})
+    th = report["thresholds"]
+    if features:
+        colors = ["#d62728" if features[n].get("drifted") else "#2ca02c" for n in features]
+        figures += [_psi_figure(report, features, th, colors), _p_value_figure(features, th, colors),
+                    _distributions_figure(features)]
+    history = report.get("history", [])
+    if history:
+        figures.append(_history_figure(report, history))
+    return figures
+
+
+def _psi_figure(report: MonitoringReport, features: dict[str, Any], th: dict[str, Any], colors: list[str]) -> Any:
+    """Each feature's PSI against the threshold the window was judged by."""
+    import plotly.graph_objects as go  # here: plotly loads only when a report page is asked for
+
+    names = list(features)
+    psis = [features[n].get("psi", 0.0) for n in names]
+    fig = go.Figure(go.Bar(x=names, y=psis, marker_color=colors, name="PSI"))
+    # A small window raises the threshold above the spec's (shared.monitoring.drift.psi_threshold).
+    limit = max([features[n]["psi_threshold"] for n in names if "psi_threshold" in features[n]], default=th["psi"])
+    fig.add_hline(y=limit, line_dash="dash", annotation_text=f"PSI threshold {th['psi']}" if limit <= th["psi"] else
+                  f"PSI threshold {limit:.3g} at {report.get('rows', 0):,} rows (spec {th['psi']})")
+    fig.update_layout(title="Drift score (PSI) per feature; red = drifted", yaxis_title="PSI", height=380)
+    return fig
+
+
+def _p_value_figure(features: dict[str, Any], th: dict[str, Any], colors: list[str]) -> Any:
+    """Each feature's test p-value (log scale) against the threshold."""
+    import plotly.graph_objects as go  # here: plotly loads only when a report page is asked for
+
+    names = list(features)
+    fig = go.Figure(go.Bar(x=names, y=[max(_p_value(features[n]), 1e-300) for n in names], marker_color=colors,
+                           text=[features[n].get("test", "") for n in names], name="p-value"))
+    fig.add_hline(y=th["p_value"], line_dash="dash", annotation_text=f"p-value threshold {th['p_value']}")
+    fig.update_layout(title="Each feature's test p-value (the test is named on its bar)", yaxis_type="log",
+                      yaxis_title="p-value", height=380)
+    return fig
+
+
+def _distributions_figure(features: dict[str, Any]) -> Any:
+    """Per feature, the reference (training) and current (served) frequency of each bin or category."""
     # here: plotly loads only when a report page is asked for
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    figures: list[go.Figure] = []
-    features = report.get("features", {})
-    th = report["thresholds"]
-    if features:
-        names = list(features)
-        colors = ["#d62728" if features[n].get("drifted") else "#2ca02c" for n in names]
-        psis = [features[n].get("psi", 0.0) for n in names]
-        fig = go.Figure(go.Bar(x=names, y=psis, marker_color=colors, name="PSI"))
-        # A small window raises the threshold above the spec's (shared.monitoring.drift.psi_threshold).
-        limit = max([features[n]["psi_threshold"] for n in names if "psi_threshold" in features[n]], default=th["psi"])
-        fig.add_hline(y=limit, line_dash="dash", annotation_text=f"PSI threshold {th['psi']}" if limit <= th["psi"] else
-                      f"PSI threshold {limit:.3g} at {report.get('rows', 0):,} rows (spec {th['psi']})")
-        fig.update_layout(title="Drift score (PSI) per feature; red = drifted", yaxis_title="PSI", height=380)
-        figures.append(fig)
-        fig = go.Figure(go.Bar(x=names, y=[max(_p_value(features[n]), 1e-300) for n in names], marker_color=colors,
-                               text=[features[n].get("test", "") for n in names], name="p-value"))
-        fig.add_hline(y=th["p_value"], line_dash="dash", annotation_text=f"p-value threshold {th['p_value']}")
-        fig.update_layout(title="Each feature's test p-value (the test is named on its bar)", yaxis_type="log",
-                          yaxis_title="p-value", height=380)
-        figures.append(fig)
+    names = list(features)
+    cols = 2
+    rows = (len(names) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[
+        f"{n} {'(drifted)' if features[n].get('drifted') else ''}" for n in names])
+    for i, name in enumerate(names):
+        cur = features[name]
+        labels = _bins_labels(cur["edges"]) if "edges" in cur else cur.get("categories", [])
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Bar(x=labels, y=cur.get("reference_freqs", []), name="reference",
+                             marker_color="#1f77b4", showlegend=i == 0), r, c)
+        fig.add_trace(go.Bar(x=labels, y=cur.get("current_freqs", []), name="current", marker_color="#ff7f0e",
+                             showlegend=i == 0), r, c)
+    fig.update_layout(title="Reference (training) against current (served) distribution", barmode="group",
+                      height=300 * rows)
+    return fig
 
-        cols = 2
-        rows = (len(names) + cols - 1) // cols
-        fig = make_subplots(rows=rows, cols=cols, subplot_titles=[
-            f"{n} {'(drifted)' if features[n].get('drifted') else ''}" for n in names])
-        for i, name in enumerate(names):
-            cur = features[name]
-            labels = _bins_labels(cur["edges"]) if "edges" in cur else cur.get("categories", [])
-            r, c = i // cols + 1, i % cols + 1
-            fig.add_trace(go.Bar(x=labels, y=cur.get("reference_freqs", []), name="reference",
-                                 marker_color="#1f77b4", showlegend=i == 0), r, c)
-            fig.add_trace(go.Bar(x=labels, y=cur.get("current_freqs", []), name="current", marker_color="#ff7f0e",
-                                 showlegend=i == 0), r, c)
-        fig.update_layout(title="Reference (training) against current (served) distribution", barmode="group",
-                          height=300 * rows)
-        figures.append(fig)
 
-    history = report.get("history", [])
-    if history:
-        fig = go.Figure()
-        # Wall-clock time on the x axis; runs without a drift figure (too few rows) are left
-        # out of the line rather than breaking it, so two judged runs already draw a line.
-        judged = [h for h in history if h.get("drift_share") is not None]
-        fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in judged], y=[h["drift_share"] for h in judged],
-                                 name="share of drifted features", mode="lines+markers"))
-        quiet = [h for h in history if h.get("drift_share") is None]
-        if quiet:
-            fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in quiet], y=[0] * len(quiet),
-                                     name="insufficient data", mode="markers", marker={"color": "#7f7f7f"}))
-        perf = [h for h in history if h.get("performance") is not None]
-        if perf:
-            fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in perf], y=[h["performance"] for h in perf],
-                                     name=f"live {report['performance'].get('metric', '')}", mode="lines+markers",
-                                     yaxis="y2"))
-            fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "metric"})
-        fig.update_layout(title="Over time: drift share and live performance", height=380,
-                          xaxis={"type": "date", "title": "time (UTC)"},
-                          yaxis={"title": "share", "rangemode": "tozero"})
-        figures.append(fig)
-    return figures
+def _history_figure(report: MonitoringReport, history: list[dict[str, Any]]) -> Any:
+    """The share of drifted features and the live metric, run by run, over wall-clock time."""
+    import plotly.graph_objects as go  # here: plotly loads only when a report page is asked for
+
+    fig = go.Figure()
+    # Wall-clock time on the x axis; runs without a drift figure (too few rows) are left
+    # out of the line rather than breaking it, so two judged runs already draw a line.
+    judged = [h for h in history if h.get("drift_share") is not None]
+    fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in judged], y=[h["drift_share"] for h in judged],
+                             name="share of drifted features", mode="lines+markers"))
+    quiet = [h for h in history if h.get("drift_share") is None]
+    if quiet:
+        fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in quiet], y=[0] * len(quiet),
+                                 name="insufficient data", mode="markers", marker={"color": "#7f7f7f"}))
+    perf = [h for h in history if h.get("performance") is not None]
+    if perf:
+        fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in perf], y=[h["performance"] for h in perf],
+                                 name=f"live {report['performance'].get('metric', '')}", mode="lines+markers",
+                                 yaxis="y2"))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "metric"})
+    fig.update_layout(title="Over time: drift share and live performance", height=380,
+                      xaxis={"type": "date", "title": "time (UTC)"},
+                      yaxis={"title": "share", "rangemode": "tozero"})
+    return fig
 
 
 def render(report: MonitoringReport, profile: dict[str, Any] | None = None) -> str:
