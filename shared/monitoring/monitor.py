@@ -162,28 +162,8 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     """The report of one window, with the breach count and retraining decision ``state`` implies."""
     mon = spec.monitoring
     th = Thresholds(psi=mon.psi, p_value=mon.p_value, js=mon.js)
-    features: dict[str, Any] = {}
-    prediction: dict[str, Any] = {}
-    dataset = {"drifted": False, "share": 0.0, "threshold": ctx.settings.drift_share, "drifted_features": []}
     enough = len(logs) >= mon.min_rows
-    if enough:
-        for col, prof in profile["features"].items():
-            if col not in logs:
-                continue
-            features[col] = (numeric_drift(prof, logs[col].to_numpy(), th) if prof["type"] == "numeric"
-                             else categorical_drift(prof, logs[col], th))
-        drifted = [c for c, r in features.items() if r.get("drifted")]
-        share = len(drifted) / max(len(features), 1)
-        dataset = {"drifted": share >= ctx.settings.drift_share, "share": share,
-                   "threshold": ctx.settings.drift_share, "drifted_features": drifted}
-        own = logs[logs["version"] == version]
-        if len(own) >= mon.min_rows:
-            pprof = profile["prediction"]
-            if pprof["type"] == "numeric":
-                served = snap_to_reference(pprof, own["prediction"].to_numpy(float), spec.parity_rtol, spec.parity_atol)
-                prediction = numeric_drift(pprof, served, th)
-            else:
-                prediction = categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th)
+    features, dataset, prediction = _drift(ctx, spec, version, profile, logs, th)
     # Ground truth comes after the prediction: whatever has arrived so far for the window's rows.
     feedback = read_feedback(ctx, model, since, max(now, time.time()))
     performance = _performance(spec, manifest, labelled_rows(logs, feedback))
@@ -199,25 +179,7 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     consecutive = state.get("consecutive_breaches", 0)
     if verdict != "insufficient_data":
         consecutive = consecutive + 1 if breach else 0
-
-    cooldown = mon.retrain_cooldown_minutes * 60
-    last_retrain = state.get("last_retrain_at", 0.0)
-    rollout = RolloutStore(ctx.storage).read(model)
-    if not breach:
-        retrain = {"requested": False, "reason": "no breach"}
-    elif rollout is not None and rollout.state.live:
-        # A new version is already earning production on live traffic: a retrained one would
-        # supersede it before it could prove itself. The breach counts on; it is asked for after.
-        retrain = {"requested": False, "reason": f"deferred: v{rollout.state.candidate} is in rollout "
-                                                 f"({rollout.state.status}, step {rollout.state.step + 1} "
-                                                 f"of {len(rollout.state.steps)})"}
-    elif consecutive < mon.breaches_to_retrain:
-        retrain = {"requested": False, "reason": f"breach {consecutive} of {mon.breaches_to_retrain} needed"}
-    elif now - last_retrain < cooldown:
-        retrain = {"requested": False, "reason": f"cooldown: last retraining {int(now - last_retrain)} s ago "
-                                                 f"(cooldown {int(cooldown)} s)"}
-    else:
-        retrain = {"requested": True, "reason": f"breach persisted for {consecutive} runs"}
+    retrain = _retraining(ctx, spec, model, state, breach, consecutive, now)
     report: MonitoringReport = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
@@ -239,6 +201,59 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     }
     report["headline"] = headline(report)
     return report
+
+
+def _drift(ctx: Context, spec: ModelSpec, version: int, profile: dict, logs: pd.DataFrame,
+           th: Thresholds) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Each feature's drift, the dataset's (the share of drifted features) and the prediction's
+    (on the rows ``version`` answered); empty, and no dataset drift, under ``min_rows`` rows."""
+    mon = spec.monitoring
+    features: dict[str, Any] = {}
+    prediction: dict[str, Any] = {}
+    dataset = {"drifted": False, "share": 0.0, "threshold": ctx.settings.drift_share, "drifted_features": []}
+    if len(logs) < mon.min_rows:
+        return features, dataset, prediction
+    for col, prof in profile["features"].items():
+        if col not in logs:
+            continue
+        features[col] = (numeric_drift(prof, logs[col].to_numpy(), th) if prof["type"] == "numeric"
+                         else categorical_drift(prof, logs[col], th))
+    drifted = [c for c, r in features.items() if r.get("drifted")]
+    share = len(drifted) / max(len(features), 1)
+    dataset = {"drifted": share >= ctx.settings.drift_share, "share": share,
+               "threshold": ctx.settings.drift_share, "drifted_features": drifted}
+    own = logs[logs["version"] == version]
+    if len(own) >= mon.min_rows:
+        pprof = profile["prediction"]
+        if pprof["type"] == "numeric":
+            served = snap_to_reference(pprof, own["prediction"].to_numpy(float), spec.parity_rtol, spec.parity_atol)
+            prediction = numeric_drift(pprof, served, th)
+        else:
+            prediction = categorical_drift(pprof, own["prediction"].astype(str).to_numpy(), th)
+    return features, dataset, prediction
+
+
+def _retraining(ctx: Context, spec: ModelSpec, model: str, state: dict[str, Any], breach: bool, consecutive: int,
+                now: float) -> dict[str, Any]:
+    """Whether this run asks for retraining, and why (or why not yet)."""
+    mon = spec.monitoring
+    cooldown = mon.retrain_cooldown_minutes * 60
+    last_retrain = state.get("last_retrain_at", 0.0)
+    rollout = RolloutStore(ctx.storage).read(model)
+    if not breach:
+        return {"requested": False, "reason": "no breach"}
+    if rollout is not None and rollout.state.live:
+        # A new version is already earning production on live traffic: a retrained one would
+        # supersede it before it could prove itself. The breach counts on; it is asked for after.
+        return {"requested": False, "reason": f"deferred: v{rollout.state.candidate} is in rollout "
+                                              f"({rollout.state.status}, step {rollout.state.step + 1} "
+                                              f"of {len(rollout.state.steps)})"}
+    if consecutive < mon.breaches_to_retrain:
+        return {"requested": False, "reason": f"breach {consecutive} of {mon.breaches_to_retrain} needed"}
+    if now - last_retrain < cooldown:
+        return {"requested": False, "reason": f"cooldown: last retraining {int(now - last_retrain)} s ago "
+                                              f"(cooldown {int(cooldown)} s)"}
+    return {"requested": True, "reason": f"breach persisted for {consecutive} runs"}
 
 
 def _entry(report: MonitoringReport, name: str) -> dict[str, Any]:
