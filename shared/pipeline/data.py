@@ -321,6 +321,24 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
     """Check ``df`` against ``spec`` and return typed features and target; ``max_chars`` is the
     longest string a request may send (``MLOPS_MAX_STRING_CHARS``)."""
     required = [*spec.features, spec.target]
+    _check_columns_and_rows(df, spec, filename, required)
+    extra = sorted(str(c) for c in df.columns if c not in required)
+    check_types(df, spec, filename)
+    out, missing_rates, missing = _typed_features(df, spec, filename, required)
+    out[spec.target] = _target(df[spec.target], spec, filename)
+    if spec.split_key and spec.split_key not in out:
+        if spec.split_key not in df.columns:
+            raise DatasetError(f"{filename}: missing the split key column {spec.split_key!r} (training.split_key)",
+                               missing=[spec.split_key])
+        out[spec.split_key] = coerce_categorical(df[spec.split_key])
+        extra = [c for c in extra if c != spec.split_key]
+    frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+    check_categories(frame, spec, filename, max_chars)
+    return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates, missing=missing)
+
+
+def _check_columns_and_rows(df: pd.DataFrame, spec: ModelSpec, filename: str, required: list[str]) -> None:
+    """``DatasetError`` naming the columns ``spec`` needs that ``df`` lacks, or its too few rows."""
     absent_columns = [c for c in required if c not in df.columns]
     if absent_columns:
         which = "target" if absent_columns == [spec.target] else "column(s)"
@@ -329,13 +347,17 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
             f"found {', '.join(repr(str(c)) for c in list(df.columns)[:20])}",
             missing=absent_columns,
         )
-    extra = sorted(str(c) for c in df.columns if c not in required)
     if len(df) < spec.min_rows:
         raise DatasetError(
             f"{filename}: {len(df)} rows, fewer than the spec's minimum of {spec.min_rows} "
             "(training.min_rows)"
         )
-    check_types(df, spec, filename)
+
+
+def _typed_features(df: pd.DataFrame, spec: ModelSpec, filename: str, required: list[str]
+                    ) -> tuple[dict[str, pd.Series], dict[str, float], dict[str, np.ndarray]]:
+    """The features as the model reads them, each ``required`` column's share of missing values,
+    and where each categorical one is missing; ``DatasetError`` for a column with no value at all."""
     out: dict[str, pd.Series] = {}
     missing_rates: dict[str, float] = {}
     missing: dict[str, np.ndarray] = {}
@@ -352,16 +374,7 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
             out[column] = coerce_categorical(series)
         elif column in spec.numeric:
             out[column] = coerce_numeric(series, column, filename)
-    out[spec.target] = _target(df[spec.target], spec, filename)
-    if spec.split_key and spec.split_key not in out:
-        if spec.split_key not in df.columns:
-            raise DatasetError(f"{filename}: missing the split key column {spec.split_key!r} (training.split_key)",
-                               missing=[spec.split_key])
-        out[spec.split_key] = coerce_categorical(df[spec.split_key])
-        extra = [c for c in extra if c != spec.split_key]
-    frame = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
-    check_categories(frame, spec, filename, max_chars)
-    return Dataset(frame=frame, rows=len(frame), extra_columns=extra, missing_rates=missing_rates, missing=missing)
+    return out, missing_rates, missing
 
 
 def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
