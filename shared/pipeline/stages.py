@@ -54,7 +54,7 @@ from shared.registry.datasets import DatasetRef
 from shared.registry.jsonio import dumps
 from shared.registry.quarantine import quarantine, supersede
 from shared.registry.rollouts import RolloutStore
-from shared.registry.store import PRODUCTION
+from shared.registry.store import PRODUCTION, Alias
 from shared.serving.graph import opsets
 
 __all__ = ["StageResult", "handle_convert", "handle_dataset", "handle_promote", "handle_register", "run_id_for",
@@ -424,25 +424,10 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
     candidate = promotion.Version(version, manifest["input_schema"])
     for _ in range(max_attempts):
         current = ctx.registry.alias(model, PRODUCTION)
-        if current is not None and current.version == version:
-            verdict = promotion.decide(promotion.Rule.of(spec), candidate, promotion.Version(version),
-                                       promotion.Evidence(()))
-        else:
-            champion = None
-            if current is not None:
-                champion = promotion.Version(current.version,
-                                             ctx.registry.manifest(model, current.version)["input_schema"])
-            evidence = gather(ctx, spec, model, version, manifest, holdout, exam_rows,
-                              current.version if current else None)
-            verdict = promotion.decide(promotion.Rule.of(spec), candidate, champion, evidence)
-        hold = verdict.sets.get("holdout") or {}
-        promoted, reason = verdict.promoted, verdict.reason
-        rollout = None
-        if ctx.settings.rollouts and promoted and current is not None and current.version != version:
-            rollout = _start_rollout(ctx, spec, model, version, current.version, run_id, reason)
-            if rollout is not None:  # production stays; the candidate earns it on live traffic
-                promoted, reason = False, f"{reason}; {rollout['reason']}"
+        verdict = _judge(ctx, spec, model, candidate, manifest, holdout, exam_rows, current)
+        promoted, reason, rollout = _rollout_instead(ctx, spec, model, version, run_id, current, verdict)
         if promoted and not (current is not None and current.version == version):
+            hold = verdict.sets.get("holdout") or {}
             try:
                 ctx.registry.move_alias(
                     model, PRODUCTION, version, expected=current, event="promote", reason=reason,
@@ -454,21 +439,58 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
             except PreconditionFailed:
                 continue  # production moved meanwhile: decide again against the new one
             faults.point("promote:after_alias")
-        decision = _decision_record(spec, msg, manifest, verdict, current.version if current else None)
-        if rollout is not None:
-            decision["promoted"], decision["reason"], decision["rollout"] = False, reason, rollout
-        started = bool(rollout and rollout["started"])
-        try:
-            ctx.registry.record_decision(model, version, decision)
-        except AlreadyExists:
-            raise AlreadyDone("already decided") from None
-        if not promoted and not started:
-            ctx.registry.audit(model, "reject", decision)
-        log.info("%s v%s %s: %s", model, version, "promoted" if promoted else "not promoted", reason)
-        state = "promoted" if promoted else "rollout" if started else "rejected"
+        decision, state = _record_decision(ctx, spec, msg, manifest, verdict, current, promoted, reason, rollout)
         return Outcome(reason, {"state": state, "decision": decision,
                                 "stages": {"promote": {"seconds": time.perf_counter() - t0}}})
     raise PreconditionFailed(f"production alias of {model} kept moving; giving up after {max_attempts} attempts")
+
+
+def _judge(ctx: Context, spec: ModelSpec, model: str, candidate: promotion.Version, manifest: Manifest,
+           holdout: pd.DataFrame, exam_rows: pd.DataFrame | None, current: Alias | None) -> promotion.Decision:
+    """The promotion policy's verdict on ``candidate`` against production as it is now; when the
+    candidate already is production (a redelivered message), against itself, with no evidence."""
+    version = candidate.version
+    if current is not None and current.version == version:
+        return promotion.decide(promotion.Rule.of(spec), candidate, promotion.Version(version),
+                                promotion.Evidence(()))
+    champion = None
+    if current is not None:
+        champion = promotion.Version(current.version, ctx.registry.manifest(model, current.version)["input_schema"])
+    evidence = gather(ctx, spec, model, version, manifest, holdout, exam_rows, current.version if current else None)
+    return promotion.decide(promotion.Rule.of(spec), candidate, champion, evidence)
+
+
+def _rollout_instead(ctx: Context, spec: ModelSpec, model: str, version: int, run_id: str, current: Alias | None,
+                     verdict: promotion.Decision) -> tuple[bool, str, dict[str, Any] | None]:
+    """``(promoted, reason, rollout)``: the verdict, unless rollouts are on and a candidate that
+    won against another production version is to earn production on live traffic instead (then
+    production stays, and ``rollout`` says how the rollout began, or why it is held)."""
+    promoted, reason = verdict.promoted, verdict.reason
+    if ctx.settings.rollouts and promoted and current is not None and current.version != version:
+        rollout = _start_rollout(ctx, spec, model, version, current.version, run_id, reason)
+        if rollout is not None:  # production stays; the candidate earns it on live traffic
+            return False, f"{reason}; {rollout['reason']}", rollout
+    return promoted, reason, None
+
+
+def _record_decision(ctx: Context, spec: ModelSpec, msg: RunMessage, manifest: Manifest,
+                     verdict: promotion.Decision, current: Alias | None, promoted: bool, reason: str,
+                     rollout: dict[str, Any] | None) -> tuple[Decision, str]:
+    """Record the decision once (``AlreadyDone`` if it was recorded already) and audit a rejection;
+    the decision, and the run's state: promoted, rollout or rejected."""
+    assert msg.version is not None  # handle_promote refuses a message without one
+    decision = _decision_record(spec, msg, manifest, verdict, current.version if current else None)
+    if rollout is not None:
+        decision["promoted"], decision["reason"], decision["rollout"] = False, reason, rollout
+    started = bool(rollout and rollout["started"])
+    try:
+        ctx.registry.record_decision(msg.model, msg.version, decision)
+    except AlreadyExists:
+        raise AlreadyDone("already decided") from None
+    if not promoted and not started:
+        ctx.registry.audit(msg.model, "reject", decision)
+    log.info("%s v%s %s: %s", msg.model, msg.version, "promoted" if promoted else "not promoted", reason)
+    return decision, "promoted" if promoted else "rollout" if started else "rejected"
 
 
 def _decision_record(spec: ModelSpec, msg: RunMessage, manifest: Manifest, verdict: promotion.Decision,
