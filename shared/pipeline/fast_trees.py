@@ -188,32 +188,10 @@ def _supported_trees(
     # the project only ever feeds float, so those stay with skl2onnx.
     if len(operator.inputs) != 1 or type(operator.inputs[0].type) is not FloatTensorType:
         return None
-    if getattr(op, "n_outputs_", None) != 1:
+    if getattr(op, "n_outputs_", None) != 1 or _extra_outputs_asked(scope, container, op, is_classifier, is_forest):
         return None
-    if is_forest and is_classifier:
-        options = container.get_options(op, dict(raw_scores=False, decision_path=False, decision_leaf=False))
-    else:
-        options = scope.get_options(op, dict(decision_path=False, decision_leaf=False))
-    if any(options.get(k) for k in ("raw_scores", "decision_path", "decision_leaf")):
-        return None
-    if is_forest:
-        estimators = getattr(op, "estimators_", None)
-        if not estimators:
-            return None
-        found = [getattr(e, "tree_", None) for e in estimators]
-    else:
-        found = [getattr(op, "tree_", None)]
-    trees = [t for t in found if t is not None]
-    if len(trees) != len(found):
-        return None
-    if is_classifier:
-        n_classes = np.asarray(op.classes_).size
-        # One class is a special graph in skl2onnx (ConstantOfShape).
-        if n_classes < 2 or hasattr(op, "loss_") or hasattr(op, "_loss"):
-            return None
-        if any(t.value.shape[1:] != (1, n_classes) for t in trees):
-            return None
-    elif any(t.value.shape[1:] != (1, 1) for t in trees):
+    trees = _fitted_trees(op, is_forest)
+    if trees is None or not _leaf_values_fit(op, trees, is_classifier):
         return None
     # ``tree_.missing_go_to_left`` is not checked: scikit-learn fills it at every split
     # whether or not the tree saw NaNs (NaNs then follow the larger child), so it cannot
@@ -226,6 +204,40 @@ def _supported_trees(
         if not np.all(np.isfinite(t.threshold[branch].astype(np.float32))):
             return None
     return trees
+
+
+def _extra_outputs_asked(scope: Any, container: Any, op: Any, is_classifier: bool, is_forest: bool) -> bool:
+    """Whether the conversion options ask for raw scores, decision paths or leaves (stock only)."""
+    if is_forest and is_classifier:
+        options = container.get_options(op, dict(raw_scores=False, decision_path=False, decision_leaf=False))
+    else:
+        options = scope.get_options(op, dict(decision_path=False, decision_leaf=False))
+    return any(options.get(k) for k in ("raw_scores", "decision_path", "decision_leaf"))
+
+
+def _fitted_trees(op: Any, is_forest: bool) -> list[Any] | None:
+    """The ``tree_`` of the tree, or of each of the forest's estimators; None if one is missing."""
+    if is_forest:
+        estimators = getattr(op, "estimators_", None)
+        if not estimators:
+            return None
+        found = [getattr(e, "tree_", None) for e in estimators]
+    else:
+        found = [getattr(op, "tree_", None)]
+    trees = [t for t in found if t is not None]
+    return trees if len(trees) == len(found) else None
+
+
+def _leaf_values_fit(op: Any, trees: list[Any], is_classifier: bool) -> bool:
+    """Whether every tree holds one value per class (a classifier of two classes or more, not a
+    boosted one) or one value (a regressor) at each node."""
+    if is_classifier:
+        n_classes = np.asarray(op.classes_).size
+        # One class is a special graph in skl2onnx (ConstantOfShape).
+        if n_classes < 2 or hasattr(op, "loss_") or hasattr(op, "_loss"):
+            return False
+        return all(t.value.shape[1:] == (1, n_classes) for t in trees)
+    return all(t.value.shape[1:] == (1, 1) for t in trees)
 
 
 def _class_labels(scope: Any, op: Any) -> tuple[str, list[Any]] | None:
