@@ -331,69 +331,20 @@ class HttpApp:
         method: str = scope["method"]
         raw_qs: bytes = scope.get("query_string", b"")
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        key = _presented_key(raw_headers, raw_qs)
         shown = path[:200] + (f"?{redact_query(raw_qs)}" if raw_qs else "")
         # 1. route and key, from the request line and headers alone
-        if path.startswith("/admin/functions/"):
-            if method != "POST":
-                return _error(405, "METHOD_NOT_ALLOWED", "use POST /admin/functions/{name}", close=True)
-            if not self._authorized("ADMIN", key):
-                self._refused("admin", method, shown, 401)
-                return _error(401, "UNAUTHORIZED", "the admin API needs the master key", close=True)
-            target: HttpFunction | None = None
-            route_params: dict[str, str] = {}
-        else:
-            if not path.startswith("/api/"):
-                return _error(404, "NOT_FOUND", f"no route {path[:200]}; functions are under /api/", close=True)
-            sub = path[len("/api/"):]
-            allowed: list[str] = []
-            target = None
-            for fn, params in self._routes(sub):
-                if method in fn.methods:
-                    target, route_params = fn, params
-                    break
-                allowed.extend(fn.methods)
-            if target is None:
-                if allowed:
-                    methods = ", ".join(sorted(set(allowed)))
-                    status, out_headers, out = _error(405, "METHOD_NOT_ALLOWED",
-                                                      f"{method} not allowed on /api/{sub[:200]}; use {methods}",
-                                                      close=True)
-                    return status, [*out_headers, (b"allow", methods.encode())], out  # RFC 9110
-                return _error(404, "NOT_FOUND", f"no function serves /api/{sub[:200]}", close=True)
-            if not self._authorized(target.auth_level, key, target.name):
-                self._refused(target.name, method, shown, 401)
-                level = ("the master key" if target.auth_level == "ADMIN"
-                         else f"a key of the {target.name} function" if target.name in self.per_function_keys
-                         else "a function key")
-                return _error(401, "UNAUTHORIZED",
-                              f"{target.name} needs {level} in the x-functions-key header or the code query parameter",
-                              close=True)
+        target, route_params, refused = self._route(path, method, _presented_key(raw_headers, raw_qs), shown)
+        if refused is not None:
+            return refused
         # 2. the declared size, before a byte of the body is read
         declared, refused = self._declared(raw_headers)
         if refused is not None:
             self._refused(target.name if target else "admin", method, shown, refused[0])
             return refused
         # 3. room in the body budget, then the body, with the limit enforced as it streams in
-        try:
-            if declared and (granted := self.body_budget.take(declared)) is not None:
-                await self._wait_for_room(granted, declared)  # a coroutine only when the budget is spent
-            body, held = await self._read_body(receive, declared or 0)
-        except HostBusy:
-            self._refused(target.name if target else "admin", method, shown, 503)
-            status, out_headers, out = _error(503, "TRANSIENT", "the host is holding too many request bodies; "
-                                              "retry shortly", close=True)
-            return status, [*out_headers, (b"retry-after", b"1")], out
-        except BodyTooLarge:
-            self._refused(target.name if target else "admin", method, shown, 413)
-            return _error(413, "PAYLOAD_TOO_LARGE", f"request body over the host limit of {self.max_body_bytes} bytes",
-                          close=True)
-        except TimeoutError:
-            self._refused(target.name if target else "admin", method, shown, 408)
-            return _error(408, "REQUEST_TIMEOUT", f"the body did not arrive within {self.body_timeout_seconds:g} s",
-                          close=True)
-        except ConnectionError:
-            return _error(400, "INVALID_REQUEST", "the client disconnected", close=True)
+        body, held, refused = await self._receive_body(receive, declared, target, method, shown)
+        if refused is not None:
+            return refused
         try:
             if target is None:
                 return self._admin(path[len("/admin/functions/"):], body)
@@ -412,6 +363,67 @@ class HttpApp:
         finally:
             if held:  # the body, and what the function made of it, go with the answer
                 self.body_budget.give_back(held)
+
+    def _route(self, path: str, method: str, key: bytes | None, shown: str):
+        """``(function, route parameters, None)`` for a request the key opens (function None: the
+        admin endpoint), or ``(None, {}, refusal)``: 404, 405 naming the allowed methods, 401."""
+        if path.startswith("/admin/functions/"):
+            if method != "POST":
+                return None, {}, _error(405, "METHOD_NOT_ALLOWED", "use POST /admin/functions/{name}", close=True)
+            if not self._authorized("ADMIN", key):
+                self._refused("admin", method, shown, 401)
+                return None, {}, _error(401, "UNAUTHORIZED", "the admin API needs the master key", close=True)
+            return None, {}, None
+        if not path.startswith("/api/"):
+            return None, {}, _error(404, "NOT_FOUND", f"no route {path[:200]}; functions are under /api/", close=True)
+        sub = path[len("/api/"):]
+        routes = self._routes(sub)
+        found = next(((fn, params) for fn, params in routes if method in fn.methods), None)
+        if found is None:
+            allowed = {m for fn, _ in routes for m in fn.methods}
+            if allowed:
+                methods = ", ".join(sorted(allowed))
+                status, out_headers, out = _error(405, "METHOD_NOT_ALLOWED",
+                                                  f"{method} not allowed on /api/{sub[:200]}; use {methods}",
+                                                  close=True)
+                return None, {}, (status, [*out_headers, (b"allow", methods.encode())], out)  # RFC 9110
+            return None, {}, _error(404, "NOT_FOUND", f"no function serves /api/{sub[:200]}", close=True)
+        fn, params = found
+        if not self._authorized(fn.auth_level, key, fn.name):
+            self._refused(fn.name, method, shown, 401)
+            level = ("the master key" if fn.auth_level == "ADMIN"
+                     else f"a key of the {fn.name} function" if fn.name in self.per_function_keys
+                     else "a function key")
+            return None, {}, _error(401, "UNAUTHORIZED",
+                                    f"{fn.name} needs {level} in the x-functions-key header or the code query "
+                                    "parameter", close=True)
+        return fn, params, None
+
+    async def _receive_body(self, receive: Callable, declared: int | None, target: HttpFunction | None,
+                            method: str, shown: str):
+        """``(body, bytes of the budget it holds, None)`` once there is room for it and it has all
+        arrived within the limits, or ``(b"", 0, refusal)``: 503 (no room), 413, 408, 400."""
+        name = target.name if target else "admin"
+        try:
+            if declared and (granted := self.body_budget.take(declared)) is not None:
+                await self._wait_for_room(granted, declared)  # a coroutine only when the budget is spent
+            body, held = await self._read_body(receive, declared or 0)
+        except HostBusy:
+            self._refused(name, method, shown, 503)
+            status, out_headers, out = _error(503, "TRANSIENT", "the host is holding too many request bodies; "
+                                              "retry shortly", close=True)
+            return b"", 0, (status, [*out_headers, (b"retry-after", b"1")], out)
+        except BodyTooLarge:
+            self._refused(name, method, shown, 413)
+            return b"", 0, _error(413, "PAYLOAD_TOO_LARGE",
+                                  f"request body over the host limit of {self.max_body_bytes} bytes", close=True)
+        except TimeoutError:
+            self._refused(name, method, shown, 408)
+            return b"", 0, _error(408, "REQUEST_TIMEOUT",
+                                  f"the body did not arrive within {self.body_timeout_seconds:g} s", close=True)
+        except ConnectionError:
+            return b"", 0, _error(400, "INVALID_REQUEST", "the client disconnected", close=True)
+        return body, held, None
 
     def _refused(self, name: str, method: str, shown: str, status: int) -> None:
         if self.log_requests:
