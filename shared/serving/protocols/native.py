@@ -203,6 +203,9 @@ def numeric_block(parsed: Parsed, numeric: tuple[str, ...]) -> np.ndarray:
     return block.astype(np.float32, order="C")
 
 
+# long: the request path's parser, run on every native or MLflow request and once per JSON string
+# tensor of a v2 one: its checks stay in one frame, since each helper call would add ~50 ns, 0.4% of
+# an 11 us one-row parse, on a path the benchmarks hold within 0.95-1.05 of the last release.
 def parse_payload(payload: Any, schema: Schema, max_rows: int, *, ignore_unknown: bool = False) -> Batch:
     """Validated rows from any accepted request shape; errors name the field and the row.
 
