@@ -22,9 +22,10 @@ PACKAGES = ("shared", "functions", "devhost", "mlops")
 LIMIT = 20
 MARK = "# long:"
 
-#: TEMPORARY: a file another branch is changing while this check lands; the lead splits or
-#: explains its long function (``parse_feedback``) after merging it, then empties this set.
-UNCHECKED_FOR_NOW = {"shared/serving/feedback.py"}
+#: TEMPORARY: files another branch is changing while this check lands; the lead splits or
+#: explains their long functions (``parse_feedback`` D 21, ``parse_rollout`` D 22) after merging
+#: it, then empties this set.
+UNCHECKED_FOR_NOW = {"shared/serving/feedback.py", "shared/core/rollout_spec.py"}
 
 
 def _functions(blocks: list) -> Iterator[Function]:
