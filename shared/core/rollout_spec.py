@@ -9,6 +9,7 @@ what a careful team would pick; every key is optional, an unknown key is refused
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,25 @@ def step_label(step: str | float) -> str:
     return SHADOW if step == SHADOW else f"{float(step):g}%"
 
 
+def _steps(raw: Any, fail: Callable[[str, str], SpecError]) -> list[str | float]:
+    """``steps``: ``"shadow"`` (first only), then increasing percentages in (0, 100)."""
+    if not isinstance(raw, list) or not raw:
+        raise fail("steps", "must be a non-empty list such as [\"shadow\", 5, 25, 50]")
+    steps: list[str | float] = []
+    for i, step in enumerate(raw):
+        if step == SHADOW:
+            if i != 0:
+                raise fail("steps", "may hold \"shadow\" only as its first step")
+            steps.append(SHADOW)
+            continue
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 100:
+            raise fail("steps", f"step {i} must be \"shadow\" or a percentage in (0, 100), not {step!r}")
+        if steps and steps[-1] != SHADOW and step <= steps[-1]:
+            raise fail("steps", f"percentages must increase; step {i} ({step:g}) does not")
+        steps.append(float(step))
+    return steps
+
+
 def parse_rollout(table: Any, source: str, *, is_classifier: bool = False,
                   promotion_margin: float = 0.0) -> RolloutSpec:
     """The ``[rollout]`` table of the spec at ``source`` (absent: every default); thresholds
@@ -92,21 +112,7 @@ def parse_rollout(table: Any, source: str, *, is_classifier: bool = False,
     mode = table.get("mode", "canary")
     if mode not in MODES:
         raise fail("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
-    raw_steps = table.get("steps", list(DEFAULT_STEPS))
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise fail("steps", "must be a non-empty list such as [\"shadow\", 5, 25, 50]")
-    steps: list[str | float] = []
-    for i, step in enumerate(raw_steps):
-        if step == SHADOW:
-            if i != 0:
-                raise fail("steps", "may hold \"shadow\" only as its first step")
-            steps.append(SHADOW)
-            continue
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 100:
-            raise fail("steps", f"step {i} must be \"shadow\" or a percentage in (0, 100), not {step!r}")
-        if steps and steps[-1] != SHADOW and step <= steps[-1]:
-            raise fail("steps", f"percentages must increase; step {i} ({step:g}) does not")
-        steps.append(float(step))
+    steps = _steps(table.get("steps", list(DEFAULT_STEPS)), fail)
     divergence = table.get("max_divergence")
     margin = table.get("metric_margin")
     routing_field = table.get("routing_field")

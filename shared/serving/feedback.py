@@ -38,33 +38,38 @@ def parse_feedback(payload: Any, spec: ModelSpec) -> list[dict[str, Any]]:
     if len(items) > MAX_ITEMS:
         raise InvalidRequest(f"'feedback' holds {len(items)} items, over the limit of {MAX_ITEMS}", field="feedback")
     key = "label" if spec.is_classifier else "value"
-    out = []
-    for i, item in enumerate(items):
-        where = f"feedback[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"'{where}' must be an object", field=where, row=i)
-        rid = item.get("request_id")
-        if not isinstance(rid, str) or not 0 < len(rid) <= 128:
-            raise InvalidRequest(f"'{where}.request_id' must be a non-empty string", field=f"{where}.request_id", row=i)
-        row = item.get("row", 0)
-        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
-            raise InvalidRequest(f"'{where}.row' must be a non-negative integer", field=f"{where}.row", row=i)
-        if key not in item:
-            raise InvalidRequest(f"'{where}' needs '{key}' for a {spec.task} model", field=f"{where}.{key}", row=i)
-        truth = item[key]
-        if spec.is_classifier:
-            if isinstance(truth, bool) or not isinstance(truth, (str, int)):
-                raise InvalidRequest(f"'{where}.label' must be a string or integer", field=f"{where}.label", row=i)
-            truth = str(truth)
-        else:
-            if isinstance(truth, bool) or not isinstance(truth, (int, float)) or not math.isfinite(truth):
-                raise InvalidRequest(f"'{where}.value' must be a finite number", field=f"{where}.value", row=i)
-            truth = float(truth)
-        extra = sorted(set(item) - {"request_id", "row", key})
-        if extra:
-            raise InvalidRequest(f"'{where}' has an unexpected field '{extra[0]}'", field=f"{where}.{extra[0]}", row=i)
-        out.append({"request_id": rid, "row": row, "truth": truth})
-    return out
+    return [_item(i, item, key, spec) for i, item in enumerate(items)]
+
+
+def _item(i: int, item: Any, key: str, spec: ModelSpec) -> dict[str, Any]:
+    """One feedback item checked and typed: ``{"request_id", "row", "truth"}``."""
+    where = f"feedback[{i}]"
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"'{where}' must be an object", field=where, row=i)
+    rid = item.get("request_id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+        raise InvalidRequest(f"'{where}.request_id' must be a non-empty string", field=f"{where}.request_id", row=i)
+    row = item.get("row", 0)
+    if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+        raise InvalidRequest(f"'{where}.row' must be a non-negative integer", field=f"{where}.row", row=i)
+    if key not in item:
+        raise InvalidRequest(f"'{where}' needs '{key}' for a {spec.task} model", field=f"{where}.{key}", row=i)
+    truth = _truth(item[key], where, i, spec.is_classifier)
+    extra = sorted(set(item) - {"request_id", "row", key})
+    if extra:
+        raise InvalidRequest(f"'{where}' has an unexpected field '{extra[0]}'", field=f"{where}.{extra[0]}", row=i)
+    return {"request_id": rid, "row": row, "truth": truth}
+
+
+def _truth(truth: Any, where: str, i: int, is_classifier: bool) -> str | float:
+    """A label as text (classifiers) or a finite value as a float (regression)."""
+    if is_classifier:
+        if isinstance(truth, bool) or not isinstance(truth, (str, int)):
+            raise InvalidRequest(f"'{where}.label' must be a string or integer", field=f"{where}.label", row=i)
+        return str(truth)
+    if isinstance(truth, bool) or not isinstance(truth, (int, float)) or not math.isfinite(truth):
+        raise InvalidRequest(f"'{where}.value' must be a finite number", field=f"{where}.value", row=i)
+    return float(truth)
 
 
 def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,

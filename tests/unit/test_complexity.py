@@ -22,11 +22,6 @@ PACKAGES = ("shared", "functions", "devhost", "mlops")
 LIMIT = 20
 MARK = "# long:"
 
-#: TEMPORARY: files another branch is changing while this check lands; the lead splits or
-#: explains their long functions (``parse_feedback`` D 21, ``parse_rollout`` D 22) after merging
-#: it, then empties this set.
-UNCHECKED_FOR_NOW = {"shared/serving/feedback.py", "shared/core/rollout_spec.py"}
-
 
 def _functions(blocks: list) -> Iterator[Function]:
     """Every function radon rates, methods, closures and those of nested classes included, once
@@ -81,15 +76,10 @@ def _sources() -> Iterator[tuple[str, Path]]:
 
 def test_no_function_is_over_complexity_20_without_saying_why():
     found = [f"{rel}:{line} {name} (complexity {cc})"
-             for rel, path in _sources() if rel not in UNCHECKED_FOR_NOW
+             for rel, path in _sources()
              for name, line, cc in unexplained_long_functions(path.read_text(encoding="utf-8"))]
     assert found == [], ("split these into named steps, or put '# long: <why>' right above the def:\n"
                          + "\n".join(found))
-
-
-def test_the_files_left_out_for_now_still_exist():
-    # A stale entry would leave out a file nobody is changing any more.
-    assert all((ROOT / rel).is_file() for rel in UNCHECKED_FOR_NOW)
 
 
 def _branches(indent: str) -> str:
