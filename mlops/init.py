@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from shared.core.rollout_spec import RolloutSpec, step_label
+
 if TYPE_CHECKING:  # for annotations only: the pipeline's modules load only when init runs
     from shared.core.spec import ModelSpec
     from shared.pipeline.data import Dataset
@@ -51,6 +53,9 @@ MIN_CLASS_ROWS = 5
 BASELINE_ROWS = 20_000
 SMALL_DATASET_ROWS = 5_000
 ESTIMATOR_PARAMS = {"n_estimators": 100, "n_jobs": 1}
+
+#: The rollout a new spec gets: the defaults, written out.
+ROLLOUT = RolloutSpec()
 
 
 class InitError(Exception):
@@ -256,6 +261,9 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
             "promotion": {"metric": metric, "margin": 0.01, "floor": floor},
             "parity": {"rtol": 1e-4, "atol": 1e-5},
             "monitoring": {"min_rows": monitoring_rows},
+            # the rollout defaults, written out so a user sees what a second version goes through
+            "rollout": {"mode": ROLLOUT.mode, "steps": list(ROLLOUT.steps), "bake_seconds": ROLLOUT.bake_seconds,
+                        "min_rows": ROLLOUT.min_rows},
         }
         if task == "regression":
             # float32 sums of leaf values: relative to the target's scale
@@ -281,6 +289,8 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
         "promotion.metric": "higher is better" if higher else "lower is better",
         "promotion.margin": "a candidate may be 1% worse than production and still replace it",
         "monitoring.min_rows": "logged rows a monitoring window needs for a verdict",
+        "rollout.mode": "a new version earns production on live traffic (see docs/rollout.md); direct: at once",
+        "rollout.steps": "shadow, then these shares (%) of requests, then promoted",
     }
     refused = [d for d in decisions if d.role == "refused"]
     header = [f"Written by `mlops init {dataset.name} --target {target}`; edit freely, then drop data with "
@@ -291,6 +301,9 @@ def build_spec(dataset: Path, target: str, *, model: str | None = None, models_d
     validated = validate(frame, spec, dataset.name, max_chars=max_string_chars)
     split(validated.frame, spec)
     decisions.append(Decision("promotion", "setting", f"{metric}, floor {floor:g}: {comments['promotion.floor']}"))
+    decisions.append(Decision("rollout", "setting",
+                              f"{ROLLOUT.mode}: {' -> '.join(step_label(s) for s in ROLLOUT.steps)} -> 100%, each "
+                              f"step at least {ROLLOUT.bake_seconds:g} s and {ROLLOUT.min_rows} rows"))
     decisions.append(Decision("monitoring", "setting",
                               f"min_rows {monitoring_rows}: the dataset has {rows} rows"
                               + (" (under 5,000: a smaller window gets a verdict)" if monitoring_rows == 100 else "")))
