@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -25,21 +24,15 @@ import pytest
 
 from models.wind_power_data import generate as wind
 from shared.monitoring.monitor import labelled_rows
-from shared.ports.storage.local import LocalStorage
 from shared.registry.rollouts import ACTIVE, PROMOTED, ROLLED_BACK, SUPERSEDED, RolloutState, RolloutStore
-from shared.registry.store import Registry
 from shared.serving.feedback import read_feedback
 from shared.serving.inference_log import read_rows
 from shared.serving.routing import Split, salt_of
-from tests.conftest import ROOT, to_parquet
-from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, HostProcess, wait_for
+from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, wait_for
+from tests.e2e.rollout_helpers import ALIAS_CHECK, Host, rows, spec_text
 
 pytestmark = pytest.mark.e2e
 
-SMALL = "n_estimators = 20, max_depth = 10, min_samples_leaf = 3, n_jobs = 1, random_state = 7"
-SHIPPED = "n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7"
-FLUSH = 0.3
-ALIAS_CHECK = 0.2
 #: Each model's [rollout]: a step bakes a few seconds with a few dozen rows. The latency
 #: guardrail is loosened where it is not the point: two 20-tree forests differ by hundredths of
 #: a millisecond, and replayed one row at a time on two busy cores their p99 ratio wanders
@@ -58,48 +51,12 @@ ROLLOUTS = {
 }
 
 
-def spec_text(model: str) -> str:
-    text = (ROOT / "models" / "wind_power.toml").read_text()
-    text = text.replace('name = "wind_power"', f'name = "{model}"').replace(SHIPPED, SMALL)
-    return text + "\n[rollout]\n" + ROLLOUTS[model]
-
-
-class Host:
-    """The module's host, restartable in place on the same data folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.env = {"MLOPS_MODELS_DIR": str(root / "models"), "MLOPS_ROLLOUT": "on",
-                    "MLOPS_ROLLOUT_SCHEDULE": "*/1 * * * * *", "MLOPS_INFERENCE_LOG_FLUSH_SECONDS": str(FLUSH),
-                    "MLOPS_ALIAS_CHECK_SECONDS": str(ALIAS_CHECK), "MLOPS_MONITOR_SCHEDULE": "0 0 0 1 1 *"}
-        self.proc = HostProcess(root / "data", env=self.env, args=["--quiet-http"]).start()
-        self.storage = LocalStorage(root / "data" / "blobs")
-        self.registry = Registry(self.storage)
-
-    @property
-    def url(self) -> str:
-        return self.proc.url
-
-    def restart(self) -> None:
-        self.proc.stop()
-        self.proc = HostProcess(self.root / "data", env=self.env, args=["--quiet-http"]).start()
-
-    def state(self, model: str) -> RolloutState | None:
-        return RolloutStore(self.storage).read_if_changed(model, None)[1]
-
-    def wait_state(self, model: str, what: str, predicate, timeout: float = 90) -> RolloutState:
-        return wait_for(lambda: (s := self.state(model)) is not None and predicate(s) and s, timeout, what, self.proc)
-
-    def drop(self, model: str, name: str, frame: pd.DataFrame) -> None:
-        self.storage.put("datasets", f"{model}/{name}", to_parquet(frame))
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     root = tmp_path_factory.mktemp("rollout-routing")
     (root / "models").mkdir()
     for model in ROLLOUTS:
-        (root / "models" / f"{model}.toml").write_text(spec_text(model))
+        (root / "models" / f"{model}.toml").write_text(spec_text(model, ROLLOUTS[model]))
     h = Host(root)
     try:
         for i, model in enumerate(ROLLOUTS):
@@ -109,10 +66,6 @@ def host(tmp_path_factory):
         yield h
     finally:
         h.proc.stop()
-
-
-def rows(n: int, seed: int) -> list[dict]:
-    return wind(n, seed=seed).drop(columns="power_kw").to_dict("records")
 
 
 class Load:
