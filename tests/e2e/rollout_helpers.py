@@ -3,6 +3,7 @@ and their own ``[rollout]``, a host with short rollout settings (restartable in 
 rows to send."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -57,6 +58,23 @@ class Host:
 
     def drop(self, model: str, name: str, frame: pd.DataFrame) -> None:
         self.storage.put("datasets", f"{model}/{name}", to_parquet(frame))
+
+
+def serving(root: Path, rollouts: dict[str, str]) -> Iterator[Host]:
+    """A host whose models (``rollouts``: model -> its ``[rollout]`` table) each have version 1
+    in production, trained from a summer dataset of its own; stopped after the module."""
+    (root / "models").mkdir()
+    for model, rollout in rollouts.items():
+        (root / "models" / f"{model}.toml").write_text(spec_text(model, rollout))
+    h = Host(root)
+    try:
+        for i, model in enumerate(rollouts):
+            h.drop(model, "summer.parquet", wind(3000, seed=1 + i))
+        for model in rollouts:
+            wait_for(lambda m=model: h.registry.alias(m), 120, f"{model} v1 in production", h.proc)
+        yield h
+    finally:
+        h.proc.stop()
 
 
 def rows(n: int, seed: int) -> list[dict]:

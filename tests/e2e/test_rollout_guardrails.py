@@ -20,7 +20,7 @@ import pytest
 from models.wind_power_data import generate as wind
 from shared.registry.rollouts import ACTIVE, ROLLED_BACK, RolloutState
 from tests.e2e.hostproc import FKEY, wait_for
-from tests.e2e.rollout_helpers import Host, rows, spec_text
+from tests.e2e.rollout_helpers import Host, rows, serving, spec_text
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +40,7 @@ NO_DENSITY = 'numeric = ["wind_speed", "wind_direction", "air_temperature"]'
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rollout-guardrails")
-    (root / "models").mkdir()
-    for model, rollout in ROLLOUTS.items():
-        (root / "models" / f"{model}.toml").write_text(spec_text(model, rollout))
-    h = Host(root)
-    try:
-        for i, model in enumerate(ROLLOUTS):
-            h.drop(model, "summer.parquet", wind(3000, seed=1 + i))
-        for model in ROLLOUTS:
-            wait_for(lambda m=model: h.registry.alias(m), 120, f"{model} v1 in production", h.proc)
-        yield h
-    finally:
-        h.proc.stop()
+    yield from serving(tmp_path_factory.mktemp("rollout-guardrails"), ROLLOUTS)
 
 
 def client(host: Host) -> httpx.Client:

@@ -29,7 +29,7 @@ from shared.serving.feedback import read_feedback
 from shared.serving.inference_log import read_rows
 from shared.serving.routing import Split, salt_of
 from tests.e2e.hostproc import FEEDBACK_KEY, FKEY, wait_for
-from tests.e2e.rollout_helpers import ALIAS_CHECK, Host, rows, spec_text
+from tests.e2e.rollout_helpers import ALIAS_CHECK, Host, rows, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -53,19 +53,7 @@ ROLLOUTS = {
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rollout-routing")
-    (root / "models").mkdir()
-    for model in ROLLOUTS:
-        (root / "models" / f"{model}.toml").write_text(spec_text(model, ROLLOUTS[model]))
-    h = Host(root)
-    try:
-        for i, model in enumerate(ROLLOUTS):
-            h.drop(model, "summer.parquet", wind(3000, seed=1 + i))
-        for model in ROLLOUTS:
-            wait_for(lambda m=model: h.registry.alias(m), 120, f"{model} v1 in production", h.proc)
-        yield h
-    finally:
-        h.proc.stop()
+    yield from serving(tmp_path_factory.mktemp("rollout-routing"), ROLLOUTS)
 
 
 class Load:
