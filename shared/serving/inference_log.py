@@ -75,8 +75,8 @@ class _Columns:
         self.numeric = None if batch.numeric is None else np.empty((capacity, len(batch.numeric_names)), np.float32)
         self.strings: dict[str, list] = {name: [] for name in batch.strings}
         self.values = None if first.values is None else np.empty(capacity, first.values.dtype)
-        # Object, whatever the first request's labels were: integer and text labels, and a
-        # failed request's placeholders, all fit.
+        # Object, whatever the first request's labels were: integer and text labels fit, and so
+        # does the None a failed request logs as its prediction.
         self.labels = None if first.labels is None else np.empty(capacity, object)
         self.probabilities = None if first.probabilities is None else \
             np.empty((capacity, first.probabilities.shape[1]), first.probabilities.dtype)
