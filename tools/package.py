@@ -60,10 +60,18 @@ SERVING_PRUNE: dict[str, str] = {
     "onnxruntime/tools": "model conversion tools, not the runtime",
     "onnxruntime/transformers": "transformer-model optimisation tools, not the runtime",
     "onnxruntime/quantization": "quantisation tools, not the runtime",
+    # The Python binding links ONNX Runtime in statically (readelf -d: it NEEDs only libc, libm,
+    # libstdc++ and friends); this copy is the C API's, for native hosts embedding the runtime.
+    "onnxruntime/capi/libonnxruntime.so*": "the C API's shared library; the Python binding does not load it",
     "plotly/labextension": "the JupyterLab extension; the app serves plotly.min.js itself",
     "share/jupyter": "Jupyter's copy of the same extension",
     "plotly/package_data/datasets": "plotly.express's sample datasets",
     "plotly/package_data/widgetbundle.js": "the Jupyter widget's bundle (FigureWidget)",
+    # The serving app reads one file of plotly, plotly.min.js, found without importing plotly
+    # (report_html.plotly_js); report pages are plotly.js figures written as JSON, in the page.
+    "plotly/graph_objs": "the Python figure classes; report pages never build figures in Python",
+    "plotly/validators": "the Python figure classes' validators",
+    "narwhals": "plotly.express's data-frame layer",
     "*/__pycache__": "compiled at install for this machine's paths; the worker compiles its own",
 }
 

@@ -105,7 +105,8 @@ def test_the_serving_package_zip_holds_the_app_and_the_pruned_set(site, tmp_path
     names = set(zipfile.ZipFile(tmp_path / "serving.zip").namelist())
     assert {"function_app.py", "host.json", "functions/http_api.py", "models/wind_power.toml"} <= names
     assert f"{package.SITE}/onnxruntime/__init__.py" in names
-    assert not any(n.startswith(("tests/", "devhost/", "bench/", "tools/", ".venv")) for n in names)
+    assert not any(n.startswith(("tests/", "devhost/", "bench/", "tools/", ".venv", ".mypy_cache/", ".ruff_cache/",
+                                 ".hypothesis/", "site/")) for n in names)
     assert not any(f"{package.SITE}/{p}/" in n for n in names for p in ("pandas", "sklearn", "scipy", "skl2onnx"))
     assert not any("libarrow_flight" in n or "/pyarrow/include/" in n for n in names)
     assert stats.files == len(names)

@@ -43,3 +43,42 @@ def test_a_non_float_input_is_refused():
         [helper.make_tensor_value_info("o", TensorProto.STRING, [None, 1])]))
     with pytest.raises(ValueError, match="not a float"):
         with_numeric_block(model.SerializeToString(), ["s"])
+
+
+def test_the_serving_schema_is_the_pinned_onnx_packages_own():
+    import onnx
+
+    from shared.serving.onnx_proto import DESCRIPTOR_FILE
+
+    assert DESCRIPTOR_FILE.read_bytes() == onnx.onnx_ml_pb2.DESCRIPTOR.serialized_pb, \
+        "onnx-ml.desc is not the installed onnx's schema: run python -m tools.onnx_descriptor"
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_the_merged_graph_is_a_valid_onnx_model_that_keeps_everything_else(opset):
+    import onnx
+
+    original = onnx.load_from_string(_model(["a", "b", "c"], opset))
+    original.doc_string, original.producer_name = "kept", "mlops-test"
+    original.metadata_props.add(key="k", value="v")
+    merged = onnx.load_from_string(with_numeric_block(original.SerializeToString(), ["a", "b", "c"])[0])
+    onnx.checker.check_model(merged, full_check=True)  # shape inference included
+    assert (merged.doc_string, merged.producer_name, merged.metadata_props[0].value) == ("kept", "mlops-test", "v")
+    assert list(merged.graph.initializer) == list(original.graph.initializer)
+    assert list(merged.graph.node)[1:] == list(original.graph.node)
+    split = merged.graph.node[0]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in split.attribute}
+    assert attrs == ({"axis": 1, "num_outputs": 3} if opset >= 18 else {"axis": 1})
+
+
+def test_column_names_are_restored_in_inputs_and_node_inputs_only():
+    import onnx
+
+    from shared.serving.graph import with_column_names
+
+    renamed = onnx.load_from_string(with_column_names(
+        _model(["c0", "c1", "c2"], 13),
+        [{"name": "wind/speed", "input": "c0"}, {"name": "b", "input": "c1"}, {"name": "c2"}]))
+    assert [i.name for i in renamed.graph.input] == ["wind/speed", "b", "c2"]
+    assert renamed.graph.node[0].input[0] == "wind/speed" and renamed.graph.node[1].input[1] == "b"
+    onnx.checker.check_model(renamed)
