@@ -9,7 +9,8 @@ Both apps run the same source folder (``function_app.py`` picks its blueprints f
 * ``pipeline`` installs ``requirements.txt``: the training stack (scikit-learn, skl2onnx,
   pandas, scipy) with everything serving needs.
 * ``serving`` installs ``requirements-serving.txt`` (no scikit-learn, skl2onnx, pandas or
-  scipy) and drops files of it that nothing on the serving path loads (``SERVING_PRUNE``).
+  scipy), drops files of it that nothing on the serving path loads (``SERVING_PRUNE``) and
+  strips its native libraries' symbol tables (``strip_binaries``).
   ``tests/deploy/test_serving_package.py`` builds exactly this tree and answers every
   serving route from it, so a prune that removed something needed fails there.
 
@@ -45,6 +46,14 @@ SERVING_PRUNE: dict[str, str] = {
     "pyarrow/**/*.pxd": "Cython declarations, for building extensions",
     "pyarrow/**/*.pxi": "Cython includes, for building extensions",
     "pyarrow/_pyarrow_cpp_tests*": "pyarrow's C++ test module",
+    # A wheel cannot hold symlinks, so a library's link-time names arrive as full copies; the
+    # dynamic loader opens only the SONAME file (libarrow_python.so.2600, as readelf -d shows).
+    "pyarrow/libarrow_python.so": "a copy of libarrow_python.so.2600 under its link-time name",
+    "pyarrow/libarrow_python.so.*.*.*": "a copy of libarrow_python.so.2600 under its full version",
+    "pyarrow/libarrow_python_parquet_encryption.so": "a copy of the .so.2600 under its link-time name",
+    "pyarrow/libarrow_python_parquet_encryption.so.*.*.*": "a copy of the .so.2600 under its full version",
+    "pyarrow/_orc.*": "the ORC format's extension module (pyarrow.orc); the log is Parquet",
+    "pyarrow/_feather.*": "the Feather format's extension module (pyarrow.feather)",
     # Arrow Flight (RPC) and the S3 file system: only pyarrow.flight and pyarrow._s3fs link
     # them (checked with ldd); pyarrow.fs imports _s3fs in a try block and carries on without.
     "pyarrow/libarrow_flight.so*": "Arrow Flight RPC, loaded only by pyarrow.flight",
@@ -67,11 +76,6 @@ SERVING_PRUNE: dict[str, str] = {
     "share/jupyter": "Jupyter's copy of the same extension",
     "plotly/package_data/datasets": "plotly.express's sample datasets",
     "plotly/package_data/widgetbundle.js": "the Jupyter widget's bundle (FigureWidget)",
-    # The serving app reads one file of plotly, plotly.min.js, found without importing plotly
-    # (report_html.plotly_js); report pages are plotly.js figures written as JSON, in the page.
-    "plotly/graph_objs": "the Python figure classes; report pages never build figures in Python",
-    "plotly/validators": "the Python figure classes' validators",
-    "narwhals": "plotly.express's data-frame layer",
     "*/__pycache__": "compiled at install for this machine's paths; the worker compiles its own",
 }
 
@@ -91,6 +95,7 @@ def requirements_digest(role: str) -> str:
     h = hashlib.sha256((ROOT / REQUIREMENTS[role]).read_bytes())
     if role == "serving":
         h.update(repr(sorted(SERVING_PRUNE)).encode())
+        h.update(b"stripped")
     return h.hexdigest()
 
 
@@ -107,6 +112,40 @@ def install(role: str, site: Path, requirements: Path | None = None) -> None:
         raise RuntimeError(f"pip install -r {REQUIREMENTS[role]} failed:\n{done.stdout}{done.stderr}")
     if role == "serving":
         prune(site)
+        strip_binaries(site)
+
+
+def strip_binaries(site: Path) -> int:
+    """Strip the symbol tables from the site's native libraries; returns the bytes saved.
+
+    Many wheels ship their ``.so`` files unstripped (pyarrow, OpenBLAS, cryptography): the
+    symbol tables are for debuggers and linkers, never read when a library is loaded, and
+    weigh about a sixth of the serving set. ``--strip-unneeded`` keeps the dynamic symbols
+    the loader resolves. Libraries auditwheel grafted into a ``<package>.libs`` folder are
+    left alone: patchelf rewrote their program headers, and strip then leaves them unloadable
+    (numpy's OpenBLAS: "ELF load command address/offset not page-aligned"). Without a
+    ``strip`` that reads Linux (ELF) libraries, say so and build the package unstripped:
+    larger, and the same in every other way.
+    """
+    tool = shutil.which("strip")
+    version = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout if tool else ""
+    if not tool or not any(kind in version for kind in ("GNU", "LLVM")):
+        print("tools.package: no GNU or LLVM strip on PATH; the serving package keeps its symbol tables",
+              file=sys.stderr)
+        return 0
+    saved = 0
+    for path in sorted(site.rglob("*.so*")):
+        if path.is_symlink() or not path.is_file() or path.relative_to(site).parts[0].endswith(".libs"):
+            continue
+        with path.open("rb") as f:
+            if f.read(4) != b"\x7fELF":
+                continue
+        before = path.stat().st_size
+        done = subprocess.run([tool, "--strip-unneeded", str(path)], capture_output=True, text=True)
+        if done.returncode:  # strip's own words: which file, and why
+            raise RuntimeError(f"strip {path.relative_to(site)} failed: {done.stderr.strip()}")
+        saved += before - path.stat().st_size
+    return saved
 
 
 def prune(site: Path) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -110,3 +111,24 @@ def test_the_serving_package_zip_holds_the_app_and_the_pruned_set(site, tmp_path
     assert not any(f"{package.SITE}/{p}/" in n for n in names for p in ("pandas", "sklearn", "scipy", "skl2onnx"))
     assert not any("libarrow_flight" in n or "/pyarrow/include/" in n for n in names)
     assert stats.files == len(names)
+
+
+def test_every_native_module_of_the_pruned_stripped_set_loads(site):
+    """Pruning removed no library a module links, and stripping left every library loadable."""
+    modules = sorted({".".join(p.relative_to(site).with_suffix("").with_suffix("").parts)
+                      for p in site.rglob("*.so") if p.name.endswith((".cpython-311-x86_64-linux-gnu.so", ".abi3.so"))})
+    assert len(modules) > 40 and "pyarrow._parquet" in modules and "numpy._core._multiarray_umath" in modules
+    script = ("import importlib, json, sys; sys.path[:0] = [sys.argv[1]]; failed = {}\n"
+              "for m in sys.argv[2:]:\n"
+              "    try: importlib.import_module(m)\n"
+              "    except Exception as exc: failed[m] = repr(exc)[:200]\n"
+              "print(json.dumps(failed))")
+    done = bare(site, "-c", script, str(site), *modules)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+    if not (shutil.which("strip") and shutil.which("readelf")):
+        pytest.skip("no binutils here: tools.package built the set unstripped, as it says it does")
+    libs = [p for p in site.rglob("*.so*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"
+            and not p.relative_to(site).parts[0].endswith(".libs")]  # auditwheel's grafts stay as they are
+    unstripped = [str(p.relative_to(site)) for p in libs
+                  if ".symtab" in subprocess.run(["readelf", "-S", str(p)], capture_output=True, text=True).stdout]
+    assert not unstripped, f"native libraries still carrying symbol tables: {unstripped[:5]}"
