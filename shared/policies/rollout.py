@@ -57,6 +57,9 @@ class RolloutEvidence:
     candidate_p99_ms: float | None = None
     production_p99_ms: float | None = None
     latency_source: str = "logged"  # logged (canary: as served) | replayed (shadow: compute time)
+    #: Replayed latency: how many times it was measured (a breach is measured again, and the
+    #: least damning measurement is the one judged).
+    latency_measurements: int = 0
     paired_rows: int = 0
     divergence: float | None = None
     output_psi: float | None = None
@@ -133,6 +136,15 @@ def sign_test(worse: int, better: int) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
+def latency_breached(candidate_p99_ms: float | None, production_p99_ms: float | None, spec: RolloutSpec) -> bool:
+    """The latency guardrail: the candidate's p99 over production's above ``max_latency_ratio``
+    *and* more than ``latency_floor_ms`` slower."""
+    if candidate_p99_ms is None or not production_p99_ms:
+        return False
+    return (candidate_p99_ms / production_p99_ms > spec.max_latency_ratio
+            and candidate_p99_ms - production_p99_ms > spec.latency_floor_ms)
+
+
 def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
     """Every guardrail on ``evidence``: errors, latency, divergence, output PSI, live metric."""
     e = evidence
@@ -147,14 +159,15 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
     judged = enough or (e.replay_error is not None and e.candidate_rows > 0)
     out.append(Check("error_rate", excess, spec.max_error_rate,
                      (excess > spec.max_error_rate) if judged and excess is not None else None, detail))
-    ratio, slower = None, False
-    if e.candidate_p99_ms is not None and e.production_p99_ms:
-        ratio = e.candidate_p99_ms / e.production_p99_ms
-        slower = ratio > spec.max_latency_ratio and e.candidate_p99_ms - e.production_p99_ms > spec.latency_floor_ms
+    ratio = e.candidate_p99_ms / e.production_p99_ms \
+        if e.candidate_p99_ms is not None and e.production_p99_ms else None
+    slower = latency_breached(e.candidate_p99_ms, e.production_p99_ms, spec)
     out.append(Check("latency_ratio", ratio, spec.max_latency_ratio,
                      slower if enough and ratio is not None else None,
                      f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} "
-                     f"({e.latency_source}; differences under {spec.latency_floor_ms:g} ms never breach)"))
+                     f"({e.latency_source}"
+                     + (f", least of {e.latency_measurements} measurements" if e.latency_measurements > 1 else "")
+                     + f"; differences under {spec.latency_floor_ms:g} ms never breach)"))
     paired_enough = e.paired_rows >= spec.min_rows
     out.append(Check("divergence", e.divergence, spec.max_divergence,
                      (e.divergence > spec.max_divergence) if paired_enough and e.divergence is not None else None,

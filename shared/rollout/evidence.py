@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from shared.core.spec import MISSING_CATEGORY, ModelSpec
 from shared.monitoring.drift import bin_counts, psi
 from shared.pipeline.train import compute_metrics
-from shared.policies.rollout import RolloutEvidence
+from shared.policies.rollout import RolloutEvidence, latency_breached
 from shared.ports.storage import Storage
 from shared.registry.rollouts import RolloutState
 from shared.serving.feedback import first_per_row, read_feedback
@@ -234,13 +234,16 @@ def _p99(values: np.ndarray) -> float | None:
 
 
 def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int, rng: np.random.Generator,
-                      repeats: int = 3) -> tuple[float | None, float | None]:
+                      passes: int = 5) -> tuple[float | None, float | None]:
     """p99 compute time (ms) of each version on the same logged requests, replayed one request
     at a time, interleaved (alternating which runs first), so both see the same machine.
 
     Each session is warmed up first (a fresh session's first runs pay one-time costs), and each
-    request's time is the fastest of ``repeats`` runs: what the request costs, not what the
-    scheduler did to one run of it.
+    request's time is the fastest of its runs in ``passes`` passes over all the requests: what
+    the request costs, not what the scheduler did to one run of it. The passes spread a
+    request's runs over the whole measurement, so one busy stretch of the machine (the host's
+    request threads holding the interpreter, another evaluator replaying) slows only one of
+    them; runs repeated back to back would all fall in it.
     """
     ids = pc.unique(table.column("request_id"))
     if len(ids) == 0:
@@ -257,18 +260,40 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     for _ in range(3):
         prod.session.run(None, parts[0][0])
         cand.session.run(None, parts[0][1])
-    p_ms, c_ms = [], []
-    for k, (p_feeds, c_feeds) in enumerate(parts):
-        best = {id(prod): np.inf, id(cand): np.inf}
-        for r in range(repeats):
-            runs = ((prod, p_feeds), (cand, c_feeds)) if (k + r) % 2 == 0 else ((cand, c_feeds), (prod, p_feeds))
-            for loaded, feeds in runs:
+    best = np.full((len(parts), 2), np.inf)  # seconds: [request, (production, candidate)]
+    for r in range(passes):
+        for k, (p_feeds, c_feeds) in enumerate(parts):
+            runs = ((0, prod, p_feeds), (1, cand, c_feeds))
+            for which, loaded, feeds in (runs if (k + r) % 2 == 0 else runs[::-1]):
                 t0 = time.perf_counter()
                 loaded.session.run(None, feeds)
-                best[id(loaded)] = min(best[id(loaded)], time.perf_counter() - t0)
-        p_ms.append(best[id(prod)] * 1e3)
-        c_ms.append(best[id(cand)] * 1e3)
-    return _p99(np.array(c_ms)), _p99(np.array(p_ms))
+                best[k, which] = min(best[k, which], time.perf_counter() - t0)
+    return _p99(best[:, 1] * 1e3), _p99(best[:, 0] * 1e3)
+
+
+#: A replayed latency breach is measured again up to this many times more, and stands only if
+#: every measurement breaches: a real slowdown does every time, a busy moment does not.
+LATENCY_CONFIRMATIONS = 2
+
+
+def _confirmed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int, rng: np.random.Generator,
+                       spec: ModelSpec) -> tuple[float | None, float | None, int]:
+    """The replayed p99s to judge, and how many measurements they took: the first, or when it
+    breaches the latency guardrail, the least damning of it and up to ``LATENCY_CONFIRMATIONS``
+    more."""
+    best = _replayed_latency(table, prod, cand, requests, rng)
+    measured = 1
+    while measured <= LATENCY_CONFIRMATIONS and latency_breached(*best, spec.rollout):
+        again = _replayed_latency(table, prod, cand, requests, rng)
+        measured += 1
+        if _ratio(again) < _ratio(best):
+            best = again
+    return best[0], best[1], measured
+
+
+def _ratio(p99s: tuple[float | None, float | None]) -> float:
+    cand, prod = p99s
+    return cand / prod if cand is not None and prod else np.inf
 
 
 def columns_for(spec: ModelSpec, *loaded: LoadedModel) -> list[str]:
@@ -313,12 +338,15 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
     except Exception as exc:  # a candidate that cannot run on logged rows: its rows count as errors
         replay_error = f"replay failed: {type(exc).__name__}: {exc}"[:300]
     div, psi_ = divergence(scored, spec.is_classifier) if scored is not None else (None, None)
+    measured = 0  # replayed latency measurements
     if shadow:
         cand_rows = len(idx)
         cand_errors = cand_rows if replay_error else 0
+        c_p99, p_p99 = None, None
         try:
-            c_p99, p_p99 = _replayed_latency(table.filter(pa.array(usable)), prod, cand, latency_requests, rng) \
-                if cand_rows and not replay_error else (None, None)
+            if cand_rows and not replay_error:
+                c_p99, p_p99, measured = _confirmed_latency(table.filter(pa.array(usable)), prod, cand,
+                                                            latency_requests, rng, spec)
         except Exception:  # noqa: BLE001 - the latency guardrail is then not judged; say why in the log
             log.exception("replaying requests for compute time failed")
             c_p99, p_p99 = None, None
@@ -333,7 +361,8 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
     evidence: dict[str, Any] = dict(base, candidate_rows=cand_rows, production_rows=prod_rows,
                     candidate_errors=cand_errors, production_errors=prod_errors, candidate_p99_ms=c_p99,
                     production_p99_ms=p_p99,
-                    latency_source=source, paired_rows=0 if scored is None else len(idx), divergence=div,
+                    latency_source=source, latency_measurements=measured,
+                    paired_rows=0 if scored is None else len(idx), divergence=div,
                     output_psi=psi_, replay_error=replay_error)
     if replay_error is None and feedback is not None and len(feedback):
         evidence.update(_labelled(spec, table, feedback, usable, is_cand, prod, cand, max_labelled_rows))

@@ -88,6 +88,8 @@ def test_a_candidate_far_slower_is_rolled_back_on_latency_with_its_figures(host)
     assert latency["breached"] is True and latency["figure"] >= 3.0 and "replayed" in latency["detail"], latency
     e = record["evidence"]
     assert e["latency_source"] == "replayed" and e["candidate_rows"] >= 200
+    # A breach is measured again before it stands: every one of the three breached.
+    assert e["latency_measurements"] == 3 and "least of 3 measurements" in latency["detail"], latency
     assert e["candidate_p99_ms"] - e["production_p99_ms"] > 0.05  # beyond the latency floor
     assert {n for n, ch in checks_of(record).items() if ch["breached"]} == {"latency_ratio"}
     assert host.registry.alias(model).version == 1
