@@ -263,3 +263,50 @@ def test_mlflow_parquet_yields_the_same_rows(index):
     frame.to_parquet(buf)
     batch, _ = mlflow.decode(buf.getvalue(), "application/vnd.apache.parquet", None, SCHEMA, 100)
     assert same_rows(batch, parse_payload({"instances": ROWS}, SCHEMA, 100))
+
+
+def arrow_peak(fn):
+    """``fn()`` and the peak bytes Arrow allocated while it ran (a pool of its own as the default)."""
+    import pyarrow as pa
+
+    base = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(base)
+    pa.set_memory_pool(pool)
+    try:
+        return fn(), pool.max_memory()
+    finally:
+        pa.set_memory_pool(base)
+
+
+def _parquet(columns: dict) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def test_a_parquet_body_that_decompresses_to_gigabytes_is_refused_from_its_footer():
+    """A Parquet body is compressed: a few hundred KB can declare 30 million rows, or one value of
+    300 MB. Each is refused (400 naming the limit) before a value is decompressed."""
+    from shared.serving.protocols import mlflow
+
+    zeros = np.zeros(30_000_000, np.float32)
+    rows = _parquet({"speed": zeros, "temp": zeros, "turbine": np.full(30_000_000, "T")})
+    assert len(rows) < 1_000_000
+    with pytest.raises(InvalidRequest, match="holds 30000000 rows, over the limit of 100 .*MLOPS_MAX_BATCH_ROWS"):
+        mlflow.decode(rows, "application/vnd.apache.parquet", None, SCHEMA, 100)
+    one_value = _parquet({"speed": [1.0], "temp": [2.0], "turbine": ["x" * 300_000_000]})
+    assert len(one_value) < 100_000
+    with pytest.raises(InvalidRequest, match="decompress to 300,000,.* bytes, over the limit") as err:
+        mlflow.decode(one_value, "application/vnd.apache.parquet", None, SCHEMA, 100)
+    assert err.value.details == {"field": "body"}
+    # A column the model does not use is named, never decompressed.
+    first = {k: [v] for k, v in ROWS[0].items()}
+    junk = _parquet({**first, "junk": ["x" * 300_000_000]})
+    (batch, _), peak = arrow_peak(lambda: mlflow.decode(junk, "application/vnd.apache.parquet", None, SCHEMA, 100))
+    assert batch.ignored == ("junk",) and same_rows(batch, parse_payload({"instances": ROWS[:1]}, SCHEMA, 100))
+    assert peak < 1_000_000, peak  # the 300 MB value was never held

@@ -89,24 +89,59 @@ def _csv_columns(text: str, schema: Schema) -> dict[str, list]:
     return columns
 
 
-def _parquet_columns(body: bytes) -> dict[str, list]:
-    """A Parquet table's columns as lists (pyarrow, imported here: only this content type needs it)."""
+#: The most a Parquet body's columns the model reads may declare decompressed. A Parquet body is
+#: compressed: 131 KB of zstd can declare 30 million rows, or one value of a gigabyte. JSON and
+#: CSV bodies cannot hold more than ``MLOPS_MAX_REQUEST_BYTES``; this bounds what a Parquet one
+#: makes the server hold (10,000 rows of 100 float columns are 8 MB).
+MAX_PARQUET_DECODED_BYTES = 64 * 1024 * 1024
+
+
+def _parquet_columns(body: bytes, schema: Schema, max_rows: int) -> dict[str, list | None]:
+    """A Parquet table's columns as lists, read only once its footer says it is within bounds:
+    at most ``max_rows`` rows, its model columns at most ``MAX_PARQUET_DECODED_BYTES``
+    decompressed. Columns the model does not use are named (None), never decompressed. pyarrow
+    is imported here: only this content type needs it."""
     # here: pyarrow (~0.2 s of the serving app's first request) only for this content type
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(body))
+        parquet = pq.ParquetFile(pa.BufferReader(body))
+        arrow_schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise InvalidRequest(f"the body is not a Parquet table: {str(exc)[:200]}", field="body") from None
+    meta = parquet.metadata
+    if meta.num_rows > max_rows:
+        raise InvalidRequest(f"the Parquet table holds {meta.num_rows} rows, over the limit of {max_rows} "
+                             "(setting MLOPS_MAX_BATCH_ROWS)", field="body")
     # pandas writes its index as a column of its own when it is not a plain range.
     # (A range index is metadata only: a dict there, no column.)
-    index = {c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    names = [name for name in table.column_names if name not in index and not name.startswith("__index_level_")]
+    index = {c for c in (arrow_schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    names = [name for name in arrow_schema.names if name not in index and not name.startswith("__index_level_")]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise InvalidRequest(f"the Parquet table names column '{name}' twice", field=name)
-    return {name: table.column(name).to_pylist() for name in names}
+    used = {name for name, _ in schema}
+    wanted = [name for name in names if name in used]
+    paths = [meta.schema.column(j).path for j in range(meta.num_columns)]  # leaves: "a", or "a.b" in a struct
+    leaves = [j for j, path in enumerate(paths) if any(path == n or path.startswith(n + ".") for n in wanted)]
+    declared = sum(meta.row_group(g).column(j).total_uncompressed_size
+                   for g in range(meta.num_row_groups) for j in leaves)
+    if declared > MAX_PARQUET_DECODED_BYTES:
+        raise InvalidRequest(f"the Parquet table's columns decompress to {declared:,} bytes, over the limit of "
+                             f"{MAX_PARQUET_DECODED_BYTES:,}", field="body")
+    try:
+        # Batches of max_rows + 1 rows: a footer that understates its rows is caught at the first.
+        batches = parquet.iter_batches(batch_size=max_rows + 1, columns=wanted, use_pandas_metadata=False)
+        first = next(batches, None)
+        if first is not None and (first.num_rows > max_rows or next(batches, None) is not None):
+            raise InvalidRequest(f"the Parquet table holds more rows than the limit of {max_rows} "
+                                 "(setting MLOPS_MAX_BATCH_ROWS)", field="body")
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidRequest(f"the body is not a Parquet table: {str(exc)[:200]}", field="body") from None
+    read = {} if first is None else {name: first.column(name).to_pylist() for name in wanted}
+    # Columns the model does not use are only named (Batch.ignored), so their values are not read.
+    return {name: read.get(name, [] if name in used else None) for name in names}
 
 
 def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: Schema,
@@ -122,7 +157,8 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
             raise InvalidRequest("the CSV body is not UTF-8 text", field="body") from None
         return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows, ignore_unknown=True), predict_fn
     if mime == PARQUET:
-        return parse_payload({"inputs": _parquet_columns(body)}, schema, max_rows, ignore_unknown=True), predict_fn
+        return (parse_payload({"inputs": _parquet_columns(body, schema, max_rows)}, schema, max_rows,
+                              ignore_unknown=True), predict_fn)
     payload = json_body(body)
     if isinstance(payload, dict) and "params" in payload:
         params = payload["params"]
