@@ -22,9 +22,9 @@ DEFAULT_STEPS: tuple[str | float, ...] = (SHADOW, 5.0, 25.0, 50.0)
 #: prediction standard deviation (regression), share of rows with another label (classification).
 DEFAULT_DIVERGENCE = {"regression": 0.25, "classification": 0.10}
 
-KEYS = frozenset({"mode", "steps", "bake_seconds", "min_rows", "max_error_rate", "max_latency_ratio",
-                  "latency_floor_ms", "max_divergence", "max_output_psi", "metric_margin", "min_labelled_rows",
-                  "alpha", "routing_field"})
+KEYS = frozenset({"mode", "steps", "bake_seconds", "min_rows", "min_latency_requests", "max_error_rate",
+                  "max_latency_ratio", "latency_floor_ms", "max_divergence", "max_output_psi", "metric_margin",
+                  "min_labelled_rows", "alpha", "routing_field"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class RolloutSpec:
     bake_seconds: float = 600.0
     #: Logged rows of the candidate (shadow: replayed rows) a step needs before it may pass.
     min_rows: int = 200
+    #: Logged latency (canary steps): the requests each version must have answered in the step
+    #: before their p99s are compared, and the step may pass. The p99 of 20 requests is the
+    #: slowest of them, one hiccup of a busy machine; of 300, the fourth slowest.
+    min_latency_requests: int = 300
     #: The candidate's error share may exceed production's by at most this much.
     max_error_rate: float = 0.01
     #: The candidate's p99 latency over production's p99 in the same window.
@@ -123,6 +127,7 @@ def parse_rollout(table: Any, source: str, *, is_classifier: bool = False,
         steps=tuple(steps),
         bake_seconds=number("bake_seconds", 600.0, 0, 7 * 86400),
         min_rows=number("min_rows", 200, 1, 10_000_000, integer=True),
+        min_latency_requests=number("min_latency_requests", 300, 1, 10_000_000, integer=True),
         max_error_rate=number("max_error_rate", 0.01, 0, 1),
         max_latency_ratio=number("max_latency_ratio", 1.5, 1, 1000),
         latency_floor_ms=number("latency_floor_ms", 0.05, 0, 60_000),

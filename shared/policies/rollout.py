@@ -17,8 +17,10 @@ The rule, in plain words:
   losses at ``alpha`` (see :func:`sign_test`).
   Error, latency and divergence guardrails are judged once the step has ``min_rows`` rows (a
   p99 of five rows is noise); the metric once ``min_labelled_rows`` labelled rows exist.
-* **Wait** while the step has fewer than ``min_rows`` rows ("waiting: 37 of 200 rows"), or has
-  not baked ``bake_seconds``: never advance on no evidence.
+* **Wait** while the step has fewer than ``min_rows`` rows ("waiting: 37 of 200 rows"), or (a
+  canary step) either version has answered fewer than ``min_latency_requests`` requests, so
+  their p99s are not comparable yet, or it has not baked ``bake_seconds``: never advance on no
+  evidence.
 * **Advance** one step when the step has baked clean with enough rows; **promote** after the
   last step passes. In ``shadow`` mode the rollout never advances or promotes: a person does
   (promote-now); guardrails still roll it back.
@@ -57,6 +59,10 @@ class RolloutEvidence:
     candidate_p99_ms: float | None = None
     production_p99_ms: float | None = None
     latency_source: str = "logged"  # logged (canary: as served) | replayed (shadow: compute time)
+    #: Requests (not rows) behind each p99: logged, those each version answered in the window;
+    #: replayed, those replayed through both.
+    candidate_requests: int = 0
+    production_requests: int = 0
     #: Replayed latency: how many times it was measured (a breach is measured again, and the
     #: least damning measurement is the one judged).
     latency_measurements: int = 0
@@ -145,6 +151,16 @@ def latency_breached(candidate_p99_ms: float | None, production_p99_ms: float | 
             and candidate_p99_ms - production_p99_ms > spec.latency_floor_ms)
 
 
+def latency_requests_missing(e: RolloutEvidence, spec: RolloutSpec) -> str | None:
+    """Why logged latencies cannot be judged yet (too few requests of a version), or None."""
+    if e.latency_source != "logged":
+        return None
+    short = [f"{who} {n}" for who, n in (("candidate", e.candidate_requests), ("production", e.production_requests))
+             if n < spec.min_latency_requests]
+    return (f"latency needs {spec.min_latency_requests} requests answered by each version, has "
+            + " and ".join(short)) if short else None
+
+
 def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
     """Every guardrail on ``evidence``: errors, latency, divergence, output PSI, live metric."""
     e = evidence
@@ -163,8 +179,9 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
         if e.candidate_p99_ms is not None and e.production_p99_ms else None
     slower = latency_breached(e.candidate_p99_ms, e.production_p99_ms, spec)
     out.append(Check("latency_ratio", ratio, spec.max_latency_ratio,
-                     slower if enough and ratio is not None else None,
+                     slower if enough and ratio is not None and not latency_requests_missing(e, spec) else None,
                      f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} "
+                     f"over {e.candidate_requests} and {e.production_requests} requests "
                      f"({e.latency_source}"
                      + (f", least of {e.latency_measurements} measurements" if e.latency_measurements > 1 else "")
                      + f"; differences under {spec.latency_floor_ms:g} ms never breach)"))
@@ -228,6 +245,9 @@ def decide(state: RolloutState, evidence: RolloutEvidence, spec: RolloutSpec, no
     if rows < spec.min_rows:
         what = "shadowed rows" if step == "shadow" else "rows answered by the candidate"
         return wait(f"waiting at step {state.step + 1} ({label}): {rows} of {spec.min_rows} {what}")
+    missing = latency_requests_missing(evidence, spec)
+    if missing:  # never advance on a guardrail not judged
+        return wait(f"waiting at step {state.step + 1} ({label}): {missing}")
     baked = now - state.step_started_at
     if baked < spec.bake_seconds:
         return wait(f"baking step {state.step + 1} ({label}): {baked:.0f} of {spec.bake_seconds:g} s, "

@@ -234,8 +234,9 @@ def _p99(values: np.ndarray) -> float | None:
 
 
 def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int, rng: np.random.Generator,
-                      passes: int = 5) -> tuple[float | None, float | None]:
-    """p99 compute time (ms) of each version on the same logged requests, replayed one request
+                      passes: int = 5) -> tuple[float | None, float | None, int]:
+    """p99 compute time (ms) of the candidate and production on the same logged requests (and how
+    many requests), replayed one request
     at a time, interleaved (alternating which runs first), so both see the same machine.
 
     Each session is warmed up first (a fresh session's first runs pay one-time costs), and each
@@ -247,7 +248,7 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
     """
     ids = pc.unique(table.column("request_id"))
     if len(ids) == 0:
-        return None, None
+        return None, None, 0
     chosen = ids.take(pa.array(rng.choice(len(ids), size=min(requests, len(ids)), replace=False)))
     rows = table.filter(pc.is_in(table.column("request_id"), value_set=chosen))
     rid = np.asarray(rows.column("request_id").to_pylist(), dtype=object)
@@ -268,7 +269,7 @@ def _replayed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int
                 t0 = time.perf_counter()
                 loaded.session.run(None, feeds)
                 best[k, which] = min(best[k, which], time.perf_counter() - t0)
-    return _p99(best[:, 1] * 1e3), _p99(best[:, 0] * 1e3)
+    return _p99(best[:, 1] * 1e3), _p99(best[:, 0] * 1e3), len(parts)
 
 
 #: A replayed latency breach is measured again up to this many times more, and stands only if
@@ -277,22 +278,22 @@ LATENCY_CONFIRMATIONS = 2
 
 
 def _confirmed_latency(table, prod: LoadedModel, cand: LoadedModel, requests: int, rng: np.random.Generator,
-                       spec: ModelSpec) -> tuple[float | None, float | None, int]:
-    """The replayed p99s to judge, and how many measurements they took: the first, or when it
-    breaches the latency guardrail, the least damning of it and up to ``LATENCY_CONFIRMATIONS``
-    more."""
+                       spec: ModelSpec) -> tuple[float | None, float | None, int, int]:
+    """The replayed p99s to judge, how many measurements they took and over how many requests:
+    the first measurement, or when it breaches the latency guardrail, the least damning of it
+    and up to ``LATENCY_CONFIRMATIONS`` more."""
     best = _replayed_latency(table, prod, cand, requests, rng)
     measured = 1
-    while measured <= LATENCY_CONFIRMATIONS and latency_breached(*best, spec.rollout):
+    while measured <= LATENCY_CONFIRMATIONS and latency_breached(best[0], best[1], spec.rollout):
         again = _replayed_latency(table, prod, cand, requests, rng)
         measured += 1
         if _ratio(again) < _ratio(best):
             best = again
-    return best[0], best[1], measured
+    return best[0], best[1], measured, best[2]
 
 
-def _ratio(p99s: tuple[float | None, float | None]) -> float:
-    cand, prod = p99s
+def _ratio(measured: tuple[float | None, float | None, int]) -> float:
+    cand, prod, _ = measured
     return cand / prod if cand is not None and prod else np.inf
 
 
@@ -339,14 +340,16 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         replay_error = f"replay failed: {type(exc).__name__}: {exc}"[:300]
     div, psi_ = divergence(scored, spec.is_classifier) if scored is not None else (None, None)
     measured = 0  # replayed latency measurements
+    c_requests = p_requests = 0  # behind each p99
     if shadow:
         cand_rows = len(idx)
         cand_errors = cand_rows if replay_error else 0
         c_p99, p_p99 = None, None
         try:
             if cand_rows and not replay_error:
-                c_p99, p_p99, measured = _confirmed_latency(table.filter(pa.array(usable)), prod, cand,
-                                                            latency_requests, rng, spec)
+                c_p99, p_p99, measured, c_requests = _confirmed_latency(table.filter(pa.array(usable)), prod, cand,
+                                                                        latency_requests, rng, spec)
+                p_requests = c_requests
         except Exception:  # noqa: BLE001 - the latency guardrail is then not judged; say why in the log
             log.exception("replaying requests for compute time failed")
             c_p99, p_p99 = None, None
@@ -355,13 +358,15 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         cand_rows, cand_errors = int(is_cand.sum()), int((is_cand & failed).sum())
         if replay_error:  # production could not score the candidate's rows, or the reverse
             cand_errors = max(cand_errors, cand_rows)
-        c_p99 = _p99(latency[is_cand & first & ~failed])
-        p_p99 = _p99(latency[is_prod & first & ~failed])
+        c_lat, p_lat = latency[is_cand & first & ~failed], latency[is_prod & first & ~failed]
+        c_p99, p_p99 = _p99(c_lat), _p99(p_lat)
+        c_requests, p_requests = len(c_lat), len(p_lat)
         source = "logged"
     evidence: dict[str, Any] = dict(base, candidate_rows=cand_rows, production_rows=prod_rows,
                     candidate_errors=cand_errors, production_errors=prod_errors, candidate_p99_ms=c_p99,
                     production_p99_ms=p_p99,
                     latency_source=source, latency_measurements=measured,
+                    candidate_requests=c_requests, production_requests=p_requests,
                     paired_rows=0 if scored is None else len(idx), divergence=div,
                     output_psi=psi_, replay_error=replay_error)
     if replay_error is None and feedback is not None and len(feedback):

@@ -41,7 +41,7 @@ LATENCY = "max_latency_ratio = 5.0\n"
 ROLLOUTS = {
     # Routes by turbine when a caller names no key; the live metric needs more labels than it gets.
     "wind_better": 'steps = ["shadow", 50]\nbake_seconds = 6\nmin_rows = 40\nmin_labelled_rows = 100000\n'
-                   'routing_field = "turbine_id"\n' + LATENCY,
+                   'min_latency_requests = 40\nrouting_field = "turbine_id"\n' + LATENCY,
     # Only the live metric may decide: the other guardrails are out of its way; long steps, so
     # labels accumulate before a step could pass.
     "wind_worse": 'steps = ["shadow", 50]\nbake_seconds = 30\nmin_rows = 40\nmin_labelled_rows = 60\n'

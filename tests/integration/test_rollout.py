@@ -37,7 +37,9 @@ MODEL = "wind_power"
 SMALL = "n_estimators = 20, max_depth = 10, min_samples_leaf = 3, n_jobs = 1, random_state = 7"
 SPEC = (ROOT / "models" / "wind_power.toml").read_text().replace(
     "n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7", SMALL)
-ROLLOUT = '\n[rollout]\nsteps = ["shadow", 50]\nbake_seconds = 600\nmin_rows = 200\nmin_labelled_rows = 100\n'
+#: 20 canary requests of 10 rows per version in these tests: their logged latency is judged on them.
+ROLLOUT = ('\n[rollout]\nsteps = ["shadow", 50]\nbake_seconds = 600\nmin_rows = 200\nmin_labelled_rows = 100\n'
+           'min_latency_requests = 20\n')
 
 
 def write_spec(models: Path, rollout: str = ROLLOUT, params: str = SMALL) -> None:

@@ -29,7 +29,8 @@ def state(step: int = 0, *, mode: str = "canary", status: str = ACTIVE, started:
 
 def clean(rows: int = 1000, **changes) -> RolloutEvidence:
     base = dict(window_from=T0, window_to=T0 + 600, candidate_rows=rows, production_rows=rows * 4,
-                candidate_p99_ms=1.0, production_p99_ms=1.0, paired_rows=rows, divergence=0.01, output_psi=0.01,
+                candidate_p99_ms=1.0, production_p99_ms=1.0, candidate_requests=rows, production_requests=rows * 4,
+                paired_rows=rows, divergence=0.01, output_psi=0.01,
                 metric="rmse", higher_is_better=False)
     return RolloutEvidence(**{**base, **changes})
 
@@ -103,6 +104,28 @@ def test_a_latency_difference_under_the_floor_is_not_a_breach():
     assert slow.action == ROLLBACK and [c.name for c in slow.checks if c.breached] == ["latency_ratio"]
 
 
+def test_logged_latency_waits_for_enough_requests_of_each_version_and_says_so():
+    """Rows are not requests: 1,000 rows in 20 requests of 50 give a p99 that is the slowest
+    request, one hiccup. The step neither rolls back nor passes until each version answered
+    ``min_latency_requests`` requests."""
+    few = clean(candidate_p99_ms=9.0, candidate_requests=20, production_requests=800)
+    for later in (1, 10**6):
+        d = decide(state(2), few, SPEC, T0 + later)
+        latency = next(c for c in d.checks if c.name == "latency_ratio")
+        assert d.action == WAIT and latency.breached is None and latency.figure == 9.0, d.reason
+        assert "latency needs 300 requests answered by each version, has candidate 20" in d.reason
+        assert "over 20 and 800 requests" in latency.detail
+    d = decide(state(2), clean(candidate_requests=299, production_requests=100), SPEC, T0 + 10**6)
+    assert d.action == WAIT and "has candidate 299 and production 100" in d.reason
+    d = decide(state(2), clean(candidate_p99_ms=9.0, candidate_requests=300, production_requests=300), SPEC, T0 + 1)
+    assert d.action == ROLLBACK and [c.name for c in d.checks if c.breached] == ["latency_ratio"]
+    assert decide(state(2), clean(candidate_requests=300, production_requests=300), SPEC, T0 + 600).action == ADVANCE
+    # Replayed (shadow) latency: each request's fastest of several runs; its own count applies.
+    replayed = clean(latency_source="replayed", candidate_requests=100, production_requests=100)
+    assert decide(state(0), replayed, SPEC, T0 + 600).action == ADVANCE
+    assert parse_rollout({"min_latency_requests": 20}, "m").min_latency_requests == 20
+
+
 def test_guardrails_wait_for_enough_rows():
     d = decide(state(1), clean(rows=50, candidate_p99_ms=50.0, divergence=3.0), SPEC, T0 + 1)
     assert d.action == WAIT and all(c.breached is None for c in d.checks if c.name != "live_metric")
@@ -148,7 +171,8 @@ def test_the_spec_table_parses_with_defaults_and_refuses_unknown_keys():
     for bad, key in [({"mode": "yolo"}, "rollout.mode"), ({"step": [5]}, "rollout.step"),
                      ({"steps": [5, "shadow"]}, "rollout.steps"), ({"steps": [50, 25]}, "rollout.steps"),
                      ({"steps": [100]}, "rollout.steps"), ({"min_rows": 2.5}, "rollout.min_rows"),
-                     ({"max_latency_ratio": 0.5}, "rollout.max_latency_ratio")]:
+                     ({"max_latency_ratio": 0.5}, "rollout.max_latency_ratio"),
+                     ({"min_latency_requests": 0}, "rollout.min_latency_requests")]:
         with pytest.raises(SpecError) as err:
             parse_rollout(bad, "models/m.toml")
         assert f"'{key}'" in err.value.message and "models/m.toml" in err.value.message
