@@ -72,10 +72,15 @@ SERVING_PRUNE: dict[str, str] = {
     # The Python binding links ONNX Runtime in statically (readelf -d: it NEEDs only libc, libm,
     # libstdc++ and friends); this copy is the C API's, for native hosts embedding the runtime.
     "onnxruntime/capi/libonnxruntime.so*": "the C API's shared library; the Python binding does not load it",
-    "plotly/labextension": "the JupyterLab extension; the app serves plotly.min.js itself",
-    "share/jupyter": "Jupyter's copy of the same extension",
-    "plotly/package_data/datasets": "plotly.express's sample datasets",
-    "plotly/package_data/widgetbundle.js": "the Jupyter widget's bundle (FigureWidget)",
+    # plotly: the serving app takes only plotly.min.js from it (report pages build plotly.js's
+    # figure JSON themselves, shared.monitoring.report_html); its Python is never imported.
+    "plotly/*.py": "plotly's Python modules; report pages are plotly.js JSON built without them",
+    "plotly/[!p]*/": "plotly's Python subpackages, every folder but package_data (graph_objs alone is 1,000 files)",
+    "plotly/package_data/[!p]*": "plotly's templates, sample datasets and Jupyter widget bundle: all but plotly.min.js",
+    "_plotly_utils": "plotly's Python helpers (validators)",
+    "narwhals": "a dataframe shim only plotly's Python imports",
+    "share/jupyter": "Jupyter's copy of plotly's JupyterLab extension",
+    "bin": "console scripts of the installed packages, with this builder's interpreter path; the worker runs none",
     "*/__pycache__": "compiled at install for this machine's paths; the worker compiles its own",
 }
 

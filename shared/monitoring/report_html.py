@@ -1,5 +1,8 @@
 """The monitoring report as an HTML page with plotly figures, rendered from ``report.json``.
 
+The figures are plotly.js's own JSON, built here as plain dicts and drawn in the browser: no
+plotly Python on the serving app, which renders these pages.
+
 Nothing is stored but the JSON: the page is built when asked for, and loads plotly.js from
 the app itself (``PLOTLY_ROUTE``, the copy bundled with the plotly package), so it works
 with no internet and a report costs its JSON in storage, not 4.8 MB of embedded script.
@@ -7,6 +10,9 @@ with no internet and a report costs its JSON in storage, not 4.8 MB of embedded 
 from __future__ import annotations
 
 import html
+import importlib.util
+import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,13 +22,17 @@ from shared.monitoring.headline import headline
 
 #: Where the app serves plotly.js (an anonymous route: it is a public library file).
 PLOTLY_ROUTE = "/api/monitoring/plotly.min.js"
+#: A figure as plotly.js takes it: ``{"data": [traces], "layout": {...}}``; no plotly import.
+Figure = dict[str, Any]
 
 
 def plotly_js() -> bytes:
-    """The plotly.js bundled with the installed plotly package."""
-    import plotly  # here: plotly loads only when a report page is asked for
-
-    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    """The plotly.js bundled with the installed plotly package, found without importing it (the
+    serving package leaves plotly's Python out: the figures are plotly.js JSON built here)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the plotly package (which carries plotly.min.js) is not installed")
+    return (Path(spec.submodule_search_locations[0]) / "package_data" / "plotly.min.js").read_bytes()
 
 
 def _bins_labels(edges: list[float | None]) -> list[str]:
@@ -41,8 +51,8 @@ def _p_value(result: dict[str, Any]) -> float:
     return result.get("p_value", result.get("ks_p_value", result.get("chi2_p_value", 1.0)))
 
 
-def _figures(report: MonitoringReport) -> list[Any]:
-    figures: list[Any] = []
+def _figures(report: MonitoringReport) -> list[Figure]:
+    figures: list[Figure] = []
     features = report.get("features", {})
     th = report["thresholds"]
     if features:
@@ -55,88 +65,108 @@ def _figures(report: MonitoringReport) -> list[Any]:
     return figures
 
 
-def _psi_figure(report: MonitoringReport, features: dict[str, Any], th: dict[str, Any], colors: list[str]) -> Any:
-    """Each feature's PSI against the threshold the window was judged by."""
-    import plotly.graph_objects as go  # here: plotly loads only when a report page is asked for
+def _hline(y: float, text: str, *, log: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """A dashed horizontal line across the plot at ``y``, labelled at its right end. A shape is
+    placed in data units on any axis; an annotation on a log axis in log10 units (plotly.js)."""
+    return {"shapes": [{"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+                        "line": {"dash": "dash"}}],
+            "annotations": [{"text": text, "showarrow": False, "xref": "x domain", "x": 1, "xanchor": "right",
+                             "yref": "y", "y": math.log10(y) if log else y, "yanchor": "bottom"}]}
 
+
+def _psi_figure(report: MonitoringReport, features: dict[str, Any], th: dict[str, Any], colors: list[str]) -> Figure:
+    """Each feature's PSI against the threshold the window was judged by."""
     names = list(features)
     psis = [features[n].get("psi", 0.0) for n in names]
-    fig = go.Figure(go.Bar(x=names, y=psis, marker_color=colors, name="PSI"))
     # A small window raises the threshold above the spec's (shared.monitoring.drift.psi_threshold).
     limit = max([features[n]["psi_threshold"] for n in names if "psi_threshold" in features[n]], default=th["psi"])
-    fig.add_hline(y=limit, line_dash="dash", annotation_text=f"PSI threshold {th['psi']}" if limit <= th["psi"] else
-                  f"PSI threshold {limit:.3g} at {report.get('rows', 0):,} rows (spec {th['psi']})")
-    fig.update_layout(title="Drift score (PSI) per feature; red = drifted", yaxis_title="PSI", height=380)
-    return fig
+    label = f"PSI threshold {th['psi']}" if limit <= th["psi"] else \
+        f"PSI threshold {limit:.3g} at {report.get('rows', 0):,} rows (spec {th['psi']})"
+    return {"data": [{"type": "bar", "x": names, "y": psis, "marker": {"color": colors}, "name": "PSI"}],
+            "layout": {"title": {"text": "Drift score (PSI) per feature; red = drifted"},
+                       "yaxis": {"title": {"text": "PSI"}}, "height": 380, **_hline(limit, label)}}
 
 
-def _p_value_figure(features: dict[str, Any], th: dict[str, Any], colors: list[str]) -> Any:
+def _p_value_figure(features: dict[str, Any], th: dict[str, Any], colors: list[str]) -> Figure:
     """Each feature's test p-value (log scale) against the threshold."""
-    import plotly.graph_objects as go  # here: plotly loads only when a report page is asked for
-
     names = list(features)
-    fig = go.Figure(go.Bar(x=names, y=[max(_p_value(features[n]), 1e-300) for n in names], marker_color=colors,
-                           text=[features[n].get("test", "") for n in names], name="p-value"))
-    fig.add_hline(y=th["p_value"], line_dash="dash", annotation_text=f"p-value threshold {th['p_value']}")
-    fig.update_layout(title="Each feature's test p-value (the test is named on its bar)", yaxis_type="log",
-                      yaxis_title="p-value", height=380)
-    return fig
+    return {"data": [{"type": "bar", "x": names, "y": [max(_p_value(features[n]), 1e-300) for n in names],
+                      "marker": {"color": colors}, "text": [features[n].get("test", "") for n in names],
+                      "name": "p-value"}],
+            "layout": {"title": {"text": "Each feature's test p-value (the test is named on its bar)"},
+                       "yaxis": {"type": "log", "title": {"text": "p-value"}}, "height": 380,
+                       **_hline(th["p_value"], f"p-value threshold {th['p_value']}", log=True)}}
 
 
-def _distributions_figure(features: dict[str, Any]) -> Any:
-    """Per feature, the reference (training) and current (served) frequency of each bin or category."""
-    # here: plotly loads only when a report page is asked for
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+def _distributions_figure(features: dict[str, Any]) -> Figure:
+    """Per feature, the reference (training) and current (served) frequency of each bin or
+    category: a grid of two columns, one subplot per feature, its title above it."""
     names = list(features)
-    cols = 2
+    cols, gap = 2, 0.1
     rows = (len(names) + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[
-        f"{n} {'(drifted)' if features[n].get('drifted') else ''}" for n in names])
+    vgap = 0.3 / rows  # room for a row's slanted bin labels and the next row's titles (make_subplots' default)
+    height = (1 - vgap * (rows - 1)) / rows  # each row's share of the paper
+    data: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {"title": {"text": "Reference (training) against current (served) distribution"},
+                              "barmode": "group", "height": 300 * rows, "annotations": []}
     for i, name in enumerate(names):
         cur = features[name]
         labels = _bins_labels(cur["edges"]) if "edges" in cur else cur.get("categories", [])
-        r, c = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Bar(x=labels, y=cur.get("reference_freqs", []), name="reference",
-                             marker_color="#1f77b4", showlegend=i == 0), r, c)
-        fig.add_trace(go.Bar(x=labels, y=cur.get("current_freqs", []), name="current", marker_color="#ff7f0e",
-                             showlegend=i == 0), r, c)
-    fig.update_layout(title="Reference (training) against current (served) distribution", barmode="group",
-                      height=300 * rows)
-    return fig
+        k = "" if i == 0 else str(i + 1)
+        r, c = divmod(i, cols)
+        x0 = c * (1 + gap) / cols
+        top = 1 - r * (height + vgap)
+        layout[f"xaxis{k}"] = {"anchor": f"y{k}", "domain": [x0, x0 + (1 - gap) / cols]}
+        layout[f"yaxis{k}"] = {"anchor": f"x{k}", "domain": [top - height, top]}
+        layout["annotations"].append({"text": f"{name} {'(drifted)' if cur.get('drifted') else ''}".strip(),
+                                      "showarrow": False, "xref": "paper", "yref": "paper",
+                                      "x": x0 + (1 - gap) / cols / 2, "xanchor": "center", "y": top,
+                                      "yanchor": "bottom", "font": {"size": 16}})
+        for which, freqs, color in (("reference", "reference_freqs", "#1f77b4"),
+                                    ("current", "current_freqs", "#ff7f0e")):
+            data.append({"type": "bar", "x": labels, "y": cur.get(freqs, []), "name": which, "legendgroup": which,
+                         "marker": {"color": color}, "showlegend": i == 0, "xaxis": f"x{k}", "yaxis": f"y{k}"})
+    return {"data": data, "layout": layout}
 
 
-def _history_figure(report: MonitoringReport, history: list[dict[str, Any]]) -> Any:
+def _history_figure(report: MonitoringReport, history: list[dict[str, Any]]) -> Figure:
     """The share of drifted features and the live metric, run by run, over wall-clock time."""
-    import plotly.graph_objects as go  # here: plotly loads only when a report page is asked for
-
-    fig = go.Figure()
     # Wall-clock time on the x axis; runs without a drift figure (too few rows) are left
     # out of the line rather than breaking it, so two judged runs already draw a line.
     judged = [h for h in history if h.get("drift_share") is not None]
-    fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in judged], y=[h["drift_share"] for h in judged],
-                             name="share of drifted features", mode="lines+markers"))
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "x": [_wall(h["generated_at"]) for h in judged], "y": [h["drift_share"] for h in judged],
+         "name": "share of drifted features", "mode": "lines+markers"}]
     quiet = [h for h in history if h.get("drift_share") is None]
     if quiet:
-        fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in quiet], y=[0] * len(quiet),
-                                 name="insufficient data", mode="markers", marker={"color": "#7f7f7f"}))
+        data.append({"type": "scatter", "x": [_wall(h["generated_at"]) for h in quiet], "y": [0] * len(quiet),
+                     "name": "insufficient data", "mode": "markers", "marker": {"color": "#7f7f7f"}})
+    layout: dict[str, Any] = {"title": {"text": "Over time: drift share and live performance"}, "height": 380,
+                              "xaxis": {"type": "date", "title": {"text": "time (UTC)"}},
+                              "yaxis": {"title": {"text": "share"}, "rangemode": "tozero"}}
     perf = [h for h in history if h.get("performance") is not None]
     if perf:
-        fig.add_trace(go.Scatter(x=[_wall(h["generated_at"]) for h in perf], y=[h["performance"] for h in perf],
-                                 name=f"live {report['performance'].get('metric', '')}", mode="lines+markers",
-                                 yaxis="y2"))
-        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "metric"})
-    fig.update_layout(title="Over time: drift share and live performance", height=380,
-                      xaxis={"type": "date", "title": "time (UTC)"},
-                      yaxis={"title": "share", "rangemode": "tozero"})
-    return fig
+        data.append({"type": "scatter", "x": [_wall(h["generated_at"]) for h in perf],
+                     "y": [h["performance"] for h in perf], "name": f"live {report['performance'].get('metric', '')}",
+                     "mode": "lines+markers", "yaxis": "y2"})
+        layout["yaxis2"] = {"overlaying": "y", "side": "right", "title": {"text": "metric"}}
+    return {"data": data, "layout": layout}
+
+
+def _plot(figure: Figure, index: int) -> str:
+    """A figure's div and the script that draws it with the page's plotly.js. Its JSON may hold
+    names and categories from served traffic: every ``<``, ``>`` and ``&`` is escaped, so no
+    value can close the script element."""
+    payload = json.dumps(figure, default=str)  # NaN, Infinity: JavaScript reads them in a script
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (f'<div id="figure-{index}"></div><script>(function(f){{Plotly.newPlot("figure-{index}", f.data, '
+            f'f.layout, {{"responsive": true}});}})({payload});</script>')
 
 
 def render(report: MonitoringReport, profile: dict[str, Any] | None = None) -> str:
     """HTML with: reference vs current per feature, drift scores vs thresholds, drift and
     performance over time. Everything comes from ``report``; ``profile`` is not needed."""
-    parts = [fig.to_html(full_html=False, include_plotlyjs=False) for fig in _figures(report)]
+    parts = [_plot(fig, i) for i, fig in enumerate(_figures(report))]
     verdict = report["verdict"]
     perf = report.get("performance", {})
     last = report.get("last_conclusive")

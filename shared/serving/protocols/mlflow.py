@@ -107,29 +107,12 @@ def _parquet_columns(body: bytes, schema: Schema, max_rows: int) -> dict[str, li
 
     try:
         parquet = pq.ParquetFile(pa.BufferReader(body))
-        arrow_schema = parquet.schema_arrow
+        names = _parquet_names(parquet.schema_arrow)
     except (pa.ArrowException, OSError) as exc:
         raise InvalidRequest(f"the body is not a Parquet table: {str(exc)[:200]}", field="body") from None
-    meta = parquet.metadata
-    if meta.num_rows > max_rows:
-        raise InvalidRequest(f"the Parquet table holds {meta.num_rows} rows, over the limit of {max_rows} "
-                             "(setting MLOPS_MAX_BATCH_ROWS)", field="body")
-    # pandas writes its index as a column of its own when it is not a plain range.
-    # (A range index is metadata only: a dict there, no column.)
-    index = {c for c in (arrow_schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    names = [name for name in arrow_schema.names if name not in index and not name.startswith("__index_level_")]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise InvalidRequest(f"the Parquet table names column '{name}' twice", field=name)
     used = {name for name, _ in schema}
     wanted = [name for name in names if name in used]
-    paths = [meta.schema.column(j).path for j in range(meta.num_columns)]  # leaves: "a", or "a.b" in a struct
-    leaves = [j for j, path in enumerate(paths) if any(path == n or path.startswith(n + ".") for n in wanted)]
-    declared = sum(meta.row_group(g).column(j).total_uncompressed_size
-                   for g in range(meta.num_row_groups) for j in leaves)
-    if declared > MAX_PARQUET_DECODED_BYTES:
-        raise InvalidRequest(f"the Parquet table's columns decompress to {declared:,} bytes, over the limit of "
-                             f"{MAX_PARQUET_DECODED_BYTES:,}", field="body")
+    _check_parquet_footer(parquet.metadata, wanted, max_rows)
     try:
         # Batches of max_rows + 1 rows: a footer that understates its rows is caught at the first.
         batches = parquet.iter_batches(batch_size=max_rows + 1, columns=wanted, use_pandas_metadata=False)
@@ -142,6 +125,33 @@ def _parquet_columns(body: bytes, schema: Schema, max_rows: int) -> dict[str, li
     read = {} if first is None else {name: first.column(name).to_pylist() for name in wanted}
     # Columns the model does not use are only named (Batch.ignored), so their values are not read.
     return {name: read.get(name, [] if name in used else None) for name in names}
+
+
+def _parquet_names(arrow_schema) -> list[str]:
+    """The table's column names, pandas' index columns left out; a name twice is a 400."""
+    # pandas writes its index as a column of its own when it is not a plain range.
+    # (A range index is metadata only: a dict there, no column.)
+    index = {c for c in (arrow_schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    names = [name for name in arrow_schema.names if name not in index and not name.startswith("__index_level_")]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InvalidRequest(f"the Parquet table names column '{name}' twice", field=name)
+    return names
+
+
+def _check_parquet_footer(meta, wanted: list[str], max_rows: int) -> None:
+    """400 when the footer declares more rows than ``max_rows``, or the ``wanted`` columns more
+    bytes decompressed than ``MAX_PARQUET_DECODED_BYTES``."""
+    if meta.num_rows > max_rows:
+        raise InvalidRequest(f"the Parquet table holds {meta.num_rows} rows, over the limit of {max_rows} "
+                             "(setting MLOPS_MAX_BATCH_ROWS)", field="body")
+    paths = [meta.schema.column(j).path for j in range(meta.num_columns)]  # leaves: "a", or "a.b" in a struct
+    leaves = [j for j, path in enumerate(paths) if any(path == n or path.startswith(n + ".") for n in wanted)]
+    declared = sum(meta.row_group(g).column(j).total_uncompressed_size
+                   for g in range(meta.num_row_groups) for j in leaves)
+    if declared > MAX_PARQUET_DECODED_BYTES:
+        raise InvalidRequest(f"the Parquet table's columns decompress to {declared:,} bytes, over the limit of "
+                             f"{MAX_PARQUET_DECODED_BYTES:,}", field="body")
 
 
 def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: Schema,
