@@ -134,7 +134,9 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
         table = pa.Table.from_batches(batches).cast(schema)  # text back to plain strings, within the bound
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise unreadable(exc) from None
-    frame = table.to_pandas()
+    # pandas stores a frame's index (a filter's or a concat's labels, repeated or not) with its
+    # columns; rows are rows by position here, as in a CSV, and serving ignores it too.
+    frame = table.to_pandas().reset_index(drop=True)
     # Parquet columns are typed: keep each column's type for validation, which refuses a
     # type the spec cannot take instead of coercing it.
     frame.attrs[ARROW_TYPES] = {f.name: _arrow_kind(f.type) for f in table.schema}
@@ -321,6 +323,8 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
     """Check ``df`` against ``spec`` and return typed features and target; ``max_chars`` is the
     longest string a request may send (``MLOPS_MAX_STRING_CHARS``)."""
     required = [*spec.features, spec.target]
+    if not df.index.equals(pd.RangeIndex(len(df))):  # rows by position: the frame below is 0..n-1
+        df = df.reset_index(drop=True)
     _check_columns_and_rows(df, spec, filename, required)
     extra = sorted(str(c) for c in df.columns if c not in required)
     check_types(df, spec, filename)

@@ -1,6 +1,8 @@
 """Dataset validation: every refusal says what is wrong, where."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,3 +118,27 @@ def test_missing_numeric_values_are_kept_for_the_imputer():
     ds = check(to_csv(df), "a.csv")
     assert np.isnan(ds.frame.loc[3, "wind_direction"])
     assert ds.missing_rates["wind_direction"] == pytest.approx(1 / 300, rel=1e-3)
+
+
+def _with_index(df: pd.DataFrame) -> bytes:
+    """Parquet as ``df.to_parquet()`` writes it by default: a non-range index kept as a column."""
+    buf = io.BytesIO()
+    df.to_parquet(buf)
+    return buf.getvalue()
+
+
+def test_a_parquet_with_its_pandas_index_trains_on_its_rows_in_order():
+    # What a user's own pandas writes after a filter or a concat: the index is stored (non-range,
+    # or with repeated labels). It was aligned by label onto 0..n-1: a concat failed the run with
+    # "cannot reindex on an axis with duplicate labels", a filter turned rows into NaN.
+    df = wind(600)
+    filtered = df[df["wind_speed"] > df["wind_speed"].median()]
+    ds = check(_with_index(filtered), "filtered.parquet")
+    assert ds.rows == len(filtered)
+    assert ds.frame["wind_speed"].tolist() == filtered["wind_speed"].tolist()
+    assert ds.frame["power_kw"].tolist() == filtered["power_kw"].tolist()
+    assert "__index_level_0__" not in ds.extra_columns
+    doubled = pd.concat([df, df.head(50)])
+    ds = check(_with_index(doubled), "doubled.parquet")
+    assert ds.rows == 650
+    assert ds.frame["turbine_id"].tolist() == doubled["turbine_id"].tolist()
