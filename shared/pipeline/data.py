@@ -429,6 +429,12 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
             f"{filename}: target {col!r} has {classes} classes but the spec's task is binary",
             column=col,
         )
+    if spec.task == "multiclass" and classes < 3:
+        raise DatasetError(
+            f"{filename}: target {col!r} has {classes} classes but the spec's task is multiclass "
+            "(three or more); a two-class target is task = \"binary\"",
+            column=col,
+        )
     return labels
 
 

@@ -10,7 +10,7 @@ import pytest
 from models.breast_cancer_data import generate as cancer
 from models.wind_power_data import generate as wind
 from shared.core.errors import DatasetError
-from shared.core.spec import SpecCatalog
+from shared.core.spec import SpecCatalog, parse_spec
 from shared.pipeline.data import read_table, validate
 from tests.conftest import ROOT, to_csv, to_parquet
 
@@ -142,3 +142,17 @@ def test_a_parquet_with_its_pandas_index_trains_on_its_rows_in_order():
     ds = check(_with_index(doubled), "doubled.parquet")
     assert ds.rows == 650
     assert ds.frame["turbine_id"].tolist() == doubled["turbine_id"].tolist()
+
+
+def test_a_two_class_target_under_a_multiclass_spec_is_refused_naming_the_task():
+    # It failed at train with scikit-learn's "y should be a 1d array, got an array of shape
+    # (25, 2)" (a library error, the run marked failed); it is a dataset that cannot be trained
+    # under this spec, as three classes under a binary one are.
+    text = (ROOT / "models" / "breast_cancer.toml").read_text().replace('task = "binary"', 'task = "multiclass"')
+    text = text.replace('metric = "roc_auc"', 'metric = "accuracy"')
+    spec = parse_spec(text, "models/breast_cancer.toml")
+    df = cancer()
+    df["target"] = df["target"].astype(bool)
+    with pytest.raises(DatasetError, match="2 classes but the spec's task is multiclass") as caught:
+        validate(read_table(to_parquet(df), "a.parquet"), spec, "a.parquet")
+    assert caught.value.details["column"] == "target"
