@@ -210,6 +210,10 @@ def _read_csv(data: bytes, filename: str) -> pd.DataFrame:
     return df
 
 
+#: The largest finite float32: the ONNX model's inputs, and what a request may send.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _first_bad_row(mask: np.ndarray) -> int:
     return int(np.argmax(mask)) + 1
 
@@ -236,6 +240,15 @@ def coerce_numeric(series: pd.Series, column: str, filename: str) -> pd.Series:
         row = _first_bad_row(inf)
         raise DatasetError(
             f"{filename}: column {column!r} holds an infinite value at row {row}",
+            column=column,
+            row=row,
+        )
+    beyond = np.abs(values.to_numpy()) > FLOAT32_MAX  # NaN (missing) compares False
+    if beyond.any():
+        row = _first_bad_row(beyond)
+        raise DatasetError(
+            f"{filename}: column {column!r} holds {values.iloc[row - 1]:g} at row {row}, beyond the float32 "
+            f"range (±{FLOAT32_MAX:.4g}) the model computes in: no request could send it",
             column=column,
             row=row,
         )
