@@ -136,7 +136,11 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
         raise unreadable(exc) from None
     # pandas stores a frame's index (a filter's or a concat's labels, repeated or not) with its
     # columns; rows are rows by position here, as in a CSV, and serving ignores it too.
-    frame = table.to_pandas().reset_index(drop=True)
+    try:
+        frame = table.to_pandas().reset_index(drop=True)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # the footer's "pandas" metadata, as written
+        raise DatasetError(f"{filename}: its pandas metadata cannot be applied ({type(exc).__name__}: "
+                           f"{str(exc)[:120]}); write the file again with pandas or pyarrow") from None
     # Parquet columns are typed: keep each column's type for validation, which refuses a
     # type the spec cannot take instead of coercing it.
     frame.attrs[ARROW_TYPES] = {f.name: _arrow_kind(f.type) for f in table.schema}

@@ -170,3 +170,17 @@ def test_a_numeric_value_beyond_float32_is_refused_naming_column_and_row():
         assert caught.value.details == {"column": "air_density", "row": 7}
     df.loc[6, "air_density"] = 3e38  # within float32: trained as before
     assert check(to_parquet(df), "a.parquet").rows == 300
+
+
+@pytest.mark.parametrize("metadata", [b"{not json", b'{"index_columns": ["wind_speed"], "columns": []}'])
+def test_a_parquet_whose_pandas_metadata_cannot_be_applied_is_refused(metadata):
+    # Anyone who can write to datasets/ can write this footer; it failed the run at train with
+    # JSONDecodeError or KeyError: 'wind_speed' instead of quarantining the file.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(wind(300), preserve_index=False).replace_schema_metadata({b"pandas": metadata})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    with pytest.raises(DatasetError, match="its pandas metadata cannot be applied"):
+        check(buf.getvalue(), "a.parquet")
