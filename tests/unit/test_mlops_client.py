@@ -115,6 +115,17 @@ def test_flags_win_over_the_environment_which_wins_over_the_profile(tmp_path, mo
     assert (local.url, local.key) == ("http://localhost:7071", "local-function-key")
 
 
+def test_a_local_host_on_another_port_gets_the_local_keys(tmp_path):
+    # `make run PORT=7072` then `mlops --url http://localhost:7072 ...` was refused 401 ("list_runs
+    # needs a function key"): the local keys were sent only to port 7071.
+    env = {"MLOPS_CONFIG": str(tmp_path / "none.toml")}
+    for url in ("http://localhost:7072", "http://127.0.0.1:7190/", "http://[::1]:7072"):
+        target = resolve({"url": url}, env)
+        assert (target.url, target.key, target.master_key) == (url, "local-function-key", "local-master-key")
+    for url in ("https://func.example.invalid", "http://localhost.example.invalid:7071", "https://localhost:7072"):
+        assert resolve({"url": url}, env).key is None  # never sent elsewhere
+
+
 def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
     from mlops.init import build_spec
     from shared.core.spec import parse_spec
