@@ -138,6 +138,7 @@ def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
         "customer_id": [f"c{i}" for i in range(n)],  # 400 distinct: over max_categories
         "seen_at": [dt.datetime(2026, 1, 1) + dt.timedelta(hours=i) for i in range(n)],
         "site": ["berlin"] * n,
+        "time": rng.normal(0, 1, n),  # a name the inference log writes for itself
     })
     frame["price"] = frame["size"] * 3 + (frame["colour"] == "red") * 5 + rng.normal(0, 1, n)
     path = tmp_path / "prices.parquet"
@@ -149,4 +150,5 @@ def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
     assert "holds datetime values" in why["seen_at"]
     assert "400 distinct values, over the spec's bound of 100" in why["customer_id"]
     assert "constant" in why["site"]
+    assert "a column the inference log writes for itself" in why["time"]
     assert spec.metric == "rmse" and 0 < spec.floor < frame["price"].std()
