@@ -64,7 +64,7 @@ def compile_path(path: str) -> tuple[str, re.Pattern[str]]:
             pattern += f"(?P<{part[1:-1]}>{'.+' if i == last else '[^/]+'})"
         else:
             pattern += re.escape(part)
-    return container, re.compile(f"^{pattern}$")
+    return container, re.compile(f"^{pattern}$", re.DOTALL)  # any character a blob name may hold
 
 
 def function_id(name: str) -> str:

@@ -497,6 +497,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI document of this API, derived from its routes, parsers and models."""
     # here: only the OpenAPI route needs the converter's schema and the document builder (~0.15 s)
     from shared.pipeline.convert import input_schema
+    from shared.serving.feedback import known_classes
     from shared.serving.openapi import ModelView, document
 
     ctx = context()
@@ -506,7 +507,12 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
             spec = ctx.specs.get(name)
         except MlopsError:  # a broken spec is reported where it is used; the document leaves it out
             continue
-        models[name] = ModelView(tuple((c["name"], c["type"]) for c in input_schema(spec)), spec.is_classifier)
+        try:  # the labels feedback may name; none known yet (or storage unreadable): any text
+            classes = tuple(sorted(known_classes(ctx.registry, name))) if spec.is_classifier else ()
+        except MlopsError:
+            classes = ()
+        models[name] = ModelView(tuple((c["name"], c["type"]) for c in input_schema(spec)), spec.is_classifier,
+                                 classes)
     return json_response(document(api_routes(), models, ctx.settings.max_batch_rows, error_schemas()))
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 #: What ``make run`` serves, and the keys local.settings.example.json gives it.
 LOCAL = {"url": "http://localhost:7071", "key": "local-function-key", "master_key": "local-master-key"}
@@ -121,6 +122,12 @@ def _profile(path: Path, name: str | None) -> tuple[str | None, dict[str, Any]]:
     return chosen, values
 
 
+def _is_local(url: str) -> bool:
+    """Whether ``url`` is a local host on this machine, on any port (``make run PORT=7072``)."""
+    parts = urlsplit(url.strip())
+    return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
+
+
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Target:
     """The deployment to talk to: each field from a flag, else the environment, else the profile,
     else the local host's defaults (the local keys only when the URL is the profile's or local)."""
@@ -134,7 +141,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> T
             merged[f] = env[ENV[f]].strip()
         elif f in values:
             merged[f] = values[f]
-    if "url" not in merged or name is None and merged["url"].rstrip("/") in (LOCAL["url"], "http://127.0.0.1:7071"):
+    if "url" not in merged or name is None and _is_local(merged["url"]):
         merged = {**LOCAL, **merged}
     try:
         for f in ("timeout", "retry_seconds"):

@@ -325,6 +325,7 @@ def _offered_columns(frame: pd.DataFrame, target: str, exclude: tuple[str, ...],
                      decisions: list[Decision]) -> tuple[list[str], list[str]]:
     """The numeric and categorical columns to offer the gate: all but the target, the excluded
     and the constant ones (each left out is added to ``decisions`` with its reason)."""
+    from shared.core.spec import log_column_clash
     from shared.pipeline.data import ARROW_TYPES  # here: the pipeline's modules load only when init runs
 
     declared = frame.attrs.get(ARROW_TYPES, {})
@@ -335,6 +336,10 @@ def _offered_columns(frame: pd.DataFrame, target: str, exclude: tuple[str, ...],
             continue
         if column in exclude:
             decisions.append(Decision(column, "refused", "left out with --exclude"))
+            continue
+        clash = log_column_clash(column)
+        if clash:
+            decisions.append(Decision(column, "refused", clash))
             continue
         series = frame[column]
         filled = series.dropna()

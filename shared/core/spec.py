@@ -24,6 +24,23 @@ TASKS = ("regression", "binary", "multiclass")
 #: Monitoring still tells the two apart (``shared.pipeline.data.Dataset.missing``,
 #: ``shared.serving.protocols.batch.Batch.missing``).
 MISSING_CATEGORY = ""
+
+#: The columns the inference log writes for each row beside its features (and ``truth``, the
+#: ground truth the monitor and the rollout evidence join to them; ``proba_<class>`` for each
+#: class). A feature of one of these names overwrote the log's own column: its rows no longer
+#: had their request id, row, time or version, so feedback never matched and no monitoring
+#: window or rollout step ever saw them.
+LOG_COLUMNS = ("request_id", "row", "time", "version", "latency_ms", "correlation_id", "error", "prediction",
+               "truth")
+LOG_COLUMN_PREFIX = "proba_"
+
+
+def log_column_clash(column: str) -> str | None:
+    """Why ``column`` cannot be a feature (a name the inference log uses itself), else None."""
+    if column in LOG_COLUMNS or column.startswith(LOG_COLUMN_PREFIX):
+        return (f"a column the inference log writes for itself ({', '.join(LOG_COLUMNS)}, "
+                f"{LOG_COLUMN_PREFIX}<class>); rename it in the dataset")
+    return None
 #: Seconds a fit (or conversion) may run in its process: under the platform's 10-minute function timeout.
 DEFAULT_TIME_BUDGET_SECONDS = 540.0
 
@@ -290,6 +307,10 @@ def _feature_lists(r: _Reader, target: str) -> tuple[tuple[str, ...], tuple[str,
         raise r.fail("features", "lists a column twice")
     if target in features:
         raise r.fail("model.target", f"names {target!r}, which is also a feature")
+    for column in features:
+        clash = log_column_clash(column)
+        if clash:
+            raise r.fail("features", f"names {column!r}, {clash}")
     return numeric, categorical
 
 

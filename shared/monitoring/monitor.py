@@ -177,8 +177,10 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     else:
         verdict = "ok"
     consecutive = state.get("consecutive_breaches", 0)
-    if verdict != "insufficient_data":
-        consecutive = consecutive + 1 if breach else 0
+    if breach:
+        consecutive += 1
+    elif enough:  # a clean window resets the count only if it could judge drift (min_rows rows)
+        consecutive = 0
     retrain = _retraining(ctx, spec, model, state, breach, consecutive, now)
     report: MonitoringReport = {
         "schema_version": REPORT_SCHEMA_VERSION,

@@ -134,7 +134,13 @@ def _read_parquet(data: bytes, filename: str, max_bytes: int | None = None) -> p
         table = pa.Table.from_batches(batches).cast(schema)  # text back to plain strings, within the bound
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise unreadable(exc) from None
-    frame = table.to_pandas()
+    # pandas stores a frame's index (a filter's or a concat's labels, repeated or not) with its
+    # columns; rows are rows by position here, as in a CSV, and serving ignores it too.
+    try:
+        frame = table.to_pandas().reset_index(drop=True)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # the footer's "pandas" metadata, as written
+        raise DatasetError(f"{filename}: its pandas metadata cannot be applied ({type(exc).__name__}: "
+                           f"{str(exc)[:120]}); write the file again with pandas or pyarrow") from None
     # Parquet columns are typed: keep each column's type for validation, which refuses a
     # type the spec cannot take instead of coercing it.
     frame.attrs[ARROW_TYPES] = {f.name: _arrow_kind(f.type) for f in table.schema}
@@ -208,6 +214,10 @@ def _read_csv(data: bytes, filename: str) -> pd.DataFrame:
     return df
 
 
+#: The largest finite float32: the ONNX model's inputs, and what a request may send.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _first_bad_row(mask: np.ndarray) -> int:
     return int(np.argmax(mask)) + 1
 
@@ -234,6 +244,15 @@ def coerce_numeric(series: pd.Series, column: str, filename: str) -> pd.Series:
         row = _first_bad_row(inf)
         raise DatasetError(
             f"{filename}: column {column!r} holds an infinite value at row {row}",
+            column=column,
+            row=row,
+        )
+    beyond = np.abs(values.to_numpy()) > FLOAT32_MAX  # NaN (missing) compares False
+    if beyond.any():
+        row = _first_bad_row(beyond)
+        raise DatasetError(
+            f"{filename}: column {column!r} holds {values.iloc[row - 1]:g} at row {row}, beyond the float32 "
+            f"range (±{FLOAT32_MAX:.4g}) the model computes in: no request could send it",
             column=column,
             row=row,
         )
@@ -321,6 +340,8 @@ def validate(df: pd.DataFrame, spec: ModelSpec, filename: str, *, max_chars: int
     """Check ``df`` against ``spec`` and return typed features and target; ``max_chars`` is the
     longest string a request may send (``MLOPS_MAX_STRING_CHARS``)."""
     required = [*spec.features, spec.target]
+    if not df.index.equals(pd.RangeIndex(len(df))):  # rows by position: the frame below is 0..n-1
+        df = df.reset_index(drop=True)
     _check_columns_and_rows(df, spec, filename, required)
     extra = sorted(str(c) for c in df.columns if c not in required)
     check_types(df, spec, filename)
@@ -423,6 +444,12 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
     if spec.task == "binary" and classes != 2:
         raise DatasetError(
             f"{filename}: target {col!r} has {classes} classes but the spec's task is binary",
+            column=col,
+        )
+    if spec.task == "multiclass" and classes < 3:
+        raise DatasetError(
+            f"{filename}: target {col!r} has {classes} classes but the spec's task is multiclass "
+            "(three or more); a two-class target is task = \"binary\"",
             column=col,
         )
     return labels

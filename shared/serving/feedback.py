@@ -72,6 +72,25 @@ def _truth(truth: Any, where: str, i: int, is_classifier: bool) -> str | float:
     return float(truth)
 
 
+def known_classes(registry: Any, model: str) -> set[str]:
+    """The classes (as text, as feedback stores them) of the versions that may have answered a
+    request: production and the newest version (a candidate in rollout); empty before either."""
+    versions = registry.versions(model)
+    production = registry.alias(model)
+    wanted = {v for v in (production.version if production else None, versions[-1] if versions else None) if v}
+    return {str(c) for v in wanted for c in registry.manifest(model, v).get("classes") or ()}
+
+
+def check_labels(items: list[dict[str, Any]], model: str, classes: set[str]) -> None:
+    """400 naming the first item whose label is not one of ``classes`` (none known: no check)."""
+    for i, item in enumerate(items):
+        if classes and item["truth"] not in classes:
+            named = sorted(classes)
+            listed = ", ".join(named[:20]) + (f", ... ({len(named)} in all)" if len(named) > 20 else "")
+            raise InvalidRequest(f"'feedback[{i}].label': {item['truth']!r} is not a class of {model} ({listed})",
+                                 field=f"feedback[{i}].label", row=i)
+
+
 def match_logged(storage: Storage, model: str, items: list[dict[str, Any]], *, lookback_hours: int = 168,
                  now: float | None = None) -> list[bool]:
     """For each item, whether its ``(request_id, row)`` is in the inference log of ``model``."""
@@ -169,9 +188,12 @@ def accept_feedback(ctx, model: str, payload: Any) -> dict[str, Any]:
     from shared.core.errors import TransientError
     from shared.core.limits import check_string
 
-    items = parse_feedback(payload, ctx.specs.get(model))
+    spec = ctx.specs.get(model)
+    items = parse_feedback(payload, spec)
     for i, item in enumerate(items):
         check_string(item["truth"], f"feedback[{i}].label", ctx.settings.max_string_chars, row=i)
+    if spec.is_classifier:
+        check_labels(items, model, known_classes(ctx.registry, model))
     ctx.inference_log.flush()
     if ctx.inference_log.unwritten_rows:
         raise TransientError("the inference log cannot be written right now; send the feedback again shortly")

@@ -46,6 +46,8 @@ class ModelView:
 
     schema: tuple[tuple[str, str], ...]
     classifier: bool
+    #: A classifier's classes as text (what feedback may name), once a version is registered.
+    classes: tuple[str, ...] = ()
 
 
 def _error(schema_name: str) -> dict[str, Any]:
@@ -64,6 +66,10 @@ def _feedback_body(view: ModelView | None) -> dict[str, Any]:
         item["properties"].update(label=label, value=value)
     else:
         key = "label" if view.classifier else "value"
+        if view.classes:  # one of the model's classes, as text or, for an integer class, as a number
+            numbers = [int(c) for c in view.classes if c.lstrip("-").isdigit()]
+            label = {"oneOf": [{"type": "string", "enum": list(view.classes)},
+                               *([{"type": "integer", "enum": numbers}] if numbers else [])]}
         item.update(required=["request_id", key], additionalProperties=False)
         item["properties"][key] = label if view.classifier else value
     return {"type": "object", "required": ["feedback"], "properties": {

@@ -9,7 +9,8 @@ tests/unit/test_payloads.py; the document states each in words:
   values as there are columns; it names every column of the model (``/invocations`` may name
   others too, which it ignores, so its document cannot list the columns as an enumeration);
 - a v2 request names each input once, its ``shape`` is ``[N]`` or ``[N, 1]`` with N the number
-  of values, and every input has the same N;
+  of values, and every input has the same N; a value is one its ``datatype`` holds (an integer
+  type's integers in its range, ``BOOL`` 1 or 0, ``FP16`` within its range);
 - the generic ``{name}`` paths describe models the document does not know; a known model has
   paths of its own, whose bodies name its columns.
 """
@@ -65,7 +66,20 @@ def _v2(body: dict) -> bool:
         if shape[0] != len(data) or (len(shape) == 2 and shape[1] != 1):
             return False
         rows.add(len(data))
+        if not all(_held(t.get("datatype"), v) for v in data if isinstance(v, (int, float))):
+            return False
     return len(rows) <= 1
+
+
+def _held(dtype, v) -> bool:
+    import numpy as np
+
+    if dtype not in ("FP16", "BOOL") and not str(dtype).startswith(("INT", "UINT")):
+        return True
+    if dtype == "FP16":
+        return abs(v) <= 65504
+    low, high = (0, 1) if dtype == "BOOL" else (np.iinfo(dtype.lower()).min, np.iinfo(dtype.lower()).max)
+    return float(v).is_integer() and low <= v <= high
 
 
 @schemathesis.hook

@@ -124,3 +124,27 @@ def test_missing_and_empty_categories_stay_apart_from_training_to_the_retraining
     where = handle_retrain(ctx, RunMessage("retrain_requested", "wind_power", "retrain-blanks", "retrain-blanks"))
     data = pd.read_parquet(io.BytesIO(ctx.storage.get("datasets", where.split("/", 1)[1]).data))
     assert data["turbine_id"].isna().sum() == 300 and (data["turbine_id"] == "").sum() == 300
+
+
+def test_a_small_labelled_window_between_two_breaches_does_not_reset_their_count(ctx):
+    # Seen on wine through the host: a timer run that caught 50 rows (min_rows 100) with their
+    # feedback said "ok — too few rows for drift (50 of 100)" and set the breach count back to 0,
+    # so drift that persisted across runs never reached breaches_to_retrain.
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(5000, seed=1)))
+    drain(ctx)
+    clock = Clock()
+    serve(ctx, wind(2000, seed=4, regime="winter"), "winter", clock.traffic())
+    first = monitor_model(ctx, "wind_power", clock.tick())
+    assert first["breach"] and first["consecutive_breaches"] == 1
+
+    few = wind(50, seed=7)
+    serve(ctx, few, "few", clock.traffic())
+    store_feedback(ctx.storage, "wind_power", [{"request_id": "few-0", "row": i, "truth": float(v)}
+                                               for i, v in enumerate(few["power_kw"])])
+    small = monitor_model(ctx, "wind_power", clock.tick())
+    assert small["verdict"] == "ok" and small["performance"]["rows"] == 50 and small["features"] == {}
+    assert small["consecutive_breaches"] == 1  # drift was not judged: its count stands
+
+    serve(ctx, wind(2000, seed=5, regime="winter"), "winter2", clock.traffic())
+    second = monitor_model(ctx, "wind_power", clock.tick())
+    assert second["consecutive_breaches"] == 2 and second["retraining"]["requested"] is True

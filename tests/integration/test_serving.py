@@ -357,3 +357,20 @@ def test_odd_column_types_are_served_from_the_values_their_rows_hold(ctx, tmp_pa
     assert [p["label"] for p in served["predictions"]] == twin.labels.tolist()
     probabilities = np.array([list(p["probabilities"].values()) for p in served["predictions"]])
     assert np.allclose(probabilities, twin.probabilities, rtol=1e-6, atol=1e-7)
+
+
+def test_feedback_naming_a_label_the_model_does_not_have_is_refused_naming_the_item(ctx):
+    # A label outside the model's classes ("zero" for classes 0 and 1) was accepted and stored
+    # (202, matched): one such item made the next monitoring run "degraded" (accuracy 0 on 1 row).
+    from shared.serving.feedback import accept_feedback
+
+    drop(ctx, "breast_cancer", "a.csv", to_csv(cancer()))
+    drain(ctx)
+    with pytest.raises(InvalidRequest) as caught:
+        accept_feedback(ctx, "breast_cancer", {"feedback": [{"request_id": "r1", "label": 1},
+                                                            {"request_id": "r2", "label": "zero"}]})
+    assert caught.value.details == {"field": "feedback[1].label", "row": 1}
+    assert "'zero' is not a class of breast_cancer" in caught.value.message and "0, 1" in caught.value.message
+    answer = accept_feedback(ctx, "breast_cancer", {"feedback": [{"request_id": "r1", "label": 1},
+                                                                 {"request_id": "r2", "label": "0"}]})
+    assert (answer["received"], answer["unmatched"]) == (2, 2)  # valid labels, no logged rows

@@ -115,6 +115,17 @@ def test_flags_win_over_the_environment_which_wins_over_the_profile(tmp_path, mo
     assert (local.url, local.key) == ("http://localhost:7071", "local-function-key")
 
 
+def test_a_local_host_on_another_port_gets_the_local_keys(tmp_path):
+    # `make run PORT=7072` then `mlops --url http://localhost:7072 ...` was refused 401 ("list_runs
+    # needs a function key"): the local keys were sent only to port 7071.
+    env = {"MLOPS_CONFIG": str(tmp_path / "none.toml")}
+    for url in ("http://localhost:7072", "http://127.0.0.1:7190/", "http://[::1]:7072"):
+        target = resolve({"url": url}, env)
+        assert (target.url, target.key, target.master_key) == (url, "local-function-key", "local-master-key")
+    for url in ("https://func.example.invalid", "http://localhost.example.invalid:7071", "https://localhost:7072"):
+        assert resolve({"url": url}, env).key is None  # never sent elsewhere
+
+
 def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
     from mlops.init import build_spec
     from shared.core.spec import parse_spec
@@ -127,6 +138,7 @@ def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
         "customer_id": [f"c{i}" for i in range(n)],  # 400 distinct: over max_categories
         "seen_at": [dt.datetime(2026, 1, 1) + dt.timedelta(hours=i) for i in range(n)],
         "site": ["berlin"] * n,
+        "time": rng.normal(0, 1, n),  # a name the inference log writes for itself
     })
     frame["price"] = frame["size"] * 3 + (frame["colour"] == "red") * 5 + rng.normal(0, 1, n)
     path = tmp_path / "prices.parquet"
@@ -138,4 +150,5 @@ def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
     assert "holds datetime values" in why["seen_at"]
     assert "400 distinct values, over the spec's bound of 100" in why["customer_id"]
     assert "constant" in why["site"]
+    assert "a column the inference log writes for itself" in why["time"]
     assert spec.metric == "rmse" and 0 < spec.floor < frame["price"].std()

@@ -192,6 +192,28 @@ def test_bool_tensors_feed_numeric_columns_as_1_and_0():
         v2.decode(body, n, SCHEMA, 100)
 
 
+@pytest.mark.parametrize("dtype,value,fragment", [
+    ("BOOL", 2, "row 1: field 'speed' is BOOL, so each value must be 0 or 1"),
+    ("UINT8", -1, "row 1: field 'speed' is UINT8, so each value must be an integer from 0 to 255"),
+    ("INT8", 1000, "row 1: field 'speed' is INT8, so each value must be an integer from -128 to 127"),
+    ("INT32", 1.5, "row 1: field 'speed' is INT32, so each value must be an integer from"),
+    ("FP16", 1e6, "row 1: field 'speed' is FP16, so each value must be within ±65504"),
+])
+def test_a_json_tensor_value_its_datatype_cannot_hold_is_refused_as_a_binary_one_is(dtype, value, fragment):
+    # Through the host, {"datatype": "UINT8", "data": [-1]}, INT8 1000 and FP16 1e6 were answered 200
+    # (predicted from -1, 1000, 1e6), and BOOL 2 too, which the same tensor in binary is refused for.
+    def tensors(values):
+        return {"inputs": [{"name": "speed", "shape": [2], "datatype": dtype, "data": values},
+                           {"name": "temp", "shape": [2], "datatype": "FP32", "data": [1, 2]},
+                           {"name": "turbine", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}
+
+    with pytest.raises(InvalidRequest) as err:
+        parse_v2(tensors([1, value]), SCHEMA, 100)
+    assert fragment in err.value.message and err.value.details == {"field": "speed", "row": 1}
+    batch, _ = parse_v2(tensors([1, None]), SCHEMA, 100)  # a value it can hold, and null (missing), pass
+    assert batch.numeric[0, 0] == 1.0 and math.isnan(batch.numeric[1, 0])
+
+
 @pytest.mark.parametrize("tensors,header,fragment,field", [
     ([("speed", "FP32", b"\0" * 7, 2)], None, "is 8 bytes, not 7", "speed"),
     ([("speed", "FP32", np.array([np.inf, 1], "<f4").tobytes(), 2)], None, "must be finite", "speed"),

@@ -61,6 +61,18 @@ def test_a_bad_value_names_the_file_and_key(old, new, key):
     assert f"'{key}'" in err.value.message
 
 
+@pytest.mark.parametrize("column", ["time", "row", "version", "request_id", "error", "prediction", "truth",
+                                    "proba_setosa"])
+def test_a_feature_named_as_a_column_of_the_inference_log_is_refused(column):
+    # A model with features 'time', 'row', 'version' and 'error' trained and served, but its
+    # inference log held the features in those columns: 300 feedback items all unmatched, every
+    # monitoring run "insufficient_data on 0 rows", with no error anywhere.
+    with pytest.raises(SpecError) as err:
+        parse_spec(GOOD.replace('categorical = ["c"]', f'categorical = ["{column}"]'), "models/demo.toml")
+    assert "'features'" in err.value.message
+    assert f"names '{column}', a column the inference log writes for itself" in err.value.message
+
+
 def test_a_missing_key_is_named():
     with pytest.raises(SpecError, match="'model.target' is missing"):
         parse_spec(GOOD.replace('target = "y"\n', ""), "models/demo.toml")
@@ -80,3 +92,29 @@ def test_file_name_must_match_the_model_name(tmp_path):
 def test_unknown_model_is_not_found(tmp_path):
     with pytest.raises(ModelNotFound):
         SpecCatalog(tmp_path).get("nothing")
+
+
+def test_the_refused_names_are_every_column_the_inference_log_writes_itself(tmp_path):
+    import io
+    import time
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from shared.core.spec import LOG_COLUMN_PREFIX, LOG_COLUMNS
+    from shared.ports.storage.local import LocalStorage
+    from shared.serving.inference_log import InferenceLogger, LogRecord
+    from shared.serving.protocols.native import parse_payload
+
+    storage = LocalStorage(tmp_path / "blobs")
+    schema = (("speed", "float"), ("site", "string"))
+    rows = parse_payload({"inputs": {"speed": [1.0, 2.0], "site": ["a", "b"]}}, schema, 10)
+    logger = InferenceLogger(storage, flush_seconds=60)
+    logger.record(LogRecord("m", 1, "r1", time.time(), 0.1, rows, None, np.array(["yes", "no"]),
+                            np.array([[0.2, 0.8], [0.7, 0.3]]), ("no", "yes"), correlation_id="c", error=None))
+    assert logger.flush() == 2
+    logger.close()
+    [blob] = [b for b in storage.list("inference-logs") if b.name.endswith(".parquet")]
+    written = set(pq.read_table(io.BytesIO(storage.get("inference-logs", blob.name).data)).column_names)
+    own = written - {"speed", "site"}
+    assert own - {f"{LOG_COLUMN_PREFIX}no", f"{LOG_COLUMN_PREFIX}yes"} <= set(LOG_COLUMNS)

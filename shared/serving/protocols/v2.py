@@ -152,7 +152,11 @@ def decode(body: bytes, header_length: str | None, schema: Schema, max_rows: int
     rows = _checked_rows(tensors, offsets, schema, names)
     if not offsets:  # plain JSON: the shared columnar parser, with its precise errors
         columns = {name: _flat(name, tensors[name]["data"]) for name in names}
-        return Request(parse_payload({"inputs": columns}, schema, max_rows), req_id, outputs, binary_output)
+        batch = parse_payload({"inputs": columns}, schema, max_rows)
+        for name in numeric:
+            if tensors[name]["datatype"] not in ("FP32", "FP64"):
+                _check_held(name, tensors[name]["datatype"], columns[name])
+        return Request(batch, req_id, outputs, binary_output)
     assert rows is not None
     if rows == 0:
         raise InvalidRequest("'inputs' hold no rows", field="inputs")
@@ -250,8 +254,29 @@ def _numeric_columns(tensors: dict[str, dict], offsets: dict[str, tuple[int, int
             lo, hi = offsets[name]
             block[:, j] = _binary_numeric(name, binary[lo:hi], t["datatype"], rows)
         else:
-            block[:, j] = numeric_block(Parsed(rows, _flat(name, t["data"]), False, {}), (name,))[:, 0]
+            values = _flat(name, t["data"])
+            block[:, j] = numeric_block(Parsed(rows, values, False, {}), (name,))[:, 0]
+            if t["datatype"] not in ("FP32", "FP64"):
+                _check_held(name, t["datatype"], values)
     return block
+
+
+def _check_held(name: str, dtype: str, values: list) -> None:
+    """A JSON tensor's values (numbers, checked already) must be ones its datatype holds, as a
+    binary tensor's bytes can only be: integers in range, BOOL 1 or 0, FP16 within its range."""
+    layout = np.dtype(NUMERIC[dtype])
+    if layout.kind == "f":
+        top = float(np.finfo(layout).max)
+        bad = [i for i, v in enumerate(values) if v is not None and abs(v) > top]
+        why = f"within ±{top:g}"
+    else:
+        low, high = (0, 1) if dtype == "BOOL" else (int(np.iinfo(layout).min), int(np.iinfo(layout).max))
+        bad = [i for i, v in enumerate(values)
+               if v is not None and not (float(v).is_integer() and low <= v <= high)]
+        why = "0 or 1" if dtype == "BOOL" else f"an integer from {low} to {high}"
+    if bad:
+        raise InvalidRequest(f"row {bad[0]}: field '{name}' is {dtype}, so each value must be {why}",
+                             field=name, row=bad[0])
 
 
 def _string_columns(tensors: dict[str, dict], offsets: dict[str, tuple[int, int]], binary: bytes | memoryview,
