@@ -14,7 +14,8 @@ types infra/ declares by ``python -m tools.bicep_types CHECKOUT``. For each ``re
 - a literal assigned to a typed property fits it: a string in an enum's values, an integer in
   its range, no string where a number or bool goes;
 - no read-only property is written, and no required one is missing from an object written
-  out in full.
+  out in full; a string literal fits its type's length and pattern;
+- the type can be deployed (or, ``existing``, read) at the template's ``targetScope``.
 
 Those are what the compiler reports (BCP037, BCP089, BCP036, BCP073, BCP035, BCP081); infra/lint.sh
 fails on its warnings, so each would fail the workflow. A value the check cannot judge (an
@@ -46,6 +47,8 @@ CACHE_FILE = "types.json"
 
 # bicep-types property flags
 REQUIRED, READ_ONLY = 1, 2
+# bicep-types ScopeType flags, by Bicep's targetScope names (extension resources: with scope:)
+SCOPES = {"tenant": 1, "managementGroup": 2, "subscription": 4, "resourceGroup": 8}
 # Keys Bicep itself adds to every resource body.
 BICEP_KEYS = {"parent", "scope", "dependsOn"}
 
@@ -370,6 +373,7 @@ class Checker:
         self.report = report
         self.where = where
         self.lookup = {name.lower(): name for name in cache["resources"]}
+        self.target_scope = "resourceGroup"
 
     def finding(self, line: int, message: str) -> None:
         self.report.findings.append(f"{self.where}:{line}: {message}")
@@ -395,7 +399,26 @@ class Checker:
         types = Types(entry["types"], entry["body"])
         self.report.resources += 1
         body = res.body.items[0] if res.body.kind == "loop" else res.body
+        self.scope(res, body, entry, name)
         self.value(types, types.body, body, name, extra=BICEP_KEYS, existing=res.existing)
+
+    def scope(self, res: Resource, body: Value, entry: dict[str, Any], name: str) -> None:
+        """A type deployable (or, ``existing``, readable) where the template puts it."""
+        allowed = entry.get("readableScopes" if res.existing else "writableScopes")
+        if allowed is None:
+            return
+        if not res.existing and allowed == 0:
+            self.finding(res.line, f"{name} cannot be deployed, only read: declare it existing")
+            return
+        keys = {key for key, _, _ in body.entries} if body.kind == "object" else {None}
+        if "scope" in keys or None in keys:
+            self.skip(res.line, f"{name} (its scope)", "an expression")
+            return
+        bit = SCOPES[self.target_scope]
+        if not allowed & bit:
+            can = ", ".join(n for n, b in SCOPES.items() if allowed & b) or "none"
+            verb = "read" if res.existing else "deployed"
+            self.finding(res.line, f"{name} cannot be {verb} at {self.target_scope} scope (only: {can})")
 
     def value(self, types: Types, t: dict[str, Any], v: Value, path: str,
               extra: set[str] | frozenset[str] = frozenset(), existing: bool = False) -> None:
@@ -455,7 +478,20 @@ class Checker:
         elif kind == "StringType":
             lo, hi = t.get("minLength"), t.get("maxLength")
             if (lo is not None and len(v.literal) < lo) or (hi is not None and len(v.literal) > hi):
-                self.finding(v.line, f"{path}: '{v.literal}' has {len(v.literal)} characters, outside {lo}..{hi}")
+                bounds = f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+                self.finding(v.line, f"{path}: '{v.literal}' has {len(v.literal)} characters, outside {bounds}")
+            elif "pattern" in t:
+                self.pattern(t["pattern"], v, path)
+
+    def pattern(self, pattern: str, v: Value, path: str) -> None:
+        # The patterns are .NET regular expressions; the ones Python reads alike are judged.
+        try:
+            matches = re.search(pattern, v.literal) is not None
+        except re.error:
+            self.skip(v.line, path, "a pattern Python cannot read")
+            return
+        if not matches:
+            self.finding(v.line, f"{path}: '{v.literal}' does not match the pattern {pattern}")
 
     def union(self, types: Types, t: dict[str, Any], v: Value, path: str) -> None:
         members = [types.get(e) for e in t["elements"]]
@@ -581,6 +617,11 @@ def _accepts(t: dict[str, Any], v: Value) -> bool:
 def check_source(src: str, where: str, cache: dict[str, Any], report: Report) -> None:
     """Check one template's text; findings and counts go to ``report``."""
     checker = Checker(cache, report, where)
+    m = re.search(r"^targetScope\s*=\s*'(\w+)'", src, re.M)
+    if m:
+        if m.group(1) not in SCOPES:
+            raise BicepSyntaxError(f"{where}: unknown targetScope {m.group(1)!r}")
+        checker.target_scope = m.group(1)
     for res in resources(src):
         checker.resource(res)
 

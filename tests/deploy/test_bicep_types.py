@@ -31,7 +31,7 @@ def prop(ref: int, flags: int = 0) -> dict[str, Any]:
 # One invented namespace, Test.Ns, in bicep-types-az's format: references are "#/<index>".
 TYPES: list[dict[str, Any]] = [
     {"$type": "StringType"},  # 0
-    {"$type": "StringType", "minLength": 3, "maxLength": 8},  # 1
+    {"$type": "StringType", "minLength": 3, "maxLength": 8, "pattern": "^[a-z]+$"},  # 1
     lit("A"), lit("B"),  # 2, 3
     {"$type": "UnionType", "elements": [{"$ref": "#/2"}, {"$ref": "#/3"}]},  # 4: closed enum
     lit("Hot"), lit("Cool"),  # 5, 6
@@ -48,12 +48,17 @@ TYPES: list[dict[str, Any]] = [
      "elements": {"Web": {"$ref": "#/13"}, "Queue": {"$ref": "#/14"}}},  # 15
     {"$type": "ObjectType", "name": "ThingProperties", "properties": {
         "mode": prop(4), "tier": prop(7), "count": prop(8), "enabled": prop(9), "endpoint": prop(0, 2),
-        "items": prop(11), "target": prop(15), "label": prop(1), "keyVersion": prop(0)}},  # 16
+        "items": prop(11), "target": prop(15), "label": prop(1), "code": prop(21)}},  # 16
     {"$type": "ObjectType", "name": "Test.Ns/things", "properties": {
         "id": prop(0, 10), "name": prop(0, 9), "location": prop(0, 1), "tags": prop(12), "properties": prop(16)}},  # 17
-    {"$type": "ResourceType", "name": "Test.Ns/things@2024-01-01", "body": {"$ref": "#/17"}},  # 18
+    # deployable in a resource group; readable there and in a subscription
+    {"$type": "ResourceType", "name": "Test.Ns/things@2024-01-01", "body": {"$ref": "#/17"},
+     "writableScopes": 8, "readableScopes": 12},  # 18
     {"$type": "ObjectType", "name": "Unreferenced", "properties": {"x": prop(0)}},  # 19
     {"$type": "ObjectType", "name": "Test.Ns/things", "properties": {"name": prop(0, 9)}},  # 20
+    {"$type": "StringType", "pattern": "^\\p{L}+$"},  # 21: a .NET pattern Python's re cannot read
+    {"$type": "ResourceType", "name": "Test.Ns/reports@2024-01-01", "body": {"$ref": "#/20"},
+     "writableScopes": 0, "readableScopes": 8},  # 22: read-only type
 ]
 OLDER: list[dict[str, Any]] = [
     {"$type": "StringType"},
@@ -74,7 +79,8 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cache(checkout: Path) -> dict[str, Any]:
-    wanted = {"Test.Ns/things@2024-01-01", "Test.Ns/things@2022-01-01", "Other.Ns/x@2024-01-01"}
+    wanted = {"Test.Ns/things@2024-01-01", "Test.Ns/things@2022-01-01", "Other.Ns/x@2024-01-01",
+              "Test.Ns/reports@2024-01-01"}
     return bicep_types.build(bicep_types.Checkout(checkout), wanted)
 
 
@@ -114,7 +120,7 @@ def test_the_cache_keeps_only_what_the_resource_references(cache: dict[str, Any]
     entry = cache["resources"]["Test.Ns/things@2024-01-01"]
     names = {t.get("name") for t in entry["types"]}
     assert "Unreferenced" not in names and "ThingProperties" in names
-    assert len(entry["types"]) == 18  # TYPES[0:18]: not the ResourceType (18) nor the unreferenced 19 and 20
+    assert len(entry["types"]) == 19  # TYPES[0:18] and 21: not the ResourceTypes nor the unreferenced 19, 20
     # renumbered: the body is first, and every reference points inside the kept list
     assert entry["types"][entry["body"]]["name"] == "Test.Ns/things"
     refs = [int(r) for r in re.findall(r'"\$ref": "#/(\d+)"', json.dumps(entry["types"]))]
@@ -175,6 +181,7 @@ def test_writing_a_read_only_property_is_a_finding(cache: dict[str, Any]) -> Non
     ("count: '5'", "properties.count: str value where the type wants an integer"),
     ("count: true", "properties.count: bool value where the type wants an integer"),
     ("label: 'ab'", "properties.label: 'ab' has 2 characters, outside 3..8"),
+    ("label: 'ABC'", "properties.label: 'ABC' does not match the pattern ^[a-z]+$"),
     ("label: 3", "properties.label: int value where the type wants a string"),
     ("label: {}", "properties.label: object value where the type wants a string"),
 ])
@@ -241,6 +248,34 @@ def test_both_branches_of_a_conditional_are_checked(cache: dict[str, Any]) -> No
     report = check(cache, CLEAN.replace("mode: 'A'", "mode: fast ? 'B' : 'Z'"))
     assert [f.split(": ", 1)[1] for f in report.findings] == [
         "Test.Ns/things@2024-01-01.properties.mode: 'Z' is not allowed: one of 'A', 'B'"]
+
+
+def test_a_pattern_python_cannot_read_leaves_the_literal_unchecked(cache: dict[str, Any]) -> None:
+    report = check(cache, CLEAN.replace("    mode: 'A'", "    mode: 'A'\n    code: '1'"))
+    assert report.findings == []
+    assert any("properties.code (a pattern Python cannot read)" in u for u in report.unchecked)
+
+
+def test_a_type_deployed_or_read_at_a_scope_it_lacks_is_a_finding(cache: dict[str, Any]) -> None:
+    at_subscription = "targetScope = 'subscription'\nresource t 'Test.Ns/things@2024-01-01' = "
+    report = check(cache, CLEAN, at_subscription)
+    assert report.findings == ["t.bicep:2: Test.Ns/things@2024-01-01 cannot be deployed at subscription scope "
+                               "(only: resourceGroup)"]
+    # readable there: an existing one is fine
+    report = check(cache, "{\n  name: 'n'\n}\n", at_subscription.replace("' = ", "' existing = "))
+    assert report.findings == []
+    # with scope: the template names it; not judged
+    report = check(cache, CLEAN.replace("  name: 'thing-1'", "  scope: rg\n  name: 'thing-1'"), at_subscription)
+    assert report.findings == []
+    assert any("Test.Ns/things@2024-01-01 (its scope) (an expression)" in u for u in report.unchecked)
+
+
+def test_a_type_that_can_only_be_read_must_be_existing(cache: dict[str, Any]) -> None:
+    report = check(cache, "{\n  name: 'r'\n}\n", "resource r 'Test.Ns/reports@2024-01-01' = ")
+    assert report.findings == ["t.bicep:1: Test.Ns/reports@2024-01-01 cannot be deployed, only read: "
+                               "declare it existing"]
+    report = check(cache, "{\n  name: 'r'\n}\n", "resource r 'Test.Ns/reports@2024-01-01' existing = ")
+    assert report.findings == []
 
 
 def test_a_missing_required_property_is_a_finding_except_on_an_existing_resource(cache: dict[str, Any]) -> None:
