@@ -56,6 +56,10 @@ BICEP_KEYS = {"parent", "scope", "dependsOn"}
 class BicepSyntaxError(ValueError):
     """The template is not Bicep this parser understands."""
 
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
 
 # --- a minimal Bicep reader: tokens, then the values of resource declarations -------------
 
@@ -76,7 +80,7 @@ def _string(src: str, i: int, line: int) -> tuple[Tok, int, int]:
     if src.startswith("'''", i):
         end = src.find("'''", i + 3)
         if end < 0:
-            raise BicepSyntaxError(f"line {line}: unterminated multi-line string")
+            raise BicepSyntaxError(line, "unterminated multi-line string")
         body = src[i + 3 : end]
         return Tok("str", body.removeprefix("\n"), line), end + 3, body.count("\n")
     j, out, interpolated, depth = i + 1, [], False, 0
@@ -99,11 +103,11 @@ def _string(src: str, i: int, line: int) -> tuple[Tok, int, int]:
         elif c == "'":
             return Tok("istr" if interpolated else "str", "".join(out), line), j + 1, 0
         elif c == "\n":
-            raise BicepSyntaxError(f"line {line}: unterminated string")
+            raise BicepSyntaxError(line, "unterminated string")
         else:
             out.append(c)
             j += 1
-    raise BicepSyntaxError(f"line {line}: unterminated string")
+    raise BicepSyntaxError(line, "unterminated string")
 
 
 def tokenize(src: str) -> list[Tok]:
@@ -124,7 +128,7 @@ def tokenize(src: str) -> list[Tok]:
         elif src.startswith("/*", i):
             end = src.find("*/", i + 2)
             if end < 0:
-                raise BicepSyntaxError(f"line {line}: unterminated comment")
+                raise BicepSyntaxError(line, "unterminated comment")
             line += src.count("\n", i, end)
             i = end + 2
         elif c == "'":
@@ -140,7 +144,7 @@ def tokenize(src: str) -> list[Tok]:
         else:
             p = next((p for p in _PUNCT if src.startswith(p, i)), None)
             if p is None:
-                raise BicepSyntaxError(f"line {line}: unexpected character {c!r}")
+                raise BicepSyntaxError(line, f"unexpected character {c!r}")
             toks.append(Tok("punct", p, line))
             i += len(p)
     return toks
@@ -181,7 +185,7 @@ def _group_end(toks: list[Tok], i: int) -> int:
             depth -= 1
             if depth == 0:
                 return j
-    raise BicepSyntaxError(f"line {toks[i].line}: unclosed {toks[i].text}")
+    raise BicepSyntaxError(toks[i].line, f"unclosed {toks[i].text}")
 
 
 def _split(toks: list[Tok], lo: int, hi: int) -> Iterator[tuple[int, int]]:
@@ -228,13 +232,13 @@ def parse_value(toks: list[Tok], lo: int, hi: int) -> Value:
     while hi > lo and toks[hi - 1].kind == "nl":
         hi -= 1
     if lo >= hi:
-        raise BicepSyntaxError(f"line {toks[lo - 1].line if lo else 0}: missing value")
+        raise BicepSyntaxError(toks[lo - 1].line if lo else 0, "missing value")
     first = toks[lo]
     q = _top_level(toks, lo, hi, "?")
     if q >= 0:
         colon = _top_level(toks, q + 1, hi, ":")
         if colon < 0:
-            raise BicepSyntaxError(f"line {toks[q].line}: ? without :")
+            raise BicepSyntaxError(toks[q].line, "? without :")
         return Value("cond", first.line, items=[parse_value(toks, q + 1, colon), parse_value(toks, colon + 1, hi)])
     if first.kind == "punct" and first.text in "{[" and _group_end(toks, lo) == hi - 1:
         return _parse_object(toks, lo, hi - 1) if first.text == "{" else _parse_array(toks, lo, hi - 1)
@@ -259,13 +263,19 @@ def _parse_object(toks: list[Tok], lo: int, close: int) -> Value:
     obj = Value("object", toks[lo].line)
     for a, b in _split(toks, lo + 1, close):
         if toks[a].kind == "punct" and toks[a].text == "@":
-            raise BicepSyntaxError(f"line {toks[a].line}: decorators inside an object are not read")
+            raise BicepSyntaxError(toks[a].line, "decorators inside an object are not read")
+        if toks[a].kind == "name" and toks[a].text == "resource" and b - a > 3 and toks[a + 2].kind == "str":
+            # a child resource declared in its parent's body
+            nested: list[Resource] = []
+            _resource(toks, a, nested)
+            obj.entries.append((None, toks[a].line, Value("resource", toks[a].line, literal=nested[0])))
+            continue
         if b - a < 3 or toks[a + 1].text != ":":
-            raise BicepSyntaxError(f"line {toks[a].line}: expected key: value")
+            raise BicepSyntaxError(toks[a].line, "expected key: value")
         key = toks[a]
         name = key.text if key.kind in ("name", "str") else None
         if key.kind not in ("name", "str", "istr"):
-            raise BicepSyntaxError(f"line {key.line}: unexpected key {key.text!r}")
+            raise BicepSyntaxError(key.line, f"unexpected key {key.text!r}")
         obj.entries.append((name, key.line, parse_value(toks, a + 2, b)))
     return obj
 
@@ -277,7 +287,7 @@ def _parse_array(toks: list[Tok], lo: int, close: int) -> Value:
     if toks[j].kind == "name" and toks[j].text == "for":
         colon = _top_level(toks, j + 1, close, ":")
         if colon < 0:
-            raise BicepSyntaxError(f"line {toks[j].line}: for without :")
+            raise BicepSyntaxError(toks[j].line, "for without :")
         return Value("loop", toks[lo].line, items=[parse_value(toks, colon + 1, close)])
     return Value("array", toks[lo].line, items=[parse_value(toks, a, b) for a, b in _split(toks, lo + 1, close)])
 
@@ -300,6 +310,7 @@ def resources(src: str) -> list[Resource]:
             continue
         if at_start and t.kind == "name" and t.text == "resource":
             i = _resource(toks, i, out)
+            _children(out[-1], out)
             continue
         at_start = False
         i += 1
@@ -309,13 +320,13 @@ def resources(src: str) -> list[Resource]:
 def _resource(toks: list[Tok], i: int, out: list[Resource]) -> int:
     start = toks[i]
     if i + 3 >= len(toks) or toks[i + 1].kind != "name" or toks[i + 2].kind != "str":
-        raise BicepSyntaxError(f"line {start.line}: expected resource NAME 'TYPE@VERSION'")
+        raise BicepSyntaxError(start.line, "expected resource NAME 'TYPE@VERSION'")
     type_, _, version = toks[i + 2].text.partition("@")
     j = i + 3
     existing = toks[j].kind == "name" and toks[j].text == "existing"
     j += existing
     if toks[j].text != "=":
-        raise BicepSyntaxError(f"line {start.line}: expected = after the resource type")
+        raise BicepSyntaxError(start.line, "expected = after the resource type")
     lo = j + 1
     # the body: { }, [for ...: { }], or if (...) { }
     k = lo
@@ -324,6 +335,24 @@ def _resource(toks: list[Tok], i: int, out: list[Resource]) -> int:
     end = _group_end(toks, k) + 1
     out.append(Resource(toks[i + 1].text, type_, version, existing, start.line, parse_value(toks, lo, end)))
     return end
+
+
+def _children(parent: Resource, out: list[Resource]) -> None:
+    """Move the child resources declared in ``parent``'s body to ``out``, with their full types."""
+    body = parent.body.items[0] if parent.body.kind == "loop" else parent.body
+    if body.kind != "object":
+        return
+    kept = []
+    for entry in body.entries:
+        child = entry[2].literal
+        if entry[2].kind != "resource":
+            kept.append(entry)
+            continue
+        child.type = f"{parent.type}/{child.type}"
+        child.api_version = child.api_version or parent.api_version
+        out.append(child)
+        _children(child, out)
+    body.entries = kept
 
 
 # --- the types (the cache's closures of bicep-types-az's types.json) ----------------------
@@ -620,7 +649,7 @@ def check_source(src: str, where: str, cache: dict[str, Any], report: Report) ->
     m = re.search(r"^targetScope\s*=\s*'(\w+)'", src, re.M)
     if m:
         if m.group(1) not in SCOPES:
-            raise BicepSyntaxError(f"{where}: unknown targetScope {m.group(1)!r}")
+            raise BicepSyntaxError(src.count("\n", 0, m.start()) + 1, f"unknown targetScope {m.group(1)!r}")
         checker.target_scope = m.group(1)
     for res in resources(src):
         checker.resource(res)
@@ -652,7 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     for path in files:
         shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
-        check_source(path.read_text(), str(shown), cache, report)
+        try:
+            check_source(path.read_text(), str(shown), cache, report)
+        except BicepSyntaxError as e:
+            # nothing of the file was judged: that fails, rather than passing unread
+            report.findings.append(f"{shown}:{e.line}: this reader cannot parse it: {e}")
     for line in (report.unchecked if args.unchecked else []) + report.notes + report.findings:
         print(line)
     print(f"{report.summary()} (types from bicep-types-az {cache.get('commit', '?')[:12]})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ TYPES: list[dict[str, Any]] = [
     {"$type": "StringType", "pattern": "^\\p{L}+$"},  # 21: a .NET pattern Python's re cannot read
     {"$type": "ResourceType", "name": "Test.Ns/reports@2024-01-01", "body": {"$ref": "#/20"},
      "writableScopes": 0, "readableScopes": 8},  # 22: read-only type
+    {"$type": "ObjectType", "name": "Test.Ns/things/parts", "properties": {
+        "name": prop(0, 9), "properties": prop(10)}},  # 23
+    {"$type": "ResourceType", "name": "Test.Ns/things/parts@2024-01-01", "body": {"$ref": "#/23"}},  # 24
 ]
 OLDER: list[dict[str, Any]] = [
     {"$type": "StringType"},
@@ -80,7 +84,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cache(checkout: Path) -> dict[str, Any]:
     wanted = {"Test.Ns/things@2024-01-01", "Test.Ns/things@2022-01-01", "Other.Ns/x@2024-01-01",
-              "Test.Ns/reports@2024-01-01"}
+              "Test.Ns/reports@2024-01-01", "Test.Ns/things/parts@2024-01-01"}
     return bicep_types.build(bicep_types.Checkout(checkout), wanted)
 
 
@@ -331,6 +335,50 @@ output o string = a.name
     props = dict((k, v) for k, _, v in loop.items[0].entries)["properties"]
     assert [(k, v.kind, v.literal) for k, _, v in props.entries] == [
         ("k", "int", 1), ("l", "int", -2), ("m", "null", None), ("n", "str", "a")]
+
+
+def test_a_child_resource_in_its_parents_body_is_checked_as_its_own_type(cache: dict[str, Any]) -> None:
+    body = """{
+  name: 'n'
+  location: 'l'
+  resource part 'parts' = {
+    name: 'p'
+    properties: { key: 'k', sise: 1 }
+  }
+}
+"""
+    found = resources("resource t 'Test.Ns/things@2024-01-01' = " + body)
+    assert [(r.symbol, r.type, r.api_version) for r in found] == [
+        ("t", "Test.Ns/things", "2024-01-01"), ("part", "Test.Ns/things/parts", "2024-01-01")]
+    report = check(cache, body)
+    assert report.resources == 2
+    assert report.findings == ["t.bicep:6: Test.Ns/things/parts@2024-01-01.properties: sise is not a property of "
+                               "this type: did you mean size?"]
+
+
+def test_the_cache_reads_a_git_directory_as_it_reads_a_work_tree(checkout: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["cp", "-r", str(checkout), str(repo)], check=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "generated"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "types"], check=True)
+    wanted = {"Test.Ns/things@2024-01-01", "Test.Ns/things@2022-01-01"}
+    from_tree = bicep_types.build(bicep_types.Checkout(checkout), wanted)
+    from_git = bicep_types.build(bicep_types.Checkout(repo / ".git"), wanted)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert from_git["commit"] == commit
+    assert from_git["resources"] == from_tree["resources"] and from_git["missing"] == from_tree["missing"]
+    assert from_git["resources"]["Test.Ns/things@2024-01-01"]["types"]
+
+
+def test_main_fails_on_a_template_it_cannot_read(cache: dict[str, Any], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "types.json").write_text(json.dumps(cache))
+    template = tmp_path / "t.bicep"
+    template.write_text("resource t 'Test.Ns/things@2024-01-01' = {\n  name: 'n'\n  location\n}\n")
+    assert bicep_check.main([str(template), "--cache", str(tmp_path)]) == 1
+    assert f"{template}:3: this reader cannot parse it: expected key: value" in capsys.readouterr().out
 
 
 def test_main_prints_findings_and_figures_and_fails_on_a_finding(
