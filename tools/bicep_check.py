@@ -392,7 +392,7 @@ class Report:
     def summary(self) -> str:
         return (f"bicep types: {self.resources} resources checked ({self.resources_unchecked} unchecked), "
                 f"{self.properties} property keys, {self.literals} literals ({self.enum_literals} of them "
-                f"enum values); {len(self.unchecked)} values unchecked (expressions, open shapes); "
+                f"enum values); {len(self.unchecked)} values unchecked (expressions, built keys, scopes); "
                 f"{len(self.findings)} findings, {len(self.notes)} notes")
 
 
