@@ -37,13 +37,16 @@ $(TOOLS)/.installed: requirements-tools.txt
 ## Lint the Python code (ruff over the repository, mypy over shared/ and functions/: both
 ## configured in pyproject.toml, run from .venv so mypy sees the installed libraries), the
 ## infrastructure (checkov on infra/: no failed check; the Bicep compiler and linter when
-## `az bicep` or `bicep` is on PATH, warnings as errors), the workflows (actionlint) and the azd
-## hooks (shellcheck).
+## `az bicep` or `bicep` is on PATH, warnings as errors; every resource against Azure's published
+## types with tools/bicep_check.py when its .bicep-types/ cache exists, which CI never has), the
+## workflows (actionlint) and the azd hooks (shellcheck).
 lint: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
 	infra/lint.sh
+	@if [ -f .bicep-types/types.json ]; then $(PY) -m tools.bicep_check; \
+	else echo "bicep types: no .bicep-types/ cache: resource types NOT checked (python -m tools.bicep_types CHECKOUT builds it)"; fi
 	$(TOOLS)/bin/actionlint .github/workflows/*.yml
 	@if command -v shellcheck >/dev/null; then shellcheck infra/*.sh infra/hooks/*.sh; \
 	else echo "shellcheck: not on PATH: infra/ scripts NOT checked (.ci/run installs it)"; fi
