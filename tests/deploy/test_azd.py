@@ -63,7 +63,7 @@ def test_each_service_is_a_function_app_of_this_folder_tagged_in_the_templates(n
     fa = bicep.source("modules/functionapp.bicep")
     assert "'azd-service-name': serviceName" in fa
     # the app of that module runs the role of the same name
-    module = bicep.block(main, main.index(f"serviceName: '{name}'") - 200)
+    module = bicep.block(main, main.rindex("\nmodule ", 0, main.index(f"serviceName: '{name}'")))
     assert f"appSettings: {name}Settings" in module
     # its package is built by tools/package.py for that role, into its dist folder
     [hook] = svc["hooks"].values()
