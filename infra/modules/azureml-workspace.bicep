@@ -41,9 +41,10 @@ var roleIds = {
 // job runs what the pipeline app runs. Python 3.11, as the function apps (functionapp.bicep).
 // tests/deploy/test_azureml_workspace.py evaluates these three expressions and compares the pip
 // list with requirements.txt. (No map(): checkov's Bicep parser knows filter() but not map().)
+// Interpolation, not concat(): the linter's prefer-interpolation rule warns on concat of strings.
 var requirementLines = split(replace(loadTextContent('../../requirements.txt'), '\r', ''), '\n')
 var pins = filter(requirementLines, line => !empty(trim(line)) && !startsWith(trim(line), '#'))
-var condaFile = concat('name: ${environmentName}\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n    - ', join(pins, '\n    - '), '\n')
+var condaFile = 'name: ${environmentName}\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n    - ${join(pins, '\n    - ')}\n'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_43: the name is built to the rules (stml + lower-case prefix + uniqueString, take 24), which checkov cannot evaluate
@@ -142,7 +143,7 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2025-06-01' = {
   }
 }
 
-resource environment 'Microsoft.MachineLearningServices/workspaces/environments@2025-06-01' = {
+resource fitEnvironment 'Microsoft.MachineLearningServices/workspaces/environments@2025-06-01' = {
   parent: workspace
   name: environmentName
   properties: {
@@ -153,7 +154,7 @@ resource environment 'Microsoft.MachineLearningServices/workspaces/environments@
 // A version is immutable once created: named for its content, a changed requirements.txt adds a
 // version (which @latest, the newest created, then names) and an unchanged one redeploys the same.
 resource environmentVersion 'Microsoft.MachineLearningServices/workspaces/environments/versions@2025-06-01' = {
-  parent: environment
+  parent: fitEnvironment
   name: uniqueString(condaFile, baseImage)
   properties: {
     description: 'requirements.txt on ${baseImage}'
@@ -178,6 +179,6 @@ resource pipelineStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-01
 }
 
 output name string = workspace.name
-output resourceGroup string = resourceGroup().name
+output resourceGroupName string = resourceGroup().name
 output subscriptionId string = subscription().subscriptionId
-output environmentName string = environment.name
+output environmentName string = fitEnvironment.name

@@ -112,10 +112,10 @@ def test_the_environment_name_agrees_between_bicep_settings_and_the_code():
     passed = t.eval(module_param(module_block(bicep.source("main.bicep"), "azuremlWorkspace"), "environmentName"))
     assert setting == f"azureml:{passed}@latest"
     text = bicep.source(MODULE)
-    env_res = bicep.block(text, text.index("resource environment "))
+    env_res = bicep.block(text, text.index("resource fitEnvironment "))
     assert "parent: workspace" in env_res and "name: environmentName" in env_res
     version = bicep.block(text, text.index("resource environmentVersion "))
-    assert "parent: environment" in version and "condaFile: condaFile" in version
+    assert "parent: fitEnvironment" in version and "condaFile: condaFile" in version
     assert Template(MODULE, {"environmentName": passed}).var("condaFile").startswith(f"name: {passed}\n")
 
 
@@ -128,7 +128,7 @@ def test_the_settings_the_code_reads_come_from_the_deployment_the_module_outputs
     outputs = dict(re.findall(r"^output (\w+) string = (.+)$", bicep.source(MODULE), re.M))
     # the workspace, resource group and subscription the module outputs are what the settings carry
     assert outputs["name"] == "workspace.name" and "name: name" in bicep.source(MODULE)
-    assert settings["MLOPS_AZUREML_RESOURCE_GROUP"] == outputs["resourceGroup"] == "resourceGroup().name"
+    assert settings["MLOPS_AZUREML_RESOURCE_GROUP"] == outputs["resourceGroupName"] == "resourceGroup().name"
     assert settings["MLOPS_AZUREML_SUBSCRIPTION_ID"] == outputs["subscriptionId"] == "subscription().subscriptionId"
     assert settings["MLOPS_AZUREML_IDENTITY_CLIENT_ID"] == "pipelineIdentity.properties.clientId"
     assert settings["MLOPS_AZUREML_WORKSPACE"] == "azureMLWorkspace"
