@@ -48,10 +48,10 @@ param pipelineMaximumInstanceCount int = 10
 @description('Most instances the serving app scales to.')
 param servingMaximumInstanceCount int = 40
 
-@description('Let a dataset over its spec\'s [training] azureml_above_bytes be fitted by an Azure Machine Learning command job (serverless compute) instead of in the pipeline app; needs azureMLWorkspaceName.')
+@description('Let a dataset over its spec\'s [training] azureml_above_bytes be fitted by an Azure Machine Learning command job (serverless compute) instead of in the pipeline app; with azureMLWorkspaceName empty, the template creates the workspace (modules/azureml-workspace.bicep).')
 param fitBackendAzureML bool = false
 
-@description('An Azure Machine Learning workspace in this resource group, with the environment mlops-fit registered (docs/deploying.md); the pipeline identity gets AzureML Data Scientist on it.')
+@description('An existing Azure Machine Learning workspace in this resource group, with the environment mlops-fit registered (docs/deploying.md); the pipeline identity gets AzureML Data Scientist on it. Empty: with fitBackendAzureML, the template creates mlw-<namePrefix> and registers the environment itself.')
 param azureMLWorkspaceName string = ''
 
 @description('The VM size of the fit jobs (serverless compute).')
@@ -66,6 +66,13 @@ param principalType string = 'User'
 
 @description('The commit being deployed: recorded in every version\'s lineage (the workflow passes the Git SHA).')
 param codeVersion string = ''
+
+// The Azure ML workspace the fit jobs go to: the one named, or (empty name) mlw-<namePrefix>,
+// created by modules/azureml-workspace.bicep. The jobs' environment is registered under this
+// name there (by hand in a workspace of your own); shared/pipeline/azureml.py defaults to it too.
+var createAzureMLWorkspace = fitBackendAzureML && empty(azureMLWorkspaceName)
+var azureMLWorkspace = createAzureMLWorkspace ? 'mlw-${namePrefix}' : azureMLWorkspaceName
+var azureMLEnvironment = 'mlops-fit'
 
 // The queue names the code uses (shared/settings.py defaults), each an app setting below.
 var queues = {
@@ -170,10 +177,10 @@ var pipelineSettings = union(commonSettings, {
   MLOPS_FIT_BACKEND: fitBackendAzureML ? 'azureml' : 'process'
   MLOPS_AZUREML_SUBSCRIPTION_ID: subscription().subscriptionId
   MLOPS_AZUREML_RESOURCE_GROUP: resourceGroup().name
-  MLOPS_AZUREML_WORKSPACE: azureMLWorkspaceName
+  MLOPS_AZUREML_WORKSPACE: azureMLWorkspace
   MLOPS_AZUREML_IDENTITY_CLIENT_ID: pipelineIdentity.properties.clientId
   MLOPS_AZUREML_INSTANCE_TYPE: azureMLInstanceType
-  MLOPS_AZUREML_ENVIRONMENT: 'azureml:mlops-fit@latest'
+  MLOPS_AZUREML_ENVIRONMENT: 'azureml:${azureMLEnvironment}@latest'
 })
 
 module servingApp 'modules/functionapp.bicep' = {
@@ -227,13 +234,33 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
-// The pipeline identity submits fit jobs to the workspace, and the jobs run as it.
-module azureml 'modules/azureml.bicep' = if (fitBackendAzureML && !empty(azureMLWorkspaceName)) {
+// With fitBackendAzureML and no workspace named: a workspace of this deployment's own (its storage
+// account and Key Vault, this template's Application Insights), the pipeline identity attached,
+// and the environment the jobs run in.
+module azuremlWorkspace 'modules/azureml-workspace.bicep' = if (createAzureMLWorkspace) {
+  name: 'azureml-workspace'
+  params: {
+    name: azureMLWorkspace
+    namePrefix: namePrefix
+    location: location
+    appInsightsId: monitoring.outputs.appInsightsId
+    pipelineIdentityId: pipelineIdentity.id
+    pipelinePrincipalId: pipelineIdentity.properties.principalId
+    environmentName: azureMLEnvironment
+  }
+}
+
+// The pipeline identity submits fit jobs to the workspace, and the jobs run as it: on the workspace
+// named by azureMLWorkspaceName, or on the one created above (hence the dependency).
+module azureml 'modules/azureml.bicep' = if (fitBackendAzureML) {
   name: 'azureml'
   params: {
-    workspaceName: azureMLWorkspaceName
+    workspaceName: azureMLWorkspace
     principalId: pipelineIdentity.properties.principalId
   }
+  dependsOn: [
+    azuremlWorkspace
+  ]
 }
 
 module events 'modules/eventgrid.bicep' = if (deployEventSubscription) {
@@ -256,3 +283,5 @@ output PIPELINE_APP_NAME string = pipelineApp.outputs.name
 output SERVING_URL string = 'https://${servingApp.outputs.defaultHostName}/api'
 output STORAGE_ACCOUNT_NAME string = storage.outputs.accountName
 output SERVICE_BUS_NAMESPACE string = bus.outputs.fullyQualifiedNamespace
+// The fit jobs' workspace (empty without fitBackendAzureML): where `az ml job list` looks.
+output AZUREML_WORKSPACE_NAME string = fitBackendAzureML ? azureMLWorkspace : ''

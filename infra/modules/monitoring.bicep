@@ -27,5 +27,6 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 
 output workspaceId string = workspace.id
 output appInsightsName string = appInsights.name
+output appInsightsId string = appInsights.id
 // An address (ingestion endpoint and resource id), not a credential: local auth is off.
 output appInsightsConnectionString string = appInsights.properties.ConnectionString

@@ -21,7 +21,7 @@ AZD = yaml.safe_load((ROOT / "azure.yaml").read_text())
 AZD_PROVIDED = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP",
                 "AZURE_PRINCIPAL_ID", "AZURE_PRINCIPAL_TYPE"}
 # Set by the user once per environment (`azd env set`), named in docs/deploying.md.
-USER_SET = {"MLOPS_NAME_PREFIX", "MLOPS_CODE_VERSION"}
+USER_SET = {"MLOPS_NAME_PREFIX", "MLOPS_CODE_VERSION", "MLOPS_FIT_BACKEND_AZUREML", "MLOPS_AZUREML_WORKSPACE_NAME"}
 HOOK_KNOBS = {"MLOPS_HOOK_TRIES", "MLOPS_HOOK_PAUSE_SECONDS"}
 OWNER = "090c5cfd-751d-490a-894a-3ce6f1109419"  # Azure Service Bus Data Owner
 RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"  # Azure Service Bus Data Receiver
@@ -63,7 +63,7 @@ def test_each_service_is_a_function_app_of_this_folder_tagged_in_the_templates(n
     fa = bicep.source("modules/functionapp.bicep")
     assert "'azd-service-name': serviceName" in fa
     # the app of that module runs the role of the same name
-    module = bicep.block(main, main.index(f"serviceName: '{name}'") - 200)
+    module = bicep.block(main, main.rindex("\nmodule ", 0, main.index(f"serviceName: '{name}'")))
     assert f"appSettings: {name}Settings" in module
     # its package is built by tools/package.py for that role, into its dist folder
     [hook] = svc["hooks"].values()
