@@ -332,3 +332,29 @@ def test_a_parquet_body_that_decompresses_to_gigabytes_is_refused_from_its_foote
     (batch, _), peak = arrow_peak(lambda: mlflow.decode(junk, "application/vnd.apache.parquet", None, SCHEMA, 100))
     assert batch.ignored == ("junk",) and same_rows(batch, parse_payload({"instances": ROWS[:1]}, SCHEMA, 100))
     assert peak < 1_000_000, peak  # the 300 MB value was never held
+
+
+def test_mlflow_csv_reads_what_pandas_writes_and_refuses_what_training_would():
+    """A bool feature as ``DataFrame.to_csv`` writes it (True/False) is 1/0, as training reads the
+    same file; a byte-order mark is not part of the first column's name; a quote never closed and
+    ``1_000`` (Python's float() takes it, pandas does not) are 400s naming where."""
+    import io
+
+    import pandas as pd
+
+    from shared.serving.protocols import mlflow
+
+    frame = pd.DataFrame({"speed": [True, False], "temp": [10.0, -2.5], "turbine": ["T01", "T02"]})
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    batch, _ = mlflow.decode(buf.getvalue().encode(), "text/csv", None, SCHEMA, 100)
+    assert batch.columns()["speed"].tolist() == [1.0, 0.0]
+    bom = b"\xef\xbb\xbfspeed,temp,turbine\n3.5,10,T01\n"
+    batch, _ = mlflow.decode(bom, "text/csv", None, SCHEMA, 100)
+    assert batch.columns()["speed"].tolist() == [3.5] and batch.ignored == ()
+    with pytest.raises(InvalidRequest, match="the CSV body is malformed") as err:
+        mlflow.decode(b'speed,temp,turbine\n3.5,10,"T01\n', "text/csv", None, SCHEMA, 100)
+    assert err.value.details == {"field": "body"}
+    with pytest.raises(InvalidRequest, match="must be a number, not '1_000'") as err:
+        mlflow.decode(b"speed,temp,turbine\n1_000,10,T01\n", "text/csv", None, SCHEMA, 100)
+    assert err.value.details == {"field": "speed", "row": 0}

@@ -59,7 +59,34 @@ def _predict_fn(value: Any, field: str) -> str:
 def _csv_columns(text: str, schema: Schema) -> dict[str, list]:
     """The CSV's columns, numbers parsed for the model's numeric inputs; an empty cell is missing
     (null), in a string column too."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), strict=True)
+    try:
+        return _csv_read(reader, schema)
+    except csv.Error as exc:  # e.g. a quote never closed
+        raise InvalidRequest(f"the CSV body is malformed: {exc}"[:300], field="body") from None
+
+
+#: How pandas' ``to_csv`` writes a bool feature; training reads the same file as numbers.
+_CSV_BOOLS = {"True": 1.0, "False": 0.0}
+
+
+def _csv_number(cell: str, name: str, row: int) -> float | None:
+    """A numeric cell as training reads it: empty is missing, ``True``/``False`` are 1/0; ``1_000``
+    (Python's float() takes it, pandas does not) is refused."""
+    if cell == "":
+        return None
+    if cell in _CSV_BOOLS:
+        return _CSV_BOOLS[cell]
+    try:
+        if "_" in cell:
+            raise ValueError(cell)
+        return float(cell)
+    except ValueError:
+        raise InvalidRequest(f"row {row}: field '{name}' must be a number, not {cell[:20]!r}",
+                             field=name, row=row) from None
+
+
+def _csv_read(reader, schema: Schema) -> dict[str, list]:
     header = next(reader, None)
     if not header:
         raise InvalidRequest("the CSV body is empty; send a header row and one row per prediction", field="body")
@@ -75,14 +102,7 @@ def _csv_columns(text: str, schema: Schema) -> dict[str, list]:
                                  field="body", row=i)
         for name, cell in zip(header, row):
             if name in numeric_set:
-                if cell == "":
-                    value: Any = None
-                else:
-                    try:
-                        value = float(cell)
-                    except ValueError:
-                        raise InvalidRequest(f"row {i}: field '{name}' must be a number, not {cell[:20]!r}",
-                                             field=name, row=i) from None
+                value: Any = _csv_number(cell, name, i)
             else:  # as pandas reads a CSV (MLflow's server, and training): an empty cell is missing
                 value = cell if cell else None
             columns[name].append(value)
@@ -162,7 +182,7 @@ def decode(body: bytes, content_type: str | None, query_fn: str | None, schema: 
     predict_fn = _predict_fn(query_fn, "predict_fn") if query_fn is not None else "predict"
     if mime == CSV:
         try:
-            text = body.decode()
+            text = body.decode("utf-8-sig")  # a leading byte-order mark (Excel's "CSV UTF-8") is not data
         except UnicodeDecodeError:
             raise InvalidRequest("the CSV body is not UTF-8 text", field="body") from None
         return parse_payload({"inputs": _csv_columns(text, schema)}, schema, max_rows, ignore_unknown=True), predict_fn
