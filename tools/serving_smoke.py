@@ -67,8 +67,11 @@ def main() -> None:
             "monitoring_report": lambda: call("monitoring_report", params={"format": "html"}, name="wind_power",
                                               report_id=report_id),
             "invocations": lambda: call("invocations", "POST", {"dataframe_records": [ROW]}, name="wind_power"),
+            # matched in the inference log's Parquet, stored as Parquet; again: found among the stored
             "feedback": lambda: call("feedback", "POST", {"feedback": [{"request_id": rid, "value": 1000.0}]},
                                      name="wind_power"),
+            "feedback_again": lambda: call("feedback", "POST", {"feedback": [{"request_id": rid, "value": 1000.0}]},
+                                           name="wind_power"),
             "set_alias": lambda: call("set_alias", "PUT", {"version": 1, "reason": "smoke"}, name="wind_power",
                                       alias="staging"),
             "monitoring_latest_html": lambda: call("monitoring_latest", params={"format": "html"}, name="wind_power"),
@@ -86,6 +89,8 @@ def main() -> None:
         }.items():
             r = response()
             statuses[label] = r.status_code
+            if label.startswith("feedback"):
+                result[label + "_body"] = json.loads(r.get_body())
             if r.status_code >= 500:
                 statuses[label + "_body"] = r.get_body()[:500].decode(errors="replace")
         result["statuses"] = statuses

@@ -111,10 +111,7 @@ def _match(storage: Storage, model: str, items: list[dict[str, Any]], *, lookbac
 def stored_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], since: float) -> set[tuple[str, int]]:
     """Which ``(request_id, row)`` of ``wanted`` already have feedback stored, in parts received
     from ``since`` on (no feedback for a prediction arrives before it was logged)."""
-    # here: pyarrow (~0.1 s) loads with the first feedback stored, not with the serving app
-    import pyarrow.parquet as pq
-
-    from shared.serving.inference_log import written_at  # here: the log's module brings numpy
+    from shared.serving.inference_log import keys_in_part, written_at  # here: the log's module brings numpy
 
     if not wanted:
         return set()
@@ -125,9 +122,7 @@ def stored_keys(storage: Storage, model: str, wanted: set[tuple[str, int]], sinc
         for blob in storage.list(CONTAINER, f"{model}/{day.isoformat()}/"):
             if written_at(blob.name) < since - 1:  # received before the oldest prediction was logged
                 continue
-            table = pq.read_table(io.BytesIO(storage.get(CONTAINER, blob.name).data), columns=["request_id", "row"],
-                                  filters=[("request_id", "in", ids)])
-            found.update(zip(table.column("request_id").to_pylist(), table.column("row").to_pylist()))
+            found |= keys_in_part(storage.get(CONTAINER, blob.name).data, ids)
         day += timedelta(days=1)
     return found & wanted
 

@@ -95,6 +95,10 @@ def test_the_serving_role_answers_every_route_from_the_serving_package(site, dat
                   "monitoring_latest_html", "monitoring_report", "monitoring_reports"):
         assert statuses[route] == 200, (route, statuses[route])
     assert statuses["feedback"] == 202  # stored as Parquet without pandas
+    # found in the inference log's Parquet part, then among the stored feedback's (pyarrow.compute
+    # filters: the serving set has no pyarrow.dataset)
+    assert (out["feedback_body"]["matched"], out["feedback_body"]["unmatched"]) == (1, 0), out["feedback_body"]
+    assert (out["feedback_again_body"]["matched"], out["feedback_again_body"]["duplicates"]) == (0, 1)
     assert statuses["get_rollout"] == 404 and statuses["rollout_action"] == 404  # none started: said, not a crash
     assert statuses["predict_breast_cancer"] == 400  # a bad row is refused by name, not a crash
 
@@ -117,7 +121,7 @@ def test_every_native_module_of_the_pruned_stripped_set_loads(site):
     """Pruning removed no library a module links, and stripping left every library loadable."""
     modules = sorted({".".join(p.relative_to(site).with_suffix("").with_suffix("").parts)
                       for p in site.rglob("*.so") if p.name.endswith((".cpython-311-x86_64-linux-gnu.so", ".abi3.so"))})
-    assert len(modules) > 40 and "pyarrow._parquet" in modules and "numpy._core._multiarray_umath" in modules
+    assert len(modules) > 25 and "pyarrow._parquet" in modules and "numpy._core._multiarray_umath" in modules
     script = ("import importlib, json, sys; sys.path[:0] = [sys.argv[1]]; failed = {}\n"
               "for m in sys.argv[2:]:\n"
               "    try: importlib.import_module(m)\n"
@@ -132,3 +136,49 @@ def test_every_native_module_of_the_pruned_stripped_set_loads(site):
     unstripped = [str(p.relative_to(site)) for p in libs
                   if ".symtab" in subprocess.run(["readelf", "-S", str(p)], capture_output=True, text=True).stdout]
     assert not unstripped, f"native libraries still carrying symbol tables: {unstripped[:5]}"
+
+
+def test_the_serving_set_holds_no_arrow_library_its_modules_do_not_use(site):
+    assert not [p for pattern in package.ARROW_EXTRAS for p in (site / "pyarrow").glob(pattern)]
+    if not shutil.which("readelf"):
+        pytest.skip("no readelf here")
+    present = {p.name for p in (site / "pyarrow").glob("*.so*")}
+    for path in (site / "pyarrow").glob("*.so*"):
+        dynamic = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True).stdout
+        arrow = set(re.findall(r"NEEDED.*\[(libarrow\w*|libparquet\w*)\.so[.\d]*\]", dynamic))
+        assert all(any(n.startswith(lib + ".so") for n in present) for lib in arrow), (path.name, arrow)
+
+
+def _shared_library(tmp, name: str, source: str, *link: str):
+    (tmp / f"{name}.c").write_text(source)
+    out = tmp / "pyarrow" / name
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out), str(tmp / f"{name}.c"), *link,
+                    f"-Wl,-soname,{name}"], check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("nm") and package._patchelf()),
+                    reason="needs gcc, nm and patchelf")
+def test_an_arrow_library_is_unlinked_only_when_no_module_takes_a_symbol_from_it(tmp_path):
+    (tmp_path / "pyarrow").mkdir()
+    acero = _shared_library(tmp_path, "libarrow_acero.so.2600", "int acero_plan(void) { return 7; }")
+    link = ("-Wl,--no-as-needed", f"-L{tmp_path / 'pyarrow'}", "-l:libarrow_acero.so.2600")
+    idle = _shared_library(tmp_path, "_idle.so", "int idle(void) { return 1; }", *link)  # NEEDs it, uses nothing
+
+    def needed(path):
+        return subprocess.run([package._patchelf(), "--print-needed", str(path)], capture_output=True,
+                              text=True, check=True).stdout.split()
+
+    assert "libarrow_acero.so.2600" in needed(idle)
+    user = _shared_library(tmp_path, "_user.so", "int acero_plan(void); int run(void) { return acero_plan(); }",
+                           *link)
+    with pytest.raises(RuntimeError, match=r"_user\.so uses \['acero_plan'\]"):
+        package.unlink_arrow_extras(tmp_path)
+    assert acero.exists()  # nothing removed when one module needs it
+
+    user.unlink()
+    assert package.unlink_arrow_extras(tmp_path) == ["pyarrow/libarrow_acero.so.2600"]
+    assert not acero.exists() and "libarrow_acero.so.2600" not in needed(idle)
+    import ctypes
+
+    assert ctypes.CDLL(str(idle)).idle() == 1  # loads without it
