@@ -62,8 +62,8 @@ def check_unique_keys(raw: bytes | memoryview, parsed: Any) -> None:
         return
     repeated = _first_repeated_key(bytes(raw))
     if repeated is not None:
-        key, path = repeated
-        where = f"'{path}'" if path else "the body's top-level object"
+        key, path, nested = repeated
+        where = f"'{path}'" if nested else "the body's top-level object"
         raise InvalidRequest(f"key '{key}' is given twice in {where}; a JSON object must name each key once",
                              field=key, at=path)
 
@@ -123,9 +123,10 @@ def _refuse_repeats(pairs: list[tuple[str, Any]]) -> None:
         raise _Repeated
 
 
-def _first_repeated_key(raw: bytes) -> tuple[str, str] | None:
-    """The first key an object of ``raw`` (valid JSON) names twice, with the path of that object
-    (``instances[3]``; ``""`` for the top level); ``None`` when no object repeats a key."""
+def _first_repeated_key(raw: bytes) -> tuple[str, str, bool] | None:
+    """The first key an object of ``raw`` (valid JSON) names twice, the path of that object
+    (``instances[3]``; ``""`` for the top level) and whether it is nested; ``None`` when no
+    object repeats a key."""
     try:
         json.loads(raw, object_pairs_hook=_refuse_repeats)
         return None
@@ -136,7 +137,7 @@ def _first_repeated_key(raw: bytes) -> tuple[str, str] | None:
     return _scan(raw)
 
 
-def _scan(raw: bytes) -> tuple[str, str] | None:
+def _scan(raw: bytes) -> tuple[str, str, bool] | None:
     """``_first_repeated_key`` by a flat scan of the tokens, with no recursion: a stack of the
     open objects (the keys seen, the current key) and arrays (the current index)."""
     stack: list[list[Any]] = []  # [keys seen, or None in an array; the current key or index]
@@ -150,7 +151,7 @@ def _scan(raw: bytes) -> tuple[str, str] | None:
             key = last[1:-1].decode() if b"\\" not in last else json.loads(last)
             seen = stack[-1][0]
             if key in seen:
-                return key, _path(stack[:-1])
+                return key, _path(stack[:-1]), len(stack) > 1
             seen.add(key)
             stack[-1][1] = key
         elif first == 0x2C:  # ','
