@@ -38,13 +38,21 @@ _BEFORE_MEMBER_COLON[list(b'" \t\n\r')] = True
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]', re.DOTALL)
 
 
-def check_unique_keys(raw: bytes | memoryview, parsed: Any) -> None:
-    """Raise ``InvalidRequest`` naming the key and where, if an object in ``raw`` (a body orjson
-    has read as ``parsed``) names a key twice."""
+def colons_in(raw: bytes | memoryview) -> int:
+    """How many ``:`` bytes ``raw`` holds. Counted before the body is parsed, the pass also
+    brings the bytes into the cache for the parser (measured: 20-30 µs less than after it, on
+    a 750 KB body)."""
     if len(raw) < _VECTORISED_FROM:
-        colons = (raw if type(raw) is bytes else bytes(raw)).count(b":")
-    else:
-        colons = int(np.count_nonzero(np.frombuffer(raw, dtype=np.uint8) == _COLON))
+        return (raw if type(raw) is bytes else bytes(raw)).count(b":")
+    return int(np.count_nonzero(np.frombuffer(raw, dtype=np.uint8) == _COLON))
+
+
+def check_unique_keys(raw: bytes | memoryview, parsed: Any, colons: int | None = None) -> None:
+    """Raise ``InvalidRequest`` naming the key and where, if an object in ``raw`` (a body
+    parsed as ``parsed``, keeping the last of a repeated key as orjson and the standard
+    library do) names a key twice. ``colons``: ``colons_in(raw)``, if already counted."""
+    if colons is None:
+        colons = colons_in(raw)
     if not colons:
         return
     if type(parsed) is dict:  # the usual bodies, counted to two levels: {"instances": [{...}, ...]}
