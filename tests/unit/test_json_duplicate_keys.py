@@ -151,16 +151,20 @@ def encode_string(s: str, rng: random.Random) -> str:
 
 
 def serialise(value, rng: random.Random, path: str, first: list) -> str:
-    """JSON text for ``value`` with random whitespace and escapes; ``first`` gets the first
-    repeated key in text order, with the path of its object, as the check must name it."""
+    """JSON text for ``value`` with random whitespace and escapes; ``first`` gets the key the
+    check must name: the first repeat of the first object, in the order objects open, that
+    repeats one, with that object's path."""
     gap = lambda: rng.choice(["", "", " ", "\n  ", "\t", "\r\n"])  # noqa: E731
     if isinstance(value, Obj):
         seen: set[str] = set()
+        for k, _ in value:  # this object's first repeat, before those of the objects inside it
+            if k in seen:
+                if not first:
+                    first.append((k, path))
+                break
+            seen.add(k)
         parts = []
         for k, v in value:
-            if k in seen and not first:
-                first.append((k, path))
-            seen.add(k)
             member = f"{path}.{k}" if path else k
             parts.append(f"{gap()}{encode_string(k, rng)}{gap()}:{gap()}{serialise(v, rng, member, first)}{gap()}")
         return "{" + ",".join(parts) + "}"
