@@ -33,6 +33,8 @@ import azure.functions as func
 
 from devhost.invocation import Invoker
 from functions.edge import host_envelope
+from shared.core.errors import InvalidRequest
+from shared.serving.protocols.jsonkeys import check_unique_keys
 
 log = logging.getLogger("devhost.http")
 
@@ -480,6 +482,10 @@ class HttpApp:
             payload = json.loads(body or b"{}")
         except (ValueError, RecursionError):  # RecursionError: a body nested 100,000 deep
             return _error(400, "INVALID_REQUEST", "body must be JSON: {\"input\": \"...\"}")
+        try:  # as the app's routes: {"input": "a", "input": "b"} is refused, not read as "b"
+            check_unique_keys(body, payload)
+        except InvalidRequest as exc:
+            return _error(400, "INVALID_REQUEST", exc.message)
         text = payload.get("input", "") if isinstance(payload, dict) else ""
         if not isinstance(text, str):
             return _error(400, "INVALID_REQUEST", "field 'input' must be a string")

@@ -119,6 +119,9 @@ def test_admin_endpoint_runs_a_non_http_function_now(env):
     assert r.status_code == 202
     nope = httpx.post(f"{host.url}/admin/functions/nope", json={}, headers={"x-functions-key": MASTER})
     assert nope.status_code == 404
+    twice = httpx.post(f"{host.url}/admin/functions/echo_queue", content=b'{"input": "a", "input": "b"}',
+                       headers={"x-functions-key": MASTER})
+    assert twice.status_code == 400 and "key 'input' is given twice" in twice.json()["error"]["message"]
 
 
 def test_each_invocation_is_logged_in_one_line(env):

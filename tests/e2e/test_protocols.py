@@ -299,6 +299,49 @@ def test_invocations_ignores_columns_the_model_does_not_use_and_predict_refuses_
     assert csv_twice.status_code == 400 and "'mean_radius' twice" in csv_twice.json()["message"]
 
 
+def test_a_key_given_twice_is_refused_on_every_json_route_naming_it(served):
+    """orjson keeps the last of a repeated key; the host refuses such a body instead, on every
+    JSON route, in each protocol's envelope, and nothing it asked for happens."""
+    from tests.e2e.hostproc import FEEDBACK_KEY, MASTER
+
+    host, ctx = served
+    client = httpx.Client(base_url=host.url, headers={"x-functions-key": FKEY}, timeout=10)
+    row = WIND_X.head(1).to_dict(orient="records")[0]
+    one = json.dumps(row)
+    twice = one[:-1] + ', "wind_speed": 99.0}'  # the row names wind_speed a second time
+    assert client.post("/api/models/wind_power/predict", content=f'{{"instances": [{one}]}}').status_code == 200
+    tensors = ", ".join(f'{{"name": "{k}", "shape": [1], "datatype": "{"BYTES" if isinstance(v, str) else "FP32"}", '
+                        f'"data": [{json.dumps(v)}], "data": [{json.dumps(v)}]}}' for k, v in row.items())
+    for path, body, message_of, said in (
+        ("/api/models/wind_power/predict", f'{{"instances": [{one}, {twice}]}}',
+         lambda r: r.json()["error"]["message"], "key 'wind_speed' is given twice in 'instances[1]'"),
+        ("/api/models/wind_power/invocations", f'{{"dataframe_records": [{one}, {twice}]}}',
+         lambda r: r.json()["message"], "key 'wind_speed' is given twice in 'dataframe_records[1]'"),
+        ("/api/v2/models/wind_power/infer", f'{{"inputs": [{tensors}]}}',
+         lambda r: r.json()["error"], "key 'data' is given twice in 'inputs[0]'"),
+    ):
+        resp = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 400 and message_of(resp).startswith(said), (path, resp.text)
+    native = client.post("/api/models/wind_power/predict", content=f'{{"instances": [{twice}]}}').json()["error"]
+    assert native["code"] == "INVALID_REQUEST" and native["details"] == {"field": "wind_speed", "at": "instances[0]"}
+    invocations = client.post("/api/models/wind_power/invocations", content=f'{{"inputs": [{twice}]}}',
+                              headers={"content-type": "application/json"})
+    assert invocations.json()["error_code"] == "BAD_REQUEST"
+    feedback = client.post("/api/models/wind_power/feedback", headers={"x-functions-key": FEEDBACK_KEY},
+                           content=b'{"feedback": [{"request_id": "a", "value": 1.0, "value": 2.0}]}')
+    assert feedback.status_code == 400
+    assert feedback.json()["error"]["details"] == {"field": "value", "at": "feedback[0]"}
+    # The operator routes: the alias does not move; the rollout route refuses before anything else.
+    before = ctx.registry.alias("wind_power", PRODUCTION)
+    alias = client.put("/api/models/wind_power/aliases/production", headers={"x-functions-key": MASTER},
+                       content=b'{"version": 1, "reason": "a", "reason": "b"}')
+    assert alias.status_code == 400 and "key 'reason' is given twice" in alias.json()["error"]["message"]
+    assert ctx.registry.alias("wind_power", PRODUCTION) == before
+    pause = client.post("/api/models/wind_power/rollout/pause", headers={"x-functions-key": MASTER},
+                        content=b'{"reason": "freeze", "actor": "me", "actor": "you"}')
+    assert pause.status_code == 400 and "key 'actor' is given twice" in pause.json()["error"]["message"]
+
+
 # -- schemathesis: last in this module, as it moves aliases and posts feedback -------------------
 def test_schemathesis_finds_no_failure_with_every_check(served):
     """A bounded run (tests/e2e/schemathesis.toml says what is configured and why) on the

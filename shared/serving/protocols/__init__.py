@@ -12,13 +12,19 @@ from typing import Any
 import orjson
 
 from shared.core.errors import InvalidRequest
+from shared.serving.protocols.jsonkeys import NUMPY_FROM, check_unique_keys, colons_in
 
 
 def json_body(raw: bytes | memoryview) -> Any:
-    """A request body's JSON, or a 400 saying it is empty or why it is not JSON."""
+    """A request body's JSON, or a 400 saying it is empty, why it is not JSON, or which key an
+    object in it names twice."""
+    colons = raw.count(b":") if type(raw) is bytes and len(raw) < NUMPY_FROM else colons_in(raw)  # a call less
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if not bytes(raw).strip():
             raise InvalidRequest("the request body is empty; send a JSON object", field="body") from None
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", field="body") from None
+    if colons:
+        check_unique_keys(raw, parsed, colons)
+    return parsed
