@@ -19,21 +19,31 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from operator import countOf
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from shared.core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Bodies shorter than this are counted with ``bytes.count``, longer ones with numpy (about
 #: 1.3 µs to set up, then some ten times faster per byte).
 NUMPY_FROM = 2048
 _COLON = ord(":")
 _OPEN = ord("{")
-#: The bytes that may come just before a member's ``:``: the key's closing quote, or whitespace.
-_BEFORE_MEMBER_COLON = np.zeros(256, dtype=bool)
-_BEFORE_MEMBER_COLON[list(b'" \t\n\r')] = True
+
+
+@cache
+def _before_member_colon() -> np.ndarray:
+    """The bytes that may come just before a member's ``:``: the key's closing quote, or whitespace."""
+    import numpy as np  # here: numpy stays off the app's start-up (a health probe needs none)
+
+    table = np.zeros(256, dtype=bool)
+    table[list(b'" \t\n\r')] = True
+    return table
+
 #: A JSON text's tokens that matter for keys: strings (escapes included), brackets, commas and
 #: colons; numbers, literals and whitespace between them are skipped.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]', re.DOTALL)
@@ -45,6 +55,8 @@ def colons_in(raw: bytes | memoryview) -> int:
     a 750 KB body)."""
     if len(raw) < NUMPY_FROM:
         return (raw if type(raw) is bytes else bytes(raw)).count(b":")
+    import numpy as np  # here: numpy stays off the app's start-up
+
     return int(np.count_nonzero(np.frombuffer(raw, dtype=np.uint8) == _COLON))
 
 
@@ -74,6 +86,8 @@ def check_unique_keys(raw: bytes | memoryview, parsed: Any, colons: int | None =
                 objects += 1
         if keys >= colons:
             return
+    import numpy as np  # here: numpy stays off the app's start-up
+
     data = np.frombuffer(raw, dtype=np.uint8)
     # Fewer keys than colons: a string holds a ':' or a key is repeated. Every object counted
     # already when there are as many as '{' bytes; else count them all.
@@ -132,8 +146,10 @@ def _count_keys(root: Any, enough: int) -> int:
 def _members_at_most(data: np.ndarray) -> int:
     """An upper bound on the body's object members tighter than its count of ``:``: the colons
     just after a quote or whitespace (a colon inside a string value rarely is)."""
+    import numpy as np  # here: numpy stays off the app's start-up
+
     colons = np.flatnonzero(data == _COLON)  # never at 0: a JSON text does not start with ':'
-    return int(np.count_nonzero(_BEFORE_MEMBER_COLON[data[colons - 1]]))
+    return int(np.count_nonzero(_before_member_colon()[data[colons - 1]]))
 
 
 class _Repeats(dict):
