@@ -64,6 +64,9 @@ class RolloutEvidence:
     #: replayed, those replayed through both.
     candidate_requests: int = 0
     production_requests: int = 0
+    #: Logged: requests left out of the comparison, of a size (rows, in powers of two) the other
+    #: version answered none of; the rest are weighted to the same mix of sizes.
+    latency_unmatched_requests: int = 0
     #: Replayed latency: how many times it was measured (a breach is measured again, and the
     #: least damning measurement is the one judged).
     latency_measurements: int = 0
@@ -184,6 +187,8 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
                      f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} "
                      f"over {e.candidate_requests} and {e.production_requests} requests "
                      f"({e.latency_source}"
+                     + (f", of like sizes: {e.latency_unmatched_requests} requests of a size the other version "
+                        "did not answer left out" if e.latency_unmatched_requests else "")
                      + (f", least of {e.latency_measurements} measurements" if e.latency_measurements > 1 else "")
                      + f"; differences under {spec.latency_floor_ms:g} ms never breach)"))
     paired_enough = e.paired_rows >= spec.min_rows

@@ -447,3 +447,35 @@ def test_a_classifier_giving_other_labels_is_rolled_back_with_its_disagreement_a
     e = record["evidence"]
     assert e["paired_rows"] == len(data) and e["labelled_rows"] == len(data) and e["metric"] == "roc_auc"
     assert e["candidate_metric"] < e["production_metric"] and e["worse_rows"] > e["better_rows"]
+
+
+def test_canary_latency_compares_requests_of_like_sizes_so_one_callers_big_batches_do_not_roll_back(rctx):
+    """Found on the host: a caller holding only a predict key found a routing key that lands on
+    the candidate (its answers name the version) and posted 20 requests of 10,000 rows (47 ms
+    each, against 0.3 ms for one row): 'latency_ratio 13.08 > 1.5', a better candidate rolled
+    back. Any client posting batches, sticky on one version, does the same. Latency is compared
+    between requests of like sizes; a size one version never answered is left out."""
+    t0 = candidate(rctx, wind(4000, seed=2), "summer2.parquet")
+    traffic(rctx, wind(300, seed=16), t0 + 100, "single", versions=(1, 2), batch=1, latency_ms=0.3)
+    traffic(rctx, wind(2000, seed=17), t0 + 110, "batches", versions=(2,), batch=100, latency_ms=30.0)
+    s = replace(state(rctx), step=1)  # the 50% step
+    from shared.policies.rollout import decide
+    from shared.rollout.evidence import columns_for, evaluate_window, read_window
+
+    prod, cand = rctx.server.get_version(MODEL, 1), rctx.server.get_version(MODEL, 2)
+    spec = rctx.specs.get(MODEL)
+    table = read_window(rctx.storage, MODEL, t0, t0 + 200, columns_for(spec, prod, cand))
+    e = evaluate_window(spec, s, table, None, prod, cand, since=t0, until=t0 + 200)
+    assert e.candidate_p99_ms == 0.3 and e.production_p99_ms == 0.3, e
+    assert e.candidate_requests == 150 and e.production_requests == 150 and e.latency_unmatched_requests == 20
+    latency = next(c for c in decide(s, e, spec.rollout, t0 + 300).checks if c.name == "latency_ratio")
+    assert latency.breached is False and "20 requests" in latency.detail, latency
+
+    # Big batches answered by both versions are compared with each other: a candidate slower on
+    # them than production is still rolled back.
+    traffic(rctx, wind(2000, seed=18), t0 + 120, "both", versions=(1,), batch=100, latency_ms=3.0)
+    table = read_window(rctx.storage, MODEL, t0, t0 + 200, columns_for(spec, prod, cand))
+    e = evaluate_window(spec, s, table, None, prod, cand, since=t0, until=t0 + 200)
+    assert e.latency_unmatched_requests == 0 and e.candidate_requests == e.production_requests == 170
+    d = decide(s, e, spec.rollout, t0 + 300)
+    assert d.action == "rollback" and "latency_ratio" in d.reason, d.reason
