@@ -175,23 +175,33 @@ def _pairs(table, answered_by_candidate: np.ndarray, prod: LoadedModel, cand: Lo
     return _Scored(c_out, p_out, c_proba, p_proba)
 
 
-def divergence(scored: _Scored, is_classifier: bool) -> tuple[float | None, float | None]:
+def divergence(cand_out: np.ndarray, prod_out: np.ndarray, is_classifier: bool) -> tuple[float | None, float | None]:
     """``(divergence, output PSI)`` of the candidate's outputs against production's on the same rows.
 
     Regression: mean absolute difference over the standard deviation of production's
     predictions, PSI on production's decile bins; classification: the share of rows given
-    another label, PSI of the label shares.
+    another label, PSI of the label shares. A row production gave no number for (inf or NaN: a
+    linear model's output overflows float32 on a row of 1e38s, which any caller can send) is
+    left out: one such row made the figure inf, a breach whatever the candidate. A candidate
+    giving no number where production gave one diverges (inf).
     """
-    n = len(scored.prod)
+    n = len(prod_out)
     if n == 0:
         return None, None
     if is_classifier:
-        cand, prod = scored.cand.astype(str), scored.prod.astype(str)
+        cand, prod = cand_out.astype(str), prod_out.astype(str)
         labels = np.union1d(cand, prod)
         p_counts = np.array([(prod == v).sum() for v in labels], dtype=np.float64)
         c_counts = np.array([(cand == v).sum() for v in labels], dtype=np.float64)
         return float((cand != prod).mean()), psi(p_counts / n, c_counts)
-    cand, prod = scored.cand.astype(np.float64), scored.prod.astype(np.float64)
+    cand, prod = cand_out.astype(np.float64), prod_out.astype(np.float64)
+    answered = np.isfinite(prod)
+    cand, prod = cand[answered], prod[answered]
+    n = len(prod)
+    if n == 0:
+        return None, None
+    if not np.isfinite(cand).all():
+        return float("inf"), float("inf")
     scale = float(prod.std())
     mad = float(np.abs(cand - prod).mean())
     div = mad / scale if scale > 0 else (0.0 if mad == 0 else float("inf"))
@@ -384,7 +394,7 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         scored = _pairs(sample, is_cand[idx], prod, cand) if len(idx) else None
     except Exception as exc:  # a candidate that cannot run on logged rows: its rows count as errors
         replay_error = f"replay failed: {type(exc).__name__}: {exc}"[:300]
-    div, psi_ = divergence(scored, spec.is_classifier) if scored is not None else (None, None)
+    div, psi_ = divergence(scored.cand, scored.prod, spec.is_classifier) if scored is not None else (None, None)
     measured = 0  # replayed latency measurements
     c_requests = p_requests = 0  # behind each p99
     unmatched = 0  # logged requests of a size the other version did not answer

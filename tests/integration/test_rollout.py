@@ -479,3 +479,39 @@ def test_canary_latency_compares_requests_of_like_sizes_so_one_callers_big_batch
     assert e.latency_unmatched_requests == 0 and e.candidate_requests == e.production_requests == 170
     d = decide(s, e, spec.rollout, t0 + 300)
     assert d.action == "rollback" and "latency_ratio" in d.reason, d.reason
+
+
+def test_a_row_production_answered_with_no_number_does_not_make_divergence_infinite(rctx):
+    """Found on the host: a linear production answers null (its output overflows float32) for a
+    row of 1e38s that anyone with a predict key can send. One such logged row made the shadow
+    divergence inf (production's standard deviation nan), a breach whatever the candidate: a
+    rollback forced by one request. Rows production gave no number for are left out; a
+    candidate giving none where production gave one still diverges."""
+    import pyarrow as pa
+
+    from shared.rollout.evidence import columns_for, evaluate_window, read_window
+
+    t0 = candidate(rctx, wind(4000, seed=2), "summer2.parquet")
+    traffic(rctx, wind(300, seed=16), t0 + 100, "shadow")
+    s = state(rctx)  # shadow
+    prod, cand = rctx.server.get_version(MODEL, 1), rctx.server.get_version(MODEL, 2)
+    spec = rctx.specs.get(MODEL)
+    table = read_window(rctx.storage, MODEL, t0, t0 + 200, columns_for(spec, prod, cand))
+    clean = evaluate_window(spec, s, table, None, prod, cand, since=t0, until=t0 + 200)
+    at = table.column_names.index("prediction")
+    pred = table.column("prediction").to_numpy().copy()
+    pred[[3, 7]] = [np.inf, np.nan]
+    e = evaluate_window(spec, s, table.set_column(at, "prediction", pa.array(pred)), None, prod, cand,
+                        since=t0, until=t0 + 200)
+    assert e.divergence is not None and np.isfinite(e.divergence) and np.isfinite(e.output_psi), e
+    assert abs(e.divergence - clean.divergence) < 0.05 and e.divergence < spec.rollout.max_divergence
+
+
+def test_a_candidate_with_no_number_where_production_has_one_diverges():
+    from shared.rollout.evidence import divergence
+
+    prod = np.linspace(0, 100, 200)
+    cand = prod + 1.0
+    assert divergence(cand, prod, False)[0] < 0.1
+    cand[5] = np.nan
+    assert divergence(cand, prod, False)[0] == np.inf
