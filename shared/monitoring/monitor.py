@@ -452,7 +452,10 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     versions = ctx.registry.versions(model)
     if not versions:
         return None
-    manifest = ctx.registry.manifest(model, versions[-1])
+    # Production's dataset: the newest registered version may be one the gate refused or a
+    # rollout rolled back (a bad drop into datasets/ would become every retraining's base).
+    production = ctx.registry.alias(model)
+    manifest = ctx.registry.manifest(model, production.version if production else versions[-1])
     source = datasets.DatasetRef.parse(manifest["dataset"]["name"]).name
     # here: pandas and the dataset reader, which the serving app (it reads reports here) lacks
     import pandas as pd

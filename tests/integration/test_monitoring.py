@@ -6,6 +6,7 @@ import json
 import time
 
 import pandas as pd
+import pytest
 
 from models.wind_power_data import generate as wind
 from shared.monitoring.monitor import handle_retrain, latest_report, monitor_model
@@ -148,3 +149,24 @@ def test_a_small_labelled_window_between_two_breaches_does_not_reset_their_count
     serve(ctx, wind(2000, seed=5, regime="winter"), "winter2", clock.traffic())
     second = monitor_model(ctx, "wind_power", clock.tick())
     assert second["consecutive_breaches"] == 2 and second["retraining"]["requested"] is True
+
+
+def test_retraining_builds_on_productions_dataset_not_a_newer_version_that_was_refused(ctx):
+    """Found reading the retraining handler after the host refused wine v3 (its cultivar coded
+    0, 1, 2 where production answers names): 'append' took the newest *registered* version's
+    dataset, whatever became of it. A version the gate refused (or a rollout rolled back) is
+    registered too: one bad drop into datasets/ became the base of every retraining, mixed
+    with live labels of production's traffic. Production's own dataset is the base."""
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=1)))
+    drain(ctx)
+    bad = wind(3000, seed=2)
+    bad["power_kw"] = bad["power_kw"].sample(frac=1.0, random_state=0).to_numpy()  # labels shuffled
+    drop(ctx, "wind_power", "shuffled.parquet", to_parquet(bad))
+    drain(ctx)
+    assert ctx.registry.versions("wind_power") == [1, 2] and ctx.registry.alias("wind_power").version == 1
+
+    where = handle_retrain(ctx, RunMessage("retrain_requested", "wind_power", "retrain-base", "retrain-base"))
+    data = pd.read_parquet(io.BytesIO(ctx.storage.get("datasets", where.split("/", 1)[1]).data))
+    summer = wind(3000, seed=1)
+    assert len(data) == len(summer)
+    assert data["power_kw"].to_numpy() == pytest.approx(summer["power_kw"].to_numpy())
