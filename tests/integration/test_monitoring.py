@@ -170,3 +170,27 @@ def test_retraining_builds_on_productions_dataset_not_a_newer_version_that_was_r
     summer = wind(3000, seed=1)
     assert len(data) == len(summer)
     assert data["power_kw"].to_numpy() == pytest.approx(summer["power_kw"].to_numpy())
+
+
+def test_live_performance_is_productions_own_not_the_rows_a_previous_version_answered(ctx):
+    """Found on the host: friedman1, ridge v1 (rmse 2.7) then forest v4 (hold-out rmse 1.71)
+    promoted; the next monitor run judged 13,047 labelled rows of the hour, most answered by v1,
+    against v4's reference: 'degraded' (rmse 1.88 > 1.71 + tolerance), a breach towards
+    retraining the better model. Drift already judged production's own rows."""
+    derated = wind(3000, seed=1)
+    derated["power_kw"] *= 0.5  # v1 learns half the power
+    drop(ctx, "wind_power", "derated.parquet", to_parquet(derated))
+    drain(ctx)
+    clock = Clock()
+    summer = wind(1000, seed=4)
+    serve(ctx, summer, "v1", clock.traffic())  # answered by v1, half the true power
+    store_feedback(ctx.storage, "wind_power", [
+        {"request_id": f"v1-{start}", "row": i, "truth": float(v)}
+        for start in range(0, 1000, 100) for i, v in enumerate(summer["power_kw"].iloc[start:start + 100])])
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=2)))
+    drain(ctx)
+    assert ctx.registry.alias("wind_power").version == 2
+    report = monitor_model(ctx, "wind_power", clock.tick())
+    assert report["version"] == 2
+    assert report["performance"]["rows"] == 0 and report["performance"]["degraded"] is False, report["performance"]
+    assert report["verdict"] != "degraded"
