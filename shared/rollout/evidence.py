@@ -175,7 +175,8 @@ def _pairs(table, answered_by_candidate: np.ndarray, prod: LoadedModel, cand: Lo
     return _Scored(c_out, p_out, c_proba, p_proba)
 
 
-def divergence(cand_out: np.ndarray, prod_out: np.ndarray, is_classifier: bool) -> tuple[float | None, float | None]:
+def divergence(cand_out: np.ndarray, prod_out: np.ndarray, is_classifier: bool,
+               reference_std: float = 0.0) -> tuple[float | None, float | None]:
     """``(divergence, output PSI)`` of the candidate's outputs against production's on the same rows.
 
     Regression: mean absolute difference over the standard deviation of production's
@@ -183,7 +184,9 @@ def divergence(cand_out: np.ndarray, prod_out: np.ndarray, is_classifier: bool) 
     another label, PSI of the label shares. A row production gave no number for (inf or NaN: a
     linear model's output overflows float32 on a row of 1e38s, which any caller can send) is
     left out: one such row made the figure inf, a breach whatever the candidate. A candidate
-    giving no number where production gave one diverges (inf).
+    giving no number where production gave one diverges (inf). The scale is never below
+    ``reference_std``, the spread of production's hold-out predictions: a caller posting one
+    row 40,000 times made the window's spread next to nothing and any difference a breach.
     """
     n = len(prod_out)
     if n == 0:
@@ -202,7 +205,7 @@ def divergence(cand_out: np.ndarray, prod_out: np.ndarray, is_classifier: bool) 
         return None, None
     if not np.isfinite(cand).all():
         return float("inf"), float("inf")
-    scale = float(prod.std())
+    scale = max(float(prod.std()), reference_std)
     mad = float(np.abs(cand - prod).mean())
     div = mad / scale if scale > 0 else (0.0 if mad == 0 else float("inf"))
     edges = np.unique(np.quantile(prod, np.linspace(0, 1, 11)))
@@ -366,7 +369,7 @@ def columns_for(spec: ModelSpec, *loaded: LoadedModel) -> list[str]:
 def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod: LoadedModel, cand: LoadedModel,
                     *, since: float, until: float, max_replay_rows: int = MAX_REPLAY_ROWS,
                     max_labelled_rows: int = MAX_LABELLED_ROWS, latency_requests: int = LATENCY_REQUESTS,
-                    seed: int = 0) -> RolloutEvidence:
+                    seed: int = 0, reference_std: float = 0.0) -> RolloutEvidence:
     """The evidence of one step from its window's log ``table`` (Arrow, or None) and ``feedback``."""
     base: dict[str, Any] = dict(window_from=since, window_to=until, metric=spec.metric,
                                 higher_is_better=spec.higher_is_better)
@@ -394,7 +397,8 @@ def evaluate_window(spec: ModelSpec, state: RolloutState, table, feedback, prod:
         scored = _pairs(sample, is_cand[idx], prod, cand) if len(idx) else None
     except Exception as exc:  # a candidate that cannot run on logged rows: its rows count as errors
         replay_error = f"replay failed: {type(exc).__name__}: {exc}"[:300]
-    div, psi_ = divergence(scored.cand, scored.prod, spec.is_classifier) if scored is not None else (None, None)
+    div, psi_ = (divergence(scored.cand, scored.prod, spec.is_classifier, reference_std) if scored is not None
+                 else (None, None))
     measured = 0  # replayed latency measurements
     c_requests = p_requests = 0  # behind each p99
     unmatched = 0  # logged requests of a size the other version did not answer

@@ -515,3 +515,19 @@ def test_a_candidate_with_no_number_where_production_has_one_diverges():
     assert divergence(cand, prod, False)[0] < 0.1
     cand[5] = np.nan
     assert divergence(cand, prod, False)[0] == np.inf
+
+
+def test_a_flood_of_identical_rows_does_not_make_divergence_a_rollback(rctx):
+    """Found on the host: a caller holding only a predict key posted 20 requests of 10,000
+    identical rows; production's predictions on the window then hardly varied, and divergence
+    (mean absolute difference over their standard deviation) read 4.55 against 0.25. Labels
+    excused it there; without them it is a rollback of any candidate that differs at all on
+    that one row. The scale is never below the spread of production's hold-out predictions."""
+    t0 = candidate(rctx, wind(4000, seed=2), "summer2.parquet")
+    traffic(rctx, wind(200, seed=10), t0 + 100, "shadow")
+    one = wind(1, seed=12)
+    traffic(rctx, pd.concat([one] * 40_000, ignore_index=True), t0 + 110, "flood", batch=10_000)
+    out = loop.evaluate_rollout(rctx, MODEL, now=t0 + 700)
+    e = state(rctx).history[-1]["evidence"] if out["action"] != "wait" else state(rctx).last_evaluation["evidence"]
+    assert e["paired_rows"] == 20_000 and e["divergence"] < 0.25, (out["reason"], e["divergence"])
+    assert out["action"] == "advance", out["reason"]
