@@ -191,22 +191,28 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
                         "did not answer left out" if e.latency_unmatched_requests else "")
                      + (f", least of {e.latency_measurements} measurements" if e.latency_measurements > 1 else "")
                      + f"; differences under {spec.latency_floor_ms:g} ms never breach)"))
-    paired_enough = e.paired_rows >= spec.min_rows
-    # Divergence says the candidate answers differently, with no labels to say which is right. A
-    # candidate better than production on enough labelled rows (by the margin of the metric and
-    # the paired test, the other way round) is different because it is better: not a breach.
-    better = better_on_labels(e, spec)
-    excused = f"; explained: {better}" if better else ""
-    out.append(Check("divergence", e.divergence, spec.max_divergence,
-                     (e.divergence > spec.max_divergence and not better)
-                     if paired_enough and e.divergence is not None else None,
-                     f"on {e.paired_rows} rows scored by both" + excused))
-    out.append(Check("output_psi", e.output_psi, spec.max_output_psi,
-                     (e.output_psi > spec.max_output_psi and not better)
-                     if paired_enough and e.output_psi is not None else None,
-                     f"PSI of the candidate's outputs against production's on {e.paired_rows} rows" + excused))
+    out += _difference_checks(e, spec)
     out.append(_metric_check(e, spec))
     return tuple(out)
+
+
+def _difference_checks(e: RolloutEvidence, spec: RolloutSpec) -> list[Check]:
+    """Divergence and output PSI on the rows both versions scored.
+
+    They say the candidate answers differently, with no labels to say which is right. A
+    candidate better than production on enough labelled rows (by its metric and the paired
+    test, the other way round) is different because it is better: not a breach."""
+    paired_enough = e.paired_rows >= spec.min_rows
+    better = better_on_labels(e, spec)
+    excused = f"; explained: {better}" if better else ""
+    return [Check("divergence", e.divergence, spec.max_divergence,
+                  (e.divergence > spec.max_divergence and not better)
+                  if paired_enough and e.divergence is not None else None,
+                  f"on {e.paired_rows} rows scored by both" + excused),
+            Check("output_psi", e.output_psi, spec.max_output_psi,
+                  (e.output_psi > spec.max_output_psi and not better)
+                  if paired_enough and e.output_psi is not None else None,
+                  f"PSI of the candidate's outputs against production's on {e.paired_rows} rows" + excused)]
 
 
 def better_on_labels(e: RolloutEvidence, spec: RolloutSpec) -> str | None:
