@@ -685,10 +685,7 @@ def report(obj: Obj, model: str, report_id: str | None, out: Path | None, open_i
             if not webbrowser.open(out.resolve().as_uri()):
                 click.echo(f"no browser to open; the page is {out}", err=True)
         return
-    if report_id:
-        data = json.loads(obj.client.request("GET", f"/api/models/{model}/monitoring/reports/{report_id}").content)
-    else:
-        data = obj.client.monitoring_latest(model)
+    data = obj.client.monitoring_report(model, report_id) if report_id else obj.client.monitoring_latest(model)
     if as_json:
         return _emit_json(data)
     _print_summary(_summary(data))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -72,6 +73,12 @@ class RunSummary(TypedDict, total=False):
     quarantine: str | None
     rollout: dict[str, Any] | None  # in rollout, or how its rollout ended
 
+
+
+def _segment(value: object) -> str:
+    """One path segment, percent-encoded: a name or id holding '/' or '..' stays that one segment
+    (and is refused by the API as such) instead of walking to another route."""
+    return quote(str(value), safe="")
 
 @dataclass(frozen=True)
 class InferResult:
@@ -207,47 +214,53 @@ class MlopsClient:
 
     def model(self, name: str) -> dict[str, Any]:
         """A model's spec summary, versions with metrics, aliases and recent audit."""
-        return self._get(f"/api/models/{name}")
+        return self._get(f"/api/models/{_segment(name)}")
 
     def runs(self, name: str, *, outcome: str | None = None, limit: int | None = None) -> list[RunSummary]:
         """The model's runs, newest first (``outcome`` filters, ``limit`` bounds)."""
-        return self._get(f"/api/models/{name}/runs", outcome=outcome, limit=limit)["runs"]
+        return self._get(f"/api/models/{_segment(name)}/runs", outcome=outcome, limit=limit)["runs"]
 
     def run(self, name: str, run_id: str) -> RunSummary:
         """One run with its lineage: dataset, spec, parameters, timings, metrics, decision, failure."""
-        return self._get(f"/api/models/{name}/runs/{run_id}")
+        return self._get(f"/api/models/{_segment(name)}/runs/{_segment(run_id)}")
 
     def version(self, name: str, version: int) -> dict[str, Any]:
         """A version's lineage: run, dataset, spec hash, code, libraries, decision."""
-        return self._get(f"/api/models/{name}/versions/{int(version)}")
+        return self._get(f"/api/models/{_segment(name)}/versions/{int(version)}")
 
     def v2_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
         """v2 model metadata: one input tensor per column with its datatype, and the outputs."""
         suffix = f"/versions/{int(version)}" if version is not None else ""
-        return self._get(f"/api/v2/models/{name}{suffix}")
+        return self._get(f"/api/v2/models/{_segment(name)}{suffix}")
 
     def served_version(self, name: str) -> int:
         """The version this deployment's worker serves as production now (MLflow's ``/ping``)."""
-        resp = self.request("GET", f"/api/models/{name}/ping")
+        resp = self.request("GET", f"/api/models/{_segment(name)}/ping")
         return int(resp.headers["x-model-version"])
 
     def monitoring_latest(self, name: str) -> dict[str, Any]:
         """The latest monitoring report, with the last conclusive verdict."""
-        return self._get(f"/api/models/{name}/monitoring/latest")
+        return self._get(f"/api/models/{_segment(name)}/monitoring/latest")
+
+    def monitoring_report(self, name: str, report_id: str) -> dict[str, Any]:
+        """One monitoring report's JSON."""
+        return self._get(f"/api/models/{_segment(name)}/monitoring/reports/{_segment(report_id)}")
 
     def monitoring_reports(self, name: str, *, limit: int | None = None) -> dict[str, Any]:
         """The monitoring history, newest first."""
-        return self._get(f"/api/models/{name}/monitoring/reports", limit=limit)
+        return self._get(f"/api/models/{_segment(name)}/monitoring/reports", limit=limit)
 
     def report_html(self, name: str, report_id: str | None = None) -> bytes:
         """A monitoring report's page (the latest unless ``report_id``)."""
-        path = f"/api/models/{name}/monitoring/" + (f"reports/{report_id}" if report_id else "latest")
+        path = f"/api/models/{_segment(name)}/monitoring/" + (
+            f"reports/{_segment(report_id)}" if report_id else "latest")
         return self.request("GET", path, params={"format": "html"}).content
 
     # -- predicting ------------------------------------------------------------------------
     def predict(self, name: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """This API's JSON predict on production: ``{"model", "version", "predictions", "request_id"}``."""
-        return self.request("POST", f"/api/models/{name}/predict", json={"instances": list(records)}).json()
+        return self.request("POST", f"/api/models/{_segment(name)}/predict",
+                            json={"instances": list(records)}).json()
 
     def infer(self, name: str, columns: Mapping[str, Any], *, version: int | None = None,
               datatypes: Mapping[str, str] | None = None) -> InferResult:
@@ -259,7 +272,7 @@ class MlopsClient:
             datatypes = {t["name"]: t["datatype"] for t in self.v2_metadata(name, version)["inputs"]}
         body, header_length = v2.encode_request(columns, datatypes)
         suffix = f"/versions/{int(version)}" if version is not None else ""
-        resp = self.request("POST", f"/api/v2/models/{name}{suffix}/infer", content=body, headers={
+        resp = self.request("POST", f"/api/v2/models/{_segment(name)}{suffix}/infer", content=body, headers={
             "content-type": "application/octet-stream", v2.HEADER: str(header_length)})
         head, outputs = v2.decode_response(resp.content, resp.headers.get(v2.HEADER))
         return InferResult(head.get("model_name", name), int(head.get("model_version", 0)), outputs)
@@ -267,7 +280,7 @@ class MlopsClient:
     # -- operating -------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int, reason: str) -> dict[str, Any]:
         """Move ``alias`` to ``version`` (master key; audited by the deployment)."""
-        return self.request("PUT", f"/api/models/{name}/aliases/{alias}", admin=True,
+        return self.request("PUT", f"/api/models/{_segment(name)}/aliases/{_segment(alias)}", admin=True,
                             json={"version": int(version), "reason": reason}).json()
 
     def promote(self, name: str, version: int, reason: str = "operator promotion") -> dict[str, Any]:
@@ -280,7 +293,7 @@ class MlopsClient:
 
     def rollout(self, name: str) -> dict[str, Any]:
         """The model's current (or last) rollout: step, traffic split, guardrails, history, ETag."""
-        return self._get(f"/api/models/{name}/rollout")
+        return self._get(f"/api/models/{_segment(name)}/rollout")
 
     def rollout_action(self, name: str, action: str, *, reason: str = "", actor: str | None = None,
                        version: int | None = None, if_match: str | None = None) -> dict[str, Any]:
@@ -292,12 +305,13 @@ class MlopsClient:
             body["actor"] = actor
         if version is not None:
             body["version"] = int(version)
-        return self.request("POST", f"/api/models/{name}/rollout/{action}", admin=True, json=body,
+        return self.request("POST", f"/api/models/{_segment(name)}/rollout/{_segment(action)}", admin=True, json=body,
                             headers={"if-match": if_match} if if_match else None).json()
 
     def run_function(self, function: str, payload: str = "") -> None:
         """Run a non-HTTP function now through the platform's admin API (master key); 202 when accepted."""
-        self.request("POST", f"/admin/functions/{function}", admin=True, json={"input": payload}, ok=(200, 202))
+        self.request("POST", f"/admin/functions/{_segment(function)}", admin=True, json={"input": payload},
+                     ok=(200, 202))
 
     def _latest_report_name(self, name: str) -> str | None:
         try:

@@ -166,7 +166,10 @@ def _evaluate(ctx: Context, spec: ModelSpec, model: str, version: int, manifest:
     features, dataset, prediction = _drift(ctx, spec, version, profile, logs, th)
     # Ground truth comes after the prediction: whatever has arrived so far for the window's rows.
     feedback = read_feedback(ctx, model, since, max(now, time.time()))
-    performance = _performance(spec, manifest, labelled_rows(logs, feedback))
+    # Production's own rows: the window also holds rows a previous version (before a promotion)
+    # or a canary candidate answered, which production's reference says nothing about.
+    own = logs[logs["version"] == version] if "version" in logs else logs
+    performance = _performance(spec, manifest, labelled_rows(own, feedback))
     breach = bool(dataset["drifted"] or prediction.get("drifted") or performance["degraded"])
     if not enough and not performance["rows"]:
         verdict = "insufficient_data"
@@ -452,7 +455,10 @@ def handle_retrain(ctx: Context, msg: RunMessage, now: float | None = None, look
     versions = ctx.registry.versions(model)
     if not versions:
         return None
-    manifest = ctx.registry.manifest(model, versions[-1])
+    # Production's dataset: the newest registered version may be one the gate refused or a
+    # rollout rolled back (a bad drop into datasets/ would become every retraining's base).
+    production = ctx.registry.alias(model)
+    manifest = ctx.registry.manifest(model, production.version if production else versions[-1])
     source = datasets.DatasetRef.parse(manifest["dataset"]["name"]).name
     # here: pandas and the dataset reader, which the serving app (it reads reports here) lacks
     import pandas as pd

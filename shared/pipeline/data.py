@@ -433,7 +433,10 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
             raise DatasetError(f"{filename}: target {col!r} is infinite at row {row}", column=col, row=row)
         if (floats == np.round(floats)).all():
             series = series.astype("int64")
-    labels = series if pd.api.types.is_integer_dtype(series) else coerce_categorical(series)
+    # A nullable integer (pandas' Int8 ... UInt64, as Parquet written from pandas reads back) has
+    # no missing value here: plain int64, else scikit-learn fits float classes (0.0, 1.0) that
+    # ONNX labels 0, 1, and parity refuses every row.
+    labels = series.astype("int64") if pd.api.types.is_integer_dtype(series) else coerce_categorical(series)
     classes = labels.nunique()
     if classes < 2:
         raise DatasetError(

@@ -421,7 +421,7 @@ def handle_promote(ctx: Context, msg: RunMessage, *, max_attempts: int = 5) -> O
     holdout = _load_holdout(ctx, model, run_id, manifest["holdout"]["sha256"])
     exam_ref = manifest.get("exam")
     exam_rows = exam.load(ctx.storage, model, exam_ref) if exam_ref else None
-    candidate = promotion.Version(version, manifest["input_schema"])
+    candidate = promotion.Version(version, manifest["input_schema"], manifest.get("classes"))
     for _ in range(max_attempts):
         current = ctx.registry.alias(model, PRODUCTION)
         verdict = _judge(ctx, spec, model, candidate, manifest, holdout, exam_rows, current)
@@ -455,7 +455,8 @@ def _judge(ctx: Context, spec: ModelSpec, model: str, candidate: promotion.Versi
                                 promotion.Evidence(()))
     champion = None
     if current is not None:
-        champion = promotion.Version(current.version, ctx.registry.manifest(model, current.version)["input_schema"])
+        prod = ctx.registry.manifest(model, current.version)
+        champion = promotion.Version(current.version, prod["input_schema"], prod.get("classes"))
     evidence = gather(ctx, spec, model, version, manifest, holdout, exam_rows, current.version if current else None)
     return promotion.decide(promotion.Rule.of(spec), candidate, champion, evidence)
 

@@ -44,10 +44,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class Version:
-    """A registered version as the policy sees it: its number and its input contract."""
+    """A registered version as the policy sees it: its number, its input contract and (a
+    classifier) the classes it answers."""
 
     version: int
     input_schema: Sequence[SchemaField] = ()
+    classes: Sequence[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,16 @@ def contract_changes(production: Sequence[SchemaField], candidate: Sequence[Sche
     return tuple(out)
 
 
+def class_changes(production: Sequence[Any] | None, candidate: Sequence[Any] | None) -> tuple[str, ...]:
+    """How the candidate's classes differ from production's (as text: the labels clients see),
+    ``removed class 'barolo'``, ``added class '0'``; empty when they agree or either has none."""
+    if production is None or candidate is None:
+        return ()
+    before, after = [str(c) for c in production], [str(c) for c in candidate]
+    return tuple([f"removed class {c!r}" for c in before if c not in after]
+                 + [f"added class {c!r}" for c in after if c not in before])
+
+
 def decide(rule: Rule, candidate: Version, champion: Version | None, evidence: Evidence) -> Decision:
     """Whether ``candidate`` replaces ``champion`` (production; None: there is none), and why."""
     if champion is not None and champion.version == candidate.version:
@@ -144,6 +156,14 @@ def decide(rule: Rule, candidate: Version, champion: Version | None, evidence: E
         passed = False
         reason += (f"; its input contract differs from production v{champion.version}'s ({', '.join(changes)}): "
                    "never promoted automatically; an operator may promote it by moving the production alias")
+    classes = class_changes(champion.classes, candidate.classes)
+    if classes:
+        passed = False
+        changes += classes
+        reason += (f"; its classes differ from production v{champion.version}'s ({', '.join(classes)}): every "
+                   "client's labels and probability keys would change, and production's metric on labels it "
+                   "never answers says nothing: never promoted automatically; an operator may promote it by "
+                   "moving the production alias")
     if evidence.production_error:
         passed = False
         reason += "; without production's score it is not promoted on the floor alone"

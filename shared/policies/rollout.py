@@ -14,7 +14,8 @@ The rule, in plain words:
   production's prediction standard deviation; classification: disagreement rate) or their
   PSI beyond ``max_output_psi``; its live metric on the same labelled rows worse than
   production's beyond ``metric_margin`` *and* worse by a one-sided paired sign test on per-row
-  losses at ``alpha`` (see :func:`sign_test`).
+  losses at ``alpha`` (see :func:`sign_test`). Divergence and output PSI do not roll back a
+  candidate that is *better* on enough labelled rows by the same paired test, reversed.
   Error, latency and divergence guardrails are judged once the step has ``min_rows`` rows (a
   p99 of five rows is noise); the metric once ``min_labelled_rows`` labelled rows exist.
 * **Wait** while the step has fewer than ``min_rows`` rows ("waiting: 37 of 200 rows"), or (a
@@ -63,6 +64,9 @@ class RolloutEvidence:
     #: replayed, those replayed through both.
     candidate_requests: int = 0
     production_requests: int = 0
+    #: Logged: requests left out of the comparison, of a size (rows, in powers of two) the other
+    #: version answered none of; the rest are weighted to the same mix of sizes.
+    latency_unmatched_requests: int = 0
     #: Replayed latency: how many times it was measured (a breach is measured again, and the
     #: least damning measurement is the one judged).
     latency_measurements: int = 0
@@ -183,17 +187,48 @@ def checks(evidence: RolloutEvidence, spec: RolloutSpec) -> tuple[Check, ...]:
                      f"p99 {_ms(e.candidate_p99_ms)} against production's {_ms(e.production_p99_ms)} "
                      f"over {e.candidate_requests} and {e.production_requests} requests "
                      f"({e.latency_source}"
+                     + (f", of like sizes: {e.latency_unmatched_requests} requests of a size the other version "
+                        "did not answer left out" if e.latency_unmatched_requests else "")
                      + (f", least of {e.latency_measurements} measurements" if e.latency_measurements > 1 else "")
                      + f"; differences under {spec.latency_floor_ms:g} ms never breach)"))
-    paired_enough = e.paired_rows >= spec.min_rows
-    out.append(Check("divergence", e.divergence, spec.max_divergence,
-                     (e.divergence > spec.max_divergence) if paired_enough and e.divergence is not None else None,
-                     f"on {e.paired_rows} rows scored by both"))
-    out.append(Check("output_psi", e.output_psi, spec.max_output_psi,
-                     (e.output_psi > spec.max_output_psi) if paired_enough and e.output_psi is not None else None,
-                     f"PSI of the candidate's outputs against production's on {e.paired_rows} rows"))
+    out += _difference_checks(e, spec)
     out.append(_metric_check(e, spec))
     return tuple(out)
+
+
+def _difference_checks(e: RolloutEvidence, spec: RolloutSpec) -> list[Check]:
+    """Divergence and output PSI on the rows both versions scored.
+
+    They say the candidate answers differently, with no labels to say which is right. A
+    candidate better than production on enough labelled rows (by its metric and the paired
+    test, the other way round) is different because it is better: not a breach."""
+    paired_enough = e.paired_rows >= spec.min_rows
+    better = better_on_labels(e, spec)
+    excused = f"; explained: {better}" if better else ""
+    return [Check("divergence", e.divergence, spec.max_divergence,
+                  (e.divergence > spec.max_divergence and not better)
+                  if paired_enough and e.divergence is not None else None,
+                  f"on {e.paired_rows} rows scored by both" + excused),
+            Check("output_psi", e.output_psi, spec.max_output_psi,
+                  (e.output_psi > spec.max_output_psi and not better)
+                  if paired_enough and e.output_psi is not None else None,
+                  f"PSI of the candidate's outputs against production's on {e.paired_rows} rows" + excused)]
+
+
+def better_on_labels(e: RolloutEvidence, spec: RolloutSpec) -> str | None:
+    """Why the candidate is better than production on the step's labelled rows (its metric
+    better and the one-sided sign test, reversed, below ``alpha``, on at least
+    ``min_labelled_rows``), else None."""
+    if e.candidate_metric is None or e.production_metric is None or e.labelled_rows < spec.min_labelled_rows:
+        return None
+    gain = e.production_metric - e.candidate_metric if not e.higher_is_better \
+        else e.candidate_metric - e.production_metric
+    p = sign_test(e.better_rows, e.worse_rows)
+    if gain <= 0 or p >= spec.alpha:
+        return None
+    return (f"the candidate is better on {e.labelled_rows} labelled rows ({e.metric} {e.candidate_metric:.6g} "
+            f"against {e.production_metric:.6g}; better on {e.better_rows}, worse on {e.worse_rows}, "
+            f"sign test p={p:.3g})")
 
 
 def _metric_check(e: RolloutEvidence, spec: RolloutSpec) -> Check:

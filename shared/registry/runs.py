@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Unpack
 
-from shared.core.errors import AlreadyExists, NotFound
+from shared.core.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.core.records import RunStatus
 from shared.ports.storage import Storage
 from shared.registry.jsonio import get_json, put_json
@@ -203,15 +203,37 @@ class RunStore:
 
     # -- one run per content ---------------------------------------------------------------
     def content_owner(self, model: str, key: str) -> str | None:
-        """The run that trained on the dataset content ``key`` (SHA-256 and spec hash), if any."""
+        """The run that trained on the dataset content ``key`` (SHA-256 and spec hash), if any.
+
+        A run that failed after training (at convert or register: parity, a conversion bug since
+        fixed) made no version and owns nothing: the same content may be trained again."""
         found = get_json(self.storage, CONTAINER, f"{model}/{BY_CONTENT}/{key}.json")
-        return found[0]["run_id"] if found else None
+        if not found:
+            return None
+        owner = found[0]["run_id"]
+        return None if self._failed(model, owner) else owner
+
+    def _failed(self, model: str, run_id: str) -> bool:
+        status = self.status(model, run_id)
+        return status is not None and status.get("state") == "failed"
 
     def claim_content(self, model: str, key: str, run_id: str) -> str:
-        """Record ``run_id`` as the run of content ``key`` unless one is; returns the owner."""
+        """Record ``run_id`` as the run of content ``key`` unless one is (a failed run's claim is
+        taken over, conditionally on the ETag read: of two retries, one wins); returns the owner."""
+        name = f"{model}/{BY_CONTENT}/{key}.json"
+        record = {"run_id": run_id, "at": time.time()}
         try:
-            put_json(self.storage, CONTAINER, f"{model}/{BY_CONTENT}/{key}.json",
-                     {"run_id": run_id, "at": time.time()}, create_only=True)
+            put_json(self.storage, CONTAINER, name, record, create_only=True)
             return run_id
         except AlreadyExists:
+            pass
+        found = get_json(self.storage, CONTAINER, name)
+        if found is None or found[0]["run_id"] == run_id:
+            return run_id
+        if not self._failed(model, found[0]["run_id"]):
+            return found[0]["run_id"]
+        try:
+            put_json(self.storage, CONTAINER, name, record, if_match=found[1])
+            return run_id
+        except PreconditionFailed:
             return self.content_owner(model, key) or run_id

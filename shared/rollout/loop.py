@@ -122,6 +122,14 @@ def evaluate_all(ctx: Context, now: float | None = None) -> dict[str, str]:
     return out
 
 
+def _prediction_std(ctx: Context, model: str, version: int) -> float:
+    """The spread of ``version``'s predictions on its hold-out (its reference profile), or 0."""
+    try:
+        return float(ctx.registry.profile(model, version)["prediction"].get("std") or 0.0)
+    except NotFound:
+        return 0.0
+
+
 def evaluate_rollout(ctx: Context, model: str, now: float | None = None) -> dict[str, Any] | None:
     """Judge ``model``'s live rollout once and carry the decision out; None when none is live.
 
@@ -147,7 +155,8 @@ def evaluate_rollout(ctx: Context, model: str, now: float | None = None) -> dict
     spec = ctx.specs.get(model)
     prod = ctx.server.get_version(model, state.champion)
     cand = ctx.server.get_version(model, state.candidate)
-    evidence = gather(ctx.storage, spec, state, prod, cand, until=now - settle_seconds(ctx), now=now)
+    evidence = gather(ctx.storage, spec, state, prod, cand, until=now - settle_seconds(ctx), now=now,
+                      reference_std=_prediction_std(ctx, model, state.champion))
     decision = decide(state, evidence, spec.rollout, now)
     try:
         return _carry_out(ctx, stored, decision, alias, now)

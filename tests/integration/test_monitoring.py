@@ -6,6 +6,7 @@ import json
 import time
 
 import pandas as pd
+import pytest
 
 from models.wind_power_data import generate as wind
 from shared.monitoring.monitor import handle_retrain, latest_report, monitor_model
@@ -148,3 +149,48 @@ def test_a_small_labelled_window_between_two_breaches_does_not_reset_their_count
     serve(ctx, wind(2000, seed=5, regime="winter"), "winter2", clock.traffic())
     second = monitor_model(ctx, "wind_power", clock.tick())
     assert second["consecutive_breaches"] == 2 and second["retraining"]["requested"] is True
+
+
+def test_retraining_builds_on_productions_dataset_not_a_newer_version_that_was_refused(ctx):
+    """Found reading the retraining handler after the host refused wine v3 (its cultivar coded
+    0, 1, 2 where production answers names): 'append' took the newest *registered* version's
+    dataset, whatever became of it. A version the gate refused (or a rollout rolled back) is
+    registered too: one bad drop into datasets/ became the base of every retraining, mixed
+    with live labels of production's traffic. Production's own dataset is the base."""
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=1)))
+    drain(ctx)
+    bad = wind(3000, seed=2)
+    bad["power_kw"] = bad["power_kw"].sample(frac=1.0, random_state=0).to_numpy()  # labels shuffled
+    drop(ctx, "wind_power", "shuffled.parquet", to_parquet(bad))
+    drain(ctx)
+    assert ctx.registry.versions("wind_power") == [1, 2] and ctx.registry.alias("wind_power").version == 1
+
+    where = handle_retrain(ctx, RunMessage("retrain_requested", "wind_power", "retrain-base", "retrain-base"))
+    data = pd.read_parquet(io.BytesIO(ctx.storage.get("datasets", where.split("/", 1)[1]).data))
+    summer = wind(3000, seed=1)
+    assert len(data) == len(summer)
+    assert data["power_kw"].to_numpy() == pytest.approx(summer["power_kw"].to_numpy())
+
+
+def test_live_performance_is_productions_own_not_the_rows_a_previous_version_answered(ctx):
+    """Found on the host: friedman1, ridge v1 (rmse 2.7) then forest v4 (hold-out rmse 1.71)
+    promoted; the next monitor run judged 13,047 labelled rows of the hour, most answered by v1,
+    against v4's reference: 'degraded' (rmse 1.88 > 1.71 + tolerance), a breach towards
+    retraining the better model. Drift already judged production's own rows."""
+    derated = wind(3000, seed=1)
+    derated["power_kw"] *= 0.5  # v1 learns half the power
+    drop(ctx, "wind_power", "derated.parquet", to_parquet(derated))
+    drain(ctx)
+    clock = Clock()
+    summer = wind(1000, seed=4)
+    serve(ctx, summer, "v1", clock.traffic())  # answered by v1, half the true power
+    store_feedback(ctx.storage, "wind_power", [
+        {"request_id": f"v1-{start}", "row": i, "truth": float(v)}
+        for start in range(0, 1000, 100) for i, v in enumerate(summer["power_kw"].iloc[start:start + 100])])
+    drop(ctx, "wind_power", "summer.parquet", to_parquet(wind(3000, seed=2)))
+    drain(ctx)
+    assert ctx.registry.alias("wind_power").version == 2
+    report = monitor_model(ctx, "wind_power", clock.tick())
+    assert report["version"] == 2
+    assert report["performance"]["rows"] == 0 and report["performance"]["degraded"] is False, report["performance"]
+    assert report["verdict"] != "degraded"

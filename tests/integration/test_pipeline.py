@@ -182,3 +182,49 @@ def test_refused_datasets_are_quarantined_and_left_in_place(ctx, name, reason):
     assert reason in record["reason"] and record["dataset"] == f"datasets/{name}"
     assert ctx.storage.head("datasets", name) is not None
     assert ctx.storage.list("registry") == []
+
+
+@pytest.mark.parametrize("dtype", ["Int8", "UInt16", "Int64"])
+def test_a_nullable_integer_target_trains_passes_parity_and_serves_its_classes(ctx, dtype):
+    """Found on the host: wine's cultivar as pandas' Int8 in Parquet (no missing value) failed at
+    convert, 'ONNX and scikit-learn disagree ... on 51 label(s)' with probabilities equal:
+    scikit-learn fits a nullable integer target as float classes (0.0, 1.0), ONNX labels them 0, 1."""
+    frame = cancer()
+    frame["target"] = frame["target"].astype(dtype)
+    drop(ctx, "breast_cancer", "b.parquet", to_parquet(frame))
+    failed = [r.detail for r in drain(ctx) if not r.ok]
+    assert not failed, failed
+    assert ctx.registry.alias("breast_cancer", PRODUCTION).version == 1
+    assert ctx.registry.manifest("breast_cancer", 1)["classes"] == [0, 1]  # as an int64 target has them
+    row = frame.drop(columns=["target"]).iloc[[0]].to_dict("records")
+    out = predict(ctx.server, "breast_cancer", {"instances": row})
+    assert out["predictions"][0]["label"] in (0, 1, "0", "1"), out
+
+
+def test_a_dataset_whose_run_failed_after_training_can_be_trained_again(ctx, tmp_path):
+    """Found on the host: a run that failed at convert (a bug since fixed) still owned its
+    dataset's content, so dropping the same file again after the fix was 'a duplicate of run
+    ...' that made no version: the only way on was to alter the file. A failed run made no
+    version, so it owns nothing; a run that made a decision still does."""
+    spec_text = example_spec_text("wind_power").replace(
+        "params = { n_estimators = 60, max_depth = 14, min_samples_leaf = 3, n_jobs = 1, random_state = 7 }",
+        "params = { max_iter = 50, random_state = 7 }\nscale_numeric = true").replace(
+        'class = "RandomForestRegressor"', 'class = "HistGradientBoostingRegressor"')
+    (tmp_path / "wind_power.toml").write_text(spec_text)
+    ctx.specs = SpecCatalog(tmp_path)
+    data = to_parquet(wind(3000, seed=7))
+    first = drop(ctx, "wind_power", "w.parquet", data)
+    assert first.ok and not drain(ctx)[0].ok
+    assert ctx.runs.status("wind_power", first.run_id)["state"] == "failed"
+    again = drop(ctx, "wind_power", "w-again.parquet", data)
+    assert again.ok and "duplicate" not in again.detail, again.detail
+    assert [r.ok for r in drain(ctx)] == [False]  # trained and converted again (and refused again)
+    assert ctx.runs.status("wind_power", again.run_id)["state"] == "failed"
+
+    # A run that made a version keeps its content: the same bytes again are a duplicate.
+    ctx.specs = SpecCatalog(ctx.settings.models_dir)
+    data = to_parquet(wind(3000, seed=8))
+    drop(ctx, "wind_power", "x.parquet", data)
+    assert all(r.ok for r in drain(ctx))
+    dup = drop(ctx, "wind_power", "x-again.parquet", data)
+    assert "duplicate" in dup.detail, dup.detail

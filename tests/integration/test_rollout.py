@@ -447,3 +447,87 @@ def test_a_classifier_giving_other_labels_is_rolled_back_with_its_disagreement_a
     e = record["evidence"]
     assert e["paired_rows"] == len(data) and e["labelled_rows"] == len(data) and e["metric"] == "roc_auc"
     assert e["candidate_metric"] < e["production_metric"] and e["worse_rows"] > e["better_rows"]
+
+
+def test_canary_latency_compares_requests_of_like_sizes_so_one_callers_big_batches_do_not_roll_back(rctx):
+    """Found on the host: a caller holding only a predict key found a routing key that lands on
+    the candidate (its answers name the version) and posted 20 requests of 10,000 rows (47 ms
+    each, against 0.3 ms for one row): 'latency_ratio 13.08 > 1.5', a better candidate rolled
+    back. Any client posting batches, sticky on one version, does the same. Latency is compared
+    between requests of like sizes; a size one version never answered is left out."""
+    t0 = candidate(rctx, wind(4000, seed=2), "summer2.parquet")
+    traffic(rctx, wind(300, seed=16), t0 + 100, "single", versions=(1, 2), batch=1, latency_ms=0.3)
+    traffic(rctx, wind(2000, seed=17), t0 + 110, "batches", versions=(2,), batch=100, latency_ms=30.0)
+    s = replace(state(rctx), step=1)  # the 50% step
+    from shared.policies.rollout import decide
+    from shared.rollout.evidence import columns_for, evaluate_window, read_window
+
+    prod, cand = rctx.server.get_version(MODEL, 1), rctx.server.get_version(MODEL, 2)
+    spec = rctx.specs.get(MODEL)
+    table = read_window(rctx.storage, MODEL, t0, t0 + 200, columns_for(spec, prod, cand))
+    e = evaluate_window(spec, s, table, None, prod, cand, since=t0, until=t0 + 200)
+    assert e.candidate_p99_ms == 0.3 and e.production_p99_ms == 0.3, e
+    assert e.candidate_requests == 150 and e.production_requests == 150 and e.latency_unmatched_requests == 20
+    latency = next(c for c in decide(s, e, spec.rollout, t0 + 300).checks if c.name == "latency_ratio")
+    assert latency.breached is False and "20 requests" in latency.detail, latency
+
+    # Big batches answered by both versions are compared with each other: a candidate slower on
+    # them than production is still rolled back.
+    traffic(rctx, wind(2000, seed=18), t0 + 120, "both", versions=(1,), batch=100, latency_ms=3.0)
+    table = read_window(rctx.storage, MODEL, t0, t0 + 200, columns_for(spec, prod, cand))
+    e = evaluate_window(spec, s, table, None, prod, cand, since=t0, until=t0 + 200)
+    assert e.latency_unmatched_requests == 0 and e.candidate_requests == e.production_requests == 170
+    d = decide(s, e, spec.rollout, t0 + 300)
+    assert d.action == "rollback" and "latency_ratio" in d.reason, d.reason
+
+
+def test_a_row_production_answered_with_no_number_does_not_make_divergence_infinite(rctx):
+    """Found on the host: a linear production answers null (its output overflows float32) for a
+    row of 1e38s that anyone with a predict key can send. One such logged row made the shadow
+    divergence inf (production's standard deviation nan), a breach whatever the candidate: a
+    rollback forced by one request. Rows production gave no number for are left out; a
+    candidate giving none where production gave one still diverges."""
+    import pyarrow as pa
+
+    from shared.rollout.evidence import columns_for, evaluate_window, read_window
+
+    t0 = candidate(rctx, wind(4000, seed=2), "summer2.parquet")
+    traffic(rctx, wind(300, seed=16), t0 + 100, "shadow")
+    s = state(rctx)  # shadow
+    prod, cand = rctx.server.get_version(MODEL, 1), rctx.server.get_version(MODEL, 2)
+    spec = rctx.specs.get(MODEL)
+    table = read_window(rctx.storage, MODEL, t0, t0 + 200, columns_for(spec, prod, cand))
+    clean = evaluate_window(spec, s, table, None, prod, cand, since=t0, until=t0 + 200)
+    at = table.column_names.index("prediction")
+    pred = table.column("prediction").to_numpy().copy()
+    pred[[3, 7]] = [np.inf, np.nan]
+    e = evaluate_window(spec, s, table.set_column(at, "prediction", pa.array(pred)), None, prod, cand,
+                        since=t0, until=t0 + 200)
+    assert e.divergence is not None and np.isfinite(e.divergence) and np.isfinite(e.output_psi), e
+    assert abs(e.divergence - clean.divergence) < 0.05 and e.divergence < spec.rollout.max_divergence
+
+
+def test_a_candidate_with_no_number_where_production_has_one_diverges():
+    from shared.rollout.evidence import divergence
+
+    prod = np.linspace(0, 100, 200)
+    cand = prod + 1.0
+    assert divergence(cand, prod, False)[0] < 0.1
+    cand[5] = np.nan
+    assert divergence(cand, prod, False)[0] == np.inf
+
+
+def test_a_flood_of_identical_rows_does_not_make_divergence_a_rollback(rctx):
+    """Found on the host: a caller holding only a predict key posted 20 requests of 10,000
+    identical rows; production's predictions on the window then hardly varied, and divergence
+    (mean absolute difference over their standard deviation) read 4.55 against 0.25. Labels
+    excused it there; without them it is a rollback of any candidate that differs at all on
+    that one row. The scale is never below the spread of production's hold-out predictions."""
+    t0 = candidate(rctx, wind(4000, seed=2), "summer2.parquet")
+    traffic(rctx, wind(200, seed=10), t0 + 100, "shadow")
+    one = wind(1, seed=12)
+    traffic(rctx, pd.concat([one] * 40_000, ignore_index=True), t0 + 110, "flood", batch=10_000)
+    out = loop.evaluate_rollout(rctx, MODEL, now=t0 + 700)
+    e = state(rctx).history[-1]["evidence"] if out["action"] != "wait" else state(rctx).last_evaluation["evidence"]
+    assert e["paired_rows"] == 20_000 and e["divergence"] < 0.25, (out["reason"], e["divergence"])
+    assert out["action"] == "advance", out["reason"]

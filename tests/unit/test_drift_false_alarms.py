@@ -62,3 +62,40 @@ def test_a_large_change_in_a_small_window_is_still_flagged(profiles):
     served = (traffic["alcohol"] + frame["alcohol"].std()).to_numpy(dtype=np.float64).astype(np.float32)
     report = numeric_drift(profile["features"]["alcohol"], served, Thresholds())
     assert report["drifted"] and report["psi"] > report["psi_threshold"] > 0.2
+
+
+@pytest.mark.parametrize("ref_rows", [51, 57, 150])
+def test_in_distribution_labels_against_a_small_hold_out_are_flagged_at_most_2_percent(ref_rows):
+    """The prediction profile is built from the hold-out: wine's 30% is 54 rows, iris's 45.
+    Live labels drawn from the same classes as the hold-out's, in windows of 100 to 10,000 rows,
+    must not read as drift; a JS distance of 0.1 alone flagged such windows (the host flagged
+    'predictions drifted' on wine and iris resampled from their own datasets, chi-square p 0.2).
+    What stays is the chi-square test's own level (``p_value`` 0.01) and the JS threshold's 0.1%."""
+    from shared.core.profile import categorical_profile
+    from shared.monitoring.drift import categorical_drift
+
+    classes = np.array(["barolo", "grignolino", "barbera"])
+    shares = [0.33, 0.40, 0.27]
+    th = Thresholds()
+    flagged = checks = 0
+    for seed in range(SEEDS * 30):  # a hold-out of its own for every window: windows of one share it
+        rng = np.random.default_rng(seed)
+        profile = categorical_profile(rng.choice(classes, ref_rows, p=shares))
+        rows = (100, 1000, 10_000)[seed % 3]
+        flagged += categorical_drift(profile, rng.choice(classes, rows, p=shares), th)["drifted"]
+        checks += 1
+    assert flagged / checks <= 0.02, f"{flagged} of {checks} label windows flagged against {ref_rows} reference rows"
+
+
+def test_a_large_change_of_labels_is_still_flagged_against_a_small_hold_out():
+    from shared.core.profile import categorical_profile
+    from shared.monitoring.drift import categorical_drift
+
+    rng = np.random.default_rng(3)
+    classes = np.array(["a", "b", "c"])
+    profile = categorical_profile(rng.choice(classes, 54, p=[0.33, 0.40, 0.27]))
+    report = categorical_drift(profile, rng.choice(classes, 1000, p=[0.8, 0.1, 0.1]), Thresholds())
+    assert report["drifted"] and report["js_distance"] > 0.1
+    # A large reference and a large window keep the spec's threshold.
+    big = categorical_profile(rng.choice(classes, 50_000, p=[0.33, 0.40, 0.27]))
+    assert categorical_drift(big, rng.choice(classes, 5_000, p=[0.33, 0.40, 0.27]), Thresholds())["js_threshold"] == 0.1

@@ -22,11 +22,13 @@ class _Server:
     def __init__(self, replies: list[tuple[int, dict[str, str], bytes]]) -> None:
         self.replies = list(replies)
         self.seen: list[dict[str, str]] = []
+        self.paths: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 outer.seen.append(dict(self.headers))
+                outer.paths.append(self.path)
                 status, headers, body = outer.replies.pop(0)
                 self.send_response(status)
                 for k, v in headers.items():
@@ -152,3 +154,22 @@ def test_init_leaves_out_what_the_gate_refuses_with_the_gates_reason(tmp_path):
     assert "constant" in why["site"]
     assert "a column the inference log writes for itself" in why["time"]
     assert spec.metric == "rmse" and 0 < spec.floor < frame["price"].std()
+
+
+def test_a_name_or_id_stays_one_path_segment_and_never_reaches_another_route():
+    """Seen through the host: `mlops report wine --id ../../etc` asked the host for
+    /api/models/wine/etc and `mlops show ../x` for /api/x ('no function serves /api/x'): the
+    client put names and ids into paths as they came, and '..' walked to other routes (another
+    model's report, from `report wine --id ../../iris/monitoring/reports/<id>`)."""
+    ok = (200, {"content-type": "application/json"}, b"{}")
+    server = _Server([ok] * 4)
+    try:
+        with MlopsClient(server.url, key="k") as c:
+            c.monitoring_report("wine", "../../iris/monitoring/reports/x")
+            c.model("../x")
+            c.run("wine", "a/b")
+            c.rollout("wine?x=1")
+    finally:
+        server.close()
+    assert server.paths == ["/api/models/wine/monitoring/reports/..%2F..%2Firis%2Fmonitoring%2Freports%2Fx",
+                            "/api/models/..%2Fx", "/api/models/wine/runs/a%2Fb", "/api/models/wine%3Fx%3D1/rollout"]

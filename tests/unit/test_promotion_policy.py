@@ -67,3 +67,21 @@ def test_judge_on_a_higher_is_better_metric_and_contracts_that_agree():
     auc = Rule("roc_auc", higher_is_better=True, floor=0.8, margin=0.01)
     assert judge(auc, 0.95, 0.955)[0] and not judge(auc, 0.90, 0.95)[0] and not judge(auc, 0.7, None)[0]
     assert contract_changes(SCHEMA, tuple(reversed(SCHEMA))) == ()
+
+
+def test_a_candidate_answering_other_classes_is_never_promoted_automatically():
+    """Found on the host: wine v1 answered barolo/grignolino/barbera; a dataset whose cultivar
+    was coded 0, 1, 2 made v2, which 'beat' production (accuracy 0 on labels it never answers)
+    and started a rollout: with rollouts off or direct, every client's labels and probability
+    keys would have changed at once."""
+    acc = Rule("accuracy", higher_is_better=True, floor=0.8, margin=0.02)
+    names, codes = ("barbera", "barolo", "grignolino"), (0, 1, 2)
+    ev = Evidence((SetScores("holdout", "the candidate's hold-out", 50, 50, {"accuracy": 0.98},
+                             {"accuracy": 0.0}),), 0.2, None, None)
+    d = decide(acc, Version(2, SCHEMA, codes), Version(1, SCHEMA, names), ev)
+    assert not d.promoted and d.sets["holdout"]["passed"]
+    assert "classes differ from production v1's" in d.reason and "'barolo'" in d.reason and "'0'" in d.reason
+    assert any("class" in c for c in d.contract_changes)
+    # The same classes in another order, or as numbers and their text, are the same outputs.
+    same = decide(acc, Version(2, SCHEMA, ("1", "0")), Version(1, SCHEMA, (0, 1)), ev)
+    assert same.promoted and same.contract_changes == ()
