@@ -45,7 +45,8 @@ log = logging.getLogger("devhost.blobs")
 RECEIPTS = "azure-webjobs-hosts"
 DEFAULT_HOST_ID = "devhost"
 LEASE_SECONDS = 60.0  # renewed every third of it while the function runs
-# A file copied into the local folder by hand may still be growing: wait until it is this old.
+# A file copied into the local folder by hand may still be growing: wait until it is this old
+# (setting MLOPS_HOST_BLOB_SETTLE_SECONDS).
 SETTLE_SECONDS = 1.0
 #: Backoff between tries of a failing blob: base * 2^(tries-1), at most the cap.
 RETRY_BASE_SECONDS = 2.0
@@ -92,8 +93,9 @@ class BlobTriggerRunner:
     def __init__(self, storage: Storage, poison: StorageQueues, functions: list[BlobFunction], invoker: Invoker,
                  *, poll_seconds: float = 0.5, max_tries: int = 5, lease_seconds: float = LEASE_SECONDS,
                  host_id: str = DEFAULT_HOST_ID, parallelism: int = 1,
-                 retry_base_seconds: float = RETRY_BASE_SECONDS) -> None:
+                 retry_base_seconds: float = RETRY_BASE_SECONDS, settle_seconds: float = SETTLE_SECONDS) -> None:
         self.lease_seconds = lease_seconds
+        self.settle_seconds = settle_seconds
         self.parallelism = max(1, parallelism)
         self.retry_base_seconds = retry_base_seconds
         self._pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="blob-run")
@@ -151,7 +153,7 @@ class BlobTriggerRunner:
                 key = (fn.name, blob.name, blob.etag)
                 if key in self._done or key in self._in_flight or not fn.pattern.match(blob.name):
                     continue
-                if time.time() - blob.last_modified < SETTLE_SECONDS:
+                if time.time() - blob.last_modified < self.settle_seconds:
                     continue
                 if not self._slots.acquire(blocking=False):
                     return len(started)  # every worker busy: the next poll looks again

@@ -48,6 +48,8 @@ class HostConfig:
     master_key: str
     function_keys: tuple[str, ...]
     blob_poll_seconds: float = 0.5
+    #: How old a blob must be before its function runs (a file copied in by hand may still grow).
+    blob_settle_seconds: float = 1.0
     queue_poll_seconds: float = 1.0
     blob_max_tries: int = 5
     blob_lease_seconds: float = 60.0
@@ -78,6 +80,7 @@ class HostConfig:
             master_key=os.environ.get("MLOPS_HOST_MASTER_KEY", "").strip(),
             function_keys=keys,
             blob_poll_seconds=float(os.environ.get("MLOPS_HOST_BLOB_POLL_SECONDS", "0.5")),
+            blob_settle_seconds=float(os.environ.get("MLOPS_HOST_BLOB_SETTLE_SECONDS", "").strip() or 1),
             queue_poll_seconds=float(os.environ.get("MLOPS_HOST_QUEUE_POLL_SECONDS", "1")),
             blob_lease_seconds=float(os.environ.get("MLOPS_HOST_BLOB_LEASE_SECONDS", "60")),
             # the platform's own setting for an explicit host id, spelled as the platform spells it

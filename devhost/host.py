@@ -86,7 +86,8 @@ class Host:
                                        poll_seconds=config.blob_poll_seconds, max_tries=config.blob_max_tries,
                                        lease_seconds=config.blob_lease_seconds, host_id=config.host_id,
                                        parallelism=config.blob_parallelism,
-                                       retry_base_seconds=config.blob_retry_base_seconds)
+                                       retry_base_seconds=config.blob_retry_base_seconds,
+                                       settle_seconds=config.blob_settle_seconds)
         self.queues = QueueTriggerRunner(bus, self.index.queues, self.invoker, poll_seconds=config.queue_poll_seconds,
                                          concurrency=config.queue_concurrency,
                                          backoff_seconds=config.queue_retry_base_seconds)

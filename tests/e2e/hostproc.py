@@ -29,6 +29,12 @@ class HostProcess:
             "MLOPS_HOST_FUNCTION_KEYS": FKEY,
             "MLOPS_HOST_FUNCTION_KEYS_BY_FUNCTION": f"feedback={FEEDBACK_KEY}",
             "MLOPS_ALIAS_CHECK_SECONDS": "0.2",
+            # The storage API writes a blob whole, so no blob grows after it is listed: a short
+            # settle time. The stages send their messages from processes of their own, which the
+            # host's receivers see on their next poll (in-process sends wake them at once).
+            "MLOPS_HOST_BLOB_SETTLE_SECONDS": "0.1",
+            "MLOPS_HOST_BLOB_POLL_SECONDS": "0.2",
+            "MLOPS_HOST_QUEUE_POLL_SECONDS": "0.2",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 
-from devhost import blobs
 from devhost.blobs import BlobFunction, BlobTriggerRunner, compile_path
 from devhost.invocation import Invoker
 from models.breast_cancer_data import generate as cancer
@@ -36,8 +35,7 @@ def dead_letter(etag: str, name: str = NAME) -> bytes:
         "publishTime": "2026-12-06T00:00:00Z", "lastDeliveryAttemptTime": "2026-12-06T23:59:00Z"}]).encode()
 
 
-def test_a_dead_lettered_event_is_listed_replayed_and_its_dataset_trained(azurite, tmp_path, monkeypatch):
-    monkeypatch.setattr(blobs, "SETTLE_SECONDS", 0.0)
+def test_a_dead_lettered_event_is_listed_replayed_and_its_dataset_trained(azurite, tmp_path):
     env = {"MLOPS_DATA_DIR": str(tmp_path), "MLOPS_STORAGE_BACKEND": "azure", "MlopsStorage": azurite.connection_string,
            "MLOPS_MODELS_DIR": str(ROOT / "models"), "MLOPS_FIT_ISOLATION": "inline"}
     ctx = Context.from_settings(Settings.from_env(env))
@@ -53,7 +51,7 @@ def test_a_dead_lettered_event_is_listed_replayed_and_its_dataset_trained(azurit
     container, pattern = compile_path("datasets/breast_cancer/undelivered.csv")
     runner = BlobTriggerRunner(ctx.storage, ctx.storage_queues,
                                [BlobFunction("train", "blob", container, pattern, train)], Invoker(),
-                               host_id="mlops-pipeline", retry_base_seconds=0.0)
+                               host_id="mlops-pipeline", retry_base_seconds=0.0, settle_seconds=0.0)
     # Event Grid's source delivers only events: with the event dead-lettered, the trigger never ran
     # for this ETag. Stand that in with a receipt for it, as if the scan had passed it by.
     runner.poll_once(wait=True)

@@ -108,10 +108,9 @@ def test_a_long_blob_run_does_not_hold_back_the_next_one(tmp_path):
 
     container, pattern = compile_path("inbox/{name}")
     runner = BlobTriggerRunner(storage, bus, [BlobFunction("slow", "blob", container, pattern, slow)], Invoker(),
-                               poll_seconds=0.05, parallelism=2)
+                               poll_seconds=0.05, parallelism=2, settle_seconds=0.0)
     storage.put("inbox", "big", b"1")
     storage.put("inbox", "small", b"2")
-    time.sleep(1.1)  # the host waits for a blob to settle
     runner.start()
     try:
         deadline = time.monotonic() + 10
@@ -120,6 +119,35 @@ def test_a_long_blob_run_does_not_hold_back_the_next_one(tmp_path):
     finally:
         runner.stop()
     assert spans["inbox/small"][1] < spans["inbox/big"][1] - 1  # done while the big one still ran
+
+
+def test_a_blob_runs_once_it_is_as_old_as_the_settle_time(tmp_path, monkeypatch):
+    """A blob younger than the settle time (a file copied in by hand may still grow) waits;
+    MLOPS_HOST_BLOB_SETTLE_SECONDS sets it, 1 s by default."""
+    from devhost.config import HostConfig
+
+    monkeypatch.delenv("MLOPS_HOST_BLOB_SETTLE_SECONDS", raising=False)
+    assert HostConfig.from_env().blob_settle_seconds == 1.0
+    monkeypatch.setenv("MLOPS_HOST_BLOB_SETTLE_SECONDS", "0.3")
+    assert HostConfig.from_env().blob_settle_seconds == 0.3
+
+    storage = LocalStorage(tmp_path / "blobs")
+    seen: list[str] = []
+    container, pattern = compile_path("inbox/{name}")
+
+    def runner(settle: float) -> BlobTriggerRunner:
+        return BlobTriggerRunner(storage, LocalBus(tmp_path / "bus.sqlite3"),
+                                 [BlobFunction("f", "blob", container, pattern, lambda blob: seen.append(blob.name))],
+                                 Invoker(), settle_seconds=settle)
+
+    storage.put("inbox", "new", b"1")
+    written = time.time()
+    patient, quick = runner(60.0), runner(0.3)
+    assert patient.poll_once(wait=True) == 0 and seen == []  # younger than 60 s: not yet
+    time.sleep(max(0.0, written + 0.4 - time.time()))
+    assert quick.poll_once(wait=True) == 1 and seen == ["inbox/new"]  # older than 0.3 s: run
+    patient.stop()
+    quick.stop()
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["running", "held by the pacer"])

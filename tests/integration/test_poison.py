@@ -62,7 +62,7 @@ def test_messages_are_base64_on_the_wire_as_the_functions_host_writes_them(azuri
     assert [m.text for m in ctx.storage_queues.peek("wire-check")] == ['{"a": 1}', '{"plain": true}']
 
 
-def failing_runner(ctx: Context, calls: list[str]) -> BlobTriggerRunner:
+def failing_runner(ctx: Context, calls: list[str], settle_seconds: float = blobs.SETTLE_SECONDS) -> BlobTriggerRunner:
     def train(blob) -> None:
         if blob.name != "datasets/wind_power/poison-me.csv":
             return  # another test's dataset in the shared Azurite: not this test's subject
@@ -76,13 +76,12 @@ def failing_runner(ctx: Context, calls: list[str]) -> BlobTriggerRunner:
     fn = BlobFunction("train", "blob", container, pattern, train)
     # No backoff between tries here: the test polls as fast as it likes.
     return BlobTriggerRunner(ctx.storage, ctx.storage_queues, [fn], Invoker(), host_id="mlops-pipeline",
-                             retry_base_seconds=0.0)
+                             retry_base_seconds=0.0, settle_seconds=settle_seconds)
 
 
-def test_a_blob_failing_five_times_goes_to_the_storage_poison_queue_and_replays(actx, monkeypatch):
-    monkeypatch.setattr(blobs, "SETTLE_SECONDS", 0.0)
+def test_a_blob_failing_five_times_goes_to_the_storage_poison_queue_and_replays(actx):
     calls: list[str] = []
-    runner = failing_runner(actx, calls)
+    runner = failing_runner(actx, calls, settle_seconds=0.0)
     info = actx.storage.put("datasets", "wind_power/poison-me.csv", b"x,y\n1,2\n")
     for _ in range(7):
         runner.poll_once(wait=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -13,7 +16,7 @@ from shared.core.faults import POINTS
 from shared.ports.storage.local import LocalStorage
 from shared.registry.store import Registry
 from tests.conftest import to_csv
-from tests.e2e.hostproc import HostProcess, wait_for
+from tests.e2e.hostproc import HostProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -34,37 +37,92 @@ def check_registry_invariants(storage: LocalStorage, model: str) -> None:
         assert version in committed, f"alias {alias} points at uncommitted version {version}"
 
 
+@dataclass
+class Crash:
+    """One fault point: its data folder, the host that crashed on it, what was seen right after
+    the crash, and the host that recovered it."""
+
+    storage: LocalStorage
+    crashing: HostProcess
+    stage_killed: bool = False
+    after_crash: str | None = None  # what was not whole right after the crash (None: all of it was)
+    recovering: HostProcess | None = None
+
+
+def until_each(cases: dict[str, Crash], done, timeout: float) -> None:
+    """Poll every case until ``done(case)``, or the time is up (the tests say which did not)."""
+    pending = dict(cases)
+    deadline = time.time() + timeout
+    while pending and time.time() < deadline:
+        for point, case in list(pending.items()):
+            if done(case):
+                del pending[point]
+        time.sleep(0.1)
+
+
+def killed_once_its_stage_was(case: Crash) -> bool:
+    # Every stage (train, convert, register, promote) runs in a process of its own: the fault
+    # kills that process, and the host sees it die (WorkerCrashed). Then the machine goes too,
+    # at once: left running, the host would try the stage again (and crash there again).
+    if "WorkerCrashed" not in case.crashing.log():
+        return False
+    case.crashing.kill()
+    case.stage_killed = True
+    return True
+
+
+def run_status(storage: LocalStorage) -> str | None:
+    runs = [b for b in storage.list("runs", "breast_cancer/") if b.name.endswith("/status.json")]
+    return json.loads(storage.get("runs", runs[0].name).data)["state"] if len(runs) == 1 else None
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory) -> Iterator[dict[str, Crash]]:
+    """Every fault point at once, each on a data folder of its own (the hosts wait on their
+    stages' processes, not on each other): a host per point crashes, then a host per point
+    recovers, and stops once the run's status is the promote stage's last write."""
+    cases: dict[str, Crash] = {}
+    try:
+        for i, point in enumerate(POINTS):
+            data = tmp_path_factory.mktemp(f"crash{i}") / "data"
+            host = HostProcess(data, env={**FAST_RECOVERY, "MLOPS_FAULT_KILL_AT": point}).start()
+            cases[point] = Crash(LocalStorage(data / "blobs"), host)
+            cases[point].storage.put("datasets", "breast_cancer/b.csv", to_csv(cancer()))
+        until_each(cases, killed_once_its_stage_was, 180)
+        for case in cases.values():
+            case.crashing.stop()  # a no-op for the killed ones
+        for case in cases.values():
+            # Right after the crash: whatever is visible is whole.
+            try:
+                check_registry_invariants(case.storage, "breast_cancer")
+            except Exception as exc:
+                case.after_crash = f"{type(exc).__name__}: {exc}"
+        for case in cases.values():
+            case.recovering = HostProcess(case.crashing.log_path.parent / "data", env=FAST_RECOVERY).start()
+        until_each(cases, lambda case: run_status(case.storage) == "promoted", 180)
+        yield cases
+    finally:
+        for case in cases.values():
+            case.crashing.stop()  # never leave a host behind
+            if case.recovering is not None:
+                case.recovering.stop()
+
+
 @pytest.mark.parametrize("point", POINTS)
-def test_killed_at_a_stage_boundary_the_run_still_completes(tmp_path, point):
-    data = tmp_path / "data"
-    storage = LocalStorage(data / "blobs")
-    crashing = HostProcess(data, env={**FAST_RECOVERY, "MLOPS_FAULT_KILL_AT": point}).start()
-    try:
-        storage.put("datasets", "breast_cancer/b.csv", to_csv(cancer()))
-        # Every stage (train, convert, register, promote) runs in a process of its own: the
-        # fault kills that process, and the host sees it die (WorkerCrashed). Then the machine goes too.
-        wait_for(lambda: "WorkerCrashed" in crashing.log(), 60, f"the stage's process killed at {point}", crashing)
-        crashing.kill()
-        crashing.proc.wait(timeout=120)
-        assert crashing.proc.returncode == -9, crashing.log()[-3000:]
-    finally:
-        crashing.stop()  # never leave a host behind, even when the test fails
+def test_killed_at_a_stage_boundary_the_run_still_completes(crashed, point):
+    case = crashed[point]
+    assert case.stage_killed, f"the stage's process was not killed at {point}:\n{case.crashing.log()[-3000:]}"
+    assert case.crashing.proc.returncode == -9, case.crashing.log()[-3000:]
+    assert case.after_crash is None, f"right after the crash at {point}: {case.after_crash}"
 
-    # Right after the crash: whatever is visible is whole.
+    storage = case.storage
+    recovery = f"recovery after {point}:\n{case.recovering.log()[-3000:]}"
+    assert storage.list("registry", "breast_cancer/decisions/"), recovery
+    decision = json.loads(storage.get("registry", "breast_cancer/decisions/1.json").data)
+    assert decision["promoted"] is True
+    registry = Registry(storage)
+    assert registry.versions("breast_cancer") == [1]  # one run, one version
+    assert registry.alias("breast_cancer").version == 1
     check_registry_invariants(storage, "breast_cancer")
-
-    host = HostProcess(data, env=FAST_RECOVERY).start()
-    try:
-        wait_for(lambda: storage.list("registry", "breast_cancer/decisions/"), 60, f"recovery after {point}", host)
-        decision = json.loads(storage.get("registry", "breast_cancer/decisions/1.json").data)
-        assert decision["promoted"] is True
-        registry = Registry(storage)
-        assert registry.versions("breast_cancer") == [1]  # one run, one version
-        assert registry.alias("breast_cancer").version == 1
-        check_registry_invariants(storage, "breast_cancer")
-        [run] = [b for b in storage.list("runs", "breast_cancer/") if b.name.endswith("/status.json")]
-        # The status is the promote stage's last write, just after the decision: wait for it, bounded.
-        wait_for(lambda: json.loads(storage.get("runs", run.name).data)["state"] == "promoted", 30,
-                 f"the run's status after {point}", host)
-    finally:
-        host.stop()
+    # The status is the promote stage's last write, just after the decision.
+    assert run_status(storage) == "promoted", recovery
