@@ -121,6 +121,21 @@ def test_a_long_blob_run_does_not_hold_back_the_next_one(tmp_path):
     assert spans["inbox/small"][1] < spans["inbox/big"][1] - 1  # done while the big one still ran
 
 
+def test_the_fork_server_imports_the_azure_adapters_the_settings_choose():
+    """Every stage's process opens the storage: on Azure, the SDK comes imported with the fork."""
+    from shared.pipeline.isolation import PRELOAD, preload
+
+    assert preload(Settings()) == PRELOAD  # the embedded backends import nothing more
+    on_azure = preload(Settings.from_env({"MLOPS_STORAGE_BACKEND": "azure",
+                                          "MlopsStorage": "UseDevelopmentStorage=true"}))
+    assert {"shared.ports.storage.azure", "shared.ports.storagequeue.azure"} <= set(on_azure)
+    assert "shared.ports.bus.azure" not in on_azure  # the bus stays embedded
+    import importlib
+
+    for module in on_azure:  # the fork server skips a module it cannot import: each one can be
+        importlib.import_module(module)
+
+
 def test_a_blob_runs_once_it_is_as_old_as_the_settle_time(tmp_path, monkeypatch):
     """A blob younger than the settle time (a file copied in by hand may still grow) waits;
     MLOPS_HOST_BLOB_SETTLE_SECONDS sets it, 1 s by default."""
