@@ -103,7 +103,7 @@ SERVING_PRUNE: dict[str, str] = {
 
 #: Arrow libraries that every pyarrow extension module lists as NEEDED (linked without
 #: ``--as-needed``) but that only the modules ``SERVING_PRUNE`` removes take symbols from:
-#: ``unlink_arrow_extras`` proves that at each build, then drops them (3.4 MB zipped, and three
+#: ``unlink_arrow_extras`` proves that at each build, then drops them (2.9 MB zipped, and three
 #: fewer libraries for the loader to map and relocate at the first Parquet write).
 ARROW_EXTRAS = ("libarrow_substrait.so.*", "libarrow_dataset.so.*", "libarrow_acero.so.*")
 
