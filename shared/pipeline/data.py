@@ -10,6 +10,7 @@ import datetime as dt
 import decimal
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,8 +219,11 @@ def _read_csv(data: bytes, filename: str) -> pd.DataFrame:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _first_bad_row(mask: np.ndarray) -> int:
-    return int(np.argmax(mask)) + 1
+def _refuse_rows(mask: np.ndarray, column: str, message: Callable[[int], str]) -> None:
+    """If ``mask`` marks a row, refuse the dataset at the first (1-based): ``message(row)``."""
+    if mask.any():
+        row = int(np.argmax(mask)) + 1
+        raise DatasetError(message(row), column=column, row=row)
 
 
 def coerce_numeric(series: pd.Series, column: str, filename: str) -> pd.Series:
@@ -231,31 +235,13 @@ def coerce_numeric(series: pd.Series, column: str, filename: str) -> pd.Series:
     else:
         values = pd.to_numeric(series, errors="coerce").astype("float64")
         bad = values.isna().to_numpy() & series.notna().to_numpy()
-        if bad.any():
-            row = _first_bad_row(bad)
-            raise DatasetError(
-                f"{filename}: column {column!r} must be numeric, but row {row} holds "
-                f"{str(series.iloc[row - 1])[:40]!r} ({int(bad.sum())} such value(s))",
-                column=column,
-                row=row,
-            )
-    inf = np.isinf(values.to_numpy())
-    if inf.any():
-        row = _first_bad_row(inf)
-        raise DatasetError(
-            f"{filename}: column {column!r} holds an infinite value at row {row}",
-            column=column,
-            row=row,
-        )
-    beyond = np.abs(values.to_numpy()) > FLOAT32_MAX  # NaN (missing) compares False
-    if beyond.any():
-        row = _first_bad_row(beyond)
-        raise DatasetError(
-            f"{filename}: column {column!r} holds {values.iloc[row - 1]:g} at row {row}, beyond the float32 "
-            f"range (±{FLOAT32_MAX:.4g}) the model computes in: no request could send it",
-            column=column,
-            row=row,
-        )
+        _refuse_rows(bad, column, lambda row: f"{filename}: column {column!r} must be numeric, but row {row} holds "
+                     f"{str(series.iloc[row - 1])[:40]!r} ({int(bad.sum())} such value(s))")
+    _refuse_rows(np.isinf(values.to_numpy()), column,
+                 lambda row: f"{filename}: column {column!r} holds an infinite value at row {row}")
+    _refuse_rows(np.abs(values.to_numpy()) > FLOAT32_MAX, column,  # NaN (missing) compares False
+                 lambda row: f"{filename}: column {column!r} holds {values.iloc[row - 1]:g} at row {row}, beyond "
+                 f"the float32 range (±{FLOAT32_MAX:.4g}) the model computes in: no request could send it")
     return values
 
 
@@ -403,14 +389,8 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
     if spec.task == "regression":
         values = pd.to_numeric(series, errors="coerce").astype("float64")
         bad = ~np.isfinite(values.to_numpy())
-        if bad.any():
-            row = _first_bad_row(bad)
-            raise DatasetError(
-                f"{filename}: target {col!r} has {int(bad.sum())} missing, infinite or "
-                f"non-numeric value(s); first at row {row} ({str(series.iloc[row - 1])[:40]!r})",
-                column=col,
-                row=row,
-            )
+        _refuse_rows(bad, col, lambda row: f"{filename}: target {col!r} has {int(bad.sum())} missing, infinite or "
+                     f"non-numeric value(s); first at row {row} ({str(series.iloc[row - 1])[:40]!r})")
         if len(values) and values.min() == values.max():
             raise DatasetError(
                 f"{filename}: target {col!r} is constant (every row is {values.iloc[0]:g}); a model "
@@ -419,18 +399,11 @@ def _target(series: pd.Series, spec: ModelSpec, filename: str) -> pd.Series:
             )
         return values
     missing = series.isna().to_numpy()
-    if missing.any():
-        row = _first_bad_row(missing)
-        raise DatasetError(
-            f"{filename}: target {col!r} has {int(missing.sum())} missing value(s); first at row {row}",
-            column=col,
-            row=row,
-        )
+    _refuse_rows(missing, col, lambda row: f"{filename}: target {col!r} has {int(missing.sum())} missing value(s); "
+                 f"first at row {row}")
     if pd.api.types.is_float_dtype(series):
         floats = series.to_numpy()
-        if not np.isfinite(floats).all():
-            row = _first_bad_row(~np.isfinite(floats))
-            raise DatasetError(f"{filename}: target {col!r} is infinite at row {row}", column=col, row=row)
+        _refuse_rows(~np.isfinite(floats), col, lambda row: f"{filename}: target {col!r} is infinite at row {row}")
         if (floats == np.round(floats)).all():
             series = series.astype("int64")
     # A nullable integer (pandas' Int8 ... UInt64, as Parquet written from pandas reads back) has
